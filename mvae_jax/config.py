@@ -1,0 +1,134 @@
+"""One frozen dataclass holds every setting of a run; it is saved as JSON beside the checkpoints."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+from pathlib import Path
+import tempfile
+from typing import Any
+
+CONFIG_FILE = "config.json"
+
+# Settings that may change when a run is resumed: everything else defines the
+# model, its data or its optimisation, and must match the saved run.
+RESUMABLE = frozenset({"epochs", "data_dir", "workdir", "keep_checkpoints"})
+
+
+@dataclasses.dataclass(frozen=True)
+class Config:
+    """Every hyper-parameter of one training run.
+
+    The defaults train JMVAE-kl on the trimodal MNIST / Fashion-MNIST / label
+    set with the MLP widths and latent size of Suzuki et al. 2016 (Sec. 4).
+    """
+
+    model: str = "jmvae"
+    dataset: str = "trimodal"
+    beta: float = 1.0
+    alpha: float = 0.1
+    epochs: int = 20
+    batch_size: int = 128
+    learning_rate: float = 1e-3
+    latent_dim: int = 20
+    hidden_dims: tuple[int, ...] = (512, 512)
+    seed: int = 0
+    pair_seed: int = 0
+    data_dir: str | None = None
+    workdir: str | None = None
+    keep_checkpoints: int = 3
+
+    def __post_init__(self):
+        object.__setattr__(self, "hidden_dims", tuple(self.hidden_dims))
+        if self.workdir is None:
+            object.__setattr__(self, "workdir", default_workdir(self.model, self.beta))
+
+    def validate(self) -> Config:
+        """Raise ValueError naming the first bad value and what is allowed; return self."""
+        from mvae_jax.data import DATASETS
+        from mvae_jax.models import MODELS
+
+        def need(ok: bool, name: str, allowed: str):
+            if not ok:
+                raise ValueError(f"{name}={getattr(self, name)!r} is invalid; allowed: {allowed}")
+
+        need(self.model in MODELS, "model", ", ".join(sorted(MODELS)))
+        need(self.dataset in DATASETS, "dataset", ", ".join(sorted(DATASETS)))
+        for name in ("beta", "alpha"):
+            value = getattr(self, name)
+            need(_is_float(value) and math.isfinite(value) and value >= 0, name, "a finite number >= 0")
+        need(_is_float(self.learning_rate) and 0 < self.learning_rate < math.inf, "learning_rate", "a number > 0")
+        for name in ("epochs", "batch_size", "latent_dim", "keep_checkpoints"):
+            need(_is_int(getattr(self, name)) and getattr(self, name) >= 1, name, "an integer >= 1")
+        for name in ("seed", "pair_seed"):
+            need(_is_int(getattr(self, name)) and getattr(self, name) >= 0, name, "an integer >= 0")
+        need(
+            len(self.hidden_dims) >= 1 and all(_is_int(h) and h >= 1 for h in self.hidden_dims),
+            "hidden_dims",
+            "one or more integers >= 1, e.g. 512,512",
+        )
+        need(bool(self.workdir), "workdir", "a directory path")
+        return self
+
+    def to_dict(self) -> dict[str, Any]:
+        d = dataclasses.asdict(self)
+        d["hidden_dims"] = list(self.hidden_dims)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> Config:
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(d) - known)
+        if unknown:
+            raise ValueError(f"unknown config keys {unknown}; known: {sorted(known)}")
+        return cls(**d)
+
+    def differences(self, other: Config, ignore=RESUMABLE) -> dict[str, tuple[Any, Any]]:
+        """{field: (self's value, other's value)} for fields that differ, outside ``ignore``."""
+        a, b = self.to_dict(), other.to_dict()
+        return {k: (a[k], b[k]) for k in a if k not in ignore and a[k] != b[k]}
+
+
+def default_workdir(model: str, beta: float) -> str:
+    """runs/<model>_beta<beta>, e.g. runs/jmvae_beta2.0."""
+    return os.path.join("runs", f"{model}_beta{float(beta)}")
+
+
+def save_config(config: Config, workdir: str | os.PathLike) -> Path:
+    """Write workdir/config.json atomically (a temporary file, then rename)."""
+    path = Path(workdir) / CONFIG_FILE
+    atomic_write_text(path, json.dumps(config.to_dict(), indent=2, sort_keys=True) + "\n")
+    return path
+
+
+def load_config(workdir: str | os.PathLike) -> Config:
+    """The Config saved in workdir/config.json; FileNotFoundError naming the path if absent."""
+    path = Path(workdir) / CONFIG_FILE
+    if not path.is_file():
+        raise FileNotFoundError(f"no {CONFIG_FILE} in {workdir}: is it a workdir written by train.py?")
+    return Config.from_dict(json.loads(path.read_text()))
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    """Replace ``path`` with ``text`` so that readers see the old or the new file, never half of one."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _is_int(v) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _is_float(v) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)

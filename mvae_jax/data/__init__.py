@@ -1,0 +1,44 @@
+"""Data sets as dicts of numpy arrays keyed by modality name.
+
+This package is the only part of mvae_jax that imports TensorFlow or
+tensorflow-datasets, lazily and with accelerators hidden from TensorFlow.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+
+from mvae_jax.data import trimodal
+from mvae_jax.data.sources import DataNotFoundError
+from mvae_jax.modality import Modality
+
+
+@dataclasses.dataclass(frozen=True)
+class Dataset:
+    """A paired multimodal data set: ``train`` and ``test`` map modality name -> (n, *shape) float32."""
+
+    name: str
+    modalities: tuple[Modality, ...]
+    train: dict[str, np.ndarray]
+    test: dict[str, np.ndarray]
+
+    def labels(self, split: str = "test") -> np.ndarray:
+        """Class of each example of ``split`` (argmax of the one-hot label modality): (n,)."""
+        label = next(m.name for m in self.modalities if m.likelihood == "categorical")
+        return np.argmax(getattr(self, split)[label], axis=-1)
+
+
+DATASETS = {"trimodal": trimodal}
+"""Name -> module with ``MODALITIES`` and ``load(config) -> Dataset``."""
+
+
+def load_dataset(config) -> Dataset:
+    """The data set ``config.dataset``; ValueError naming the choices if unknown."""
+    if config.dataset not in DATASETS:
+        raise ValueError(f"dataset={config.dataset!r} is unknown; allowed: {sorted(DATASETS)}")
+    return DATASETS[config.dataset].load(config)
+
+
+__all__ = ["DATASETS", "DataNotFoundError", "Dataset", "load_dataset"]

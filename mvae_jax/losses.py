@@ -1,0 +1,71 @@
+"""Multimodal ELBO terms shared by every model: per-example arrays, no reduction.
+
+Every model's objective is built from these and from the KL and likelihood
+functions of :mod:`mvae_jax.distributions`; the training loop takes the mean
+over the batch once.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+
+import jax
+import jax.numpy as jnp
+
+from mvae_jax import distributions
+from mvae_jax.modality import Modality
+
+Batch = Mapping[str, jax.Array]
+
+
+def reconstruction_log_likelihoods(
+    logits: Mapping[str, jax.Array], batch: Batch, modalities: Sequence[Modality]
+) -> dict[str, jax.Array]:
+    """log p(x_m | z) for each modality m: {name: (batch,)} from decoder logits {name: (batch, *shape)}."""
+    return {m.name: m.log_likelihood(logits[m.name], batch[m.name]) for m in modalities}
+
+
+def multimodal_elbo(
+    rng: jax.Array,
+    posterior: distributions.Gaussian,
+    decode: Callable[[jax.Array], Mapping[str, jax.Array]],
+    batch: Batch,
+    modalities: Sequence[Modality],
+    beta: float = 1.0,
+) -> tuple[jax.Array, dict[str, jax.Array]]:
+    """Paper Eq. (1) for M modalities: E_q(z|x_1..x_M)[sum_m log p(x_m|z)] - beta KL(q(z|x_1..x_M) || N(0, I)).
+
+    One reparameterised sample z ~ q estimates the expectation; the KL is exact.
+
+    Args:
+      rng: key for the sample of z.
+      posterior: (mu, logvar) of q(z | x_1..x_M), each (batch, latent).
+      decode: z (batch, latent) -> logits {name: (batch, *shape)}.
+      batch: {name: (batch, *shape)} targets.
+      modalities: the modalities whose likelihoods enter the sum.
+      beta: weight of the KL term (beta = 1 is the ELBO; Higgins et al. 2017).
+
+    Returns:
+      elbo (batch,), and the terms {"log_likelihood_<m>": (batch,), "kl": (batch,)}.
+    """
+    mu, logvar = posterior
+    z = distributions.sample_gaussian(rng, mu, logvar)
+    log_likelihoods = reconstruction_log_likelihoods(decode(z), batch, modalities)
+    kl = distributions.kl_standard_normal(mu, logvar)
+    elbo = sum(log_likelihoods.values()) - beta * kl
+    terms = {f"log_likelihood_{name}": ll for name, ll in log_likelihoods.items()}
+    terms["kl"] = kl
+    return elbo, terms
+
+
+def kl_to_experts(
+    joint: distributions.Gaussian, experts: Mapping[str, distributions.Gaussian]
+) -> dict[str, jax.Array]:
+    """KL(q(z|x_1..x_M) || q(z|x_m)) for each expert m: {name: (batch,)} (Suzuki et al. 2016, Sec. 3.3)."""
+    mu, logvar = joint
+    return {name: distributions.kl_gaussians(mu, logvar, e_mu, e_logvar) for name, (e_mu, e_logvar) in experts.items()}
+
+
+def mean_terms(terms: Mapping[str, jax.Array]) -> dict[str, jax.Array]:
+    """Batch means of per-example terms: the one reduction of a training step."""
+    return {k: jnp.mean(v) for k, v in terms.items()}

@@ -1,0 +1,81 @@
+"""JMVAE-kl (Suzuki, Nakayama & Matsuo 2016, arXiv:1611.01891), for any number of modalities.
+
+Generative model p(z) prod_m p(x_m | z) with one decoder per modality; a joint
+encoder q(z | x_1..x_M) over all modalities concatenated; and one unimodal
+encoder q(z | x_m) per modality, trained to match the joint one. Objective
+(Sec. 3.1 and 3.3 of the paper, with the KL weight beta of the paper's Eq. (1)):
+
+    L_JMkl = E_q(z|x_1..x_M)[sum_m log p(x_m | z)] - beta KL(q(z|x_1..x_M) || p(z))
+             - alpha sum_m KL(q(z|x_1..x_M) || q(z|x_m))
+
+alpha = 0 gives plain JMVAE (the unimodal encoders then get no gradient).
+Inference from one modality uses its unimodal encoder; from a subset of two
+or more modalities short of all, the product of their unimodal experts
+(no prior expert: each expert already approximates a posterior).
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+
+from mvae_jax import distributions, losses
+from mvae_jax.modality import Modality
+from mvae_jax.models.base import Model, check_present, flatten_inputs
+from mvae_jax.networks import Decoder, GaussianEncoder
+
+
+def build(config, modalities: tuple[Modality, ...]) -> Model:
+    """JMVAE-kl with MLP encoders/decoders of widths ``config.hidden_dims``, latent ``config.latent_dim``."""
+    hidden = tuple(config.hidden_dims)
+    names = tuple(m.name for m in modalities)
+    beta, alpha = float(config.beta), float(config.alpha)
+    joint_encoder = GaussianEncoder(hidden, config.latent_dim)
+    encoders = {m.name: GaussianEncoder(hidden, config.latent_dim) for m in modalities}
+    decoders = {m.name: Decoder(hidden[::-1], m.shape) for m in modalities}
+
+    def init(rng: jax.Array):
+        k_joint, k_enc, k_dec = jax.random.split(rng, 3)
+        one = {m.name: jnp.zeros((1, *m.shape), jnp.float32) for m in modalities}
+        z = jnp.zeros((1, config.latent_dim), jnp.float32)
+        enc_keys = jax.random.split(k_enc, len(modalities))
+        dec_keys = jax.random.split(k_dec, len(modalities))
+        return {
+            "joint_encoder": joint_encoder.init(k_joint, flatten_inputs(one, modalities))["params"],
+            "encoders": {
+                m.name: encoders[m.name].init(k, flatten_inputs(one, (m,)))["params"]
+                for m, k in zip(modalities, enc_keys)
+            },
+            "decoders": {m.name: decoders[m.name].init(k, z)["params"] for m, k in zip(modalities, dec_keys)},
+        }
+
+    def encode_joint(params, batch):
+        return joint_encoder.apply({"params": params["joint_encoder"]}, flatten_inputs(batch, modalities))
+
+    def encode_unimodal(params, batch, name):
+        m = modalities[names.index(name)]
+        return encoders[name].apply({"params": params["encoders"][name]}, flatten_inputs(batch, (m,)))
+
+    def encode(params, batch, present):
+        present = check_present(present, names)
+        if present == names:
+            return encode_joint(params, batch)
+        if len(present) == 1:
+            return encode_unimodal(params, batch, present[0])
+        experts = [encode_unimodal(params, batch, n) for n in present]
+        return distributions.product_of_experts(
+            jnp.stack([e[0] for e in experts]), jnp.stack([e[1] for e in experts])
+        )
+
+    def decode(params, z):
+        return {n: decoders[n].apply({"params": params["decoders"][n]}, z) for n in names}
+
+    def loss(params, batch, rng):
+        joint = encode_joint(params, batch)
+        elbo, terms = losses.multimodal_elbo(rng, joint, lambda z: decode(params, z), batch, modalities, beta)
+        kl_experts = losses.kl_to_experts(joint, {n: encode_unimodal(params, batch, n) for n in names})
+        terms.update({f"kl_joint_to_{n}": kl for n, kl in kl_experts.items()})
+        terms["loss"] = -(elbo - alpha * sum(kl_experts.values()))
+        return terms
+
+    return Model("jmvae", tuple(modalities), init, loss, encode, decode)
