@@ -258,10 +258,10 @@ def train_and_evaluate(config: config_lib.Config, reporter: Reporter | None = No
                       "samples_per_s": steps * config.batch_size / seconds}
             with metrics_path.open("a") as f:
                 f.write(json.dumps(record) + "\n")
-            log.info("epoch %d/%d loss %.4f (%.1f s, %.0f samples/s)", epoch, config.epochs, terms["loss"],
-                     seconds, record["samples_per_s"])
             if reporter is not None:
                 reporter.epoch_end(record)
+            log.info("epoch %d/%d loss %.4f (%.1f s, %.0f samples/s)", epoch, config.epochs, terms["loss"],
+                     seconds, record["samples_per_s"])
     finally:
         checkpoints.close()
     return state
