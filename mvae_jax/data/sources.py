@@ -126,8 +126,11 @@ def load_tfds(name: str, download: bool) -> dict[str, Split]:
     tfds = import_tfds()
     out = {}
     for split in SPLITS:
-        data = tfds.as_numpy(tfds.load(name, split=split, batch_size=-1, download=download))
-        out[split] = (np.asarray(data["image"], np.uint8), np.asarray(data["label"], np.int32))
+        # Batches, not batch_size=-1: the whole-split path aborts under tfds.testing.mock_data.
+        batches = list(tfds.as_numpy(tfds.load(name, split=split, batch_size=10_000, download=download)))
+        images = np.concatenate([b["image"] for b in batches]).astype(np.uint8)
+        labels = np.concatenate([b["label"] for b in batches]).astype(np.int32)
+        out[split] = (images, labels)
     return out
 
 

@@ -1,0 +1,55 @@
+"""Shared fixtures: the real data folder (or a skip) and a tiny IDX data folder written per test session."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+ROOT = Path(__file__).resolve().parent.parent
+REAL_DATA = ROOT.parent / "shared" / "datasets"
+
+
+@pytest.fixture(scope="session")
+def real_data_dir() -> Path:
+    """../shared/datasets with real MNIST and Fashion-MNIST IDX files, or skip."""
+    if not (REAL_DATA / "mnist").is_dir() or not (REAL_DATA / "fashion_mnist").is_dir():
+        pytest.skip(f"real MNIST / Fashion-MNIST IDX files not found at {REAL_DATA} (see README: offline data)")
+    return REAL_DATA
+
+
+def write_tiny_idx_dataset(root: Path, n_train: int = 120, n_test: int = 40, seed: int = 0) -> Path:
+    """DIR/mnist and DIR/fashion_mnist with small IDX files of random images; every class present."""
+    from mvae_jax.data import idx, sources
+
+    rng = np.random.default_rng(seed)
+    for name in ("mnist", "fashion_mnist"):
+        folder = root / name
+        folder.mkdir(parents=True, exist_ok=True)
+        for split, n in (("train", n_train), ("test", n_test)):
+            images_file, labels_file = sources.IDX_FILES[split]
+            labels = np.arange(n) % 10
+            rng.shuffle(labels)
+            # Class-dependent brightness so that the label is learnable from the image.
+            images = (rng.random((n, 28, 28)) * 60 + labels[:, None, None] * 20).astype(np.uint8)
+            idx.write_idx(folder / f"{images_file}.gz", images)
+            idx.write_idx(folder / f"{labels_file}.gz", labels.astype(np.uint8))
+    return root
+
+
+@pytest.fixture(scope="session")
+def tiny_data_dir(tmp_path_factory) -> Path:
+    return write_tiny_idx_dataset(tmp_path_factory.mktemp("tiny_data"))
+
+
+@pytest.fixture
+def tiny_config(tiny_data_dir, tmp_path):
+    """A small JMVAE run on the tiny data: fast enough for unit tests."""
+    from mvae_jax.config import Config
+
+    return Config(data_dir=str(tiny_data_dir), workdir=str(tmp_path / "run"), hidden_dims=(32,), latent_dim=4,
+                  batch_size=20, epochs=2)

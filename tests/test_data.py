@@ -1,0 +1,141 @@
+"""IDX reading, the trimodal pairing, tfds through mock data, and failing fast without data."""
+
+import gzip
+import time
+
+import numpy as np
+import pytest
+
+from mvae_jax.config import Config
+from mvae_jax.data import DataNotFoundError, idx, load_dataset, sources, trimodal
+from tests.conftest import write_tiny_idx_dataset
+
+
+def test_idx_round_trip(tmp_path):
+    images = np.random.default_rng(0).integers(0, 256, (7, 28, 28), dtype=np.uint8)
+    for name in ("a-idx3-ubyte.gz", "a-idx3-ubyte"):
+        idx.write_idx(tmp_path / name, images)
+        np.testing.assert_array_equal(idx.read_idx(tmp_path / name, idx.IMAGES_MAGIC), images)
+    labels = np.arange(7, dtype=np.uint8)
+    idx.write_idx(tmp_path / "l.gz", labels)
+    np.testing.assert_array_equal(idx.read_idx(tmp_path / "l.gz", idx.LABELS_MAGIC), labels)
+
+
+def test_idx_header_matches_the_standard_bytes(tmp_path):
+    path = idx.write_idx(tmp_path / "i", np.zeros((2, 28, 28), np.uint8), compress=False)
+    raw = path.read_bytes()
+    assert int.from_bytes(raw[:4], "big") == 2051 and int.from_bytes(raw[4:8], "big") == 2
+    assert len(raw) == 16 + 2 * 784
+
+
+@pytest.mark.parametrize("damage,message", [
+    (lambda raw: raw[:-10], "truncated"),
+    (lambda raw: raw + b"\0", "trailing data"),
+    (lambda raw: b"\x00\x00\x08\x01" + raw[4:], "magic number 2049, expected 2051"),
+    (lambda raw: b"PK\x03\x04" + raw[4:], "not an IDX file"),
+    (lambda raw: raw[:10], "truncated IDX header"),
+])
+def test_idx_errors_name_the_file(tmp_path, damage, message):
+    good = idx.write_idx(tmp_path / "good", np.zeros((3, 28, 28), np.uint8), compress=False).read_bytes()
+    bad = tmp_path / "bad-images"
+    bad.write_bytes(damage(good))
+    with pytest.raises(ValueError, match=message) as err:
+        idx.read_idx(bad, idx.IMAGES_MAGIC)
+    assert str(bad) in str(err.value)
+
+
+def test_truncated_gzip_is_an_error_naming_the_file(tmp_path):
+    bad = tmp_path / "x.gz"
+    bad.write_bytes(gzip.compress(b"\x00\x00\x08\x01" + bytes(100))[:-8])
+    with pytest.raises(ValueError, match="corrupt or truncated gzip") as err:
+        idx.read_idx(bad)
+    assert str(bad) in str(err.value)
+
+
+def test_pairs_share_the_class_and_are_deterministic():
+    rng = np.random.default_rng(0)
+    a, b = rng.integers(0, 10, 500), rng.integers(0, 10, 300)
+    pairs = trimodal.pair_by_class(a, b, seed=3)
+    np.testing.assert_array_equal(b[pairs], a)
+    np.testing.assert_array_equal(pairs, trimodal.pair_by_class(a, b, seed=3))
+    assert not np.array_equal(pairs, trimodal.pair_by_class(a, b, seed=4))
+    # Within a class every partner is used before any is reused.
+    for c in range(10):
+        used = np.bincount(pairs[a == c], minlength=len(b))[b == c]
+        assert used.max() - used.min() <= 1
+
+
+def test_pairing_fails_when_a_class_has_no_partner():
+    with pytest.raises(ValueError, match="class 3"):
+        trimodal.pair_by_class(np.array([3, 1]), np.array([1, 1]), seed=0)
+
+
+def test_trimodal_from_an_idx_folder(tiny_data_dir):
+    ds = load_dataset(Config(data_dir=str(tiny_data_dir)))
+    assert [m.name for m in ds.modalities] == ["x", "y", "w"]
+    assert ds.train["x"].shape == ds.train["y"].shape == (120, 28, 28, 1) and ds.train["w"].shape == (120, 10)
+    assert ds.test["x"].shape == (40, 28, 28, 1)
+    for split in (ds.train, ds.test):
+        assert all(v.dtype == np.float32 for v in split.values())
+        assert split["x"].min() >= 0 and split["x"].max() <= 1
+    # x, y and w of every pair share the class: the tiny images' brightness encodes it.
+    cls = lambda img: np.round((img.reshape(len(img), -1).mean(1) * 255 - 30) / 20).astype(int)
+    np.testing.assert_array_equal(cls(ds.train["x"]), ds.labels("train"))
+    np.testing.assert_array_equal(cls(ds.train["y"]), ds.labels("train"))
+
+
+def test_real_pairs_share_the_class(real_data_dir):
+    mnist = sources.load_image_classification("mnist", real_data_dir)
+    fashion = sources.load_image_classification("fashion_mnist", real_data_dir)
+    for split, n in (("train", 60_000), ("test", 10_000)):
+        pairs = trimodal.pair_by_class(mnist[split][1], fashion[split][1], seed=0)
+        assert len(pairs) == n
+        np.testing.assert_array_equal(fashion[split][1][pairs], mnist[split][1])
+
+
+def test_missing_data_dir_files_are_named(tmp_path):
+    with pytest.raises(DataNotFoundError, match="train-images-idx3-ubyte.gz"):
+        sources.load_image_classification("mnist", tmp_path)
+
+
+def test_bad_file_in_data_dir_is_named(tmp_path):
+    root = write_tiny_idx_dataset(tmp_path)
+    bad = root / "mnist" / "t10k-labels-idx1-ubyte.gz"
+    bad.write_bytes(bad.read_bytes()[:20])
+    with pytest.raises(ValueError, match="t10k-labels-idx1-ubyte.gz"):
+        load_dataset(Config(data_dir=str(root)))
+
+
+def test_no_source_fails_fast_and_says_what_was_tried(monkeypatch, tmp_path):
+    monkeypatch.setattr(sources, "tfds_prepared", lambda name: False)
+    monkeypatch.setattr(sources, "SYSTEM_DIRS", {"mnist": (str(tmp_path / "none"),)})
+    monkeypatch.setattr(sources, "TFDS_HOST", ("host.invalid", 443))
+    start = time.perf_counter()
+    with pytest.raises(DataNotFoundError) as err:
+        sources.load_image_classification("mnist")
+    assert time.perf_counter() - start < 10
+    message = str(err.value)
+    for part in ("tensorflow-datasets data", str(tmp_path / "none"), "host.invalid unreachable", "--data_dir=DIR"):
+        assert part in message
+
+
+def test_system_folder_is_found(monkeypatch, tmp_path):
+    root = write_tiny_idx_dataset(tmp_path)
+    monkeypatch.setattr(sources, "tfds_prepared", lambda name: False)
+    monkeypatch.setattr(sources, "SYSTEM_DIRS", {"fashion_mnist": (str(root / "fashion_mnist"),)})
+    images, labels = sources.load_image_classification("fashion_mnist")["train"]
+    assert images.shape == (120, 28, 28, 1) and labels.shape == (120,)
+
+
+def test_tfds_source_with_mock_data():
+    tfds = sources.import_tfds()
+    with tfds.testing.mock_data(num_examples=30, policy=tfds.testing.MockPolicy.USE_CODE):
+        mnist = sources.load_tfds("mnist", download=False)
+        fashion = sources.load_tfds("fashion_mnist", download=False)
+    images, labels = mnist["train"]
+    assert images.shape == (30, 28, 28, 1) and images.dtype == np.uint8
+    assert labels.shape == (30,) and labels.max() < 10
+    present = np.isin(mnist["test"][1], fashion["test"][1])
+    split = trimodal.make_trimodal(
+        (mnist["test"][0][present], mnist["test"][1][present]), fashion["test"], seed=0)
+    assert split["x"].shape[1:] == (28, 28, 1) and split["w"].shape[1] == 10

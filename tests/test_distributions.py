@@ -1,0 +1,96 @@
+"""Distributions against closed forms, Monte-Carlo estimates and direct formulas."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from scipy import stats
+
+from mvae_jax import distributions as D
+
+
+def test_kl_gaussians_matches_monte_carlo():
+    rng = np.random.default_rng(0)
+    mu1, mu2 = rng.normal(size=3), rng.normal(size=3)
+    lv1, lv2 = rng.normal(size=3) * 0.5, rng.normal(size=3) * 0.5
+    z = mu1 + np.exp(lv1 / 2) * rng.normal(size=(400_000, 3))
+    log_q = stats.norm.logpdf(z, mu1, np.exp(lv1 / 2)).sum(-1)
+    log_p = stats.norm.logpdf(z, mu2, np.exp(lv2 / 2)).sum(-1)
+    mc = np.mean(log_q - log_p)
+    closed = float(D.kl_gaussians(mu1, lv1, mu2, lv2))
+    assert closed == pytest.approx(mc, abs=4 * np.std(log_q - log_p) / np.sqrt(len(z)))
+
+
+def test_kl_standard_normal_matches_general_kl_and_monte_carlo():
+    rng = np.random.default_rng(1)
+    mu, lv = rng.normal(size=(5, 4)), rng.normal(size=(5, 4))
+    general = D.kl_gaussians(mu, lv, np.zeros_like(mu), np.zeros_like(lv))
+    np.testing.assert_allclose(D.kl_standard_normal(mu, lv), general, rtol=1e-5)
+    assert D.kl_standard_normal(mu, lv).shape == (5,)
+    z = mu[0] + np.exp(lv[0] / 2) * rng.normal(size=(400_000, 4))
+    diff = stats.norm.logpdf(z, mu[0], np.exp(lv[0] / 2)).sum(-1) - stats.norm.logpdf(z).sum(-1)
+    assert float(D.kl_standard_normal(mu[0], lv[0])) == pytest.approx(diff.mean(), abs=4 * diff.std() / 632)
+
+
+def test_kl_is_zero_for_equal_gaussians():
+    mu, lv = jnp.array([[0.3, -1.0]]), jnp.array([[0.2, -0.7]])
+    np.testing.assert_allclose(D.kl_gaussians(mu, lv, mu, lv), [0.0], atol=1e-7)
+
+
+def test_sample_gaussian_moments():
+    mu, lv = jnp.array([1.0, -2.0]), jnp.array([0.0, np.log(4.0)])
+    z = D.sample_gaussian(jax.random.PRNGKey(0), jnp.broadcast_to(mu, (200_000, 2)), jnp.broadcast_to(lv, (200_000, 2)))
+    np.testing.assert_allclose(z.mean(0), mu, atol=0.02)
+    np.testing.assert_allclose(z.std(0), [1.0, 2.0], rtol=0.01)
+
+
+def test_gaussian_log_density_matches_scipy():
+    z, mu, lv = np.array([0.5, -1.0]), np.array([0.1, 0.2]), np.array([0.3, -0.4])
+    expected = stats.norm.logpdf(z, mu, np.exp(lv / 2)).sum()
+    assert float(D.gaussian_log_density(z, mu, lv)) == pytest.approx(expected, rel=1e-5)
+
+
+@pytest.mark.parametrize("prior_expert", [False, True])
+def test_product_of_experts_is_the_product_of_densities(prior_expert):
+    """log N(z; poe) - sum_i log N(z; expert_i) [- log N(z; 0, I)] is the same constant for every z."""
+    rng = np.random.default_rng(2)
+    mus, lvs = rng.normal(size=(3, 2)), rng.normal(size=(3, 2)) * 0.5
+    mu, lv = D.product_of_experts(jnp.asarray(mus), jnp.asarray(lvs), prior_expert=prior_expert)
+    zs = rng.normal(size=(50, 2)) * 2
+    log_product = stats.norm.logpdf(zs[:, None, :], mus, np.exp(lvs / 2)).sum((1, 2))
+    if prior_expert:
+        log_product += stats.norm.logpdf(zs).sum(-1)
+    gap = np.asarray(D.gaussian_log_density(zs, mu, lv)) - log_product
+    np.testing.assert_allclose(gap, gap[0], atol=1e-4)
+    # The product's precision is the sum of the precisions.
+    np.testing.assert_allclose(np.exp(-lv), np.exp(-lvs).sum(0) + prior_expert, rtol=1e-5)
+
+
+def test_product_of_experts_mask_leaves_experts_out():
+    rng = np.random.default_rng(3)
+    mus, lvs = rng.normal(size=(3, 4, 2)), rng.normal(size=(3, 4, 2))
+    mask = jnp.array([[1, 1, 0, 0], [1, 0, 1, 0], [1, 1, 1, 0]], jnp.float32)
+    mu, lv = D.product_of_experts(mus, lvs, mask, prior_expert=True)
+    # Example 3 keeps only the prior expert: N(0, I).
+    np.testing.assert_allclose(mu[3], 0.0, atol=1e-7)
+    np.testing.assert_allclose(lv[3], 0.0, atol=1e-7)
+    ref_mu, ref_lv = D.product_of_experts(mus[[0, 2], 1], lvs[[0, 2], 1], prior_expert=True)
+    np.testing.assert_allclose(mu[1], ref_mu, rtol=1e-5)
+    np.testing.assert_allclose(lv[1], ref_lv, rtol=1e-5)
+
+
+def test_bernoulli_log_likelihood_matches_direct_formula():
+    rng = np.random.default_rng(4)
+    logits, targets = rng.normal(size=(3, 4, 5)) * 3, rng.random((3, 4, 5))
+    p = 1 / (1 + np.exp(-logits))
+    direct = (targets * np.log(p) + (1 - targets) * np.log(1 - p)).sum((1, 2))
+    np.testing.assert_allclose(D.bernoulli_log_likelihood(logits, targets, event_ndims=2), direct, rtol=1e-5)
+    # Stable where the naive formula overflows.
+    assert np.isfinite(D.bernoulli_log_likelihood(jnp.array([[1e4, -1e4]]), jnp.array([[0.0, 1.0]])))
+
+
+def test_categorical_log_likelihood_matches_direct_formula():
+    logits = np.array([[1.0, 2.0, 3.0], [0.0, 0.0, 0.0]])
+    targets = np.array([[0.0, 0.0, 1.0], [1.0, 0.0, 0.0]])
+    expected = [3 - np.log(np.exp([1, 2, 3]).sum()), -np.log(3)]
+    np.testing.assert_allclose(D.categorical_log_likelihood(logits, targets), expected, rtol=1e-6)
