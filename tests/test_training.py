@@ -1,0 +1,155 @@
+"""The jitted epoch, checkpoints and resume, on the tiny IDX data set."""
+
+import json
+import os
+from pathlib import Path
+import subprocess
+import sys
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from mvae_jax import training
+from mvae_jax.config import Config
+from mvae_jax.data import load_dataset
+from mvae_jax.models import get_model
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _setup(config):
+    ds = load_dataset(config)
+    model = get_model(config, ds.modalities)
+    tx = training.make_optimizer(config)
+    return ds, model, tx, training.create_train_state(model, tx, config.seed)
+
+
+def _assert_trees_equal(a, b):
+    for (path, x), y in zip(jax.tree_util.tree_leaves_with_path(a), jax.tree_util.tree_leaves(b)):
+        np.testing.assert_array_equal(np.asarray(x), np.asarray(y), err_msg=str(path))
+
+
+def test_jitted_step_lowers_the_loss_on_a_fixed_batch(tiny_config):
+    ds, model, tx, state = _setup(tiny_config)
+    batch = {k: jnp.asarray(v[:20]) for k, v in ds.train.items()}
+    step = jax.jit(training.make_train_step(model, tx))
+    # Same noise each time: evaluate at a fixed step counter.
+    loss_at = lambda s: float(jnp.mean(model.loss(s.params, batch, jax.random.PRNGKey(0))["loss"]))
+    before = loss_at(state)
+    state, _ = step(state, batch)
+    after_one = loss_at(state)
+    assert after_one < before
+    for _ in range(19):
+        state, _ = step(state, batch)
+    assert int(state.step) == 20
+    assert loss_at(state) < after_one
+
+
+def test_epoch_compiles_once_and_counts(tiny_config):
+    ds, model, tx, state = _setup(tiny_config)
+    epoch_fn = training.make_epoch_fn(model, tx, 120, tiny_config.batch_size)
+    data = jax.device_put(ds.train)
+    seen = []
+    epoch_fn_cb = training.make_epoch_fn(model, tx, 120, 20, on_step=lambda i, loss: seen.append(int(i)))
+    for _ in range(3):
+        state, terms = epoch_fn(state, data)
+    assert epoch_fn._cache_size() == 1
+    assert int(state.epoch) == 3 and int(state.step) == 3 * (120 // 20)
+    assert set(terms) >= {"loss", "kl", "log_likelihood_x", "log_likelihood_y", "log_likelihood_w", "kl_joint_to_x"}
+    state, _ = epoch_fn_cb(state, data)
+    jax.effects_barrier()
+    assert sorted(seen) == list(range(1, 7))
+
+
+def test_epochs_use_different_batch_orders(tiny_config):
+    ds, model, tx, state = _setup(tiny_config)
+    data = jax.device_put(ds.train)
+    epoch_fn = training.make_epoch_fn(model, tx, 120, 20)
+    s1, t1 = epoch_fn(state, data)
+    # Same params, next epoch counter: a new permutation gives another mean loss.
+    s1b = s1.replace(params=training.create_train_state(model, tx, tiny_config.seed).params,
+                     opt_state=training.create_train_state(model, tx, tiny_config.seed).opt_state)
+    _, t2 = epoch_fn(s1b, data)
+    assert float(t1["loss"]) != float(t2["loss"])
+
+
+def test_checkpoint_restores_equal_state(tiny_config, tmp_path):
+    ds, model, tx, state = _setup(tiny_config)
+    state, _ = training.make_epoch_fn(model, tx, 120, 20)(state, jax.device_put(ds.train))
+    with training.Checkpoints(tmp_path) as ckpt:
+        ckpt.save(state)
+    target = training.create_train_state(model, tx, seed=123)
+    restored = training.Checkpoints(tmp_path).restore(target)
+    _assert_trees_equal(restored, state)
+    assert type(restored.opt_state) is type(state.opt_state)  # named tuples, not lists
+
+
+def test_resume_after_one_epoch_equals_two_straight(tiny_config, tmp_path):
+    straight = training.train_and_evaluate(tiny_config.__class__(**{**tiny_config.to_dict(), "workdir": str(tmp_path / "a")}))
+    cfg_b = Config(**{**tiny_config.to_dict(), "workdir": str(tmp_path / "b"), "epochs": 1})
+    training.train_and_evaluate(cfg_b)
+    resumed = training.train_and_evaluate(Config(**{**cfg_b.to_dict(), "epochs": 2}))
+    _assert_trees_equal(resumed.params, straight.params)
+    _assert_trees_equal(resumed.opt_state, straight.opt_state)
+    assert int(resumed.epoch) == 2 and int(resumed.step) == int(straight.step)
+    lines = [json.loads(l) for l in (tmp_path / "b" / "metrics.jsonl").read_text().splitlines()]
+    assert [l["epoch"] for l in lines] == [1, 2]
+    assert {"loss", "kl", "time_s", "samples_per_s", "step"} <= set(lines[0])
+    saved = json.loads((tmp_path / "b" / "config.json").read_text())
+    assert saved["epochs"] == 2 and saved["model"] == "jmvae"
+    assert training.Checkpoints(tmp_path / "b").all_steps() == [1, 2]
+
+
+def test_only_the_latest_checkpoints_are_kept(tiny_config):
+    cfg = Config(**{**tiny_config.to_dict(), "epochs": 4, "keep_checkpoints": 2})
+    training.train_and_evaluate(cfg)
+    assert training.Checkpoints(cfg.workdir).all_steps() == [3, 4]
+    _, model, params = training.restore_model(cfg.workdir)
+    assert model.name == "jmvae" and set(params) == {"joint_encoder", "encoders", "decoders"}
+
+
+def test_resume_with_other_settings_is_refused_before_training(tiny_config):
+    training.train_and_evaluate(Config(**{**tiny_config.to_dict(), "epochs": 1}))
+    with pytest.raises(ValueError, match=r"beta: saved 1.0, asked 2.0"):
+        training.train_and_evaluate(Config(**{**tiny_config.to_dict(), "beta": 2.0}))
+    assert training.Checkpoints(tiny_config.workdir).all_steps() == [1]
+
+
+def test_unwritable_workdir_is_an_error(tiny_config, tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("not a directory")
+    with pytest.raises(PermissionError, match="not writable"):
+        training.train_and_evaluate(Config(**{**tiny_config.to_dict(), "workdir": str(blocker / "run")}))
+
+
+def test_non_finite_loss_stops_without_saving(tiny_config):
+    cfg = Config(**{**tiny_config.to_dict(), "learning_rate": 1e12, "epochs": 3})
+    with pytest.raises(FloatingPointError, match="epoch"):
+        training.train_and_evaluate(cfg)
+    steps = training.Checkpoints(cfg.workdir).all_steps()
+    restored_ok = [s for s in steps]
+    # Whatever was saved holds finite parameters.
+    for s in restored_ok:
+        _, _, params = training.restore_model(cfg.workdir, s)
+        assert all(np.all(np.isfinite(p)) for p in jax.tree_util.tree_leaves(params))
+
+
+def test_data_parallel_on_two_devices_matches_one(tiny_data_dir, tmp_path):
+    """Sharding the batch over 2 (simulated CPU) devices gives the params of 1 device."""
+    script = f"""
+import jax, numpy as np
+from mvae_jax import training
+from mvae_jax.config import Config
+cfg = Config(data_dir={str(tiny_data_dir)!r}, workdir={str(tmp_path)!r} + '/' + str(jax.device_count()),
+             hidden_dims=(32,), latent_dim=4, batch_size=20, epochs=1)
+state = training.train_and_evaluate(cfg)
+np.save({str(tmp_path)!r} + f'/params{{jax.device_count()}}.npy',
+        np.concatenate([np.ravel(p) for p in jax.tree_util.tree_leaves(state.params)]))
+"""
+    for n in (1, 2):
+        env = {**os.environ, "XLA_FLAGS": f"--xla_force_host_platform_device_count={n}", "JAX_PLATFORMS": "cpu"}
+        subprocess.run([sys.executable, "-c", script], check=True, env=env, cwd=ROOT, capture_output=True)
+    one, two = np.load(tmp_path / "params1.npy"), np.load(tmp_path / "params2.npy")
+    np.testing.assert_allclose(two, one, rtol=1e-4, atol=1e-5)
