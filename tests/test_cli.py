@@ -1,0 +1,67 @@
+"""train.py and eval.py as a user runs them."""
+
+import json
+from pathlib import Path
+import subprocess
+import sys
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+TINY = ["--hidden_dims=32", "--latent_dim=4", "--batch_size=20"]
+
+
+def run(*args, check=True):
+    proc = subprocess.run([sys.executable, *args], cwd=ROOT, capture_output=True, text=True, timeout=600)
+    if check and proc.returncode:
+        raise AssertionError(f"{args} exited {proc.returncode}:\n{proc.stderr[-3000:]}")
+    return proc
+
+
+def test_help_lists_every_flag_with_defaults():
+    out = run("train.py", "--help").stdout
+    for flag in ("--model", "--dataset", "--beta", "--alpha", "--epochs", "--batch_size", "--learning_rate",
+                 "--latent_dim", "--seed", "--data_dir", "--workdir"):
+        assert flag in out
+    assert "(default: 1.0)" in out and "(default: jmvae)" in out
+
+
+@pytest.mark.parametrize("flag,message", [
+    ("--beta=-2", "beta=-2.0 is invalid"),
+    ("--model=vae", "invalid choice: 'vae'"),
+    ("--batch_size=abc", "invalid int value: 'abc'"),
+    ("--hidden_dims=5x", "not comma-separated integers"),
+])
+def test_bad_flags_fail_before_any_work(flag, message, tmp_path):
+    proc = run("train.py", flag, f"--workdir={tmp_path / 'run'}", check=False)
+    assert proc.returncode == 2 and message in proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert not (tmp_path / "run").exists()
+
+
+def test_missing_data_dir_is_one_clear_line(tmp_path):
+    proc = run("train.py", f"--data_dir={tmp_path / 'nothing'}", f"--workdir={tmp_path / 'run'}", check=False)
+    assert proc.returncode == 2 and "no mnist IDX files under data_dir=" in proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+def test_train_resume_and_eval(tiny_data_dir, tmp_path):
+    workdir = tmp_path / "run"
+    run("train.py", "--epochs=1", "--beta=2.0", f"--data_dir={tiny_data_dir}", f"--workdir={workdir}", *TINY)
+    # Resume with only --epochs: the other settings come from config.json.
+    run("train.py", "--epochs=2", f"--workdir={workdir}")
+    saved = json.loads((workdir / "config.json").read_text())
+    assert saved["epochs"] == 2 and saved["beta"] == 2.0 and saved["hidden_dims"] == [32]
+    assert [json.loads(l)["epoch"] for l in (workdir / "metrics.jsonl").read_text().splitlines()] == [1, 2]
+    refused = run("train.py", "--epochs=3", "--alpha=0.5", f"--workdir={workdir}", check=False)
+    assert refused.returncode == 2 and "alpha: saved 0.1, asked 0.5" in refused.stderr
+
+    out = json.loads(run("eval.py", f"--workdir={workdir}").stdout)
+    assert out["epoch"] == 2 and set(out["coherence"]) == {"x->w", "y->w", "x,y->w"}
+    assert all(0.0 <= v <= 1.0 for v in out["coherence"].values())
+    assert json.loads((workdir / "eval" / "metrics.json").read_text()) == out
+
+
+def test_eval_of_a_missing_workdir_is_one_clear_line(tmp_path):
+    proc = run("eval.py", f"--workdir={tmp_path}", check=False)
+    assert proc.returncode == 2 and "no config.json" in proc.stderr
