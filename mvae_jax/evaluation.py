@@ -12,7 +12,8 @@ import numpy as np
 from mvae_jax.models import Model, check_present
 
 
-def predict_labels(model: Model, params, batch: Mapping[str, jax.Array], present: Sequence[str], target: str):
+@functools.partial(jax.jit, static_argnums=(0, 3, 4))
+def predict_labels(model: Model, params, batch: Mapping[str, jax.Array], present: tuple[str, ...], target: str):
     """argmax_k p(target = k | z = posterior mean of q(z | present)): (batch,) int.
 
     The conditional generation used for coherence: encode the present
@@ -43,10 +44,9 @@ def label_accuracy(
     if target in present:
         raise ValueError(f"target={target!r} is among the present modalities {present}")
     labels = np.argmax(data[target], axis=-1) if labels is None else np.asarray(labels)
-    predict = jax.jit(functools.partial(predict_labels, model), static_argnums=(2, 3))
     n = len(labels)
     correct = 0
     for start in range(0, n, batch_size):
         batch = {k: jnp.asarray(data[k][start : start + batch_size]) for k in present}
-        correct += int(jnp.sum(predict(params, batch, present, target) == labels[start : start + batch_size]))
+        correct += int(jnp.sum(predict_labels(model, params, batch, present, target) == labels[start : start + batch_size]))
     return correct / n

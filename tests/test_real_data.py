@@ -7,6 +7,7 @@ import numpy as np
 from mvae_jax import evaluation, training
 from mvae_jax.config import Config
 from mvae_jax.data import load_dataset
+from mvae_jax.models import get_model
 
 
 def test_one_epoch_of_jmvae_transfers_labels(real_data_dir, tmp_path):
@@ -16,8 +17,9 @@ def test_one_epoch_of_jmvae_transfers_labels(real_data_dir, tmp_path):
     """
     config = Config(data_dir=str(real_data_dir), workdir=str(tmp_path / "run"), epochs=1)
     state = training.train_and_evaluate(config)
-    model = training.get_model(config, load_dataset(config).modalities)
-    test = {k: v[:2000] for k, v in load_dataset(config).test.items()}
+    dataset = load_dataset(config)
+    model = get_model(config, dataset.modalities)
+    test = {k: v[:2000] for k, v in dataset.test.items()}
     acc_x = evaluation.label_accuracy(model, state.params, test, ("x",))
     acc_y = evaluation.label_accuracy(model, state.params, test, ("y",))
     print(f"1 epoch: x->w {acc_x:.4f}, y->w {acc_y:.4f}")

@@ -87,7 +87,7 @@ def test_checkpoint_restores_equal_state(tiny_config, tmp_path):
 
 
 def test_resume_after_one_epoch_equals_two_straight(tiny_config, tmp_path):
-    straight = training.train_and_evaluate(tiny_config.__class__(**{**tiny_config.to_dict(), "workdir": str(tmp_path / "a")}))
+    straight = training.train_and_evaluate(Config(**{**tiny_config.to_dict(), "workdir": str(tmp_path / "a")}))
     cfg_b = Config(**{**tiny_config.to_dict(), "workdir": str(tmp_path / "b"), "epochs": 1})
     training.train_and_evaluate(cfg_b)
     resumed = training.train_and_evaluate(Config(**{**cfg_b.to_dict(), "epochs": 2}))
@@ -128,10 +128,8 @@ def test_non_finite_loss_stops_without_saving(tiny_config):
     cfg = Config(**{**tiny_config.to_dict(), "learning_rate": 1e12, "epochs": 3})
     with pytest.raises(FloatingPointError, match="epoch"):
         training.train_and_evaluate(cfg)
-    steps = training.Checkpoints(cfg.workdir).all_steps()
-    restored_ok = [s for s in steps]
     # Whatever was saved holds finite parameters.
-    for s in restored_ok:
+    for s in training.Checkpoints(cfg.workdir).all_steps():
         _, _, params = training.restore_model(cfg.workdir, s)
         assert all(np.all(np.isfinite(p)) for p in jax.tree_util.tree_leaves(params))
 
