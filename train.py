@@ -61,7 +61,7 @@ def make_parser() -> argparse.ArgumentParser:
 def config_from_flags(flags: dict) -> config_lib.Config:
     """The flags given, on top of the workdir's saved config if it has one, else on top of the defaults.
 
-    A given flag that contradicts the saved run is reported by training.prepare_workdir.
+    A given flag that contradicts the saved run is reported by training.check_workdir.
     """
     config = config_lib.Config(**flags)
     try:

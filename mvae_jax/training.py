@@ -184,16 +184,13 @@ def replicate(tree, mesh: Mesh):
     return jax.device_put(tree, NamedSharding(mesh, P()))
 
 
-def prepare_workdir(config: config_lib.Config) -> Path:
-    """Create the workdir and check it is writable, and that it holds no run with other settings."""
-    workdir = Path(config.workdir)
-    try:
-        workdir.mkdir(parents=True, exist_ok=True)
-        probe = workdir / ".write_test"
-        probe.write_text("ok")
-        probe.unlink()
-    except OSError as e:
-        raise PermissionError(f"workdir={str(workdir)!r} is not writable: {e}") from None
+def check_workdir(config: config_lib.Config) -> Path:
+    """Check, creating nothing, that the workdir can be written and holds no run with other settings."""
+    workdir = Path(config.workdir).absolute()
+    existing = next(p for p in (workdir, *workdir.parents) if p.exists())
+    if not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK):
+        reason = "is not a directory" if not existing.is_dir() else "is not writable"
+        raise PermissionError(f"workdir={config.workdir!r} is not writable: {existing} {reason}")
     if (workdir / config_lib.CONFIG_FILE).exists():
         saved = config_lib.load_config(workdir)
         diffs = saved.differences(config)
@@ -213,7 +210,7 @@ def train_and_evaluate(config: config_lib.Config, reporter: Reporter | None = No
     checkpoint per epoch into ``config.workdir``. Returns the final state.
     """
     config.validate()
-    workdir = prepare_workdir(config)
+    workdir = check_workdir(config)
     mesh = make_mesh()
     if config.batch_size % mesh.size:
         raise ValueError(f"batch_size={config.batch_size} must be a multiple of the {mesh.size} devices")

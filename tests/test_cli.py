@@ -43,6 +43,7 @@ def test_missing_data_dir_is_one_clear_line(tmp_path):
     proc = run("train.py", f"--data_dir={tmp_path / 'nothing'}", f"--workdir={tmp_path / 'run'}", check=False)
     assert proc.returncode == 2 and "no mnist IDX files under data_dir=" in proc.stderr
     assert "Traceback" not in proc.stderr
+    assert not (tmp_path / "run").exists()  # a failed start leaves nothing behind
 
 
 def test_train_resume_and_eval(tiny_data_dir, tmp_path):
