@@ -8,6 +8,7 @@ writes <workdir>/eval/metrics.json.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import itertools
 import json
 from pathlib import Path
@@ -29,13 +30,12 @@ def main(argv=None) -> None:
     args = make_parser().parse_args(argv)
     cli.setup_logging(args.verbose)
     with cli.user_errors("eval.py"):
-        import dataclasses
-
         from mvae_jax import evaluation, networks, training
         from mvae_jax.config import atomic_write_text
         from mvae_jax.data import load_dataset
 
-        config, model, params = training.restore_model(args.workdir, args.step)
+        config, model, state = training.restore_model(args.workdir, args.step)
+        params = state.params
         if args.data_dir is not None:
             config = dataclasses.replace(config, data_dir=args.data_dir)
         dataset = load_dataset(config)
@@ -47,7 +47,7 @@ def main(argv=None) -> None:
                 key = f"{','.join(present)}->{label}"
                 coherence[key] = evaluation.label_accuracy(model, params, dataset.test, present, label)
         metrics = {
-            "epoch": args.step if args.step is not None else training.Checkpoints(args.workdir).latest(),
+            "epoch": int(state.epoch),
             "params": networks.count_params(params),
             "coherence": coherence,
         }

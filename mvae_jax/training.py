@@ -217,10 +217,12 @@ def train_and_evaluate(config: config_lib.Config, reporter: Reporter | None = No
 
     dataset = load_dataset(config)
     num_examples = len(next(iter(dataset.train.values())))
-    if config.batch_size > num_examples:
-        raise ValueError(f"batch_size={config.batch_size} exceeds the {num_examples} training examples")
     model = get_model(config, dataset.modalities)
     tx = make_optimizer(config)
+    on_step = reporter.step if reporter is not None else None
+    # Built before anything is written: a batch larger than the data set fails here.
+    epoch_fn = make_epoch_fn(model, tx, num_examples, config.batch_size, mesh, on_step)
+    steps = num_examples // config.batch_size
     state = replicate(create_train_state(model, tx, config.seed), mesh)
     data = replicate(dataset.train, mesh)
 
@@ -233,9 +235,6 @@ def train_and_evaluate(config: config_lib.Config, reporter: Reporter | None = No
         metrics_path = workdir / METRICS_FILE
         _truncate_metrics(metrics_path, int(state.epoch))
 
-        steps = num_examples // config.batch_size
-        on_step = reporter.step if reporter is not None else None
-        epoch_fn = make_epoch_fn(model, tx, num_examples, config.batch_size, mesh, on_step)
         while int(state.epoch) < config.epochs:
             epoch = int(state.epoch) + 1
             if reporter is not None:
@@ -264,8 +263,8 @@ def train_and_evaluate(config: config_lib.Config, reporter: Reporter | None = No
     return state
 
 
-def restore_model(workdir: str | os.PathLike, epoch: int | None = None) -> tuple[config_lib.Config, Model, Any]:
-    """(config, model, params) of the run in ``workdir`` at ``epoch`` (the latest by default), without its data."""
+def restore_model(workdir: str | os.PathLike, epoch: int | None = None) -> tuple[config_lib.Config, Model, TrainState]:
+    """(config, model, state) of the run in ``workdir`` at ``epoch`` (the latest by default), without its data."""
     from mvae_jax.data import DATASETS
 
     config = config_lib.load_config(workdir)
@@ -277,7 +276,7 @@ def restore_model(workdir: str | os.PathLike, epoch: int | None = None) -> tuple
         state = checkpoints.restore(target, epoch)
     finally:
         checkpoints.close()
-    return config, model, state.params
+    return config, model, state
 
 
 def _truncate_metrics(path: Path, epoch: int) -> None:

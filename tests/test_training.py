@@ -106,8 +106,8 @@ def test_only_the_latest_checkpoints_are_kept(tiny_config):
     cfg = Config(**{**tiny_config.to_dict(), "epochs": 4, "keep_checkpoints": 2})
     training.train_and_evaluate(cfg)
     assert training.Checkpoints(cfg.workdir).all_steps() == [3, 4]
-    _, model, params = training.restore_model(cfg.workdir)
-    assert model.name == "jmvae" and set(params) == {"joint_encoder", "encoders", "decoders"}
+    _, model, state = training.restore_model(cfg.workdir)
+    assert model.name == "jmvae" and set(state.params) == {"joint_encoder", "encoders", "decoders"}
 
 
 def test_resume_with_other_settings_is_refused_before_training(tiny_config):
@@ -130,8 +130,8 @@ def test_non_finite_loss_stops_without_saving(tiny_config):
         training.train_and_evaluate(cfg)
     # Whatever was saved holds finite parameters.
     for s in training.Checkpoints(cfg.workdir).all_steps():
-        _, _, params = training.restore_model(cfg.workdir, s)
-        assert all(np.all(np.isfinite(p)) for p in jax.tree_util.tree_leaves(params))
+        _, _, state = training.restore_model(cfg.workdir, s)
+        assert all(np.all(np.isfinite(p)) for p in jax.tree_util.tree_leaves(state.params))
 
 
 def test_data_parallel_on_two_devices_matches_one(tiny_data_dir, tmp_path):
