@@ -16,6 +16,15 @@ CONFIG_FILE = "config.json"
 # model, its data or its optimisation, and must match the saved run.
 RESUMABLE = frozenset({"epochs", "data_dir", "workdir", "keep_checkpoints"})
 
+# Options that only some models read: setting one for another model is an error.
+MODEL_OPTIONS = {
+    "alpha": ("jmvae",),
+    "likelihood_weights": ("telbo", "mvae", "mmvae", "mopoe"),
+    "num_subsets": ("mvae", "pemvae"),
+    "warmup_epochs": ("pemvae",),
+    "num_samples": ("mmvae",),
+}
+
 
 @dataclasses.dataclass(frozen=True)
 class Config:
@@ -39,9 +48,14 @@ class Config:
     data_dir: str | None = None
     workdir: str | None = None
     keep_checkpoints: int = 3
+    likelihood_weights: tuple[float, ...] = ()
+    num_subsets: int = 1
+    warmup_epochs: int = 1
+    num_samples: int = 10
 
     def __post_init__(self):
         object.__setattr__(self, "hidden_dims", tuple(self.hidden_dims))
+        object.__setattr__(self, "likelihood_weights", tuple(self.likelihood_weights))
         if self.workdir is None:
             object.__setattr__(self, "workdir", default_workdir(self.model, self.beta))
 
@@ -70,11 +84,30 @@ class Config:
             "one or more integers >= 1, e.g. 512,512",
         )
         need(bool(self.workdir), "workdir", "a directory path")
+        names = [m.name for m in DATASETS[self.dataset].MODALITIES]
+        need(
+            self.likelihood_weights == ()
+            or (len(self.likelihood_weights) == len(names)
+                and all(_is_float(v) and math.isfinite(v) and v >= 0 for v in self.likelihood_weights)),
+            "likelihood_weights",
+            f"empty (all 1) or {len(names)} finite numbers >= 0, one per modality {','.join(names)}",
+        )
+        for name in ("num_subsets", "num_samples"):
+            need(_is_int(getattr(self, name)) and getattr(self, name) >= 1, name, "an integer >= 1")
+        need(_is_int(self.warmup_epochs) and self.warmup_epochs >= 0, "warmup_epochs", "an integer >= 0")
+        defaults = Config()
+        for name, models in MODEL_OPTIONS.items():
+            if self.model not in models and getattr(self, name) != getattr(defaults, name):
+                raise ValueError(
+                    f"{name}={getattr(self, name)!r} applies to model {' or '.join(models)} only, "
+                    f"not to model={self.model!r}; leave it out"
+                )
         return self
 
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
         d["hidden_dims"] = list(self.hidden_dims)
+        d["likelihood_weights"] = list(self.likelihood_weights)
         return d
 
     @classmethod
@@ -84,6 +117,13 @@ class Config:
         if unknown:
             raise ValueError(f"unknown config keys {unknown}; known: {sorted(known)}")
         return cls(**d)
+
+    def likelihood_weight(self, names) -> dict[str, float]:
+        """{modality: weight of its log-likelihood}: ``likelihood_weights`` in the order of ``names``, or all 1."""
+        weights = self.likelihood_weights or (1.0,) * len(names)
+        if len(weights) != len(names):
+            raise ValueError(f"likelihood_weights={self.likelihood_weights!r} needs one weight per modality {tuple(names)}")
+        return {n: float(w) for n, w in zip(names, weights)}
 
     def differences(self, other: Config, ignore=RESUMABLE) -> dict[str, tuple[Any, Any]]:
         """{field: (self's value, other's value)} for fields that differ, outside ``ignore``."""

@@ -69,18 +69,49 @@ def product_of_experts(
 
     prod_i N(mu_i, s_i) is proportional to N(mu, s) with precision
     1/s = sum_i 1/s_i and mean mu = s * sum_i mu_i / s_i (Wu & Goodman 2018, Sec. 2.1).
+    Computed in log space (logsumexp of the log precisions), so that no
+    precision overflows however small an expert's variance.
 
     Args:
       mus, logvars: (experts, ..., latent).
       mask: optional (experts, ...) of 0/1: experts with 0 are left out of the product.
       prior_expert: also multiply by the prior expert N(0, I).
     """
-    precision = jnp.exp(-logvars)
+    log_precision = -logvars
     if mask is not None:
-        precision = precision * mask[..., None]
-    total_precision = jnp.sum(precision, axis=0)
-    weighted_mu = jnp.sum(mus * precision, axis=0)
+        log_precision = jnp.where(mask[..., None] > 0, log_precision, -jnp.inf)
     if prior_expert:
-        total_precision = total_precision + 1.0
-    mu = weighted_mu / total_precision
-    return mu, -jnp.log(total_precision)
+        # The prior expert: mean 0, log precision 0.
+        mus = jnp.concatenate([mus, jnp.zeros_like(mus[:1])], axis=0)
+        log_precision = jnp.concatenate([log_precision, jnp.zeros_like(log_precision[:1])], axis=0)
+    log_total = jax.nn.logsumexp(log_precision, axis=0)
+    # Each expert's share of the total precision; 0 for masked experts.
+    shares = jnp.exp(log_precision - log_total)
+    return jnp.sum(shares * mus, axis=0), -log_total
+
+
+def mixture_log_density(z: jax.Array, mus: jax.Array, logvars: jax.Array) -> jax.Array:
+    """log of the equal-weight mixture (1/C) sum_c N(z; mu_c, s_c): z (..., latent), mus (C, ..., latent) -> (...,)."""
+    per_component = gaussian_log_density(z[None], mus, logvars)
+    return jax.nn.logsumexp(per_component, axis=0) - math.log(mus.shape[0])
+
+
+def mixture_moments(mus: jax.Array, logvars: jax.Array) -> Gaussian:
+    """Mean and log variance (per coordinate) of the equal-weight mixture of (C, ..., latent) Gaussians.
+
+    Mean = average of the means; variance = average of (s_c + mu_c^2) - mean^2.
+    For C = 1 this returns the one Gaussian unchanged.
+    """
+    if mus.shape[0] == 1:
+        return mus[0], logvars[0]
+    mean = jnp.mean(mus, axis=0)
+    second = jnp.mean(jnp.exp(logvars) + mus**2, axis=0)
+    return mean, jnp.log(jnp.maximum(second - mean**2, jnp.finfo(mus.dtype).tiny))
+
+
+def sample_mixture(rng: jax.Array, mus: jax.Array, logvars: jax.Array, shape: tuple[int, ...] = ()) -> jax.Array:
+    """Samples of the equal-weight mixture of (C, batch, latent) Gaussians: (*shape, batch, latent)."""
+    k_component, k_noise = jax.random.split(rng)
+    c = jax.random.randint(k_component, (*shape, mus.shape[1]), 0, mus.shape[0])
+    batch = jnp.arange(mus.shape[1])
+    return sample_gaussian(k_noise, mus[c, batch], logvars[c, batch])

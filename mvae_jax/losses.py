@@ -32,30 +32,46 @@ def multimodal_elbo(
     batch: Batch,
     modalities: Sequence[Modality],
     beta: float = 1.0,
+    weights: Mapping[str, float] | None = None,
+    mask: Mapping[str, jax.Array] | None = None,
 ) -> tuple[jax.Array, dict[str, jax.Array]]:
-    """Paper Eq. (1) for M modalities: E_q(z|x_1..x_M)[sum_m log p(x_m|z)] - beta KL(q(z|x_1..x_M) || N(0, I)).
+    """Paper Eq. (1) for M modalities: E_q(z|x_1..x_M)[sum_m lambda_m log p(x_m|z)] - beta KL(q(z|x_1..x_M) || N(0, I)).
 
     One reparameterised sample z ~ q estimates the expectation; the KL is exact.
 
     Args:
       rng: key for the sample of z.
-      posterior: (mu, logvar) of q(z | x_1..x_M), each (batch, latent).
-      decode: z (batch, latent) -> logits {name: (batch, *shape)}.
+      posterior: (mu, logvar) of q(z | x_1..x_M), each (batch, latent), or
+        (..., batch, latent) for several posteriors at once (the targets broadcast).
+      decode: z (batch, latent) -> logits {name: (batch, *shape)}, at least for ``modalities``.
       batch: {name: (batch, *shape)} targets.
       modalities: the modalities whose likelihoods enter the sum.
       beta: weight of the KL term (beta = 1 is the ELBO; Higgins et al. 2017).
+      weights: lambda_m per modality name (Vedantam et al. 2018; Wu & Goodman 2018); 1 if None.
+      mask: optional {name: (batch,) of 0/1}: per example, only modalities with 1
+        enter the sum (the ELBO of that example's subset, Wu & Goodman 2018, Sec. 2.2).
 
     Returns:
-      elbo (batch,), and the terms {"log_likelihood_<m>": (batch,), "kl": (batch,)}.
+      elbo (..., batch), and the terms {"log_likelihood_<m>": (..., batch), "kl": (..., batch)};
+      the log-likelihood terms are unweighted and unmasked.
     """
     mu, logvar = posterior
     z = distributions.sample_gaussian(rng, mu, logvar)
     log_likelihoods = reconstruction_log_likelihoods(decode(z), batch, modalities)
     kl = distributions.kl_standard_normal(mu, logvar)
-    elbo = sum(log_likelihoods.values()) - beta * kl
+    weights = {} if weights is None else weights
+    weighted = {n: weights.get(n, 1.0) * ll for n, ll in log_likelihoods.items()}
+    if mask is not None:
+        weighted = {n: mask[n] * ll for n, ll in weighted.items()}
+    elbo = sum(weighted.values()) - beta * kl
     terms = {f"log_likelihood_{name}": ll for name, ll in log_likelihoods.items()}
     terms["kl"] = kl
     return elbo, terms
+
+
+def importance_weighted_bound(log_weights: jax.Array) -> jax.Array:
+    """IWAE bound log (1/K) sum_k exp(log_weights_k) over axis 0 (Burda et al. 2016, Eq. 8): (K, ...) -> (...)."""
+    return jax.nn.logsumexp(log_weights, axis=0) - jnp.log(log_weights.shape[0])
 
 
 def kl_to_experts(

@@ -37,6 +37,44 @@ class GaussianEncoder(nn.Module):
         return mu, logvar
 
 
+class FusionEncoder(nn.Module):
+    """q(z | the present modalities) from one network: per-modality features, a sum, then a fusion head.
+
+    h = relu(b + sum_m [W_m x_m if m is present, else t_m]) -> MLP(hidden[1:], 2 latent) -> (mu, logvar).
+    The feature map of modality m is W_m (its block of the first layer of a
+    joint MLP over all modalities concatenated: with every modality present
+    this *is* that MLP, with the same parameter count). An absent modality
+    contributes its learned mask token t_m instead, one vector of width
+    hidden[0] per modality, initialised at 0.
+
+    Call with ``inputs`` {name: (batch, size)} for the modalities given and
+    ``mask`` {name: (batch,) of 0/1} (optional) to drop given ones per example;
+    names not in ``inputs`` are absent for every example.
+    """
+
+    names: Sequence[str]
+    hidden: Sequence[int]
+    latent: int
+
+    @nn.compact
+    def __call__(self, inputs, mask=None) -> tuple[jax.Array, jax.Array]:
+        width = self.hidden[0]
+        tokens = self.param("mask_tokens", nn.initializers.zeros, (len(self.names), width))
+        batch = next(iter(inputs.values())).shape[0]
+        h = jnp.broadcast_to(self.param("bias", nn.initializers.zeros, (width,)), (batch, width))
+        for i, name in enumerate(self.names):
+            if name not in inputs:
+                h = h + tokens[i]
+                continue
+            feature = nn.Dense(width, use_bias=False, name=f"features_{name}")(inputs[name])
+            if mask is not None and name in mask:
+                feature = jnp.where(mask[name][:, None] > 0, feature, tokens[i])
+            h = h + feature
+        out = MLP((*self.hidden[1:], 2 * self.latent), name="fusion")(nn.relu(h))
+        mu, logvar = jnp.split(out, 2, axis=-1)
+        return mu, logvar
+
+
 class Decoder(nn.Module):
     """p(x | z): (batch, latent) -> logits (batch, *shape)."""
 

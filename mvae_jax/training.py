@@ -77,7 +77,7 @@ def make_train_step(model: Model, tx: optax.GradientTransformation):
         rng = jax.random.fold_in(jax.random.fold_in(state.rng, _STEP_STREAM), state.step)
 
         def objective(params):
-            terms = losses.mean_terms(model.loss(params, batch, rng))
+            terms = losses.mean_terms(model.loss(params, batch, rng, state.epoch))
             return terms["loss"], terms
 
         grads, terms = jax.grad(objective, has_aux=True)(state.params)

@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
-from mvae_jax.models import jmvae
+from mvae_jax.models import jmvae, mmvae, mopoe, mvae, pemvae, telbo
 from mvae_jax.models.base import Model, check_present
 
 MODELS = {
     "jmvae": jmvae.build,
+    "telbo": telbo.build,
+    "mvae": mvae.build,
+    "pemvae": pemvae.build,
+    "mmvae": mmvae.build,
+    "mopoe": mopoe.build,
 }
 """Registry name -> build(config, modalities) -> Model."""
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 import dataclasses
+import itertools
 from typing import Any
 
 import jax
@@ -11,6 +12,7 @@ import jax.numpy as jnp
 
 from mvae_jax import distributions
 from mvae_jax.modality import Modality
+from mvae_jax.networks import Decoder, GaussianEncoder
 
 Params = Any
 Batch = Mapping[str, jax.Array]
@@ -24,11 +26,17 @@ class Model:
       name: registry name, e.g. ``"jmvae"``.
       modalities: the modalities it models, in a fixed order.
       init: rng -> params.
-      loss: (params, batch, rng) -> {term: (batch,)}; the term ``"loss"`` is
-        the per-example objective to minimise, the others are for logging.
+      loss: (params, batch, rng, epoch=0) -> {term: (batch,)}; the term
+        ``"loss"`` is the per-example objective to minimise, the others are for
+        logging. ``epoch`` (epochs completed, may be traced) drives schedules.
       encode: (params, batch, present) -> (mu, logvar), each (batch, latent):
-        the posterior q(z | the modalities in ``present``), any non-empty subset.
+        the mean and log variance of the posterior q(z | the modalities in
+        ``present``), any non-empty subset. For a Gaussian posterior this is the
+        posterior itself; for a mixture, its first two moments.
       decode: (params, z) -> {name: logits (batch, *shape)} for every modality.
+      mixture: None for Gaussian posteriors; else (params, batch, present) ->
+        (mus, logvars), each (components, batch, latent): the posterior as an
+        equal-weight mixture of Gaussians (MMVAE, MoPoE). Use ``posterior``.
     """
 
     name: str
@@ -37,6 +45,17 @@ class Model:
     loss: Callable[[Params, Batch, jax.Array], dict[str, jax.Array]]
     encode: Callable[[Params, Batch, tuple[str, ...]], distributions.Gaussian]
     decode: Callable[[Params, jax.Array], dict[str, jax.Array]]
+    mixture: Callable[[Params, Batch, tuple[str, ...]], distributions.Gaussian] | None = None
+
+    def posterior(self, params: Params, batch: Batch, present: Sequence[str]) -> distributions.Gaussian:
+        """q(z | present) as an equal-weight mixture: (mus, logvars), each (components, batch, latent).
+
+        One component for models with Gaussian posteriors.
+        """
+        if self.mixture is not None:
+            return self.mixture(params, batch, tuple(present))
+        mu, logvar = self.encode(params, batch, tuple(present))
+        return mu[None], logvar[None]
 
     @property
     def names(self) -> tuple[str, ...]:
@@ -59,3 +78,69 @@ def flatten_inputs(batch: Batch, modalities: Sequence[Modality]) -> jax.Array:
     """Concatenate the flattened modalities into one input: (batch, sum of sizes)."""
     parts = [batch[m.name].reshape(batch[m.name].shape[0], -1) for m in modalities]
     return jnp.concatenate(parts, axis=-1) if len(parts) > 1 else parts[0]
+
+
+def subsets(names: Sequence[str]) -> tuple[tuple[str, ...], ...]:
+    """Every non-empty subset of ``names``, in the order of ``names``, smallest first."""
+    return tuple(s for r in range(1, len(names) + 1) for s in itertools.combinations(tuple(names), r))
+
+
+def random_subset_masks(rng: jax.Array, num_modalities: int, batch_size: int, proper: bool = False) -> jax.Array:
+    """(modalities, batch) 0/1 masks of subsets drawn uniformly per example.
+
+    From all 2^M - 1 non-empty subsets, or with ``proper`` from the 2^M - 2
+    that leave at least one modality out. Modality i is in the subset when
+    bit i of the subset's index is set.
+    """
+    high = 2**num_modalities - (1 if proper else 0)
+    if high <= 1:
+        raise ValueError(f"no {'proper ' if proper else ''}non-empty subsets of {num_modalities} modalities")
+    index = jax.random.randint(rng, (batch_size,), 1, high)
+    return ((index[None, :] >> jnp.arange(num_modalities)[:, None]) & 1).astype(jnp.float32)
+
+
+class Experts:
+    """One Gaussian encoder q(z | x_m) and one decoder p(x_m | z) per modality, MLPs of the run's widths.
+
+    Parameters live under ``"encoders"`` and ``"decoders"``, keyed by modality
+    name. The building block of every model here; JMVAE and the
+    parameter-efficient model add their joint encoder beside it.
+    """
+
+    def __init__(self, config, modalities: Sequence[Modality], encoders: bool = True):
+        self.modalities = tuple(modalities)
+        self.names = tuple(m.name for m in self.modalities)
+        self.latent = config.latent_dim
+        hidden = tuple(config.hidden_dims)
+        self.encoders = {m.name: GaussianEncoder(hidden, self.latent) for m in self.modalities} if encoders else {}
+        self.decoders = {m.name: Decoder(hidden[::-1], m.shape) for m in self.modalities}
+
+    def init(self, k_encoders: jax.Array | None, k_decoders: jax.Array) -> dict:
+        """{"encoders": {m: params}, "decoders": {m: params}} (no "encoders" if built without them)."""
+        z = jnp.zeros((1, self.latent), jnp.float32)
+        params = {"decoders": {
+            m.name: self.decoders[m.name].init(k, z)["params"]
+            for m, k in zip(self.modalities, jax.random.split(k_decoders, len(self.modalities)))
+        }}
+        if self.encoders:
+            one = {m.name: jnp.zeros((1, *m.shape), jnp.float32) for m in self.modalities}
+            params["encoders"] = {
+                m.name: self.encoders[m.name].init(k, flatten_inputs(one, (m,)))["params"]
+                for m, k in zip(self.modalities, jax.random.split(k_encoders, len(self.modalities)))
+            }
+        return params
+
+    def encode(self, params, batch: Batch, name: str) -> distributions.Gaussian:
+        """q(z | x_name): (mu, logvar), each (batch, latent)."""
+        m = self.modalities[self.names.index(name)]
+        return self.encoders[name].apply({"params": params["encoders"][name]}, flatten_inputs(batch, (m,)))
+
+    def encode_stack(self, params, batch: Batch, present: Sequence[str]) -> distributions.Gaussian:
+        """The experts of ``present`` stacked: (mus, logvars), each (len(present), batch, latent)."""
+        experts = [self.encode(params, batch, n) for n in present]
+        return jnp.stack([e[0] for e in experts]), jnp.stack([e[1] for e in experts])
+
+    def decode(self, params, z: jax.Array, names: Sequence[str] | None = None) -> dict[str, jax.Array]:
+        """{name: logits (..., *shape)} for ``names`` (all modalities by default); z (..., latent)."""
+        names = self.names if names is None else names
+        return {n: self.decoders[n].apply({"params": params["decoders"][n]}, z) for n in names}

@@ -21,59 +21,41 @@ import jax.numpy as jnp
 
 from mvae_jax import distributions, losses
 from mvae_jax.modality import Modality
-from mvae_jax.models.base import Model, check_present, flatten_inputs
-from mvae_jax.networks import Decoder, GaussianEncoder
+from mvae_jax.models.base import Experts, Model, check_present, flatten_inputs
+from mvae_jax.networks import GaussianEncoder
 
 
 def build(config, modalities: tuple[Modality, ...]) -> Model:
     """JMVAE-kl with MLP encoders/decoders of widths ``config.hidden_dims``, latent ``config.latent_dim``."""
-    hidden = tuple(config.hidden_dims)
     names = tuple(m.name for m in modalities)
     beta, alpha = float(config.beta), float(config.alpha)
-    joint_encoder = GaussianEncoder(hidden, config.latent_dim)
-    encoders = {m.name: GaussianEncoder(hidden, config.latent_dim) for m in modalities}
-    decoders = {m.name: Decoder(hidden[::-1], m.shape) for m in modalities}
+    joint_encoder = GaussianEncoder(tuple(config.hidden_dims), config.latent_dim)
+    experts = Experts(config, modalities)
 
     def init(rng: jax.Array):
         k_joint, k_enc, k_dec = jax.random.split(rng, 3)
         one = {m.name: jnp.zeros((1, *m.shape), jnp.float32) for m in modalities}
-        z = jnp.zeros((1, config.latent_dim), jnp.float32)
-        enc_keys = jax.random.split(k_enc, len(modalities))
-        dec_keys = jax.random.split(k_dec, len(modalities))
-        return {
-            "joint_encoder": joint_encoder.init(k_joint, flatten_inputs(one, modalities))["params"],
-            "encoders": {
-                m.name: encoders[m.name].init(k, flatten_inputs(one, (m,)))["params"]
-                for m, k in zip(modalities, enc_keys)
-            },
-            "decoders": {m.name: decoders[m.name].init(k, z)["params"] for m, k in zip(modalities, dec_keys)},
-        }
+        return {"joint_encoder": joint_encoder.init(k_joint, flatten_inputs(one, modalities))["params"],
+                **experts.init(k_enc, k_dec)}
 
     def encode_joint(params, batch):
         return joint_encoder.apply({"params": params["joint_encoder"]}, flatten_inputs(batch, modalities))
-
-    def encode_unimodal(params, batch, name):
-        m = modalities[names.index(name)]
-        return encoders[name].apply({"params": params["encoders"][name]}, flatten_inputs(batch, (m,)))
 
     def encode(params, batch, present):
         present = check_present(present, names)
         if present == names:
             return encode_joint(params, batch)
         if len(present) == 1:
-            return encode_unimodal(params, batch, present[0])
-        experts = [encode_unimodal(params, batch, n) for n in present]
-        return distributions.product_of_experts(
-            jnp.stack([e[0] for e in experts]), jnp.stack([e[1] for e in experts])
-        )
+            return experts.encode(params, batch, present[0])
+        return distributions.product_of_experts(*experts.encode_stack(params, batch, present))
 
     def decode(params, z):
-        return {n: decoders[n].apply({"params": params["decoders"][n]}, z) for n in names}
+        return experts.decode(params, z)
 
-    def loss(params, batch, rng):
+    def loss(params, batch, rng, epoch=0):
         joint = encode_joint(params, batch)
         elbo, terms = losses.multimodal_elbo(rng, joint, lambda z: decode(params, z), batch, modalities, beta)
-        kl_experts = losses.kl_to_experts(joint, {n: encode_unimodal(params, batch, n) for n in names})
+        kl_experts = losses.kl_to_experts(joint, {n: experts.encode(params, batch, n) for n in names})
         terms.update({f"kl_joint_to_{n}": kl for n, kl in kl_experts.items()})
         terms["loss"] = -(elbo - alpha * sum(kl_experts.values()))
         return terms

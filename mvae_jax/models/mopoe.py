@@ -1,0 +1,84 @@
+"""MoPoE-VAE (Sutter, Daunhawer & Vogt 2021, "Generalized Multimodal ELBO", arXiv:2105.02470).
+
+Generative model p(z) prod_m p(x_m | z). One inference network per modality
+gives an expert q(z | x_m); every non-empty subset S gets the product of its
+experts, and the joint posterior is the uniform mixture of these products
+over the subsets (the paper's MoPoE, its Sec. 3):
+
+    q(z | x_S) = PoE({q(z | x_m)}_{m in S}) ~ prod_{m in S} q(z | x_m)
+    q(z | x_1..x_M) = (1 / (2^M - 1)) sum_{S non-empty} q(z | x_S)
+
+Objective: the ELBO of the mixture, with the mixture's KL replaced by the
+mean of the components' KLs, the upper bound the paper uses (KL is convex), so
+that the objective is a lower bound on the ELBO:
+
+    L = E_q(z|x_1..x_M)[sum_m lambda_m log p(x_m | z)]
+        - beta (1 / (2^M - 1)) sum_S KL(q(z|x_S) || p(z))
+
+The expectation over the mixture is estimated with one sample per example
+from a subset drawn uniformly per example (unbiased, and one decoder pass per
+example, as the paper's code does by splitting the batch among the subsets);
+the sample reconstructs all M modalities. The KLs are exact. ``lambda_m`` is
+``--likelihood_weights`` (default 1). The posterior of a subset T of the
+modalities is, the same way, the mixture over the non-empty subsets of T:
+``posterior`` returns it, ``encode`` its mean and variance.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from mvae_jax import distributions, losses
+from mvae_jax.modality import Modality
+from mvae_jax.models.base import Experts, Model, check_present, subsets
+
+
+def build(config, modalities: tuple[Modality, ...]) -> Model:
+    """MoPoE with MLP networks of widths ``config.hidden_dims``, latent ``config.latent_dim``."""
+    names = tuple(m.name for m in modalities)
+    beta = float(config.beta)
+    weights = config.likelihood_weight(names)
+    experts = Experts(config, modalities)
+
+    def init(rng: jax.Array):
+        k_enc, k_dec = jax.random.split(rng)
+        return experts.init(k_enc, k_dec)
+
+    def products(mus, logvars, present):
+        """PoE of every non-empty subset of ``present``: (subsets, batch, latent) each; experts of ``present``."""
+        indices = [np.array([present.index(n) for n in s]) for s in subsets(present)]
+        parts = [distributions.product_of_experts(mus[i], logvars[i]) for i in indices]
+        return jnp.stack([p[0] for p in parts]), jnp.stack([p[1] for p in parts])
+
+    def mixture(params, batch, present):
+        present = check_present(present, names)
+        return products(*experts.encode_stack(params, batch, present), present)
+
+    def encode(params, batch, present):
+        return distributions.mixture_moments(*mixture(params, batch, present))
+
+    def decode(params, z):
+        return experts.decode(params, z)
+
+    def loss(params, batch, rng, epoch=0):
+        all_subsets = subsets(names)
+        mus, logvars = products(*experts.encode_stack(params, batch, names), names)  # (subsets, batch, latent)
+        k_component, k_z = jax.random.split(rng)
+        # The expectation over the mixture: each example's z from one subset's posterior drawn uniformly
+        # (unbiased for the mean over subsets, one decoder pass per example, as the paper's code does).
+        component = jax.random.randint(k_component, (mus.shape[1],), 0, len(all_subsets))
+        rows = jnp.arange(mus.shape[1])
+        z = distributions.sample_gaussian(k_z, mus[component, rows], logvars[component, rows])
+        lls = losses.reconstruction_log_likelihoods(decode(params, z), batch, modalities)
+        # KL of the mixture, bounded above by the mean of the subsets' KLs.
+        kls = distributions.kl_standard_normal(mus, logvars)  # (subsets, batch)
+        terms = {f"log_likelihood_{n}": ll for n, ll in lls.items()}
+        terms.update({f"kl_{','.join(s)}": kl for s, kl in zip(all_subsets, kls)})
+        terms["kl"] = jnp.mean(kls, axis=0)
+        terms["elbo"] = sum(weights[n] * ll for n, ll in lls.items()) - beta * terms["kl"]
+        terms["loss"] = -terms["elbo"]
+        return terms
+
+    return Model("mopoe", tuple(modalities), init, loss, encode, decode, mixture=mixture)

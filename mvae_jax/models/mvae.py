@@ -1,0 +1,82 @@
+"""MVAE (Wu & Goodman 2018, "Multimodal Generative Models for Scalable Weakly-Supervised Learning", arXiv:1802.05335).
+
+Generative model p(z) prod_m p(x_m | z). One inference network per modality
+gives an expert q~(z | x_m); the posterior of any subset S is their product
+with the prior expert (Sec. 2.1 of the paper):
+
+    q(z | x_S) ~ p(z) prod_{m in S} q~(z | x_m)
+
+computed in closed form for Gaussians (precisions add). The sub-sampled
+training objective (Sec. 2.2) sums, per example, the ELBO of all modalities,
+the ELBO of each single modality, and the ELBOs of ``num_subsets`` random
+subsets (``--num_subsets``, default 1; each drawn per example, uniformly from
+the 2^M - 1 non-empty subsets):
+
+    L = ELBO(x_1..x_M) + sum_m ELBO(x_m) + sum_{j=1..k} ELBO(x_{S_j}),
+    ELBO(x_S) = E_q(z|x_S)[sum_{m in S} lambda_m log p(x_m | z)] - beta KL(q(z|x_S) || p(z))
+
+Each ELBO reconstructs only the modalities of its subset. ``lambda_m`` is
+``--likelihood_weights`` (default 1). The product is computed in log space and
+always keeps the prior expert, which avoids the NaNs reported for the published
+code (mhw32/multimodal-vae-public#3).
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+
+from mvae_jax import distributions, losses
+from mvae_jax.modality import Modality
+from mvae_jax.models.base import Experts, Model, check_present, random_subset_masks
+
+
+def build(config, modalities: tuple[Modality, ...]) -> Model:
+    """MVAE with MLP networks of widths ``config.hidden_dims``, latent ``config.latent_dim``."""
+    names = tuple(m.name for m in modalities)
+    beta, num_subsets = float(config.beta), int(config.num_subsets)
+    weights = config.likelihood_weight(names)
+    experts = Experts(config, modalities)
+
+    def init(rng: jax.Array):
+        k_enc, k_dec = jax.random.split(rng)
+        return experts.init(k_enc, k_dec)
+
+    def encode(params, batch, present):
+        present = check_present(present, names)
+        return distributions.product_of_experts(*experts.encode_stack(params, batch, present), prior_expert=True)
+
+    def decode(params, z):
+        return experts.decode(params, z)
+
+    def loss(params, batch, rng, epoch=0):
+        mus, logvars = experts.encode_stack(params, batch, names)
+        batch_size = mus.shape[1]
+        k_joint, k_single, k_subsets = jax.random.split(rng, 3)
+        elbo, terms = losses.multimodal_elbo(
+            k_joint, distributions.product_of_experts(mus, logvars, prior_expert=True),
+            lambda z: decode(params, z), batch, modalities, beta, weights,
+        )
+        terms["elbo_joint"] = elbo
+        total = elbo
+        for i, (m, key) in enumerate(zip(modalities, jax.random.split(k_single, len(modalities)))):
+            elbo_m, _ = losses.multimodal_elbo(
+                key, distributions.product_of_experts(mus[i : i + 1], logvars[i : i + 1], prior_expert=True),
+                lambda z: experts.decode(params, z, (m.name,)), batch, (m,), beta, weights,
+            )
+            terms[f"elbo_{m.name}"] = elbo_m
+            total = total + elbo_m
+        for j, key in enumerate(jax.random.split(k_subsets, num_subsets)):
+            k_mask, k_z = jax.random.split(key)
+            mask = random_subset_masks(k_mask, len(modalities), batch_size)
+            elbo_s, _ = losses.multimodal_elbo(
+                k_z, distributions.product_of_experts(mus, logvars, mask, prior_expert=True),
+                lambda z: decode(params, z), batch, modalities, beta, weights,
+                mask=dict(zip(names, mask)),
+            )
+            terms[f"elbo_subset_{j}"] = elbo_s
+            total = total + elbo_s
+        terms["loss"] = -total
+        return terms
+
+    return Model("mvae", tuple(modalities), init, loss, encode, decode)

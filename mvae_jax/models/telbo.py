@@ -1,0 +1,83 @@
+"""TELBO, the triple ELBO (Vedantam, Fischer, Huang & Murphy 2018, arXiv:1705.10762), for M modalities.
+
+Generative model p(z) prod_m p(x_m | z); a joint encoder q(z | x_1..x_M) and
+one unimodal encoder q(z | x_m) per modality. The objective (the paper's
+triple ELBO, its Sec. 3, written for M modalities with the KL weight beta) is
+the joint ELBO plus one ELBO per modality, each through its own encoder:
+
+    L = E_q(z|x_1..x_M)[sum_m lambda_m log p(x_m | z)] - beta KL(q(z|x_1..x_M) || p(z))
+        + sum_m ( E_q(z|x_m)[lambda_m log p(x_m | z)] - beta KL(q(z|x_m) || p(z)) )
+
+Which parameters each term trains, as the paper and its code (google/joint_vae)
+do it: all three kinds of ELBO are optimised together in one stage; the
+unimodal ELBOs train only their encoders q(z | x_m): the decoders are held
+fixed there (``stop_gradient``), so that p(x_m | z) is fitted by the joint
+ELBO alone. Each unimodal KL uses the unimodal posterior's own mean and
+variance (not the joint's, a slip in MultiVae's TELBO).
+
+Inference from one modality uses its encoder; from a subset of two or more
+short of all, the product of their experts and the prior
+(q(z | x_S) ~ p(z) prod_{m in S} q(z | x_m), the paper's product of experts
+for partially specified attributes).
+``lambda_m`` is ``--likelihood_weights`` (default 1 for every modality).
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+
+from mvae_jax import distributions, losses
+from mvae_jax.modality import Modality
+from mvae_jax.models.base import Experts, Model, check_present, flatten_inputs
+from mvae_jax.networks import GaussianEncoder
+
+
+def build(config, modalities: tuple[Modality, ...]) -> Model:
+    """TELBO with MLP networks of widths ``config.hidden_dims``, latent ``config.latent_dim``."""
+    names = tuple(m.name for m in modalities)
+    beta = float(config.beta)
+    weights = config.likelihood_weight(names)
+    joint_encoder = GaussianEncoder(tuple(config.hidden_dims), config.latent_dim)
+    experts = Experts(config, modalities)
+
+    def init(rng: jax.Array):
+        k_joint, k_enc, k_dec = jax.random.split(rng, 3)
+        one = {m.name: jnp.zeros((1, *m.shape), jnp.float32) for m in modalities}
+        return {"joint_encoder": joint_encoder.init(k_joint, flatten_inputs(one, modalities))["params"],
+                **experts.init(k_enc, k_dec)}
+
+    def encode_joint(params, batch):
+        return joint_encoder.apply({"params": params["joint_encoder"]}, flatten_inputs(batch, modalities))
+
+    def encode(params, batch, present):
+        present = check_present(present, names)
+        if present == names:
+            return encode_joint(params, batch)
+        if len(present) == 1:
+            return experts.encode(params, batch, present[0])
+        return distributions.product_of_experts(*experts.encode_stack(params, batch, present), prior_expert=True)
+
+    def decode(params, z):
+        return experts.decode(params, z)
+
+    def loss(params, batch, rng, epoch=0):
+        keys = jax.random.split(rng, len(modalities) + 1)
+        elbo, terms = losses.multimodal_elbo(
+            keys[0], encode_joint(params, batch), lambda z: decode(params, z), batch, modalities, beta, weights
+        )
+        fixed = {"decoders": jax.lax.stop_gradient(params["decoders"])}
+        total = elbo
+        for m, key in zip(modalities, keys[1:]):
+            elbo_m, terms_m = losses.multimodal_elbo(
+                key, experts.encode(params, batch, m.name), lambda z: experts.decode(fixed, z, (m.name,)),
+                batch, (m,), beta, weights,
+            )
+            total = total + elbo_m
+            terms[f"elbo_{m.name}"] = elbo_m
+            terms[f"kl_{m.name}"] = terms_m["kl"]
+        terms["elbo_joint"] = elbo
+        terms["loss"] = -total
+        return terms
+
+    return Model("telbo", tuple(modalities), init, loss, encode, decode)
