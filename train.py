@@ -30,6 +30,11 @@ HELP = {
     "data_dir": "folder with mnist/ and fashion_mnist/ IDX files (default: tensorflow-datasets)",
     "workdir": "where config, metrics and checkpoints go (default: runs/<model>_beta<beta>)",
     "keep_checkpoints": "how many of the latest epoch checkpoints to keep",
+    "likelihood_weights": "telbo, mvae, mmvae, mopoe: weight lambda of each modality's log-likelihood, "
+                          "comma separated in the data set's modality order (x,y,w); empty = all 1",
+    "num_subsets": "mvae: random-subset ELBOs per example and step; pemvae: random subsets per example and step",
+    "warmup_epochs": "pemvae: epochs of joint ELBO only, before the encoder also learns subsets",
+    "num_samples": "mmvae: importance samples K per modality (DReG estimator)",
 }
 
 
@@ -40,17 +45,26 @@ def _int_tuple(text: str) -> tuple[int, ...]:
         raise argparse.ArgumentTypeError(f"{text!r} is not comma-separated integers, e.g. 512,512") from None
 
 
+def _float_tuple(text: str) -> tuple[float, ...]:
+    if not text.strip():
+        return ()
+    try:
+        return tuple(float(v) for v in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not comma-separated numbers, e.g. 1,1,50") from None
+
+
 def make_parser() -> argparse.ArgumentParser:
     from mvae_jax.data import DATASETS
     from mvae_jax.models import MODELS
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], prog="train.py")
-    types = {"hidden_dims": _int_tuple}
+    types = {"hidden_dims": _int_tuple, "likelihood_weights": _float_tuple}
     choices = {"model": sorted(MODELS), "dataset": sorted(DATASETS)}
     for field in dataclasses.fields(config_lib.Config):
         default = field.default
         kind = types.get(field.name) or (str if default is None else type(default))
-        shown = ",".join(map(str, default)) if isinstance(default, tuple) else default
+        shown = (",".join(map(str, default)) or "all 1") if isinstance(default, tuple) else default
         help_text = HELP[field.name] + ("" if default is None else f" (default: {shown})")
         parser.add_argument(f"--{field.name}", type=kind, choices=choices.get(field.name),
                             default=argparse.SUPPRESS, help=help_text)

@@ -6,7 +6,7 @@ from mvae_jax.config import Config, load_config, save_config
 
 
 @pytest.mark.parametrize("field,value,allowed", [
-    ("model", "vae", "jmvae"),
+    ("model", "vae", "jmvae, mmvae, mopoe, mvae, pemvae, telbo"),
     ("dataset", "cifar", "trimodal"),
     ("beta", -1.0, "finite number >= 0"),
     ("beta", float("nan"), "finite number >= 0"),
@@ -18,10 +18,17 @@ from mvae_jax.config import Config, load_config, save_config
     ("seed", -3, "integer >= 0"),
     ("hidden_dims", (512, 0), "integers >= 1"),
     ("hidden_dims", (), "integers >= 1"),
+    ("likelihood_weights", (1.0, 2.0), "one per modality x,y,w"),
+    ("likelihood_weights", (1.0, -1.0, 1.0), "finite numbers >= 0"),
+    ("num_subsets", 0, "integer >= 1"),
+    ("num_samples", 0, "integer >= 1"),
+    ("warmup_epochs", -1, "integer >= 0"),
 ])
 def test_bad_values_are_named(field, value, allowed):
+    model = {"likelihood_weights": "mvae", "num_subsets": "mvae", "num_samples": "mmvae",
+             "warmup_epochs": "pemvae"}.get(field, "jmvae")
     with pytest.raises(ValueError) as err:
-        Config(**{field: value}).validate()
+        Config(**{"model": model, field: value}).validate()
     assert f"{field}={value!r}" in str(err.value) and allowed in str(err.value)
 
 
@@ -43,3 +50,19 @@ def test_differences_ignore_resumable_fields():
 def test_unknown_keys_in_a_saved_config_are_an_error():
     with pytest.raises(ValueError, match="unknown config keys"):
         Config.from_dict({"beta": 1.0, "gamma": 2.0})
+
+
+@pytest.mark.parametrize("model,field,value", [
+    ("jmvae", "num_samples", 3), ("mvae", "alpha", 1.0), ("telbo", "warmup_epochs", 2), ("mmvae", "num_subsets", 2),
+])
+def test_an_option_of_another_model_is_refused(model, field, value):
+    with pytest.raises(ValueError, match=f"{field}={value!r} applies to model .* only, not to model='{model}'"):
+        Config(model=model, **{field: value}).validate()
+
+
+def test_likelihood_weights_round_trip_and_default_to_one(tmp_path):
+    config = Config(model="telbo", likelihood_weights=[1, 1, 50], workdir=str(tmp_path)).validate()
+    save_config(config, tmp_path)
+    assert load_config(tmp_path) == config
+    assert config.likelihood_weight("xyw") == {"x": 1.0, "y": 1.0, "w": 50.0}
+    assert Config().likelihood_weight("xyw") == {"x": 1.0, "y": 1.0, "w": 1.0}

@@ -3,6 +3,7 @@
 import json
 
 import numpy as np
+import pytest
 
 from mvae_jax import evaluation, training
 from mvae_jax.config import Config
@@ -27,3 +28,37 @@ def test_one_epoch_of_jmvae_transfers_labels(real_data_dir, tmp_path):
     assert acc_y >= 0.70
     record = json.loads((tmp_path / "run" / "metrics.jsonl").read_text().splitlines()[0])
     assert record["epoch"] == 1 and np.isfinite(record["loss"])
+
+
+# Options of the 2-epoch runs below (everything else at its default, beta 1). mmvae uses K = 2
+# importance samples instead of 10 to keep the suite short on CPU.
+TWO_EPOCH_OPTIONS = {
+    "telbo": {},
+    "mvae": {},
+    "pemvae": {},
+    "mmvae": {"num_samples": 2},
+    "mopoe": {},
+}
+# Thresholds (x->w, y->w). MVAE does not reach the 0.90 / 0.75 of the others in 2 epochs: measured
+# 0.8345 / 0.7365 (also 0.833 / 0.742 with 3 random subsets, 0.8235 / 0.713 at beta 0.5, 0.8355 / 0.666
+# at beta 2, and 0.61 / 0.60 with the label weighted 50). Its unimodal experts are trained only to
+# reconstruct their own modality, the weak cross-modal transfer Shi et al. 2019 report for it.
+THRESHOLDS = {"mvae": (0.80, 0.70)}
+
+
+@pytest.mark.parametrize("name", sorted(TWO_EPOCH_OPTIONS))
+def test_two_epochs_of_each_model_transfer_labels(name, real_data_dir, tmp_path):
+    """After 2 epochs: q(z|x) decoded to w >= 0.90 and q(z|y) decoded to w >= 0.75 on 2,000 test pairs
+    (MVAE: 0.80 and 0.70, see THRESHOLDS)."""
+    config = Config(model=name, data_dir=str(real_data_dir), workdir=str(tmp_path / name), epochs=2,
+                    **TWO_EPOCH_OPTIONS[name])
+    state = training.train_and_evaluate(config)
+    dataset = load_dataset(config)
+    model = get_model(config, dataset.modalities)
+    test = {k: v[:2000] for k, v in dataset.test.items()}
+    acc_x = evaluation.label_accuracy(model, state.params, test, ("x",))
+    acc_y = evaluation.label_accuracy(model, state.params, test, ("y",))
+    print(f"{name} 2 epochs: x->w {acc_x:.4f}, y->w {acc_y:.4f}")
+    min_x, min_y = THRESHOLDS.get(name, (0.90, 0.75))
+    assert acc_x >= min_x
+    assert acc_y >= min_y

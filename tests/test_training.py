@@ -86,9 +86,12 @@ def test_checkpoint_restores_equal_state(tiny_config, tmp_path):
     assert type(restored.opt_state) is type(state.opt_state)  # named tuples, not lists
 
 
-def test_resume_after_one_epoch_equals_two_straight(tiny_config, tmp_path):
-    straight = training.train_and_evaluate(Config(**{**tiny_config.to_dict(), "workdir": str(tmp_path / "a")}))
-    cfg_b = Config(**{**tiny_config.to_dict(), "workdir": str(tmp_path / "b"), "epochs": 1})
+@pytest.mark.parametrize("model", ["jmvae", "pemvae"])
+def test_resume_after_one_epoch_equals_two_straight(tiny_config, tmp_path, model):
+    """pemvae: its second epoch is the subset stage (warm-up 1 epoch), so the schedule must survive resume."""
+    base = {**tiny_config.to_dict(), "model": model}
+    straight = training.train_and_evaluate(Config(**{**base, "workdir": str(tmp_path / "a")}))
+    cfg_b = Config(**{**base, "workdir": str(tmp_path / "b"), "epochs": 1})
     training.train_and_evaluate(cfg_b)
     resumed = training.train_and_evaluate(Config(**{**cfg_b.to_dict(), "epochs": 2}))
     _assert_trees_equal(resumed.params, straight.params)
@@ -98,7 +101,7 @@ def test_resume_after_one_epoch_equals_two_straight(tiny_config, tmp_path):
     assert [l["epoch"] for l in lines] == [1, 2]
     assert {"loss", "kl", "time_s", "samples_per_s", "step"} <= set(lines[0])
     saved = json.loads((tmp_path / "b" / "config.json").read_text())
-    assert saved["epochs"] == 2 and saved["model"] == "jmvae"
+    assert saved["epochs"] == 2 and saved["model"] == model
     assert training.Checkpoints(tmp_path / "b").all_steps() == [1, 2]
 
 
