@@ -108,10 +108,3 @@ def mixture_moments(mus: jax.Array, logvars: jax.Array) -> Gaussian:
     second = jnp.mean(jnp.exp(logvars) + mus**2, axis=0)
     return mean, jnp.log(jnp.maximum(second - mean**2, jnp.finfo(mus.dtype).tiny))
 
-
-def sample_mixture(rng: jax.Array, mus: jax.Array, logvars: jax.Array, shape: tuple[int, ...] = ()) -> jax.Array:
-    """Samples of the equal-weight mixture of (C, batch, latent) Gaussians: (*shape, batch, latent)."""
-    k_component, k_noise = jax.random.split(rng)
-    c = jax.random.randint(k_component, (*shape, mus.shape[1]), 0, mus.shape[0])
-    batch = jnp.arange(mus.shape[1])
-    return sample_gaussian(k_noise, mus[c, batch], logvars[c, batch])

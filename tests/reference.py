@@ -22,6 +22,17 @@ def batch(rng: np.random.Generator, n: int = 3) -> dict[str, np.ndarray]:
     }
 
 
+def tiny_model(name: str, **options):
+    """(model, params) of ``name`` on the tiny modalities: MLPs 5-4, latent 2, init key 0."""
+    import jax
+
+    from mvae_jax.config import Config
+    from mvae_jax.models import get_model
+
+    model = get_model(Config(model=name, hidden_dims=(5, 4), latent_dim=2, **options), MODALITIES)
+    return model, model.init(jax.random.PRNGKey(0))
+
+
 def flat(batch: dict) -> dict[str, np.ndarray]:
     return {k: np.asarray(v, np.float64).reshape(len(v), -1) for k, v in batch.items()}
 

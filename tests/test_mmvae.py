@@ -8,16 +8,13 @@ import pytest
 from scipy.special import logsumexp
 
 from mvae_jax import distributions
-from mvae_jax.config import Config
-from mvae_jax.models import get_model
 from tests import reference as ref
 
 K = 5
 
 
 def _model(**kw):
-    model = get_model(Config(model="mmvae", hidden_dims=(5, 4), latent_dim=2, num_samples=K, **kw), ref.MODALITIES)
-    return model, model.init(jax.random.PRNGKey(0))
+    return ref.tiny_model("mmvae", num_samples=K, **kw)
 
 
 @pytest.mark.parametrize("beta,weights", [(1.0, ()), (2.0, (1.0, 0.5, 30.0))])

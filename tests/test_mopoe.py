@@ -7,16 +7,13 @@ import jax
 import numpy as np
 import pytest
 
-from mvae_jax.config import Config
-from mvae_jax.models import get_model
 from tests import reference as ref
 
 SUBSETS = [s for r in (1, 2, 3) for s in itertools.combinations("xyw", r)]
 
 
 def _model(**kw):
-    model = get_model(Config(model="mopoe", hidden_dims=(5, 4), latent_dim=2, **kw), ref.MODALITIES)
-    return model, model.init(jax.random.PRNGKey(0))
+    return ref.tiny_model("mopoe", **kw)
 
 
 @pytest.mark.parametrize("beta,weights", [(1.0, ()), (2.0, (1.0, 0.5, 20.0))])

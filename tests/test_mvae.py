@@ -8,14 +8,11 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from mvae_jax.config import Config
-from mvae_jax.models import get_model
 from tests import reference as ref
 
 
 def _model(**kw):
-    model = get_model(Config(model="mvae", hidden_dims=(5, 4), latent_dim=2, **kw), ref.MODALITIES)
-    return model, model.init(jax.random.PRNGKey(0))
+    return ref.tiny_model("mvae", **kw)
 
 
 @pytest.mark.parametrize("beta,weights,num_subsets", [(1.0, (), 1), (2.0, (1.0, 2.0, 50.0), 3)])

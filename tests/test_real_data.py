@@ -11,18 +11,22 @@ from mvae_jax.data import load_dataset
 from mvae_jax.models import get_model
 
 
+def _train_and_score(config):
+    """Train ``config``; label accuracy of q(z|x) and of q(z|y) decoded to w on the first 2,000 test pairs."""
+    state = training.train_and_evaluate(config)
+    dataset = load_dataset(config)
+    model = get_model(config, dataset.modalities)
+    test = {k: v[:2000] for k, v in dataset.test.items()}
+    return tuple(evaluation.label_accuracy(model, state.params, test, (m,)) for m in ("x", "y"))
+
+
 def test_one_epoch_of_jmvae_transfers_labels(real_data_dir, tmp_path):
     """After 1 epoch: q(z|x) decoded to w >= 0.85 and q(z|y) >= 0.70 on 2,000 test pairs.
 
     Measured with these defaults (alpha 0.1, latent 20, batch 128, seed 0): 0.91 and 0.82.
     """
     config = Config(data_dir=str(real_data_dir), workdir=str(tmp_path / "run"), epochs=1)
-    state = training.train_and_evaluate(config)
-    dataset = load_dataset(config)
-    model = get_model(config, dataset.modalities)
-    test = {k: v[:2000] for k, v in dataset.test.items()}
-    acc_x = evaluation.label_accuracy(model, state.params, test, ("x",))
-    acc_y = evaluation.label_accuracy(model, state.params, test, ("y",))
+    acc_x, acc_y = _train_and_score(config)
     print(f"1 epoch: x->w {acc_x:.4f}, y->w {acc_y:.4f}")
     assert acc_x >= 0.85
     assert acc_y >= 0.70
@@ -52,12 +56,7 @@ def test_two_epochs_of_each_model_transfer_labels(name, real_data_dir, tmp_path)
     (MVAE: 0.80 and 0.70, see THRESHOLDS)."""
     config = Config(model=name, data_dir=str(real_data_dir), workdir=str(tmp_path / name), epochs=2,
                     **TWO_EPOCH_OPTIONS[name])
-    state = training.train_and_evaluate(config)
-    dataset = load_dataset(config)
-    model = get_model(config, dataset.modalities)
-    test = {k: v[:2000] for k, v in dataset.test.items()}
-    acc_x = evaluation.label_accuracy(model, state.params, test, ("x",))
-    acc_y = evaluation.label_accuracy(model, state.params, test, ("y",))
+    acc_x, acc_y = _train_and_score(config)
     print(f"{name} 2 epochs: x->w {acc_x:.4f}, y->w {acc_y:.4f}")
     min_x, min_y = THRESHOLDS.get(name, (0.90, 0.75))
     assert acc_x >= min_x

@@ -6,14 +6,11 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from mvae_jax.config import Config
-from mvae_jax.models import get_model
 from tests import reference as ref
 
 
 def _model(**kw):
-    model = get_model(Config(model="telbo", hidden_dims=(5, 4), latent_dim=2, **kw), ref.MODALITIES)
-    return model, model.init(jax.random.PRNGKey(0))
+    return ref.tiny_model("telbo", **kw)
 
 
 @pytest.mark.parametrize("beta,weights", [(1.0, ()), (2.0, (1.0, 0.5, 50.0))])

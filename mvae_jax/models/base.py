@@ -115,6 +115,11 @@ class Experts:
         self.encoders = {m.name: GaussianEncoder(hidden, self.latent) for m in self.modalities} if encoders else {}
         self.decoders = {m.name: Decoder(hidden[::-1], m.shape) for m in self.modalities}
 
+    def init_from(self, rng: jax.Array) -> dict:
+        """``init`` with the encoder and decoder keys split from one ``rng``."""
+        k_encoders, k_decoders = jax.random.split(rng)
+        return self.init(k_encoders, k_decoders)
+
     def init(self, k_encoders: jax.Array | None, k_decoders: jax.Array) -> dict:
         """{"encoders": {m: params}, "decoders": {m: params}} (no "encoders" if built without them)."""
         z = jnp.zeros((1, self.latent), jnp.float32)
@@ -144,3 +149,19 @@ class Experts:
         """{name: logits (..., *shape)} for ``names`` (all modalities by default); z (..., latent)."""
         names = self.names if names is None else names
         return {n: self.decoders[n].apply({"params": params["decoders"][n]}, z) for n in names}
+
+
+class JointEncoder:
+    """q(z | x_1..x_M) from one MLP over all modalities concatenated; params under ``"joint_encoder"`` (JMVAE, TELBO)."""
+
+    def __init__(self, config, modalities: Sequence[Modality]):
+        self.modalities = tuple(modalities)
+        self.network = GaussianEncoder(tuple(config.hidden_dims), config.latent_dim)
+
+    def init(self, rng: jax.Array) -> dict:
+        one = {m.name: jnp.zeros((1, *m.shape), jnp.float32) for m in self.modalities}
+        return {"joint_encoder": self.network.init(rng, flatten_inputs(one, self.modalities))["params"]}
+
+    def encode(self, params, batch: Batch) -> distributions.Gaussian:
+        """(mu, logvar), each (batch, latent)."""
+        return self.network.apply({"params": params["joint_encoder"]}, flatten_inputs(batch, self.modalities))

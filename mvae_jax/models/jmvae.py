@@ -17,47 +17,37 @@ or more modalities short of all, the product of their unimodal experts
 from __future__ import annotations
 
 import jax
-import jax.numpy as jnp
 
 from mvae_jax import distributions, losses
 from mvae_jax.modality import Modality
-from mvae_jax.models.base import Experts, Model, check_present, flatten_inputs
-from mvae_jax.networks import GaussianEncoder
+from mvae_jax.models.base import Experts, JointEncoder, Model, check_present
 
 
 def build(config, modalities: tuple[Modality, ...]) -> Model:
     """JMVAE-kl with MLP encoders/decoders of widths ``config.hidden_dims``, latent ``config.latent_dim``."""
     names = tuple(m.name for m in modalities)
     beta, alpha = float(config.beta), float(config.alpha)
-    joint_encoder = GaussianEncoder(tuple(config.hidden_dims), config.latent_dim)
+    joint = JointEncoder(config, modalities)
     experts = Experts(config, modalities)
 
     def init(rng: jax.Array):
         k_joint, k_enc, k_dec = jax.random.split(rng, 3)
-        one = {m.name: jnp.zeros((1, *m.shape), jnp.float32) for m in modalities}
-        return {"joint_encoder": joint_encoder.init(k_joint, flatten_inputs(one, modalities))["params"],
-                **experts.init(k_enc, k_dec)}
-
-    def encode_joint(params, batch):
-        return joint_encoder.apply({"params": params["joint_encoder"]}, flatten_inputs(batch, modalities))
+        return {**joint.init(k_joint), **experts.init(k_enc, k_dec)}
 
     def encode(params, batch, present):
         present = check_present(present, names)
         if present == names:
-            return encode_joint(params, batch)
+            return joint.encode(params, batch)
         if len(present) == 1:
             return experts.encode(params, batch, present[0])
         return distributions.product_of_experts(*experts.encode_stack(params, batch, present))
 
-    def decode(params, z):
-        return experts.decode(params, z)
-
     def loss(params, batch, rng, epoch=0):
-        joint = encode_joint(params, batch)
-        elbo, terms = losses.multimodal_elbo(rng, joint, lambda z: decode(params, z), batch, modalities, beta)
-        kl_experts = losses.kl_to_experts(joint, {n: experts.encode(params, batch, n) for n in names})
+        posterior = joint.encode(params, batch)
+        elbo, terms = losses.multimodal_elbo(rng, posterior, lambda z: experts.decode(params, z), batch, modalities, beta)
+        kl_experts = losses.kl_to_experts(posterior, {n: experts.encode(params, batch, n) for n in names})
         terms.update({f"kl_joint_to_{n}": kl for n, kl in kl_experts.items()})
         terms["loss"] = -(elbo - alpha * sum(kl_experts.values()))
         return terms
 
-    return Model("jmvae", tuple(modalities), init, loss, encode, decode)
+    return Model("jmvae", tuple(modalities), init, loss, encode, experts.decode)

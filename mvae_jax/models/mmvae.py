@@ -68,18 +68,11 @@ def build(config, modalities: tuple[Modality, ...]) -> Model:
     weights = config.likelihood_weight(names)
     experts = Experts(config, modalities)
 
-    def init(rng: jax.Array):
-        k_enc, k_dec = jax.random.split(rng)
-        return experts.init(k_enc, k_dec)
-
     def mixture(params, batch, present):
         return experts.encode_stack(params, batch, check_present(present, names))
 
     def encode(params, batch, present):
         return distributions.mixture_moments(*mixture(params, batch, present))
-
-    def decode(params, z):
-        return experts.decode(params, z)
 
     def log_weights(z, decoders, batch, mus, logvars):
         """log w(z) for z (K, batch, latent) -> (K, batch); q's parameters are passed in, held fixed."""
@@ -112,4 +105,4 @@ def build(config, modalities: tuple[Modality, ...]) -> Model:
         terms["loss"] = jax.lax.stop_gradient(-bound) - (surrogate - jax.lax.stop_gradient(surrogate))
         return terms
 
-    return Model("mmvae", tuple(modalities), init, loss, encode, decode, mixture=mixture)
+    return Model("mmvae", tuple(modalities), experts.init_from, loss, encode, experts.decode, mixture=mixture)

@@ -42,10 +42,6 @@ def build(config, modalities: tuple[Modality, ...]) -> Model:
     weights = config.likelihood_weight(names)
     experts = Experts(config, modalities)
 
-    def init(rng: jax.Array):
-        k_enc, k_dec = jax.random.split(rng)
-        return experts.init(k_enc, k_dec)
-
     def products(mus, logvars, present):
         """PoE of every non-empty subset of ``present``: (subsets, batch, latent) each; experts of ``present``."""
         indices = [np.array([present.index(n) for n in s]) for s in subsets(present)]
@@ -59,9 +55,6 @@ def build(config, modalities: tuple[Modality, ...]) -> Model:
     def encode(params, batch, present):
         return distributions.mixture_moments(*mixture(params, batch, present))
 
-    def decode(params, z):
-        return experts.decode(params, z)
-
     def loss(params, batch, rng, epoch=0):
         all_subsets = subsets(names)
         mus, logvars = products(*experts.encode_stack(params, batch, names), names)  # (subsets, batch, latent)
@@ -71,7 +64,7 @@ def build(config, modalities: tuple[Modality, ...]) -> Model:
         component = jax.random.randint(k_component, (mus.shape[1],), 0, len(all_subsets))
         rows = jnp.arange(mus.shape[1])
         z = distributions.sample_gaussian(k_z, mus[component, rows], logvars[component, rows])
-        lls = losses.reconstruction_log_likelihoods(decode(params, z), batch, modalities)
+        lls = losses.reconstruction_log_likelihoods(experts.decode(params, z), batch, modalities)
         # KL of the mixture, bounded above by the mean of the subsets' KLs.
         kls = distributions.kl_standard_normal(mus, logvars)  # (subsets, batch)
         terms = {f"log_likelihood_{n}": ll for n, ll in lls.items()}
@@ -81,4 +74,4 @@ def build(config, modalities: tuple[Modality, ...]) -> Model:
         terms["loss"] = -terms["elbo"]
         return terms
 
-    return Model("mopoe", tuple(modalities), init, loss, encode, decode, mixture=mixture)
+    return Model("mopoe", tuple(modalities), experts.init_from, loss, encode, experts.decode, mixture=mixture)

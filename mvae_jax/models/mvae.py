@@ -24,7 +24,6 @@ code (mhw32/multimodal-vae-public#3).
 from __future__ import annotations
 
 import jax
-import jax.numpy as jnp
 
 from mvae_jax import distributions, losses
 from mvae_jax.modality import Modality
@@ -38,16 +37,9 @@ def build(config, modalities: tuple[Modality, ...]) -> Model:
     weights = config.likelihood_weight(names)
     experts = Experts(config, modalities)
 
-    def init(rng: jax.Array):
-        k_enc, k_dec = jax.random.split(rng)
-        return experts.init(k_enc, k_dec)
-
     def encode(params, batch, present):
         present = check_present(present, names)
         return distributions.product_of_experts(*experts.encode_stack(params, batch, present), prior_expert=True)
-
-    def decode(params, z):
-        return experts.decode(params, z)
 
     def loss(params, batch, rng, epoch=0):
         mus, logvars = experts.encode_stack(params, batch, names)
@@ -55,7 +47,7 @@ def build(config, modalities: tuple[Modality, ...]) -> Model:
         k_joint, k_single, k_subsets = jax.random.split(rng, 3)
         elbo, terms = losses.multimodal_elbo(
             k_joint, distributions.product_of_experts(mus, logvars, prior_expert=True),
-            lambda z: decode(params, z), batch, modalities, beta, weights,
+            lambda z: experts.decode(params, z), batch, modalities, beta, weights,
         )
         terms["elbo_joint"] = elbo
         total = elbo
@@ -71,7 +63,7 @@ def build(config, modalities: tuple[Modality, ...]) -> Model:
             mask = random_subset_masks(k_mask, len(modalities), batch_size)
             elbo_s, _ = losses.multimodal_elbo(
                 k_z, distributions.product_of_experts(mus, logvars, mask, prior_expert=True),
-                lambda z: decode(params, z), batch, modalities, beta, weights,
+                lambda z: experts.decode(params, z), batch, modalities, beta, weights,
                 mask=dict(zip(names, mask)),
             )
             terms[f"elbo_subset_{j}"] = elbo_s
@@ -79,4 +71,4 @@ def build(config, modalities: tuple[Modality, ...]) -> Model:
         terms["loss"] = -total
         return terms
 
-    return Model("mvae", tuple(modalities), init, loss, encode, decode)
+    return Model("mvae", tuple(modalities), experts.init_from, loss, encode, experts.decode)

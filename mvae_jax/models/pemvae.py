@@ -61,13 +61,10 @@ def build(config, modalities: tuple[Modality, ...]) -> Model:
         present = check_present(present, names)
         return encoder.apply({"params": params["encoder"]}, flat(batch, present))
 
-    def decode(params, z):
-        return experts.decode(params, z)
-
     def loss(params, batch, rng, epoch=0):
         k_joint, k_subsets = jax.random.split(rng)
         joint = encode(params, batch, names)
-        elbo, terms = losses.multimodal_elbo(k_joint, joint, lambda z: decode(params, z), batch, modalities, beta)
+        elbo, terms = losses.multimodal_elbo(k_joint, joint, lambda z: experts.decode(params, z), batch, modalities, beta)
         terms["elbo_joint"] = elbo
 
         def joint_only():
@@ -83,7 +80,7 @@ def build(config, modalities: tuple[Modality, ...]) -> Model:
                 mask = dict(zip(names, random_subset_masks(k_mask, len(names), elbo.shape[0], proper=True)))
                 posterior = encoder.apply({"params": params["encoder"]}, flat(batch, names), mask)
                 out[f"elbo_subset_{j}"], _ = losses.multimodal_elbo(
-                    k_z, posterior, lambda z: decode(fixed, z), batch, modalities, beta, mask=mask)
+                    k_z, posterior, lambda z: experts.decode(fixed, z), batch, modalities, beta, mask=mask)
                 out[f"kl_joint_to_subset_{j}"] = distributions.kl_gaussians(*target, *posterior)
             return out
 
@@ -92,4 +89,4 @@ def build(config, modalities: tuple[Modality, ...]) -> Model:
         terms["loss"] = -(elbo + subset_terms)
         return terms
 
-    return Model("pemvae", tuple(modalities), init, loss, encode, decode)
+    return Model("pemvae", tuple(modalities), init, loss, encode, experts.decode)

@@ -25,12 +25,10 @@ for partially specified attributes).
 from __future__ import annotations
 
 import jax
-import jax.numpy as jnp
 
 from mvae_jax import distributions, losses
 from mvae_jax.modality import Modality
-from mvae_jax.models.base import Experts, Model, check_present, flatten_inputs
-from mvae_jax.networks import GaussianEncoder
+from mvae_jax.models.base import Experts, JointEncoder, Model, check_present
 
 
 def build(config, modalities: tuple[Modality, ...]) -> Model:
@@ -38,33 +36,25 @@ def build(config, modalities: tuple[Modality, ...]) -> Model:
     names = tuple(m.name for m in modalities)
     beta = float(config.beta)
     weights = config.likelihood_weight(names)
-    joint_encoder = GaussianEncoder(tuple(config.hidden_dims), config.latent_dim)
+    joint = JointEncoder(config, modalities)
     experts = Experts(config, modalities)
 
     def init(rng: jax.Array):
         k_joint, k_enc, k_dec = jax.random.split(rng, 3)
-        one = {m.name: jnp.zeros((1, *m.shape), jnp.float32) for m in modalities}
-        return {"joint_encoder": joint_encoder.init(k_joint, flatten_inputs(one, modalities))["params"],
-                **experts.init(k_enc, k_dec)}
-
-    def encode_joint(params, batch):
-        return joint_encoder.apply({"params": params["joint_encoder"]}, flatten_inputs(batch, modalities))
+        return {**joint.init(k_joint), **experts.init(k_enc, k_dec)}
 
     def encode(params, batch, present):
         present = check_present(present, names)
         if present == names:
-            return encode_joint(params, batch)
+            return joint.encode(params, batch)
         if len(present) == 1:
             return experts.encode(params, batch, present[0])
         return distributions.product_of_experts(*experts.encode_stack(params, batch, present), prior_expert=True)
 
-    def decode(params, z):
-        return experts.decode(params, z)
-
     def loss(params, batch, rng, epoch=0):
         keys = jax.random.split(rng, len(modalities) + 1)
         elbo, terms = losses.multimodal_elbo(
-            keys[0], encode_joint(params, batch), lambda z: decode(params, z), batch, modalities, beta, weights
+            keys[0], joint.encode(params, batch), lambda z: experts.decode(params, z), batch, modalities, beta, weights
         )
         fixed = {"decoders": jax.lax.stop_gradient(params["decoders"])}
         total = elbo
@@ -80,4 +70,4 @@ def build(config, modalities: tuple[Modality, ...]) -> Model:
         terms["loss"] = -total
         return terms
 
-    return Model("telbo", tuple(modalities), init, loss, encode, decode)
+    return Model("telbo", tuple(modalities), init, loss, encode, experts.decode)
