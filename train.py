@@ -27,7 +27,7 @@ HELP = {
     "hidden_dims": "widths of the hidden layers of every MLP, comma separated",
     "seed": "seed of initialisation, noise and batch order",
     "pair_seed": "seed of the MNIST / Fashion-MNIST pairing",
-    "data_dir": "folder with mnist/ and fashion_mnist/ IDX files (default: tensorflow-datasets)",
+    "data_dir": "folder with mnist/ (and fashion_mnist/ for trimodal) IDX files (default: tensorflow-datasets)",
     "workdir": "where config, metrics and checkpoints go (default: runs/<model>_beta<beta>)",
     "keep_checkpoints": "how many of the latest epoch checkpoints to keep",
     "likelihood_weights": "telbo, mvae, mmvae, mopoe: weight lambda of each modality's log-likelihood, "
@@ -35,6 +35,8 @@ HELP = {
     "num_subsets": "mvae: random-subset ELBOs per example and step; pemvae: random subsets per example and step",
     "warmup_epochs": "pemvae: epochs of joint ELBO only, before the encoder also learns subsets",
     "num_samples": "mmvae: importance samples K per modality (DReG estimator)",
+    "kl_warmup_epochs": "all but mmvae: KL weight rises linearly from 0 to beta over this many epochs "
+                        "(beta * min(1, epochs done / N)); 0 = no warm-up",
 }
 
 

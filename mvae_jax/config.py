@@ -23,6 +23,7 @@ MODEL_OPTIONS = {
     "num_subsets": ("mvae", "pemvae"),
     "warmup_epochs": ("pemvae",),
     "num_samples": ("mmvae",),
+    "kl_warmup_epochs": ("jmvae", "telbo", "mvae", "pemvae", "mopoe"),
 }
 
 
@@ -52,6 +53,7 @@ class Config:
     num_subsets: int = 1
     warmup_epochs: int = 1
     num_samples: int = 10
+    kl_warmup_epochs: int = 0
 
     def __post_init__(self):
         object.__setattr__(self, "hidden_dims", tuple(self.hidden_dims))
@@ -94,7 +96,8 @@ class Config:
         )
         for name in ("num_subsets", "num_samples"):
             need(_is_int(getattr(self, name)) and getattr(self, name) >= 1, name, "an integer >= 1")
-        need(_is_int(self.warmup_epochs) and self.warmup_epochs >= 0, "warmup_epochs", "an integer >= 0")
+        for name in ("warmup_epochs", "kl_warmup_epochs"):
+            need(_is_int(getattr(self, name)) and getattr(self, name) >= 0, name, "an integer >= 0")
         defaults = Config()
         for name, models in MODEL_OPTIONS.items():
             if self.model not in models and getattr(self, name) != getattr(defaults, name):

@@ -25,6 +25,17 @@ def reconstruction_log_likelihoods(
     return {m.name: m.log_likelihood(logits[m.name], batch[m.name]) for m in modalities}
 
 
+def kl_weight(beta: float, epoch, warmup_epochs: int):
+    """beta min(1, epoch / warmup_epochs): the KL warm-up of Sonderby et al. 2016 (Sec. 2.3), by completed epochs.
+
+    ``epoch`` (epochs completed, may be traced) is 0 during the first epoch,
+    whose KL weight is therefore 0; ``warmup_epochs`` = 0 means no warm-up.
+    """
+    if warmup_epochs <= 0:
+        return beta
+    return beta * jnp.minimum(1.0, jnp.asarray(epoch, jnp.float32) / warmup_epochs)
+
+
 def multimodal_elbo(
     rng: jax.Array,
     posterior: distributions.Gaussian,

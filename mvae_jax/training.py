@@ -34,7 +34,7 @@ log = logging.getLogger(__name__)
 
 METRICS_FILE = "metrics.jsonl"
 CHECKPOINT_DIR = "checkpoints"
-_STEP_STREAM, _PERMUTATION_STREAM = 0, 1
+_STEP_STREAM, _PERMUTATION_STREAM, _BINARIZE_STREAM = 0, 1, 2
 
 
 class TrainState(struct.PyTreeNode):
@@ -101,6 +101,7 @@ def make_epoch_fn(
     batch_size: int,
     mesh: Mesh | None = None,
     on_step: Callable[[Any, Any], None] | None = None,
+    binarize: tuple[str, ...] = (),
 ):
     """A jitted (state, data) -> (state, {term: epoch mean}) that runs one epoch as a ``lax.scan``.
 
@@ -108,6 +109,8 @@ def make_epoch_fn(
     drawn from the state's key and epoch (the last partial batch is dropped;
     the next epoch's permutation differs). ``on_step(index, running_loss)``, if
     given, is called from the device as each step ends (a progress bar).
+    The modalities named in ``binarize`` hold probabilities: each step
+    replaces them by fresh Bernoulli draws (dynamic binarization).
     ``state`` is donated: do not reuse the one passed in.
     """
     steps = num_examples // batch_size
@@ -123,6 +126,11 @@ def make_epoch_fn(
         def body(carry, indices):
             state, loss_sum = carry
             batch = {k: v[indices] for k, v in data.items()}
+            if binarize:
+                key = jax.random.fold_in(jax.random.fold_in(state.rng, _BINARIZE_STREAM), state.step)
+                for i, name in enumerate(binarize):
+                    probs = batch[name]
+                    batch[name] = jax.random.bernoulli(jax.random.fold_in(key, i), probs).astype(probs.dtype)
             if batch_sharding is not None:
                 batch = jax.lax.with_sharding_constraint(batch, batch_sharding)
             state, terms = train_step(state, batch)
@@ -221,7 +229,7 @@ def train_and_evaluate(config: config_lib.Config, reporter: Reporter | None = No
     tx = make_optimizer(config)
     on_step = reporter.step if reporter is not None else None
     # Built before anything is written: a batch larger than the data set fails here.
-    epoch_fn = make_epoch_fn(model, tx, num_examples, config.batch_size, mesh, on_step)
+    epoch_fn = make_epoch_fn(model, tx, num_examples, config.batch_size, mesh, on_step, dataset.binarize)
     steps = num_examples // config.batch_size
     state = replicate(create_train_state(model, tx, config.seed), mesh)
     data = replicate(dataset.train, mesh)

@@ -10,19 +10,24 @@ import dataclasses
 
 import numpy as np
 
-from mvae_jax.data import trimodal
+from mvae_jax.data import mnist_label, trimodal
 from mvae_jax.data.sources import DataNotFoundError
 from mvae_jax.modality import Modality
 
 
 @dataclasses.dataclass(frozen=True)
 class Dataset:
-    """A paired multimodal data set: ``train`` and ``test`` map modality name -> (n, *shape) float32."""
+    """A paired multimodal data set: ``train`` and ``test`` map modality name -> (n, *shape) float32.
+
+    ``binarize`` names the modalities whose training values are probabilities
+    to be resampled as Bernoulli draws at every step (dynamic binarization).
+    """
 
     name: str
     modalities: tuple[Modality, ...]
     train: dict[str, np.ndarray]
     test: dict[str, np.ndarray]
+    binarize: tuple[str, ...] = ()
 
     def labels(self, split: str = "test") -> np.ndarray:
         """Class of each example of ``split`` (argmax of the one-hot label modality): (n,)."""
@@ -30,8 +35,9 @@ class Dataset:
         return np.argmax(getattr(self, split)[label], axis=-1)
 
 
-DATASETS = {"trimodal": trimodal}
-"""Name -> module with ``MODALITIES`` and ``load(config) -> Dataset``."""
+DATASETS = {"trimodal": trimodal, "mnist_label": mnist_label}
+"""Name -> module with ``MODALITIES``, ``CLASSIFIED_BY`` ({image modality: the
+classification set whose classifier scores it}) and ``load(config) -> Dataset``."""
 
 
 def load_dataset(config) -> Dataset:

@@ -20,6 +20,7 @@ MODALITIES = (
     Modality("y", (28, 28, 1), "bernoulli"),
     Modality("w", (sources.NUM_CLASSES,), "categorical"),
 )
+CLASSIFIED_BY = {"x": "mnist", "y": "fashion_mnist"}
 
 
 def pair_by_class(labels_a: np.ndarray, labels_b: np.ndarray, seed: int) -> np.ndarray:

@@ -43,8 +43,9 @@ def build(config, modalities: tuple[Modality, ...]) -> Model:
         return distributions.product_of_experts(*experts.encode_stack(params, batch, present))
 
     def loss(params, batch, rng, epoch=0):
+        kl_beta = losses.kl_weight(beta, epoch, config.kl_warmup_epochs)
         posterior = joint.encode(params, batch)
-        elbo, terms = losses.multimodal_elbo(rng, posterior, lambda z: experts.decode(params, z), batch, modalities, beta)
+        elbo, terms = losses.multimodal_elbo(rng, posterior, lambda z: experts.decode(params, z), batch, modalities, kl_beta)
         kl_experts = losses.kl_to_experts(posterior, {n: experts.encode(params, batch, n) for n in names})
         terms.update({f"kl_joint_to_{n}": kl for n, kl in kl_experts.items()})
         terms["loss"] = -(elbo - alpha * sum(kl_experts.values()))

@@ -56,6 +56,7 @@ def build(config, modalities: tuple[Modality, ...]) -> Model:
         return distributions.mixture_moments(*mixture(params, batch, present))
 
     def loss(params, batch, rng, epoch=0):
+        kl_beta = losses.kl_weight(beta, epoch, config.kl_warmup_epochs)
         all_subsets = subsets(names)
         mus, logvars = products(*experts.encode_stack(params, batch, names), names)  # (subsets, batch, latent)
         k_component, k_z = jax.random.split(rng)
@@ -70,7 +71,7 @@ def build(config, modalities: tuple[Modality, ...]) -> Model:
         terms = {f"log_likelihood_{n}": ll for n, ll in lls.items()}
         terms.update({f"kl_{','.join(s)}": kl for s, kl in zip(all_subsets, kls)})
         terms["kl"] = jnp.mean(kls, axis=0)
-        terms["elbo"] = sum(weights[n] * ll for n, ll in lls.items()) - beta * terms["kl"]
+        terms["elbo"] = sum(weights[n] * ll for n, ll in lls.items()) - kl_beta * terms["kl"]
         terms["loss"] = -terms["elbo"]
         return terms
 

@@ -42,19 +42,20 @@ def build(config, modalities: tuple[Modality, ...]) -> Model:
         return distributions.product_of_experts(*experts.encode_stack(params, batch, present), prior_expert=True)
 
     def loss(params, batch, rng, epoch=0):
+        kl_beta = losses.kl_weight(beta, epoch, config.kl_warmup_epochs)
         mus, logvars = experts.encode_stack(params, batch, names)
         batch_size = mus.shape[1]
         k_joint, k_single, k_subsets = jax.random.split(rng, 3)
         elbo, terms = losses.multimodal_elbo(
             k_joint, distributions.product_of_experts(mus, logvars, prior_expert=True),
-            lambda z: experts.decode(params, z), batch, modalities, beta, weights,
+            lambda z: experts.decode(params, z), batch, modalities, kl_beta, weights,
         )
         terms["elbo_joint"] = elbo
         total = elbo
         for i, (m, key) in enumerate(zip(modalities, jax.random.split(k_single, len(modalities)))):
             elbo_m, _ = losses.multimodal_elbo(
                 key, distributions.product_of_experts(mus[i : i + 1], logvars[i : i + 1], prior_expert=True),
-                lambda z: experts.decode(params, z, (m.name,)), batch, (m,), beta, weights,
+                lambda z: experts.decode(params, z, (m.name,)), batch, (m,), kl_beta, weights,
             )
             terms[f"elbo_{m.name}"] = elbo_m
             total = total + elbo_m
@@ -63,7 +64,7 @@ def build(config, modalities: tuple[Modality, ...]) -> Model:
             mask = random_subset_masks(k_mask, len(modalities), batch_size)
             elbo_s, _ = losses.multimodal_elbo(
                 k_z, distributions.product_of_experts(mus, logvars, mask, prior_expert=True),
-                lambda z: experts.decode(params, z), batch, modalities, beta, weights,
+                lambda z: experts.decode(params, z), batch, modalities, kl_beta, weights,
                 mask=dict(zip(names, mask)),
             )
             terms[f"elbo_subset_{j}"] = elbo_s

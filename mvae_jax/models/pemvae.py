@@ -62,9 +62,10 @@ def build(config, modalities: tuple[Modality, ...]) -> Model:
         return encoder.apply({"params": params["encoder"]}, flat(batch, present))
 
     def loss(params, batch, rng, epoch=0):
+        kl_beta = losses.kl_weight(beta, epoch, config.kl_warmup_epochs)
         k_joint, k_subsets = jax.random.split(rng)
         joint = encode(params, batch, names)
-        elbo, terms = losses.multimodal_elbo(k_joint, joint, lambda z: experts.decode(params, z), batch, modalities, beta)
+        elbo, terms = losses.multimodal_elbo(k_joint, joint, lambda z: experts.decode(params, z), batch, modalities, kl_beta)
         terms["elbo_joint"] = elbo
 
         def joint_only():
@@ -80,7 +81,7 @@ def build(config, modalities: tuple[Modality, ...]) -> Model:
                 mask = dict(zip(names, random_subset_masks(k_mask, len(names), elbo.shape[0], proper=True)))
                 posterior = encoder.apply({"params": params["encoder"]}, flat(batch, names), mask)
                 out[f"elbo_subset_{j}"], _ = losses.multimodal_elbo(
-                    k_z, posterior, lambda z: experts.decode(fixed, z), batch, modalities, beta, mask=mask)
+                    k_z, posterior, lambda z: experts.decode(fixed, z), batch, modalities, kl_beta, mask=mask)
                 out[f"kl_joint_to_subset_{j}"] = distributions.kl_gaussians(*target, *posterior)
             return out
 

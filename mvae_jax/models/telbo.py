@@ -52,16 +52,17 @@ def build(config, modalities: tuple[Modality, ...]) -> Model:
         return distributions.product_of_experts(*experts.encode_stack(params, batch, present), prior_expert=True)
 
     def loss(params, batch, rng, epoch=0):
+        kl_beta = losses.kl_weight(beta, epoch, config.kl_warmup_epochs)
         keys = jax.random.split(rng, len(modalities) + 1)
         elbo, terms = losses.multimodal_elbo(
-            keys[0], joint.encode(params, batch), lambda z: experts.decode(params, z), batch, modalities, beta, weights
+            keys[0], joint.encode(params, batch), lambda z: experts.decode(params, z), batch, modalities, kl_beta, weights
         )
         fixed = {"decoders": jax.lax.stop_gradient(params["decoders"])}
         total = elbo
         for m, key in zip(modalities, keys[1:]):
             elbo_m, terms_m = losses.multimodal_elbo(
                 key, experts.encode(params, batch, m.name), lambda z: experts.decode(fixed, z, (m.name,)),
-                batch, (m,), beta, weights,
+                batch, (m,), kl_beta, weights,
             )
             total = total + elbo_m
             terms[f"elbo_{m.name}"] = elbo_m
