@@ -1,59 +1,234 @@
 """Evaluate a trained run: ``python eval.py --workdir=runs/jmvae_beta2.0``.
 
 Rebuilds the model from the workdir's config.json and a checkpoint (the latest
-by default), scores cross-modal label accuracy on the test set, prints it and
-writes <workdir>/eval/metrics.json.
+by default) and writes <workdir>/eval/metrics.json with the sections
+  classifiers      test accuracy of the CNNs that score generated images
+  coherence        "S->t": class of x_t generated from the subset S vs the true
+                   class; "joint->t" reconstructions; "prior": agreement of
+                   the modalities decoded from z ~ p(z)
+  latent_accuracy  logistic regression on the means of q(z|S), per subset S
+  log_likelihood   importance-weighted log p(x_m) per modality and the joint
+  params           parameter count
+and the figures tsne.png (posterior means) and cross_modal.png (samples).
+``python eval.py --compare runs/a runs/b`` draws evaluated runs side by side.
 """
 
 from __future__ import annotations
 
 import argparse
-import dataclasses
-import itertools
 import json
 from pathlib import Path
 import sys
+import time
 
 from mvae_jax import cli
+
+SECTIONS = ("coherence", "latent_accuracy", "log_likelihood", "tsne", "cross_modal")
+
+
+def _sections(text: str) -> tuple[str, ...]:
+    names = tuple(s.strip() for s in text.split(",") if s.strip())
+    unknown = [s for s in names if s not in SECTIONS]
+    if unknown or not names:
+        raise argparse.ArgumentTypeError(f"{text!r}: unknown sections {unknown}; allowed: {','.join(SECTIONS)}")
+    return names
 
 
 def make_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], prog="eval.py")
-    parser.add_argument("--workdir", required=True, help="a workdir written by train.py")
+    parser.add_argument("--workdir", help="a workdir written by train.py")
     parser.add_argument("--step", type=int, default=None, help="epoch of the checkpoint to evaluate (default: latest)")
     parser.add_argument("--data_dir", default=None, help="as in train.py (default: the run's own data_dir)")
+    parser.add_argument("--sections", type=_sections, default=SECTIONS,
+                        help=f"what to compute, comma separated (default: {','.join(SECTIONS)})")
+    parser.add_argument("--classifier_dir", default=None,
+                        help="cache of the scoring CNNs (default: $MVAE_JAX_CACHE/classifiers or "
+                             "~/.cache/mvae_jax/classifiers); trained there once if absent")
+    parser.add_argument("--classifier_epochs", type=int, default=3, help="epochs of the scoring CNNs (default: 3)")
+    parser.add_argument("--prior_samples", type=int, default=10_000, help="z ~ p(z) for prior coherence")
+    parser.add_argument("--latent_train_points", type=int, default=0,
+                        help="training pairs the latent classifiers are fit on (default 0: all)")
+    parser.add_argument("--iw_samples", type=int, default=1000, help="importance samples K per estimate (default 1000)")
+    parser.add_argument("--iw_proposal", choices=("own", "joint"), default="own",
+                        help="z for log p(x_m) from q(z|x_m) (own) or q(z|all) (joint: JMVAE paper)")
+    parser.add_argument("--ll_points", type=int, default=0, help="test pairs the likelihoods average (default 0: all)")
+    parser.add_argument("--tsne_points", type=int, default=5000, help="test pairs in tsne.png (default 5000)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of samples and estimates")
+    parser.add_argument("--compare", nargs="+", metavar="WORKDIR",
+                        help="evaluated workdirs to draw side by side (tSNE) and tabulate; nothing is recomputed")
+    parser.add_argument("--out", default="compare.png", help="with --compare: the figure written (default compare.png)")
     parser.add_argument("--verbose", action="store_true", help="also show INFO logs of JAX, orbax and TensorFlow")
     return parser
+
+
+def check_args(args) -> None:
+    """ValueError naming the first bad flag, before any work."""
+    if args.compare is None and args.workdir is None:
+        raise ValueError("give --workdir=DIR (a run to evaluate) or --compare DIR [DIR ...]")
+    if args.compare is not None and args.workdir is not None:
+        raise ValueError("--compare draws runs that were evaluated already; leave out --workdir")
+    for name, low in (("classifier_epochs", 1), ("prior_samples", 1), ("iw_samples", 1), ("tsne_points", 5),
+                      ("latent_train_points", 0), ("ll_points", 0), ("seed", 0)):
+        value = getattr(args, name)
+        if value < low:
+            raise ValueError(f"--{name}={value} is invalid; allowed: an integer >= {low}")
+
+
+def evaluate(args) -> dict:
+    import jax
+    import numpy as np
+    from tqdm import tqdm
+
+    from mvae_jax import classifiers, evaluation, figures, networks, training
+    from mvae_jax.config import atomic_write_text
+    from mvae_jax.data import DATASETS, load_dataset
+
+    config, model, state = training.restore_model(args.workdir, args.step)
+    params = state.params
+    if args.data_dir is not None:
+        import dataclasses
+
+        config = dataclasses.replace(config, data_dir=args.data_dir)
+    dataset = load_dataset(config)
+    out_dir = Path(args.workdir) / "eval"
+    path = out_dir / "metrics.json"
+    metrics = {"epoch": int(state.epoch), "params": networks.count_params(params)}
+    if path.is_file():  # keep sections computed earlier for the same checkpoint
+        old = json.loads(path.read_text())
+        if old.get("epoch") == metrics["epoch"]:
+            metrics = {**old, **metrics}
+
+    def save():
+        atomic_write_text(path, json.dumps(metrics, indent=2) + "\n")
+
+    rng = jax.random.PRNGKey(args.seed)
+    train_labels, test_labels = dataset.labels("train"), dataset.labels("test")
+
+    def bar(total, desc):
+        return tqdm(total=total, desc=desc, dynamic_ncols=True, leave=True)
+
+    if "coherence" in args.sections:
+        classify, accuracies = {}, {}
+        recipe = classifiers.Recipe(epochs=args.classifier_epochs)
+        for name, source in getattr(DATASETS[config.dataset], "CLASSIFIED_BY", {}).items():
+            with bar(recipe.epochs, f"classifier {source}") as b:
+                params_c, info = classifiers.load_or_train(
+                    source, config.data_dir, args.classifier_dir, recipe,
+                    on_epoch=lambda e, loss, b=b: (b.update(1), b.set_postfix(loss=f"{loss:.4f}")))
+                b.update(b.total - b.n)
+            accuracies[source] = info["test_accuracy"]
+            classify[name] = lambda images, p=params_c: classifiers.predict(p, images)
+        metrics["classifiers"] = accuracies
+        pairs = evaluation.coherence_pairs(model, classify)
+        with bar(len(pairs), "coherence") as b:
+            scores = evaluation.coherence(model, params, dataset.test, test_labels, classify, progress=b.update)
+        scores["prior"] = evaluation.prior_coherence(model, params, jax.random.fold_in(rng, 1), classify,
+                                                     args.prior_samples)
+        metrics["coherence"] = scores
+        save()
+
+    if "latent_accuracy" in args.sections:
+        train = dataset.train
+        if args.latent_train_points:
+            train = {k: v[: args.latent_train_points] for k, v in train.items()}
+        with bar(2 ** len(model.names) - 1, "latent accuracy") as b:
+            metrics["latent_accuracy"] = evaluation.latent_accuracy(
+                model, params, train, train_labels[: len(train[model.names[0]])], dataset.test, test_labels,
+                progress=b.update)
+        save()
+
+    if "log_likelihood" in args.sections:
+        test = dataset.test
+        if args.ll_points:
+            test = {k: v[: args.ll_points] for k, v in test.items()}
+        n = len(test[model.names[0]])
+        with bar(n * (len(model.names) + 1), f"log-likelihood (K={args.iw_samples})") as b:
+            ll = evaluation.log_likelihoods(model, params, test, jax.random.fold_in(rng, 2), args.iw_samples,
+                                            args.iw_proposal, progress=b.update)
+        metrics["log_likelihood"] = {**ll, "num_samples": args.iw_samples, "proposal": args.iw_proposal,
+                                     "test_points": n}
+        save()
+
+    if "tsne" in args.sections:
+        n = min(args.tsne_points, len(test_labels))
+        test = {k: v[:n] for k, v in dataset.test.items()}
+        panels = {"joint": model.names}
+        panels.update({m.name: (m.name,) for m in model.modalities if m.likelihood != "categorical"})
+        embeddings = {}
+        with bar(len(panels), f"tSNE of {n} points") as b:
+            for panel, present in panels.items():
+                means = evaluation.posterior_means(model, params, test, present)
+                embeddings[panel] = figures.tsne_embedding(means, args.seed)
+                b.update(1)
+        out_dir.mkdir(parents=True, exist_ok=True)
+        figures.save_tsne(out_dir / figures.TSNE_FILE, embeddings, test_labels[:n])
+        figures.plot_tsne([(f"{config.model} (epoch {int(state.epoch)})", embeddings, test_labels[:n])],
+                          out_dir / "tsne.png", titles=_panel_titles(model.names))
+
+    if "cross_modal" in args.sections:
+        figures.plot_cross_modal(model, params, dataset.test, test_labels, jax.random.fold_in(rng, 3),
+                                 out_dir / "cross_modal.png")
+    save()
+    return metrics
+
+
+def _panel_titles(names) -> dict[str, str]:
+    return {"joint": f"q(z|{','.join(names)})", **{n: f"q(z|{n})" for n in names}}
+
+
+def compare(args) -> str:
+    """Draw the saved tSNE embeddings of several evaluated runs in one figure; return a metrics table."""
+    from mvae_jax import figures
+
+    rows, table = [], []
+    for workdir in args.compare:
+        eval_dir = Path(workdir) / "eval"
+        tsne, metrics = eval_dir / figures.TSNE_FILE, eval_dir / "metrics.json"
+        if not tsne.is_file() or not metrics.is_file():
+            raise FileNotFoundError(f"{workdir} has no eval/{figures.TSNE_FILE} and eval/metrics.json: "
+                                    f"run python eval.py --workdir={workdir} first")
+        embeddings, labels = figures.load_tsne(tsne)
+        config = json.loads((Path(workdir) / "config.json").read_text())
+        name = f"{config['model']} beta={config['beta']}"
+        rows.append((name, embeddings, labels))
+        table.append((name, json.loads(metrics.read_text())))
+    names = [n for n in rows[0][1] if n != "joint"]
+    figures.plot_tsne(rows, args.out, titles=_panel_titles(names))
+    return results_table(table)
+
+
+def results_table(runs) -> str:
+    """A Markdown table of coherence, latent accuracy and log-likelihood, one row per (name, metrics)."""
+    columns = []
+    for section in ("coherence", "latent_accuracy", "log_likelihood"):
+        for _, m in runs:
+            for k, v in m.get(section, {}).items():
+                if isinstance(v, float) and (section, k) not in columns:
+                    columns.append((section, k))
+    short = {"coherence": "coh", "latent_accuracy": "lat", "log_likelihood": "ll"}
+    head = ["run", "params"] + [f"{short[s]} {k}" for s, k in columns]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for name, m in runs:
+        cells = [name, f"{m.get('params', 0):,}"]
+        for s, k in columns:
+            v = m.get(s, {}).get(k)
+            cells.append("" if v is None else (f"{v:.2f}" if s == "log_likelihood" else f"{v:.4f}"))
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
 
 
 def main(argv=None) -> None:
     args = make_parser().parse_args(argv)
     cli.setup_logging(args.verbose)
     with cli.user_errors("eval.py"):
-        from mvae_jax import evaluation, networks, training
-        from mvae_jax.config import atomic_write_text
-        from mvae_jax.data import load_dataset
-
-        config, model, state = training.restore_model(args.workdir, args.step)
-        params = state.params
-        if args.data_dir is not None:
-            config = dataclasses.replace(config, data_dir=args.data_dir)
-        dataset = load_dataset(config)
-        label = next(m.name for m in model.modalities if m.likelihood == "categorical")
-        others = [n for n in model.names if n != label]
-        coherence = {}
-        for r in range(1, len(others) + 1):
-            for present in itertools.combinations(others, r):
-                key = f"{','.join(present)}->{label}"
-                coherence[key] = evaluation.label_accuracy(model, params, dataset.test, present, label)
-        metrics = {
-            "epoch": int(state.epoch),
-            "params": networks.count_params(params),
-            "coherence": coherence,
-        }
-        path = Path(args.workdir) / "eval" / "metrics.json"
-        atomic_write_text(path, json.dumps(metrics, indent=2) + "\n")
+        check_args(args)
+        if args.compare is not None:
+            print(compare(args))
+            return
+        start = time.perf_counter()
+        metrics = evaluate(args)
         print(json.dumps(metrics, indent=2))
+        print(f"eval.py: wrote {Path(args.workdir) / 'eval'} in {time.perf_counter() - start:.0f} s", file=sys.stderr)
 
 
 if __name__ == "__main__":

@@ -1,38 +1,248 @@
-"""Evaluation of a trained model: cross-modal label accuracy from any subset of modalities."""
+"""Evaluation of a trained model: coherence, latent accuracy, importance-weighted likelihoods.
+
+Every function takes the model (pure functions), its parameters and data as
+dicts of arrays keyed by modality name; image modalities are scored by
+classifiers passed in as functions (see :mod:`mvae_jax.classifiers`), so a
+test can pass exact ones. Long loops report to an optional ``progress(n)``
+callback (a tqdm bar's ``update``); the library itself never prints.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 import functools
+import math
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from mvae_jax.models import Model, check_present
+from mvae_jax import distributions
+from mvae_jax.models import Model, check_present, subsets
+
+Classify = Callable[[np.ndarray], np.ndarray]  # images (n, *shape) in [0, 1] -> classes (n,)
+Progress = Callable[[int], object] | None
+
+
+def subset_key(present: Sequence[str]) -> str:
+    """"x,y" for the subset ("x", "y")."""
+    return ",".join(present)
+
+
+def _batches(n: int, batch_size: int):
+    for start in range(0, n, batch_size):
+        yield slice(start, min(start + batch_size, n))
+
+
+@functools.partial(jax.jit, static_argnums=(0, 3))
+def _posterior_mean(model: Model, params, batch, present):
+    return model.encode(params, batch, present)[0]
+
+
+def posterior_means(model: Model, params, data: Mapping[str, np.ndarray], present: Sequence[str],
+                    batch_size: int = 1000) -> np.ndarray:
+    """Means of q(z | present) for every example of ``data``: (n, latent).
+
+    For mixture posteriors (MMVAE, MoPoE) the mean of the mixture.
+    """
+    present = check_present(present, model.names)
+    n = len(data[present[0]])
+    out = [np.asarray(_posterior_mean(model, params, {k: jnp.asarray(data[k][s]) for k in present}, present))
+           for s in _batches(n, batch_size)]
+    return np.concatenate(out)
 
 
 @functools.partial(jax.jit, static_argnums=(0, 3, 4))
-def predict_labels(model: Model, params, batch: Mapping[str, jax.Array], present: tuple[str, ...], target: str):
-    """argmax_k p(target = k | z = posterior mean of q(z | present)): (batch,) int.
+def _conditional_means(model: Model, params, batch, present, targets):
+    """{t: E[x_t | z] at z = the mean of q(z | present)}: probabilities for images, class logits for labels."""
+    mu = model.encode(params, batch, present)[0]
+    logits = model.decode(params, mu)
+    kinds = {m.name: m.likelihood for m in model.modalities}
+    return {t: jax.nn.sigmoid(logits[t]) if kinds[t] == "bernoulli" else logits[t] for t in targets}
 
-    The conditional generation used for coherence: encode the present
-    modalities, decode the categorical modality ``target`` from the mean.
+
+def classify_outputs(model: Model, outputs: Mapping[str, np.ndarray], classify: Mapping[str, Classify]):
+    """{t: classes (n,)} of decoded outputs: argmax for categorical modalities, ``classify[t]`` for images."""
+    kinds = {m.name: m.likelihood for m in model.modalities}
+    out = {}
+    for t, value in outputs.items():
+        if kinds[t] == "categorical":
+            out[t] = np.asarray(np.argmax(value, axis=-1))
+        elif t in classify:
+            out[t] = np.asarray(classify[t](np.asarray(value)))
+    return out
+
+
+def coherence_pairs(model: Model, classify: Mapping[str, Classify]) -> list[tuple[tuple[str, ...], tuple[str, ...]]]:
+    """(present, targets) pairs scored by ``coherence``: every non-empty subset and the modalities it lacks,
+    then all modalities and each of them (reconstruction); targets limited to those that can be classified."""
+    scorable = tuple(m.name for m in model.modalities if m.likelihood == "categorical" or m.name in classify)
+    pairs = []
+    for present in subsets(model.names):
+        targets = tuple(t for t in scorable if t not in present)
+        if targets:
+            pairs.append((present, targets))
+    pairs.append((model.names, scorable))
+    return pairs
+
+
+def coherence(model: Model, params, data: Mapping[str, np.ndarray], labels: np.ndarray,
+              classify: Mapping[str, Classify], batch_size: int = 1000, progress: Progress = None) -> dict[str, float]:
+    """Cross-modal coherence: accuracy of the class of x_t generated from x_S against the true class.
+
+    For every non-empty subset S and modality t outside it, key ``"S->t"``
+    (``"x,y->w"``): encode S (the posterior mean), decode t (its mean: pixel
+    probabilities or class logits), classify it (``classify[t]`` for images,
+    argmax for labels) and compare with ``labels``. Keys ``"joint->t"``:
+    the same from all modalities to each of them (reconstruction). Image
+    modalities without a classifier are left out.
     """
-    mu, _ = model.encode(params, batch, present)
-    return jnp.argmax(model.decode(params, mu)[target], axis=-1)
+    labels = np.asarray(labels)
+    pairs = coherence_pairs(model, classify)
+    correct = {}
+    for present, targets in pairs:
+        for s in _batches(len(labels), batch_size):
+            batch = {k: jnp.asarray(data[k][s]) for k in present}
+            outputs = jax.device_get(_conditional_means(model, params, batch, present, targets))
+            for t, pred in classify_outputs(model, outputs, classify).items():
+                key = f"{'joint' if present == model.names else subset_key(present)}->{t}"
+                correct[key] = correct.get(key, 0) + int(np.sum(pred == labels[s]))
+        if progress is not None:
+            progress(1)
+    return {k: v / len(labels) for k, v in correct.items()}
 
 
-def label_accuracy(
-    model: Model,
-    params,
-    data: Mapping[str, np.ndarray],
-    present: Sequence[str],
-    target: str = "w",
-    labels: np.ndarray | None = None,
-    batch_size: int = 1000,
-) -> float:
-    """Fraction of examples whose class decoded from q(z | present) to ``target`` is the true class.
+@functools.partial(jax.jit, static_argnums=(0, 3, 4))
+def _prior_means(model: Model, params, rng, num_samples: int, latent: int):
+    z = jax.random.normal(rng, (num_samples, latent))
+    logits = model.decode(params, z)
+    kinds = {m.name: m.likelihood for m in model.modalities}
+    return {t: jax.nn.sigmoid(v) if kinds[t] == "bernoulli" else v for t, v in logits.items()}
+
+
+def model_latent(model: Model, params) -> int:
+    """Size of z, read from the parameters by one abstract encoding."""
+    one = {m.name: jax.ShapeDtypeStruct((1, *m.shape), jnp.float32) for m in model.modalities}
+    return jax.eval_shape(lambda p, b: model.encode(p, b, model.names)[0], params, one).shape[-1]
+
+
+def prior_coherence(model: Model, params, rng: jax.Array, classify: Mapping[str, Classify],
+                    num_samples: int = 10_000, batch_size: int = 1000) -> float:
+    """Fraction of z ~ p(z) whose decoded modalities all get the same class (every scorable modality)."""
+    agree, done = 0, 0
+    latent = model_latent(model, params)
+    for i, s in enumerate(_batches(num_samples, batch_size)):
+        outputs = jax.device_get(_prior_means(model, params, jax.random.fold_in(rng, i), s.stop - s.start, latent))
+        classes = list(classify_outputs(model, outputs, classify).values())
+        if len(classes) < 2:
+            raise ValueError(f"prior coherence needs two scorable modalities, {model.name} has {len(classes)}")
+        agree += int(np.sum(np.all([c == classes[0] for c in classes[1:]], axis=0)))
+        done += s.stop - s.start
+    return agree / done
+
+
+def latent_accuracy(model: Model, params, train: Mapping[str, np.ndarray], train_labels: np.ndarray,
+                    test: Mapping[str, np.ndarray], test_labels: np.ndarray, progress: Progress = None,
+                    seed: int = 0) -> dict[str, float]:
+    """{"S": test accuracy} of a logistic regression on the means of q(z | S), fit on ``train``, per subset S.
+
+    scikit-learn's multinomial ``LogisticRegression`` (lbfgs) on standardised
+    means: how linearly the latent space separates the classes.
+    """
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    out = {}
+    for present in subsets(model.names):
+        classifier = make_pipeline(StandardScaler(), LogisticRegression(max_iter=1000, random_state=seed))
+        classifier.fit(posterior_means(model, params, train, present), np.asarray(train_labels))
+        out[subset_key(present)] = float(classifier.score(posterior_means(model, params, test, present),
+                                                          np.asarray(test_labels)))
+        if progress is not None:
+            progress(1)
+    return out
+
+
+@functools.partial(jax.jit, static_argnums=(0, 3, 4, 5, 6))
+def iw_log_likelihood(model: Model, params, batch, proposal: tuple[str, ...], targets: tuple[str, ...],
+                      num_samples: int, chunk: int, rng: jax.Array) -> jax.Array:
+    """Importance-weighted estimate of log p(x_targets) per example: (batch,). Burda et al. 2016, Eq. (8).
+
+        log p(x_T) ~ log (1/K) sum_k p(x_T | z_k) p(z_k) / q(z_k | x_P),   z_k ~ q(z | x_P)
+
+    with q = ``model.posterior`` of the ``proposal`` modalities (a mixture for
+    MMVAE and MoPoE: each z_k picks a component uniformly, and q is the
+    mixture density). The K samples are drawn ``chunk`` at a time in a
+    ``lax.map``, so memory grows with ``chunk``, not K.
+    """
+    mus, logvars = model.posterior(params, batch, proposal)  # (C, B, latent)
+    components, size = mus.shape[0], mus.shape[1]
+    chunks = -(-num_samples // chunk)
+    rows = jnp.arange(size)
+
+    def log_weights(index):
+        key = jax.random.fold_in(rng, index)
+        k_component, k_noise = jax.random.split(key)
+        c = jax.random.randint(k_component, (chunk, size), 0, components)
+        mu, logvar = mus[c, rows], logvars[c, rows]  # (chunk, B, latent)
+        z = mu + jnp.exp(0.5 * logvar) * jax.random.normal(k_noise, mu.shape, mu.dtype)
+        log_q = distributions.mixture_log_density(z, mus[:, None], logvars[:, None])
+        log_prior = distributions.gaussian_log_density(z, jnp.zeros_like(z), jnp.zeros_like(z))
+        logits = model.decode(params, z)
+        log_lik = sum(m.log_likelihood(logits[m.name], batch[m.name]) for m in model.modalities if m.name in targets)
+        lw = log_lik + log_prior - log_q  # (chunk, B)
+        valid = (index * chunk + jnp.arange(chunk)) < num_samples
+        return jnp.where(valid[:, None], lw, -jnp.inf)
+
+    lw = jax.lax.map(log_weights, jnp.arange(chunks)).reshape(chunks * chunk, size)
+    return jax.nn.logsumexp(lw, axis=0) - math.log(num_samples)
+
+
+def log_likelihoods(model: Model, params, data: Mapping[str, np.ndarray], rng: jax.Array,
+                    num_samples: int = 1000, proposal: str = "own", batch_size: int = 100,
+                    max_elements: int = 2**22, progress: Progress = None) -> dict[str, float]:
+    """Mean IW estimates over ``data`` of log p(x_m) for each modality m and of the joint log p(x_1..x_M).
+
+    ``proposal="own"`` draws z from q(z | x_m) for log p(x_m) (and from
+    q(z | all) for the joint); ``"joint"`` draws every estimate's z from
+    q(z | all), the estimator of Suzuki et al. 2016's log p(x) (JMVAE Sec. 4.3).
+    Both are unbiased for p; with finite K they are lower bounds in
+    expectation, tighter the closer q is to the true posterior. Test points go
+    ``batch_size`` at a time, and K in chunks of about ``max_elements`` / (batch
+    * widest decoder output) samples.
+    """
+    if proposal not in ("own", "joint"):
+        raise ValueError(f"proposal={proposal!r}; allowed: own, joint")
+    if not (isinstance(num_samples, int) and num_samples >= 1):
+        raise ValueError(f"num_samples={num_samples!r}; allowed: an integer >= 1")
+    widest = max(max(m.size for m in model.modalities), 512)
+    chunk = max(1, min(num_samples, max_elements // (batch_size * widest)))
+    estimates = {m.name: ((m.name,) if proposal == "own" else model.names, (m.name,)) for m in model.modalities}
+    estimates["joint"] = (model.names, model.names)
+    n = len(data[model.names[0]])
+    out = {}
+    for i, (key, (present, targets)) in enumerate(estimates.items()):
+        total = 0.0
+        for j, s in enumerate(_batches(n, batch_size)):
+            batch = {k: jnp.asarray(data[k][s]) for k in model.names}
+            step_rng = jax.random.fold_in(jax.random.fold_in(rng, i), j)
+            total += float(jnp.sum(iw_log_likelihood(model, params, batch, present, targets, num_samples, chunk,
+                                                     step_rng)))
+            if progress is not None:
+                progress(s.stop - s.start)
+        out[key] = total / n
+    return out
+
+
+def predict_labels(model: Model, params, batch: Mapping[str, jax.Array], present: tuple[str, ...], target: str):
+    """argmax_k p(target = k | z = the mean of q(z | present)): (batch,) int."""
+    return jnp.argmax(_conditional_means(model, params, batch, present, (target,))[target], axis=-1)
+
+
+def label_accuracy(model: Model, params, data: Mapping[str, np.ndarray], present: Sequence[str],
+                   target: str = "w", labels: np.ndarray | None = None, batch_size: int = 1000) -> float:
+    """Fraction of examples whose class decoded from q(z | present) to the categorical ``target`` is the true class.
 
     ``labels`` default to the argmax of ``data[target]`` (the one-hot label).
     """
@@ -44,9 +254,8 @@ def label_accuracy(
     if target in present:
         raise ValueError(f"target={target!r} is among the present modalities {present}")
     labels = np.argmax(data[target], axis=-1) if labels is None else np.asarray(labels)
-    n = len(labels)
     correct = 0
-    for start in range(0, n, batch_size):
-        batch = {k: jnp.asarray(data[k][start : start + batch_size]) for k in present}
-        correct += int(jnp.sum(predict_labels(model, params, batch, present, target) == labels[start : start + batch_size]))
-    return correct / n
+    for s in _batches(len(labels), batch_size):
+        batch = {k: jnp.asarray(data[k][s]) for k in present}
+        correct += int(np.sum(np.asarray(predict_labels(model, params, batch, present, target)) == labels[s]))
+    return correct / len(labels)

@@ -90,3 +90,24 @@ class Decoder(nn.Module):
 def count_params(params) -> int:
     """Number of scalars in a parameter tree."""
     return sum(int(p.size) for p in jax.tree_util.tree_leaves(params))
+
+
+class Classifier(nn.Module):
+    """A small CNN that scores generated images: (batch, H, W, C) in [0, 1] -> (batch, classes) logits.
+
+    Two 3x3 convolutions (32, 64 channels, ReLU, 2x2 average pooling), a
+    128-unit hidden layer and a linear output; the architecture of Flax's
+    MNIST example, narrowed. H and W must be multiples of 4.
+    """
+
+    classes: int = 10
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        for i, channels in enumerate((32, 64)):
+            x = nn.relu(nn.Conv(channels, (3, 3), name=f"conv_{i}")(x))
+            b, h, w, c = x.shape
+            x = x.reshape(b, h // 2, 2, w // 2, 2, c).mean(axis=(2, 4))  # 2x2 average pooling
+        x = x.reshape(x.shape[0], -1)
+        x = nn.relu(nn.Dense(128, name="dense_0")(x))
+        return nn.Dense(self.classes, name="dense_1")(x)

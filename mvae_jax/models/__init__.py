@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from mvae_jax.models import jmvae, mmvae, mopoe, mvae, pemvae, telbo
-from mvae_jax.models.base import Model, check_present
+from mvae_jax.models.base import Model, check_present, subsets
 
 MODELS = {
     "jmvae": jmvae.build,
@@ -23,4 +23,4 @@ def get_model(config, modalities) -> Model:
     return MODELS[config.model](config, tuple(modalities))
 
 
-__all__ = ["MODELS", "Model", "check_present", "get_model"]
+__all__ = ["MODELS", "Model", "check_present", "get_model", "subsets"]

@@ -1,0 +1,158 @@
+"""Image classifiers that score generated images (coherence), trained once and cached with orbax.
+
+A classifier is trained on the classification set an image modality comes
+from (MNIST for x, Fashion-MNIST for y), never on the model's outputs. The
+cache holds one folder per (data set, recipe): ``<dir>/<name>-e<epochs>-s<seed>/``
+with the orbax checkpoint of the parameters in ``params/`` and ``info.json``,
+written last, so a folder without ``info.json`` (an interrupted training) is
+never read and is trained again.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+import dataclasses
+import functools
+import json
+import logging
+import os
+from pathlib import Path
+import shutil
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import orbax.checkpoint as ocp
+
+from mvae_jax.config import atomic_write_text
+from mvae_jax.networks import Classifier
+
+log = logging.getLogger(__name__)
+
+INFO_FILE = "info.json"
+VERSION = 1  # bump when the architecture or the recipe changes: old caches are then not reused.
+
+
+@dataclasses.dataclass(frozen=True)
+class Recipe:
+    """How a classifier is trained: Adam on the cross-entropy, whole epochs of shuffled batches."""
+
+    epochs: int = 3
+    batch_size: int = 128
+    learning_rate: float = 1e-3
+    seed: int = 0
+
+
+def default_directory() -> Path:
+    """$MVAE_JAX_CACHE/classifiers, by default ~/.cache/mvae_jax/classifiers."""
+    return Path(os.environ.get("MVAE_JAX_CACHE", Path.home() / ".cache" / "mvae_jax")) / "classifiers"
+
+
+def train_classifier(images: np.ndarray, labels: np.ndarray, recipe: Recipe = Recipe(),
+                     on_epoch: Callable[[int, float], None] | None = None):
+    """Parameters of a ``Classifier`` trained on images (n, H, W, C) in [0, 1] and labels (n,) int.
+
+    Whole epochs of a fresh permutation each (the last partial batch dropped),
+    one jitted step per batch with the data on the device; ``on_epoch(epoch,
+    mean loss)`` after each. A Python loop, not a ``lax.scan``: XLA's CPU
+    convolutions run about 16 times slower inside a loop body (measured with
+    jax 0.10.2, 2.2 s against 0.14 s per step of 128).
+    """
+    network = Classifier(int(labels.max()) + 1)
+    tx = optax.adam(recipe.learning_rate)
+    rng = jax.random.PRNGKey(recipe.seed)
+    init_rng, rng = jax.random.split(rng)
+    params = network.init(init_rng, jnp.zeros((1, *images.shape[1:]), jnp.float32))["params"]
+    opt_state = tx.init(params)
+    n = len(labels)
+    steps = n // recipe.batch_size
+    if steps < 1:
+        raise ValueError(f"batch_size={recipe.batch_size} exceeds the {n} training images")
+
+    @functools.partial(jax.jit, donate_argnums=(0, 1))
+    def step(params, opt_state, images, labels, indices):
+        def loss_fn(p):
+            logits = network.apply({"params": p}, images[indices])
+            return optax.softmax_cross_entropy_with_integer_labels(logits, labels[indices]).mean()
+
+        loss, grads = jax.value_and_grad(loss_fn)(params)
+        updates, opt_state = tx.update(grads, opt_state, params)
+        return optax.apply_updates(params, updates), opt_state, loss
+
+    images, labels = jnp.asarray(images, jnp.float32), jnp.asarray(labels, jnp.int32)
+    for e in range(recipe.epochs):
+        order = np.asarray(jax.random.permutation(jax.random.fold_in(rng, e), n))
+        order = order[: steps * recipe.batch_size].reshape(steps, recipe.batch_size)
+        total = jnp.float32(0.0)
+        for indices in order:
+            params, opt_state, loss = step(params, opt_state, images, labels, indices)
+            total = total + loss
+        if on_epoch is not None:
+            on_epoch(e + 1, float(total) / steps)
+    return params
+
+
+@functools.partial(jax.jit, static_argnums=0)
+def _logits(classes: int, params, images):
+    return Classifier(classes).apply({"params": params}, images)
+
+
+def predict(params, images, batch_size: int = 2000) -> np.ndarray:
+    """argmax class of each image (n, H, W, C) in [0, 1]: (n,) int."""
+    classes = params["dense_1"]["bias"].shape[0]
+    images = np.asarray(images, np.float32)
+    out = [np.asarray(jnp.argmax(_logits(classes, params, images[i : i + batch_size]), -1))
+           for i in range(0, len(images), batch_size)]
+    return np.concatenate(out) if out else np.zeros((0,), np.int64)
+
+
+def accuracy(params, images, labels) -> float:
+    """Fraction of ``images`` whose predicted class is ``labels``."""
+    return float(np.mean(predict(params, images) == np.asarray(labels)))
+
+
+def load_or_train(name: str, data_dir: str | None, directory: str | os.PathLike | None = None,
+                  recipe: Recipe = Recipe(), on_epoch: Callable[[int, float], None] | None = None):
+    """(params, info) of the classifier of ``name`` (``mnist``, ``fashion_mnist``), trained now if not cached.
+
+    ``info`` holds the data set, the recipe and the test accuracy measured
+    when it was trained.
+    """
+    from mvae_jax.data import sources
+
+    directory = Path(directory if directory is not None else default_directory()).absolute()
+    folder = directory / f"{name}-v{VERSION}-e{recipe.epochs}-s{recipe.seed}"
+    info_path = folder / INFO_FILE
+    splits = None
+    if info_path.is_file():
+        info = json.loads(info_path.read_text())
+        template = _template(info["classes"], info["input_shape"], recipe.seed)
+        params = ocp.StandardCheckpointer().restore(folder / "params", template)
+        log.info("classifier %s from %s (test accuracy %.4f)", name, folder, info["test_accuracy"])
+        return params, info
+
+    splits = sources.load_image_classification(name, data_dir)
+    train_images, train_labels = splits["train"]
+    test_images, test_labels = splits["test"]
+    log.info("training the %s classifier (%d epochs), cached in %s", name, recipe.epochs, folder)
+    params = train_classifier(np.asarray(train_images, np.float32) / 255.0, train_labels, recipe, on_epoch)
+    test_accuracy = accuracy(params, np.asarray(test_images, np.float32) / 255.0, test_labels)
+    info = {"dataset": name, "classes": int(train_labels.max()) + 1, "input_shape": list(train_images.shape[1:]),
+            "test_accuracy": test_accuracy, "recipe": dataclasses.asdict(recipe), "version": VERSION}
+    if folder.exists():  # an interrupted earlier training: nothing in it was marked complete
+        shutil.rmtree(folder)
+    folder.mkdir(parents=True)
+    checkpointer = ocp.StandardCheckpointer()
+    checkpointer.save(folder / "params", params)
+    checkpointer.wait_until_finished()
+    atomic_write_text(info_path, json.dumps(info, indent=2) + "\n")
+    log.info("classifier %s: test accuracy %.4f", name, test_accuracy)
+    return params, info
+
+
+def _template(classes: int, input_shape, seed: int):
+    """Abstract parameters of a Classifier, the restore target."""
+    x = jnp.zeros((1, *input_shape), jnp.float32)
+    shapes = jax.eval_shape(lambda: Classifier(classes).init(jax.random.PRNGKey(seed), x)["params"])
+    return shapes

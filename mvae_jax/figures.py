@@ -1,0 +1,149 @@
+"""Figures of a trained model: tSNE of posterior means and cross-modal samples (matplotlib, Agg backend)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+import functools
+import io
+import os
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from mvae_jax.models import Model
+
+TSNE_FILE = "tsne.npz"
+
+
+def tsne_embedding(means: np.ndarray, seed: int = 0) -> np.ndarray:
+    """2-D scikit-learn TSNE (PCA init, perplexity 30 or less for few points) of (n, latent) means: (n, 2)."""
+    from sklearn.manifold import TSNE
+
+    n = len(means)
+    if n < 5:
+        raise ValueError(f"tSNE needs at least 5 points, got {n}")
+    perplexity = min(30.0, (n - 1) / 3)
+    return TSNE(2, perplexity=perplexity, init="pca", random_state=seed).fit_transform(np.asarray(means, np.float64))
+
+
+def save_tsne(path: str | os.PathLike, embeddings: Mapping[str, np.ndarray], labels: np.ndarray) -> None:
+    """Store embeddings {panel: (n, 2)} and labels (n,) in an .npz, atomically (for ``--compare``)."""
+    path = Path(path)
+    buffer = io.BytesIO()
+    np.savez(buffer, labels=labels, panels=np.array(list(embeddings)), **{f"panel_{k}": v for k, v in embeddings.items()})
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_bytes(buffer.getvalue())
+    os.replace(tmp, path)
+
+
+def load_tsne(path: str | os.PathLike) -> tuple[dict[str, np.ndarray], np.ndarray]:
+    """({panel: (n, 2)}, labels) written by ``save_tsne``."""
+    with np.load(path) as f:
+        return {str(k): f[f"panel_{k}"] for k in f["panels"]}, f["labels"]
+
+
+def plot_tsne(rows: Sequence[tuple[str, Mapping[str, np.ndarray], np.ndarray]], path: str | os.PathLike,
+              titles: Mapping[str, str] | None = None) -> None:
+    """One row per run (name, {panel: (n, 2)}, labels), one column per posterior, points coloured by class."""
+    plt = _pyplot()
+    columns = list(dict.fromkeys(k for _, emb, _ in rows for k in emb))
+    fig, axes = plt.subplots(len(rows), len(columns), figsize=(3.2 * len(columns), 3.2 * len(rows)), squeeze=False)
+    for r, (name, embeddings, labels) in enumerate(rows):
+        for c, panel in enumerate(columns):
+            ax = axes[r, c]
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if panel in embeddings:
+                e = embeddings[panel]
+                scatter = ax.scatter(e[:, 0], e[:, 1], c=labels, cmap="tab10", s=2, vmin=-0.5, vmax=9.5)
+            if r == 0:
+                ax.set_title((titles or {}).get(panel, panel))
+            if c == 0:
+                ax.set_ylabel(name)
+    fig.colorbar(scatter, ax=axes, ticks=range(10), shrink=0.6, label="class")
+    _save(fig, path)
+
+
+@functools.partial(jax.jit, static_argnums=(0, 3, 5))
+def _conditional_samples(model: Model, params, batch, present, rng, samples: int):
+    """Means of p(x_t | z) for z ~ q(z | present), ``samples`` per example: {t: (samples, B, *shape)}."""
+    mus, logvars = model.posterior(params, batch, present)
+    k_component, k_noise = jax.random.split(rng)
+    c = jax.random.randint(k_component, (samples, mus.shape[1]), 0, mus.shape[0])
+    rows = jnp.arange(mus.shape[1])
+    mu, logvar = mus[c, rows], logvars[c, rows]
+    z = mu + jnp.exp(0.5 * logvar) * jax.random.normal(k_noise, mu.shape, mu.dtype)
+    logits = model.decode(params, z)
+    kinds = {m.name: m.likelihood for m in model.modalities}
+    return {t: jax.nn.sigmoid(v) if kinds[t] == "bernoulli" else jax.nn.softmax(v) for t, v in logits.items()}
+
+
+def plot_cross_modal(model: Model, params, data: Mapping[str, np.ndarray], labels: np.ndarray, rng: jax.Array,
+                     path: str | os.PathLike, samples: int = 4) -> None:
+    """Given each single modality s of one test example per class: ``samples`` draws of every other modality.
+
+    One panel per s: its first row is the conditioning input (the image, or
+    the class for a label), then ``samples`` rows per generated modality
+    (pixel probabilities; for a label, the argmax class of each draw).
+    """
+    plt = _pyplot()
+    labels = np.asarray(labels)
+    classes = [c for c in range(int(labels.max()) + 1) if np.any(labels == c)]
+    picks = np.array([np.flatnonzero(labels == c)[0] for c in classes])
+    kinds = {m.name: m for m in model.modalities}
+    tile = next((m.shape for m in model.modalities if m.likelihood == "bernoulli"), (28, 28, 1))
+    fig, axes = plt.subplots(1, len(model.names), figsize=(4.2 * len(model.names), 6.5), squeeze=False)
+    for p, source in enumerate(model.names):
+        batch = {source: jnp.asarray(data[source][picks])}
+        out = jax.device_get(_conditional_samples(model, params, batch, (source,), jax.random.fold_in(rng, p),
+                                                  samples))
+        rows, texts, row_names = [], [], []
+        rows.append(_row(kinds[source], data[source][picks], texts, len(rows), tile))
+        row_names.append(f"given {source}")
+        for t in model.names:
+            if t == source:
+                continue
+            for k in range(samples):
+                rows.append(_row(kinds[t], out[t][k], texts, len(rows), tile))
+                row_names.append(f"{t} sample {k + 1}")
+        ax = axes[0, p]
+        mosaic = np.concatenate(rows, axis=0)
+        ax.imshow(mosaic.squeeze(-1) if mosaic.shape[-1] == 1 else mosaic, cmap="gray", vmin=0, vmax=1)
+        tile_h, tile_w = rows[0].shape[0], rows[0].shape[1] // len(picks)
+        for r, col, text in texts:
+            ax.text((col + 0.5) * tile_w, (r + 0.5) * tile_h, text, ha="center", va="center", color="white",
+                    fontsize=9)
+        ax.set_yticks([(r + 0.5) * tile_h for r in range(len(rows))], row_names, fontsize=7)
+        ax.set_xticks([(c + 0.5) * tile_w for c in range(len(picks))], [str(c) for c in classes], fontsize=7)
+        ax.set_title(f"given {source}")
+    _save(fig, path)
+
+
+def _row(modality, values: np.ndarray, texts: list, index: int, shape) -> np.ndarray:
+    """One mosaic row: images side by side, or dark tiles with the class written on them (appended to texts)."""
+    if modality.likelihood == "categorical":
+        for col, v in enumerate(values):
+            texts.append((index, col, str(int(np.argmax(v)))))
+        return np.full((shape[0], shape[1] * len(values), shape[2]), 0.15, np.float32)
+    return np.concatenate([np.asarray(v, np.float32) for v in values], axis=1)
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _save(fig, path) -> None:
+    """Write a PNG atomically and close the figure."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp.png")
+    fig.savefig(tmp, dpi=110, bbox_inches="tight")
+    os.replace(tmp, path)
+    _pyplot().close(fig)
