@@ -54,11 +54,10 @@ def posterior_means(model: Model, params, data: Mapping[str, np.ndarray], presen
 
 @functools.partial(jax.jit, static_argnums=(0, 3, 4))
 def _conditional_means(model: Model, params, batch, present, targets):
-    """{t: E[x_t | z] at z = the mean of q(z | present)}: probabilities for images, class logits for labels."""
+    """{t: E[x_t | z] at z = the mean of q(z | present)}: pixel or class probabilities (``Modality.mean``)."""
     mu = model.encode(params, batch, present)[0]
     logits = model.decode(params, mu)
-    kinds = {m.name: m.likelihood for m in model.modalities}
-    return {t: jax.nn.sigmoid(logits[t]) if kinds[t] == "bernoulli" else logits[t] for t in targets}
+    return {m.name: m.mean(logits[m.name]) for m in model.modalities if m.name in targets}
 
 
 def classify_outputs(model: Model, outputs: Mapping[str, np.ndarray], classify: Mapping[str, Classify]):
@@ -116,8 +115,7 @@ def coherence(model: Model, params, data: Mapping[str, np.ndarray], labels: np.n
 def _prior_means(model: Model, params, rng, num_samples: int, latent: int):
     z = jax.random.normal(rng, (num_samples, latent))
     logits = model.decode(params, z)
-    kinds = {m.name: m.likelihood for m in model.modalities}
-    return {t: jax.nn.sigmoid(v) if kinds[t] == "bernoulli" else v for t, v in logits.items()}
+    return {m.name: m.mean(logits[m.name]) for m in model.modalities}
 
 
 def model_latent(model: Model, params) -> int:

@@ -76,8 +76,7 @@ def _conditional_samples(model: Model, params, batch, present, rng, samples: int
     mu, logvar = mus[c, rows], logvars[c, rows]
     z = mu + jnp.exp(0.5 * logvar) * jax.random.normal(k_noise, mu.shape, mu.dtype)
     logits = model.decode(params, z)
-    kinds = {m.name: m.likelihood for m in model.modalities}
-    return {t: jax.nn.sigmoid(v) if kinds[t] == "bernoulli" else jax.nn.softmax(v) for t, v in logits.items()}
+    return {m.name: m.mean(logits[m.name]) for m in model.modalities}
 
 
 def plot_cross_modal(model: Model, params, data: Mapping[str, np.ndarray], labels: np.ndarray, rng: jax.Array,

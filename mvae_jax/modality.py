@@ -6,10 +6,11 @@ import dataclasses
 import math
 
 import jax
+import jax.numpy as jnp
 
 from mvae_jax import distributions
 
-LIKELIHOODS = ("bernoulli", "categorical")
+LIKELIHOODS = ("bernoulli", "categorical", "gaussian")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -20,7 +21,9 @@ class Modality:
       name: the key of this modality in a batch dict.
       shape: the shape of one example, without the batch axis.
       likelihood: ``"bernoulli"`` (images in [0, 1], decoder gives logits per
-        pixel) or ``"categorical"`` (one-hot vectors, decoder gives class logits).
+        pixel), ``"categorical"`` (one-hot vectors, decoder gives class logits)
+        or ``"gaussian"`` (real values, decoder gives the mean of a unit-variance
+        Gaussian).
     """
 
     name: str
@@ -42,4 +45,16 @@ class Modality:
         """log p(targets | logits) per example: (batch,) from (batch, *shape)."""
         if self.likelihood == "bernoulli":
             return distributions.bernoulli_log_likelihood(logits, targets, event_ndims=len(self.shape))
+        if self.likelihood == "gaussian":
+            mean = logits.reshape(*logits.shape[: logits.ndim - len(self.shape)], -1)
+            values = jnp.broadcast_to(targets, logits.shape).reshape(mean.shape)
+            return distributions.gaussian_log_density(values, mean, jnp.zeros_like(mean))
         return distributions.categorical_log_likelihood(logits, targets)
+
+    def mean(self, logits: jax.Array) -> jax.Array:
+        """E[x | z] from decoder outputs: pixel probabilities, class probabilities or the Gaussian mean."""
+        if self.likelihood == "bernoulli":
+            return jax.nn.sigmoid(logits)
+        if self.likelihood == "categorical":
+            return jax.nn.softmax(logits, axis=-1)
+        return logits

@@ -1,0 +1,145 @@
+"""Coherence, latent accuracy and importance-weighted likelihoods, on fake models with known answers."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from mvae_jax import evaluation
+from mvae_jax.modality import Modality
+from mvae_jax.models import Model
+
+CLASSES = 10
+MODALITIES = (
+    Modality("x", (CLASSES,), "bernoulli"),
+    Modality("y", (CLASSES,), "bernoulli"),
+    Modality("w", (CLASSES,), "categorical"),
+)
+# A fake "image" of class c is the one-hot vector of c; its classifier reads the argmax.
+CLASSIFY = {"x": lambda images: np.argmax(images.reshape(len(images), -1), -1),
+            "y": lambda images: np.argmax(images.reshape(len(images), -1), -1)}
+
+
+def fake_data(n=1000):
+    labels = np.arange(n) % CLASSES
+    one_hot = np.eye(CLASSES, dtype=np.float32)[labels]
+    return {"x": one_hot, "y": one_hot, "w": one_hot}, labels
+
+
+def fake_model(decoder: str) -> Model:
+    """z = the one-hot class read from whichever modalities are present; decoders exact or constant."""
+
+    def encode(params, batch, present):
+        mu = sum(batch[n] for n in present) / len(present)
+        return mu, jnp.zeros_like(mu)
+
+    def decode(params, z, names=None):
+        if decoder == "exact":
+            logits = 4.0 * z - 2.0  # no saturation: argmax of sigmoid and softmax agree
+        else:  # always class 3, whatever z is
+            logits = jnp.broadcast_to(20.0 * (jax.nn.one_hot(3, CLASSES) - 0.5), z.shape)
+        return {m.name: logits for m in MODALITIES}
+
+    return Model("fake", MODALITIES, lambda rng: {}, None, encode, decode)
+
+
+def test_coherence_of_an_exact_decoder_is_one_for_every_subset_and_target():
+    data, labels = fake_data()
+    scores = evaluation.coherence(fake_model("exact"), {}, data, labels, CLASSIFY, batch_size=300)
+    expected = {"x->y", "x->w", "y->x", "y->w", "w->x", "w->y", "x,y->w", "x,w->y", "y,w->x",
+                "joint->x", "joint->y", "joint->w"}
+    assert set(scores) == expected
+    assert all(v == 1.0 for v in scores.values()), scores
+    assert evaluation.prior_coherence(fake_model("exact"), {}, jax.random.PRNGKey(0), CLASSIFY, 2500, 1000) == 1.0
+
+
+def test_coherence_of_a_constant_decoder_is_chance():
+    data, labels = fake_data()
+    scores = evaluation.coherence(fake_model("constant"), {}, data, labels, CLASSIFY)
+    assert all(v == pytest.approx(0.1) for v in scores.values()), scores
+
+
+def test_coherence_leaves_out_images_without_a_classifier():
+    data, labels = fake_data(100)
+    scores = evaluation.coherence(fake_model("exact"), {}, data, labels, {"x": CLASSIFY["x"]})
+    assert not any(k.endswith("->y") for k in scores)
+    assert scores["y->x"] == 1.0 and scores["y,w->x"] == 1.0
+
+
+def test_latent_accuracy_separates_classes_of_one_hot_means():
+    data, labels = fake_data(500)
+    scores = evaluation.latent_accuracy(fake_model("exact"), {}, data, labels, data, labels)
+    assert set(scores) == {"x", "y", "w", "x,y", "x,w", "y,w", "x,y,w"}
+    assert all(v == 1.0 for v in scores.values())
+
+
+# A linear Gaussian model: z ~ N(0, I_d), x = A z + b + e with e ~ N(0, I_D), so
+# p(x) = N(b, A A^T + I) and p(z | x) = N(S A^T (x - b), S), S = (I + A^T A)^-1.
+D, LATENT = 6, 3
+RNG = np.random.default_rng(0)
+# Orthogonal columns make A^T A, hence the exact posterior covariance S, diagonal (q is diagonal).
+A = np.linalg.qr(RNG.normal(size=(D, LATENT)))[0] * np.array([2.0, 1.0, 0.5])
+B = RNG.normal(size=D)
+GAUSSIAN = (Modality("x", (D,), "gaussian"),)
+
+
+def linear_gaussian_model(shift: float = 0.0, components: int = 1) -> Model:
+    """The exact posterior as q (shifted by ``shift``), as a mixture of ``components`` equal copies if > 1."""
+    S = np.linalg.inv(np.eye(LATENT) + A.T @ A)
+
+    def encode(params, batch, present):
+        mu = (batch["x"] - B) @ (A @ S).astype(np.float32) + shift
+        logvar = jnp.broadcast_to(jnp.log(jnp.diag(S)).astype(jnp.float32), mu.shape)
+        return mu, logvar
+
+    def mixture(params, batch, present):
+        mu, logvar = encode(params, batch, present)
+        return jnp.stack([mu] * components), jnp.stack([logvar] * components)
+
+    def decode(params, z, names=None):
+        return {"x": z @ A.T.astype(np.float32) + B.astype(np.float32)}
+
+    return Model("linear", GAUSSIAN, lambda rng: {}, None, encode, decode,
+                 mixture=mixture if components > 1 else None)
+
+
+
+def exact_log_px(x):
+    cov = A @ A.T + np.eye(D)
+    diff = x - B
+    _, logdet = np.linalg.slogdet(cov)
+    return -0.5 * (D * np.log(2 * np.pi) + logdet + np.einsum("ni,ij,nj->n", diff, np.linalg.inv(cov), diff))
+
+
+def test_iw_estimate_with_the_exact_posterior_equals_the_closed_form_for_any_k():
+    x = (RNG.normal(size=(50, LATENT)) @ A.T + B + RNG.normal(size=(50, D))).astype(np.float32)
+    for components in (1, 3):
+        model = linear_gaussian_model(components=components)
+        got = evaluation.iw_log_likelihood(model, {}, {"x": jnp.asarray(x)}, ("x",), ("x",), 7, 3,
+                                           jax.random.PRNGKey(1))
+        np.testing.assert_allclose(np.asarray(got), exact_log_px(x), rtol=0, atol=2e-4)
+
+
+def test_iw_estimate_with_a_poor_proposal_approaches_the_closed_form_from_below_as_k_grows():
+    x = (RNG.normal(size=(200, LATENT)) @ A.T + B + RNG.normal(size=(200, D))).astype(np.float32)
+    model = linear_gaussian_model(shift=0.7)
+    exact = exact_log_px(x).mean()
+    data = {"x": x}
+    one = evaluation.log_likelihoods(model, {}, data, jax.random.PRNGKey(2), num_samples=1, batch_size=100)["x"]
+    many = evaluation.log_likelihoods(model, {}, data, jax.random.PRNGKey(2), num_samples=2000,
+                                      batch_size=100, max_elements=2**16)["x"]
+    assert one < many - 0.2  # K = 1 is the ELBO, looser
+    assert many == pytest.approx(exact, abs=0.02)
+    assert many < exact + 0.005
+
+
+def test_log_likelihoods_names_the_estimates_and_rejects_bad_options():
+    model = linear_gaussian_model()
+    x = np.zeros((4, D), np.float32)
+    assert set(evaluation.log_likelihoods(model, {}, {"x": x}, jax.random.PRNGKey(0), 3)) == {"x", "joint"}
+    with pytest.raises(ValueError, match="proposal='best'"):
+        evaluation.log_likelihoods(model, {}, {"x": x}, jax.random.PRNGKey(0), 3, proposal="best")
+    with pytest.raises(ValueError, match="num_samples=0"):
+        evaluation.log_likelihoods(model, {}, {"x": x}, jax.random.PRNGKey(0), 0)
