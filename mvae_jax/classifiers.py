@@ -53,7 +53,8 @@ def train_classifier(images: np.ndarray, labels: np.ndarray, recipe: Recipe = Re
                      on_epoch: Callable[[int, float], None] | None = None):
     """Parameters of a ``Classifier`` trained on images (n, H, W, C) in [0, 1] and labels (n,) int.
 
-    Whole epochs of a fresh permutation each (the last partial batch dropped),
+    Whole epochs of a fresh permutation each (the last partial batch dropped;
+    the batch shrinks to the data set if that is smaller),
     one jitted step per batch with the data on the device; ``on_epoch(epoch,
     mean loss)`` after each. A Python loop, not a ``lax.scan``: XLA's CPU
     convolutions run about 16 times slower inside a loop body (measured with
@@ -66,9 +67,10 @@ def train_classifier(images: np.ndarray, labels: np.ndarray, recipe: Recipe = Re
     params = network.init(init_rng, jnp.zeros((1, *images.shape[1:]), jnp.float32))["params"]
     opt_state = tx.init(params)
     n = len(labels)
-    steps = n // recipe.batch_size
-    if steps < 1:
-        raise ValueError(f"batch_size={recipe.batch_size} exceeds the {n} training images")
+    if n < 1:
+        raise ValueError("no training images")
+    batch_size = min(recipe.batch_size, n)
+    steps = n // batch_size
 
     @functools.partial(jax.jit, donate_argnums=(0, 1))
     def step(params, opt_state, images, labels, indices):
@@ -83,7 +85,7 @@ def train_classifier(images: np.ndarray, labels: np.ndarray, recipe: Recipe = Re
     images, labels = jnp.asarray(images, jnp.float32), jnp.asarray(labels, jnp.int32)
     for e in range(recipe.epochs):
         order = np.asarray(jax.random.permutation(jax.random.fold_in(rng, e), n))
-        order = order[: steps * recipe.batch_size].reshape(steps, recipe.batch_size)
+        order = order[: steps * batch_size].reshape(steps, batch_size)
         total = jnp.float32(0.0)
         for indices in order:
             params, opt_state, loss = step(params, opt_state, images, labels, indices)

@@ -57,10 +57,41 @@ def test_train_resume_and_eval(tiny_data_dir, tmp_path):
     refused = run("train.py", "--epochs=3", "--alpha=0.5", f"--workdir={workdir}", check=False)
     assert refused.returncode == 2 and "alpha: saved 0.1, asked 0.5" in refused.stderr
 
-    out = json.loads(run("eval.py", f"--workdir={workdir}").stdout)
-    assert out["epoch"] == 2 and set(out["coherence"]) == {"x->w", "y->w", "x,y->w"}
+    out = json.loads(run("eval.py", f"--workdir={workdir}", *TINY_EVAL(tmp_path)).stdout)
+    assert out["epoch"] == 2 and out["params"] > 0
+    assert set(out["coherence"]) == {"x->y", "x->w", "y->x", "y->w", "w->x", "w->y", "x,y->w", "x,w->y", "y,w->x",
+                                     "joint->x", "joint->y", "joint->w", "prior"}
     assert all(0.0 <= v <= 1.0 for v in out["coherence"].values())
+    assert set(out["classifiers"]) == {"mnist", "fashion_mnist"}
+    assert set(out["latent_accuracy"]) == {"x", "y", "w", "x,y", "x,w", "y,w", "x,y,w"}
+    ll = out["log_likelihood"]
+    assert {"x", "y", "w", "joint"} <= set(ll) and ll["num_samples"] == 4 and ll["test_points"] == 40
+    assert all(ll[k] < 0 for k in ("x", "y", "w", "joint"))
     assert json.loads((workdir / "eval" / "metrics.json").read_text()) == out
+    for figure in ("tsne.png", "cross_modal.png"):
+        assert (workdir / "eval" / figure).stat().st_size > 10_000
+
+    table = run("eval.py", "--compare", str(workdir), str(workdir), f"--out={tmp_path / 'both.png'}").stdout
+    assert table.count("| jmvae beta=2.0 |") == 2 and "coh x->w" in table
+    assert (tmp_path / "both.png").stat().st_size > 10_000
+
+
+def TINY_EVAL(tmp_path):
+    """eval.py flags for the tiny data: few samples and points, classifiers cached under tmp_path."""
+    return [f"--classifier_dir={tmp_path / 'classifiers'}", "--classifier_epochs=1", "--iw_samples=4",
+            "--tsne_points=40", "--prior_samples=100"]
+
+
+@pytest.mark.parametrize("args,message", [
+    ((), "give --workdir=DIR"),
+    (("--workdir=x", "--iw_samples=0"), "--iw_samples=0 is invalid"),
+    (("--workdir=x", "--sections=coherence,fid"), "unknown sections ['fid']"),
+    (("--compare", "nowhere"), "run python eval.py --workdir=nowhere first"),
+])
+def test_eval_flags_are_checked_first(args, message):
+    proc = run("eval.py", *args, check=False)
+    assert proc.returncode == 2 and message in proc.stderr, proc.stderr
+    assert "Traceback" not in proc.stderr
 
 
 def test_eval_of_a_missing_workdir_is_one_clear_line(tmp_path):

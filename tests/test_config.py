@@ -23,6 +23,8 @@ from mvae_jax.config import Config, load_config, save_config
     ("num_subsets", 0, "integer >= 1"),
     ("num_samples", 0, "integer >= 1"),
     ("warmup_epochs", -1, "integer >= 0"),
+    ("kl_warmup_epochs", -3, "integer >= 0"),
+    ("dataset", "mnist", "mnist_label, trimodal"),
 ])
 def test_bad_values_are_named(field, value, allowed):
     model = {"likelihood_weights": "mvae", "num_subsets": "mvae", "num_samples": "mmvae",
@@ -54,6 +56,7 @@ def test_unknown_keys_in_a_saved_config_are_an_error():
 
 @pytest.mark.parametrize("model,field,value", [
     ("jmvae", "num_samples", 3), ("mvae", "alpha", 1.0), ("telbo", "warmup_epochs", 2), ("mmvae", "num_subsets", 2),
+    ("mmvae", "kl_warmup_epochs", 10),
 ])
 def test_an_option_of_another_model_is_refused(model, field, value):
     with pytest.raises(ValueError, match=f"{field}={value!r} applies to model .* only, not to model='{model}'"):

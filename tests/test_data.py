@@ -139,3 +139,15 @@ def test_tfds_source_with_mock_data():
     split = trimodal.make_trimodal(
         (mnist["test"][0][present], mnist["test"][1][present]), fashion["test"], seed=0)
     assert split["x"].shape[1:] == (28, 28, 1) and split["w"].shape[1] == 10
+
+
+def test_mnist_label_binarizes_the_test_set_once_and_keeps_training_gray(tiny_data_dir):
+    ds = load_dataset(Config(dataset="mnist_label", data_dir=str(tiny_data_dir)))
+    assert [m.name for m in ds.modalities] == ["x", "w"] and ds.binarize == ("x",)
+    assert ds.train["x"].shape == (120, 28, 28, 1) and ds.test["w"].shape == (40, 10)
+    assert set(np.unique(ds.test["x"])) <= {0.0, 1.0}
+    assert len(np.unique(ds.train["x"])) > 2
+    again = load_dataset(Config(dataset="mnist_label", data_dir=str(tiny_data_dir)))
+    np.testing.assert_array_equal(again.test["x"], ds.test["x"])  # the same binary test set every time
+    mnist = sources.load_image_classification("mnist", str(tiny_data_dir))
+    np.testing.assert_array_equal(ds.labels("test"), mnist["test"][1])

@@ -50,3 +50,23 @@ def test_kl_to_experts_uses_each_experts_own_variance():
     # KL(N(0,1) || N(0,4)) per dim = 1/2 (log 4 + 1/4 - 1).
     expected = 2 * 0.5 * (np.log(4.0) + 0.25 - 1)
     np.testing.assert_allclose(losses.kl_to_experts(joint, experts)["x"], [expected], rtol=1e-6)
+
+
+def test_kl_weight_rises_linearly_over_the_warm_up_epochs():
+    assert losses.kl_weight(2.0, 0, 0) == 2.0
+    assert [float(losses.kl_weight(2.0, e, 4)) for e in (0, 1, 2, 4, 9)] == [0.0, 0.5, 1.0, 2.0, 2.0]
+
+
+@pytest.mark.parametrize("name", ["jmvae", "telbo", "mvae", "pemvae", "mopoe"])
+def test_kl_warm_up_scales_beta_inside_each_models_loss(name):
+    """With warm-up over 4 epochs, the loss at epoch 2 (beta/2) equals the loss of beta/2 without warm-up."""
+    from tests import reference
+
+    batch = reference.batch(np.random.default_rng(0), 4)
+    warm, params = reference.tiny_model(name, beta=2.0, kl_warmup_epochs=4)
+    plain, _ = reference.tiny_model(name, beta=1.0)
+    # pemvae: epoch 2 is past its default 1 warm-up epoch in both models, so both run stage 2.
+    rng = jax.random.PRNGKey(3)
+    got = warm.loss(params, batch, rng, 2)["loss"]
+    np.testing.assert_allclose(got, plain.loss(params, batch, rng, 2)["loss"], rtol=1e-6)
+    assert not np.allclose(got, warm.loss(params, batch, rng, 4)["loss"])
