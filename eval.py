@@ -93,13 +93,19 @@ def evaluate(args) -> dict:
     dataset = load_dataset(config)
     out_dir = Path(args.workdir) / "eval"
     path = out_dir / "metrics.json"
+    flags = {k: getattr(args, k) for k in ("classifier_epochs", "prior_samples", "latent_train_points", "iw_samples",
+                                           "iw_proposal", "ll_points", "tsne_points", "seed")}
     metrics = {"epoch": int(state.epoch), "params": networks.count_params(params)}
     if path.is_file():  # keep sections computed earlier for the same checkpoint
         old = json.loads(path.read_text())
         if old.get("epoch") == metrics["epoch"]:
             metrics = {**old, **metrics}
+    metrics["eval_flags"] = {**flags, "sections": list(args.sections)}
+
+    start = time.perf_counter()
 
     def save():
+        metrics["eval_seconds"] = round(time.perf_counter() - start, 1)
         atomic_write_text(path, json.dumps(metrics, indent=2) + "\n")
 
     rng = jax.random.PRNGKey(args.seed)
@@ -228,10 +234,9 @@ def main(argv=None) -> None:
         if args.compare is not None:
             print(compare(args))
             return
-        start = time.perf_counter()
         metrics = evaluate(args)
         print(json.dumps(metrics, indent=2))
-        print(f"eval.py: wrote {Path(args.workdir) / 'eval'} in {time.perf_counter() - start:.0f} s", file=sys.stderr)
+        print(f"eval.py: wrote {Path(args.workdir) / 'eval'} in {metrics['eval_seconds']:.0f} s", file=sys.stderr)
 
 
 if __name__ == "__main__":
