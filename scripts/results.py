@@ -99,7 +99,9 @@ def main(argv=None) -> None:
         "",
         "Columns: `coh S->t` cross-modal coherence (class of x_t generated from the subset S, scored by the CNNs "
         "of `classifiers`), `coh joint->t` reconstruction coherence, `coh prior` agreement of x, y, w decoded "
-        "from z ~ p(z); `lat S` logistic-regression accuracy on the means of q(z|S); `ll m` log p(x_m) in nats.",
+        "from z ~ p(z); `lat S` logistic-regression accuracy on the means of q(z|S); `ll m` log p(x_m) in nats. "
+        "The trimodal images are gray levels scored with the Bernoulli likelihood (not binarized), so `ll x` "
+        "is not comparable with binarized-MNIST numbers (see the README's JMVAE reproduction for those).",
         "",
         table,
         "",
