@@ -189,7 +189,9 @@ def compare(args) -> str:
     """Draw the saved tSNE embeddings of several evaluated runs in one figure; return a metrics table."""
     from mvae_jax import figures
 
-    rows, table = [], []
+    from mvae_jax.data import DATASETS
+
+    rows, table, names = [], [], ()
     for workdir in args.compare:
         eval_dir = Path(workdir) / "eval"
         tsne, metrics = eval_dir / figures.TSNE_FILE, eval_dir / "metrics.json"
@@ -199,31 +201,31 @@ def compare(args) -> str:
         embeddings, labels = figures.load_tsne(tsne)
         config = json.loads((Path(workdir) / "config.json").read_text())
         name = f"{config['model']} beta={config['beta']}"
+        names = names or tuple(m.name for m in DATASETS[config["dataset"]].MODALITIES)
         rows.append((name, embeddings, labels))
         table.append((name, json.loads(metrics.read_text())))
-    names = [n for n in rows[0][1] if n != "joint"]
     figures.plot_tsne(rows, args.out, titles=_panel_titles(names))
     return results_table(table)
 
 
 def results_table(runs) -> str:
-    """A Markdown table of coherence, latent accuracy and log-likelihood, one row per (name, metrics)."""
-    columns = []
-    for section in ("coherence", "latent_accuracy", "log_likelihood"):
+    """Markdown tables of coherence, latent accuracy and log-likelihood (one each), a row per (name, metrics)."""
+    tables = []
+    for section, title in (("coherence", "Coherence"), ("latent_accuracy", "Latent accuracy"),
+                           ("log_likelihood", "Log-likelihood (nats)")):
+        columns = []
         for _, m in runs:
-            for k, v in m.get(section, {}).items():
-                if isinstance(v, float) and (section, k) not in columns:
-                    columns.append((section, k))
-    short = {"coherence": "coh", "latent_accuracy": "lat", "log_likelihood": "ll"}
-    head = ["run", "params"] + [f"{short[s]} {k}" for s, k in columns]
-    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    for name, m in runs:
-        cells = [name, f"{m.get('params', 0):,}"]
-        for s, k in columns:
-            v = m.get(s, {}).get(k)
-            cells.append("" if v is None else (f"{v:.2f}" if s == "log_likelihood" else f"{v:.4f}"))
-        lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines)
+            columns += [k for k, v in m.get(section, {}).items() if isinstance(v, float) and k not in columns]
+        if not columns:
+            continue
+        head = ["run", "params", *columns]
+        lines = [f"**{title}**", "", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+        for name, m in runs:
+            values = [m.get(section, {}).get(k) for k in columns]
+            cells = ["" if v is None else (f"{v:.2f}" if section == "log_likelihood" else f"{v:.4f}") for v in values]
+            lines.append("| " + " | ".join([name, f"{m.get('params', 0):,}", *cells]) + " |")
+        tables.append("\n".join(lines))
+    return "\n\n".join(tables)
 
 
 def main(argv=None) -> None:

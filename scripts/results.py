@@ -97,9 +97,10 @@ def main(argv=None) -> None:
         f"K = {args.iw_samples} importance samples, z for log p(x_m) from q(z|x_m) and for the joint from "
         "q(z|x,y,w). Machine: " + _machine() + ".",
         "",
-        "Columns: `coh S->t` cross-modal coherence (class of x_t generated from the subset S, scored by the CNNs "
-        "of `classifiers`), `coh joint->t` reconstruction coherence, `coh prior` agreement of x, y, w decoded "
-        "from z ~ p(z); `lat S` logistic-regression accuracy on the means of q(z|S); `ll m` log p(x_m) in nats. "
+        "Columns: coherence `S->t` is the accuracy of the class of x_t generated from the subset S (scored by "
+        "the CNNs below), `joint->t` the same from all three (reconstruction), `prior` the agreement of x, y, w "
+        "decoded from z ~ p(z); latent accuracy `S` is a logistic regression on the means of q(z|S); "
+        "log-likelihood `m` is log p(x_m). "
         "The trimodal images are gray levels scored with the Bernoulli likelihood (not binarized), so `ll x` "
         "is not comparable with binarized-MNIST numbers (see the README's JMVAE reproduction for those).",
         "",
@@ -125,9 +126,11 @@ def main(argv=None) -> None:
         "",
         "## Commands",
         "",
-        "Everything above comes from one command, "
+        "Everything above comes from these commands, which "
         f"`python scripts/results.py{' --data_dir=' + args.data_dir if args.data_dir else ''}"
-        f"{'' if args.epochs == 4 else f' --epochs={args.epochs}'}`, which ran:",
+        f"{'' if args.epochs == 4 else f' --epochs={args.epochs}'}` runs in this order (from the repository "
+        "root). A training already at its epochs, or an evaluation already done with the same flags, is kept, "
+        "so an interrupted script resumes where it stopped.",
         "",
         "```",
         *[shlex.join([("python" if c[0] == python else c[0]), *c[1:]]) for c in commands],
