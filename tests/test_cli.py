@@ -72,7 +72,10 @@ def test_train_resume_and_eval(tiny_data_dir, tmp_path):
         assert (workdir / "eval" / figure).stat().st_size > 10_000
 
     table = run("eval.py", "--compare", str(workdir), str(workdir), f"--out={tmp_path / 'both.png'}").stdout
-    assert table.count("| jmvae beta=2.0 |") == 2 and "coh x->w" in table
+    assert table.count("| jmvae beta=2.0 |") == 6  # 2 runs in each of the 3 tables
+    for title in ("**Coherence**", "**Latent accuracy**", "**Log-likelihood (nats)**"):
+        assert title in table
+    assert "| run | params | x->w | x->y |" in table
     assert (tmp_path / "both.png").stat().st_size > 10_000
 
 
