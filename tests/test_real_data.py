@@ -39,7 +39,7 @@ def test_one_epoch_of_jmvae_transfers_labels_and_evaluates(real_data_dir, tmp_pa
     assert record["epoch"] == 1 and np.isfinite(record["loss"])
 
     eval_cli.main([f"--workdir={workdir}", f"--classifier_dir={tmp_path / 'classifiers'}", "--classifier_epochs=1",
-                   "--latent_train_points=10000", "--iw_samples=50", "--ll_points=200", "--tsne_points=500"])
+                   "--latent_train_points=5000", "--iw_samples=20", "--ll_points=100", "--tsne_points=300"])
     metrics = json.loads((workdir / "eval" / "metrics.json").read_text())
     print(json.dumps(metrics))
     assert metrics["classifiers"]["mnist"] >= 0.97 and metrics["classifiers"]["fashion_mnist"] >= 0.80
