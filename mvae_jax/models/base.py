@@ -165,3 +165,29 @@ class JointEncoder:
     def encode(self, params, batch: Batch) -> distributions.Gaussian:
         """(mu, logvar), each (batch, latent)."""
         return self.network.apply({"params": params["joint_encoder"]}, flatten_inputs(batch, self.modalities))
+
+
+def joint_and_experts(config, modalities: Sequence[Modality], prior_expert: bool):
+    """(joint, experts, init, encode) of a model with a joint encoder beside unimodal experts (JMVAE, TELBO).
+
+    ``encode``: q(z | all) from the joint network, q(z | x_m) from expert m,
+    any other subset from the product of its experts (times p(z) if ``prior_expert``).
+    """
+    names = tuple(m.name for m in modalities)
+    joint = JointEncoder(config, modalities)
+    experts = Experts(config, modalities)
+
+    def init(rng: jax.Array):
+        k_joint, k_enc, k_dec = jax.random.split(rng, 3)
+        return {**joint.init(k_joint), **experts.init(k_enc, k_dec)}
+
+    def encode(params, batch: Batch, present) -> distributions.Gaussian:
+        present = check_present(present, names)
+        if present == names:
+            return joint.encode(params, batch)
+        if len(present) == 1:
+            return experts.encode(params, batch, present[0])
+        return distributions.product_of_experts(*experts.encode_stack(params, batch, present),
+                                                prior_expert=prior_expert)
+
+    return joint, experts, init, encode

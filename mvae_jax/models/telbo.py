@@ -26,9 +26,9 @@ from __future__ import annotations
 
 import jax
 
-from mvae_jax import distributions, losses
+from mvae_jax import losses
 from mvae_jax.modality import Modality
-from mvae_jax.models.base import Experts, JointEncoder, Model, check_present
+from mvae_jax.models.base import Model, joint_and_experts
 
 
 def build(config, modalities: tuple[Modality, ...]) -> Model:
@@ -36,20 +36,7 @@ def build(config, modalities: tuple[Modality, ...]) -> Model:
     names = tuple(m.name for m in modalities)
     beta = float(config.beta)
     weights = config.likelihood_weight(names)
-    joint = JointEncoder(config, modalities)
-    experts = Experts(config, modalities)
-
-    def init(rng: jax.Array):
-        k_joint, k_enc, k_dec = jax.random.split(rng, 3)
-        return {**joint.init(k_joint), **experts.init(k_enc, k_dec)}
-
-    def encode(params, batch, present):
-        present = check_present(present, names)
-        if present == names:
-            return joint.encode(params, batch)
-        if len(present) == 1:
-            return experts.encode(params, batch, present[0])
-        return distributions.product_of_experts(*experts.encode_stack(params, batch, present), prior_expert=True)
+    joint, experts, init, encode = joint_and_experts(config, modalities, prior_expert=True)
 
     def loss(params, batch, rng, epoch=0):
         kl_beta = losses.kl_weight(beta, epoch, config.kl_warmup_epochs)
