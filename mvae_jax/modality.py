@@ -11,6 +11,7 @@ import jax.numpy as jnp
 from mvae_jax import distributions
 
 LIKELIHOODS = ("bernoulli", "categorical", "gaussian")
+NETWORKS = ("mlp", "conv")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -24,17 +25,30 @@ class Modality:
         pixel), ``"categorical"`` (one-hot vectors, decoder gives class logits)
         or ``"gaussian"`` (real values, decoder gives the mean of a unit-variance
         Gaussian).
+      network: ``"mlp"`` (flattened input, MLP encoder and decoder of the
+        run's ``hidden_dims``) or ``"conv"`` (an image (H, W, C): DCGAN-style
+        convolutional encoder and decoder of the run's ``conv_widths``).
     """
 
     name: str
     shape: tuple[int, ...]
     likelihood: str
+    network: str = "mlp"
 
     def __post_init__(self):
         if self.likelihood not in LIKELIHOODS:
             raise ValueError(f"likelihood={self.likelihood!r} for modality {self.name!r}; allowed: {LIKELIHOODS}")
         if self.likelihood == "categorical" and len(self.shape) != 1:
             raise ValueError(f"categorical modality {self.name!r} needs shape (classes,), got {self.shape}")
+        if self.network not in NETWORKS:
+            raise ValueError(f"network={self.network!r} for modality {self.name!r}; allowed: {NETWORKS}")
+        if self.network == "conv" and len(self.shape) != 3:
+            raise ValueError(f"conv modality {self.name!r} needs an image shape (H, W, C), got {self.shape}")
+
+    @property
+    def is_image(self) -> bool:
+        """An image (H, W, C) with pixel probabilities: what a discriminator can judge."""
+        return len(self.shape) == 3 and self.likelihood == "bernoulli"
 
     @property
     def size(self) -> int:

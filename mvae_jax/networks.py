@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+import dataclasses
 import math
 
 import flax.linen as nn
@@ -24,15 +25,89 @@ class MLP(nn.Module):
         return x
 
 
+class ConvFeatures(nn.Module):
+    """A DCGAN-style convolutional stack: (batch, H, W, C) -> (batch, features).
+
+    One 4x4 convolution of stride 2 per width (each halves H and W), with
+    leaky ReLU (slope 0.2) after each, then flattened (Radford et al. 2016).
+    """
+
+    widths: Sequence[int]
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        for i, width in enumerate(self.widths):
+            x = nn.leaky_relu(nn.Conv(width, (4, 4), strides=(2, 2), padding="SAME", name=f"conv_{i}")(x), 0.2)
+        return x.reshape(x.shape[0], -1)
+
+
+class ConvDecoder(nn.Module):
+    """p(image | z) by transposed convolutions: (batch, latent) -> logits (batch, H, W, C).
+
+    A dense layer to a (H / 2^n, W / 2^n, widths[-1]) map, then n 4x4
+    transposed convolutions of stride 2 with widths[-2], ..., widths[0], C
+    (ReLU between them), n = len(widths): the mirror of ``ConvFeatures``.
+    """
+
+    widths: Sequence[int]
+    shape: Sequence[int]
+
+    @nn.compact
+    def __call__(self, z: jax.Array) -> jax.Array:
+        height, width, channels = self.shape
+        scale = 2 ** len(self.widths)
+        if height % scale or width % scale:
+            raise ValueError(f"image shape {tuple(self.shape)} is not divisible by 2^{len(self.widths)} = {scale} "
+                             f"(one halving per conv width {tuple(self.widths)})")
+        lead = z.shape[:-1]
+        h = nn.Dense(height // scale * width // scale * self.widths[-1], name="dense")(z.reshape(-1, z.shape[-1]))
+        h = nn.relu(h).reshape(-1, height // scale, width // scale, self.widths[-1])
+        outs = (*self.widths[-2::-1], channels)
+        for i, features in enumerate(outs):
+            h = nn.ConvTranspose(features, (4, 4), strides=(2, 2), padding="SAME", name=f"deconv_{i}")(h)
+            if i < len(outs) - 1:
+                h = nn.relu(h)
+        return h.reshape(*lead, height, width, channels)
+
+
 class GaussianEncoder(nn.Module):
-    """q(z | inputs) = N(mu, diag(exp(logvar))): (batch, features) -> ((batch, latent), (batch, latent))."""
+    """q(z | x) = N(mu, diag(exp(logvar))): (batch, *shape) -> ((batch, latent), (batch, latent)).
+
+    With ``conv`` widths the input image goes through ``ConvFeatures`` first;
+    else it is flattened. Then an MLP of widths ``hidden`` and a linear output.
+    """
 
     hidden: Sequence[int]
     latent: int
+    conv: Sequence[int] = ()
 
     @nn.compact
     def __call__(self, x: jax.Array) -> tuple[jax.Array, jax.Array]:
+        x = ConvFeatures(self.conv, name="conv")(x) if self.conv else x.reshape(x.shape[0], -1)
         h = MLP((*self.hidden, 2 * self.latent), name="mlp")(x)
+        mu, logvar = jnp.split(h, 2, axis=-1)
+        return mu, logvar
+
+
+class JointGaussianEncoder(nn.Module):
+    """q(z | x_1..x_M) from all modalities: (mu, logvar), each (batch, latent).
+
+    Each modality is flattened, or for names in ``conv`` passed through its own
+    ``ConvFeatures`` (``conv_<name>``); the features are concatenated into one
+    MLP (``mlp``). Without conv modalities this is a ``GaussianEncoder`` on the
+    concatenated inputs, with the same parameters.
+    """
+
+    names: Sequence[str]
+    hidden: Sequence[int]
+    latent: int
+    conv: Mapping[str, Sequence[int]] = dataclasses.field(default_factory=dict)
+
+    @nn.compact
+    def __call__(self, inputs) -> tuple[jax.Array, jax.Array]:
+        parts = [ConvFeatures(self.conv[n], name=f"conv_{n}")(inputs[n]) if n in self.conv
+                 else inputs[n].reshape(inputs[n].shape[0], -1) for n in self.names]
+        h = MLP((*self.hidden, 2 * self.latent), name="mlp")(jnp.concatenate(parts, axis=-1) if len(parts) > 1 else parts[0])
         mu, logvar = jnp.split(h, 2, axis=-1)
         return mu, logvar
 
@@ -47,7 +122,10 @@ class FusionEncoder(nn.Module):
     contributes its learned mask token t_m instead, one vector of width
     hidden[0] per modality, initialised at 0.
 
-    Call with ``inputs`` {name: (batch, size)} for the modalities given and
+    Modalities named in ``conv`` go through their own ``ConvFeatures``
+    (``conv_<name>``) before W_m; the others are flattened.
+
+    Call with ``inputs`` {name: (batch, *shape)} for the modalities given and
     ``mask`` {name: (batch,) of 0/1} (optional) to drop given ones per example;
     names not in ``inputs`` are absent for every example.
     """
@@ -55,6 +133,7 @@ class FusionEncoder(nn.Module):
     names: Sequence[str]
     hidden: Sequence[int]
     latent: int
+    conv: Mapping[str, Sequence[int]] = dataclasses.field(default_factory=dict)
 
     @nn.compact
     def __call__(self, inputs, mask=None) -> tuple[jax.Array, jax.Array]:
@@ -66,7 +145,9 @@ class FusionEncoder(nn.Module):
             if name not in inputs:
                 h = h + tokens[i]
                 continue
-            feature = nn.Dense(width, use_bias=False, name=f"features_{name}")(inputs[name])
+            x = inputs[name]
+            x = ConvFeatures(self.conv[name], name=f"conv_{name}")(x) if name in self.conv else x.reshape(x.shape[0], -1)
+            feature = nn.Dense(width, use_bias=False, name=f"features_{name}")(x)
             if mask is not None and name in mask:
                 feature = jnp.where(mask[name][:, None] > 0, feature, tokens[i])
             h = h + feature
@@ -85,6 +166,20 @@ class Decoder(nn.Module):
     def __call__(self, z: jax.Array) -> jax.Array:
         logits = MLP((*self.hidden, math.prod(self.shape)), name="mlp")(z)
         return logits.reshape(z.shape[:-1] + tuple(self.shape))
+
+
+class Discriminator(nn.Module):
+    """D(image) -> real-vs-generated logit: (batch, H, W, C) -> (batch,).
+
+    ``ConvFeatures`` of widths ``widths`` (DCGAN's discriminator without batch
+    normalisation, which an R1 penalty replaces) and a linear output.
+    """
+
+    widths: Sequence[int]
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        return nn.Dense(1, name="logit")(ConvFeatures(self.widths, name="conv")(x))[:, 0]
 
 
 def count_params(params) -> int:

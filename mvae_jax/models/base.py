@@ -12,7 +12,7 @@ import jax.numpy as jnp
 
 from mvae_jax import distributions
 from mvae_jax.modality import Modality
-from mvae_jax.networks import Decoder, GaussianEncoder
+from mvae_jax.networks import ConvDecoder, Decoder, GaussianEncoder, JointGaussianEncoder
 
 Params = Any
 Batch = Mapping[str, jax.Array]
@@ -26,9 +26,10 @@ class Model:
       name: registry name, e.g. ``"jmvae"``.
       modalities: the modalities it models, in a fixed order.
       init: rng -> params.
-      loss: (params, batch, rng, epoch=0) -> {term: (batch,)}; the term
-        ``"loss"`` is the per-example objective to minimise, the others are for
-        logging. ``epoch`` (epochs completed, may be traced) drives schedules.
+      loss: (params, batch, rng, epoch=0, beta=config.beta) -> {term: (batch,)};
+        the term ``"loss"`` is the per-example objective to minimise, the others
+        are for logging. ``epoch`` (epochs completed) drives schedules; ``beta``
+        overrides the run's KL weight (a beta sweep vmaps over it). Both may be traced.
       encode: (params, batch, present) -> (mu, logvar), each (batch, latent):
         the mean and log variance of the posterior q(z | the modalities in
         ``present``), any non-empty subset. For a Gaussian posterior this is the
@@ -99,8 +100,27 @@ def random_subset_masks(rng: jax.Array, num_modalities: int, batch_size: int, pr
     return ((index[None, :] >> jnp.arange(num_modalities)[:, None]) & 1).astype(jnp.float32)
 
 
+def conv_widths(config, modalities: Sequence[Modality]) -> dict[str, tuple[int, ...]]:
+    """{name: the run's ``conv_widths``} for the modalities with convolutional networks."""
+    return {m.name: tuple(config.conv_widths) for m in modalities if m.network == "conv"}
+
+
+def make_encoder(config, modality: Modality) -> GaussianEncoder:
+    """q(z | x_m): an MLP of the run's ``hidden_dims``, or for a conv modality its ``conv_widths`` and one dense layer."""
+    if modality.network == "conv":
+        return GaussianEncoder((), config.latent_dim, tuple(config.conv_widths))
+    return GaussianEncoder(tuple(config.hidden_dims), config.latent_dim)
+
+
+def make_decoder(config, modality: Modality):
+    """p(x_m | z): the mirror of ``make_encoder``."""
+    if modality.network == "conv":
+        return ConvDecoder(tuple(config.conv_widths), modality.shape)
+    return Decoder(tuple(config.hidden_dims)[::-1], modality.shape)
+
+
 class Experts:
-    """One Gaussian encoder q(z | x_m) and one decoder p(x_m | z) per modality, MLPs of the run's widths.
+    """One Gaussian encoder q(z | x_m) and one decoder p(x_m | z) per modality (``make_encoder``, ``make_decoder``).
 
     Parameters live under ``"encoders"`` and ``"decoders"``, keyed by modality
     name. The building block of every model here; JMVAE and the
@@ -111,9 +131,8 @@ class Experts:
         self.modalities = tuple(modalities)
         self.names = tuple(m.name for m in self.modalities)
         self.latent = config.latent_dim
-        hidden = tuple(config.hidden_dims)
-        self.encoders = {m.name: GaussianEncoder(hidden, self.latent) for m in self.modalities} if encoders else {}
-        self.decoders = {m.name: Decoder(hidden[::-1], m.shape) for m in self.modalities}
+        self.encoders = {m.name: make_encoder(config, m) for m in self.modalities} if encoders else {}
+        self.decoders = {m.name: make_decoder(config, m) for m in self.modalities}
 
     def init_from(self, rng: jax.Array) -> dict:
         """``init`` with the encoder and decoder keys split from one ``rng``."""
@@ -130,15 +149,14 @@ class Experts:
         if self.encoders:
             one = {m.name: jnp.zeros((1, *m.shape), jnp.float32) for m in self.modalities}
             params["encoders"] = {
-                m.name: self.encoders[m.name].init(k, flatten_inputs(one, (m,)))["params"]
+                m.name: self.encoders[m.name].init(k, one[m.name])["params"]
                 for m, k in zip(self.modalities, jax.random.split(k_encoders, len(self.modalities)))
             }
         return params
 
     def encode(self, params, batch: Batch, name: str) -> distributions.Gaussian:
         """q(z | x_name): (mu, logvar), each (batch, latent)."""
-        m = self.modalities[self.names.index(name)]
-        return self.encoders[name].apply({"params": params["encoders"][name]}, flatten_inputs(batch, (m,)))
+        return self.encoders[name].apply({"params": params["encoders"][name]}, batch[name])
 
     def encode_stack(self, params, batch: Batch, present: Sequence[str]) -> distributions.Gaussian:
         """The experts of ``present`` stacked: (mus, logvars), each (len(present), batch, latent)."""
@@ -152,19 +170,23 @@ class Experts:
 
 
 class JointEncoder:
-    """q(z | x_1..x_M) from one MLP over all modalities concatenated; params under ``"joint_encoder"`` (JMVAE, TELBO)."""
+    """q(z | x_1..x_M) from one MLP over all modalities concatenated; params under ``"joint_encoder"`` (JMVAE, TELBO).
+
+    Conv modalities enter through their own convolutional features (``JointGaussianEncoder``).
+    """
 
     def __init__(self, config, modalities: Sequence[Modality]):
         self.modalities = tuple(modalities)
-        self.network = GaussianEncoder(tuple(config.hidden_dims), config.latent_dim)
+        self.network = JointGaussianEncoder(tuple(m.name for m in self.modalities), tuple(config.hidden_dims),
+                                            config.latent_dim, conv_widths(config, self.modalities))
 
     def init(self, rng: jax.Array) -> dict:
         one = {m.name: jnp.zeros((1, *m.shape), jnp.float32) for m in self.modalities}
-        return {"joint_encoder": self.network.init(rng, flatten_inputs(one, self.modalities))["params"]}
+        return {"joint_encoder": self.network.init(rng, one)["params"]}
 
     def encode(self, params, batch: Batch) -> distributions.Gaussian:
         """(mu, logvar), each (batch, latent)."""
-        return self.network.apply({"params": params["joint_encoder"]}, flatten_inputs(batch, self.modalities))
+        return self.network.apply({"params": params["joint_encoder"]}, batch)
 
 
 def joint_and_experts(config, modalities: Sequence[Modality], prior_expert: bool):

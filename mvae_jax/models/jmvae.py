@@ -28,7 +28,7 @@ def build(config, modalities: tuple[Modality, ...]) -> Model:
     beta, alpha = float(config.beta), float(config.alpha)
     joint, experts, init, encode = joint_and_experts(config, modalities, prior_expert=False)
 
-    def loss(params, batch, rng, epoch=0):
+    def loss(params, batch, rng, epoch=0, beta=beta):
         kl_beta = losses.kl_weight(beta, epoch, config.kl_warmup_epochs)
         posterior = joint.encode(params, batch)
         elbo, terms = losses.multimodal_elbo(rng, posterior, lambda z: experts.decode(params, z), batch, modalities, kl_beta)

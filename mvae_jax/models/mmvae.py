@@ -74,8 +74,8 @@ def build(config, modalities: tuple[Modality, ...]) -> Model:
     def encode(params, batch, present):
         return distributions.mixture_moments(*mixture(params, batch, present))
 
-    def log_weights(z, decoders, batch, mus, logvars):
-        """log w(z) for z (K, batch, latent) -> (K, batch); q's parameters are passed in, held fixed."""
+    def log_weights(z, decoders, batch, mus, logvars, beta):
+        """log w(z) for z (K, batch, latent) -> (K, batch); q's parameters and beta are passed in, held fixed."""
         logits = experts.decode({"decoders": decoders}, z)
         log_likelihood = sum(weights[m.name] * m.log_likelihood(logits[m.name], batch[m.name]) for m in modalities)
         log_prior = distributions.gaussian_log_density(z, jnp.zeros_like(z), jnp.zeros_like(z))
@@ -84,7 +84,7 @@ def build(config, modalities: tuple[Modality, ...]) -> Model:
 
     dreg_log_weights = dreg(log_weights)
 
-    def loss(params, batch, rng, epoch=0):
+    def loss(params, batch, rng, epoch=0, beta=beta):
         mus, logvars = experts.encode_stack(params, batch, names)  # (M, batch, latent)
         eps = jax.random.normal(rng, (len(names), num_samples, *mus.shape[1:]), mus.dtype)
         zs = mus[:, None] + jnp.exp(0.5 * logvars[:, None]) * eps  # (M, K, batch, latent)
@@ -92,7 +92,7 @@ def build(config, modalities: tuple[Modality, ...]) -> Model:
         data = {n: batch[n] for n in names}
         terms, total, surrogate = {}, 0.0, 0.0
         for i, n in enumerate(names):
-            lw = dreg_log_weights(zs[i], params["decoders"], data, *fixed_q)
+            lw = dreg_log_weights(zs[i], params["decoders"], data, *fixed_q, beta)
             bound = losses.importance_weighted_bound(lw)
             normalised = jax.lax.stop_gradient(jax.nn.softmax(lw, axis=0))
             surrogate = surrogate + jnp.sum(normalised * lw, axis=0)

@@ -55,7 +55,7 @@ def build(config, modalities: tuple[Modality, ...]) -> Model:
     def encode(params, batch, present):
         return distributions.mixture_moments(*mixture(params, batch, present))
 
-    def loss(params, batch, rng, epoch=0):
+    def loss(params, batch, rng, epoch=0, beta=beta):
         kl_beta = losses.kl_weight(beta, epoch, config.kl_warmup_epochs)
         all_subsets = subsets(names)
         mus, logvars = products(*experts.encode_stack(params, batch, names), names)  # (subsets, batch, latent)

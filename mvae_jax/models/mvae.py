@@ -41,7 +41,7 @@ def build(config, modalities: tuple[Modality, ...]) -> Model:
         present = check_present(present, names)
         return distributions.product_of_experts(*experts.encode_stack(params, batch, present), prior_expert=True)
 
-    def loss(params, batch, rng, epoch=0):
+    def loss(params, batch, rng, epoch=0, beta=beta):
         kl_beta = losses.kl_weight(beta, epoch, config.kl_warmup_epochs)
         mus, logvars = experts.encode_stack(params, batch, names)
         batch_size = mus.shape[1]

@@ -33,7 +33,7 @@ import jax.numpy as jnp
 
 from mvae_jax import distributions, losses
 from mvae_jax.modality import Modality
-from mvae_jax.models.base import Experts, Model, check_present, random_subset_masks
+from mvae_jax.models.base import Experts, Model, check_present, conv_widths, random_subset_masks
 from mvae_jax.networks import FusionEncoder
 
 log = logging.getLogger(__name__)
@@ -46,22 +46,22 @@ def build(config, modalities: tuple[Modality, ...]) -> Model:
     if warmup >= config.epochs:
         log.warning("warmup_epochs=%d >= epochs=%d: pemvae will only train the joint ELBO, and cannot yet "
                     "infer from subsets; resume with more epochs", warmup, config.epochs)
-    encoder = FusionEncoder(names, tuple(config.hidden_dims), config.latent_dim)
+    encoder = FusionEncoder(names, tuple(config.hidden_dims), config.latent_dim, conv_widths(config, modalities))
     experts = Experts(config, modalities, encoders=False)
 
-    def flat(batch, present):
-        return {n: batch[n].reshape(batch[n].shape[0], -1) for n in present}
+    def given(batch, present):
+        return {n: batch[n] for n in present}
 
     def init(rng: jax.Array):
         k_enc, k_dec = jax.random.split(rng)
-        one = {m.name: jnp.zeros((1, m.size), jnp.float32) for m in modalities}
+        one = {m.name: jnp.zeros((1, *m.shape), jnp.float32) for m in modalities}
         return {"encoder": encoder.init(k_enc, one)["params"], **experts.init(None, k_dec)}
 
     def encode(params, batch, present):
         present = check_present(present, names)
-        return encoder.apply({"params": params["encoder"]}, flat(batch, present))
+        return encoder.apply({"params": params["encoder"]}, given(batch, present))
 
-    def loss(params, batch, rng, epoch=0):
+    def loss(params, batch, rng, epoch=0, beta=beta):
         kl_beta = losses.kl_weight(beta, epoch, config.kl_warmup_epochs)
         k_joint, k_subsets = jax.random.split(rng)
         joint = encode(params, batch, names)
@@ -79,7 +79,7 @@ def build(config, modalities: tuple[Modality, ...]) -> Model:
             for j, key in enumerate(jax.random.split(k_subsets, num_subsets)):
                 k_mask, k_z = jax.random.split(key)
                 mask = dict(zip(names, random_subset_masks(k_mask, len(names), elbo.shape[0], proper=True)))
-                posterior = encoder.apply({"params": params["encoder"]}, flat(batch, names), mask)
+                posterior = encoder.apply({"params": params["encoder"]}, given(batch, names), mask)
                 out[f"elbo_subset_{j}"], _ = losses.multimodal_elbo(
                     k_z, posterior, lambda z: experts.decode(fixed, z), batch, modalities, kl_beta, mask=mask)
                 out[f"kl_joint_to_subset_{j}"] = distributions.kl_gaussians(*target, *posterior)

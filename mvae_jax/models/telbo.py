@@ -38,7 +38,7 @@ def build(config, modalities: tuple[Modality, ...]) -> Model:
     weights = config.likelihood_weight(names)
     joint, experts, init, encode = joint_and_experts(config, modalities, prior_expert=True)
 
-    def loss(params, batch, rng, epoch=0):
+    def loss(params, batch, rng, epoch=0, beta=beta):
         kl_beta = losses.kl_weight(beta, epoch, config.kl_warmup_epochs)
         keys = jax.random.split(rng, len(modalities) + 1)
         elbo, terms = losses.multimodal_elbo(
