@@ -188,7 +188,7 @@ def _panel_titles(names) -> dict[str, str]:
 def compare(args) -> str:
     """Draw the saved tSNE embeddings of several evaluated runs in one figure; return a metrics table."""
     from mvae_jax import figures
-
+    from mvae_jax.config import load_config
     from mvae_jax.data import DATASETS
 
     rows, table, names = [], [], ()
@@ -199,9 +199,9 @@ def compare(args) -> str:
             raise FileNotFoundError(f"{workdir} has no eval/{figures.TSNE_FILE} and eval/metrics.json: "
                                     f"run python eval.py --workdir={workdir} first")
         embeddings, labels = figures.load_tsne(tsne)
-        config = json.loads((Path(workdir) / "config.json").read_text())
-        name = f"{config['model']} beta={config['beta']}"
-        names = names or tuple(m.name for m in DATASETS[config["dataset"]].MODALITIES)
+        config = load_config(workdir)
+        name = f"{config.model} beta={config.beta}"
+        names = names or tuple(m.name for m in DATASETS[config.dataset].modalities(config))
         rows.append((name, embeddings, labels))
         table.append((name, json.loads(metrics.read_text())))
     figures.plot_tsne(rows, args.out, titles=_panel_titles(names))

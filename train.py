@@ -1,5 +1,9 @@
 """Train a multimodal VAE: ``python train.py --model=jmvae --beta=2.0``.
 
+``--beta=0.5,1,2`` trains one run per beta in a single compiled program (a
+sweep), each in its own workdir: ``<workdir>/beta<b>`` with --workdir, else
+runs/<model>_beta<b>.
+
 Flags -> a validated Config -> mvae_jax.training.train_and_evaluate. Running
 again on the same --workdir resumes from its latest checkpoint: flags not given
 are taken from the saved config.json, and a given flag that contradicts it is
@@ -10,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import os
 import sys
 
 from mvae_jax import config as config_lib
@@ -18,7 +23,8 @@ from mvae_jax import cli
 HELP = {
     "model": "model to train",
     "dataset": "paired data set",
-    "beta": "weight of KL(q(z|all) || p(z)), the paper's Eq. (1)",
+    "beta": "weight of KL(q(z|all) || p(z)), the paper's Eq. (1); several, comma separated, train a sweep "
+            "(one run per beta, one compiled program)",
     "alpha": "JMVAE-kl weight of sum_m KL(q(z|all) || q(z|x_m))",
     "epochs": "train until this many epochs are done (counting resumed ones)",
     "batch_size": "examples per step (a multiple of the device count)",
@@ -37,6 +43,15 @@ HELP = {
     "num_samples": "mmvae: importance samples K per modality (DReG estimator)",
     "kl_warmup_epochs": "all but mmvae: KL weight rises linearly from 0 to beta over this many epochs "
                         "(beta * min(1, epochs done / N)); 0 = no warm-up",
+    "attributes": "celeba: the attributes modelled, comma separated (default: all 40)",
+    "conv_widths": "celeba: channels of the conv encoder's stride-2 layers (the decoder mirrors them); "
+                   "64 / 2^len must be an integer",
+    "adversarial": "add a discriminator per image modality and its non-saturating GAN loss (VAE-GAN)",
+    "adv_weight": "adversarial: weight lambda of the generator's GAN loss",
+    "disc_learning_rate": "adversarial: the discriminators' Adam learning rate (b1 = 0.5)",
+    "r1_weight": "adversarial: gamma of the R1 penalty (gamma / 2) ||grad D(real)||^2; 0 = off",
+    "disc_widths": "adversarial: channels of the discriminator's stride-2 conv layers",
+    "adv_warmup_epochs": "adversarial: epochs before the generator's GAN loss counts (the discriminator learns meanwhile)",
 }
 
 
@@ -56,18 +71,34 @@ def _float_tuple(text: str) -> tuple[float, ...]:
         raise argparse.ArgumentTypeError(f"{text!r} is not comma-separated numbers, e.g. 1,1,50") from None
 
 
+def _str_tuple(text: str) -> tuple[str, ...]:
+    return tuple(v.strip() for v in text.split(",") if v.strip())
+
+
+def _betas(text: str):
+    values = _float_tuple(text)
+    if not values:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number or comma-separated numbers, e.g. 0.5,1,2")
+    return values[0] if len(values) == 1 else values
+
+
 def make_parser() -> argparse.ArgumentParser:
     from mvae_jax.data import DATASETS
     from mvae_jax.models import MODELS
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], prog="train.py")
-    types = {"hidden_dims": _int_tuple, "likelihood_weights": _float_tuple}
+    types = {"hidden_dims": _int_tuple, "likelihood_weights": _float_tuple, "conv_widths": _int_tuple,
+             "disc_widths": _int_tuple, "attributes": _str_tuple, "beta": _betas}
     choices = {"model": sorted(MODELS), "dataset": sorted(DATASETS)}
     for field in dataclasses.fields(config_lib.Config):
         default = field.default
         kind = types.get(field.name) or (str if default is None else type(default))
         shown = (",".join(map(str, default)) or "all 1") if isinstance(default, tuple) else default
-        help_text = HELP[field.name] + ("" if default is None else f" (default: {shown})")
+        help_text = HELP[field.name] + ("" if default is None or default == () and field.name == "attributes"
+                                        else f" (default: {shown})")
+        if isinstance(default, bool):
+            parser.add_argument(f"--{field.name}", action="store_true", default=argparse.SUPPRESS, help=HELP[field.name])
+            continue
         parser.add_argument(f"--{field.name}", type=kind, choices=choices.get(field.name),
                             default=argparse.SUPPRESS, help=help_text)
     parser.add_argument("--verbose", action="store_true", help="also show INFO logs of JAX, orbax and TensorFlow")
@@ -87,15 +118,31 @@ def config_from_flags(flags: dict) -> config_lib.Config:
     return dataclasses.replace(saved, **{**flags, "workdir": config.workdir})
 
 
+def configs_from_flags(flags: dict) -> list[config_lib.Config]:
+    """One Config per beta: a single run, or the runs of a sweep with a workdir each."""
+    betas = flags.get("beta")
+    if not isinstance(betas, tuple):
+        return [config_from_flags(flags)]
+    configs = []
+    for beta in betas:
+        member = {**flags, "beta": beta}
+        if "workdir" in flags:
+            member["workdir"] = os.path.join(flags["workdir"], f"beta{float(beta)}")
+        else:
+            member.pop("workdir", None)
+        configs.append(config_from_flags(member))
+    return configs
+
+
 def main(argv=None) -> None:
     flags = vars(make_parser().parse_args(argv))
     verbose = flags.pop("verbose")
     cli.setup_logging(verbose)
     with cli.user_errors("train.py"):
-        config = config_from_flags(flags).validate()
+        configs = [c.validate() for c in configs_from_flags(flags)]
         from mvae_jax import training
 
-        training.train_and_evaluate(config, cli.TqdmReporter())
+        training.train_sweep(configs, cli.TqdmReporter())
 
 
 if __name__ == "__main__":

@@ -45,8 +45,15 @@ class TqdmReporter:
         index = int(index)
         if index > self.bar.n:
             self.bar.update(index - self.bar.n)
-        self.bar.set_postfix(loss=f"{float(running_loss):.3f}", refresh=False)
+        self.bar.set_postfix(loss=_losses(running_loss), refresh=False)
 
     def epoch_end(self, metrics) -> None:
-        self.bar.set_postfix(loss=f"{metrics['loss']:.3f}", samples_per_s=f"{metrics['samples_per_s']:.0f}")
+        self.bar.set_postfix(loss=_losses(metrics["loss"]), samples_per_s=f"{metrics['samples_per_s']:.0f}")
         self.bar.close()
+
+
+def _losses(value) -> str:
+    """One loss, or the losses of a beta sweep separated by slashes."""
+    import numpy as np
+
+    return "/".join(f"{v:.3f}" for v in np.atleast_1d(np.asarray(value, dtype=float)))

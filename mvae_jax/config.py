@@ -26,6 +26,15 @@ MODEL_OPTIONS = {
     "kl_warmup_epochs": ("jmvae", "telbo", "mvae", "pemvae", "mopoe"),
 }
 
+# Options that only some data sets read.
+DATASET_OPTIONS = {
+    "attributes": ("celeba",),
+    "conv_widths": ("celeba",),
+}
+
+# Options of adversarial training: setting one without adversarial=True is an error.
+ADVERSARIAL_OPTIONS = ("adv_weight", "disc_learning_rate", "r1_weight", "disc_widths", "adv_warmup_epochs")
+
 
 @dataclasses.dataclass(frozen=True)
 class Config:
@@ -54,10 +63,18 @@ class Config:
     warmup_epochs: int = 1
     num_samples: int = 10
     kl_warmup_epochs: int = 0
+    attributes: tuple[str, ...] = ()
+    conv_widths: tuple[int, ...] = (32, 64, 128, 256)
+    adversarial: bool = False
+    adv_weight: float = 1.0
+    disc_learning_rate: float = 2e-3
+    r1_weight: float = 1.0
+    disc_widths: tuple[int, ...] = (32, 64, 128)
+    adv_warmup_epochs: int = 0
 
     def __post_init__(self):
-        object.__setattr__(self, "hidden_dims", tuple(self.hidden_dims))
-        object.__setattr__(self, "likelihood_weights", tuple(self.likelihood_weights))
+        for name in _TUPLES:
+            object.__setattr__(self, name, tuple(getattr(self, name)))
         if self.workdir is None:
             object.__setattr__(self, "workdir", default_workdir(self.model, self.beta))
 
@@ -80,13 +97,12 @@ class Config:
             need(_is_int(getattr(self, name)) and getattr(self, name) >= 1, name, "an integer >= 1")
         for name in ("seed", "pair_seed"):
             need(_is_int(getattr(self, name)) and getattr(self, name) >= 0, name, "an integer >= 0")
-        need(
-            len(self.hidden_dims) >= 1 and all(_is_int(h) and h >= 1 for h in self.hidden_dims),
-            "hidden_dims",
-            "one or more integers >= 1, e.g. 512,512",
-        )
+        for name, example in (("hidden_dims", "512,512"), ("conv_widths", "32,64,128,256"), ("disc_widths", "32,64,128")):
+            widths = getattr(self, name)
+            need(len(widths) >= 1 and all(_is_int(h) and h >= 1 for h in widths), name,
+                 f"one or more integers >= 1, e.g. {example}")
         need(bool(self.workdir), "workdir", "a directory path")
-        names = [m.name for m in DATASETS[self.dataset].MODALITIES]
+        names = [m.name for m in DATASETS[self.dataset].modalities(self)]
         need(
             self.likelihood_weights == ()
             or (len(self.likelihood_weights) == len(names)
@@ -96,9 +112,31 @@ class Config:
         )
         for name in ("num_subsets", "num_samples"):
             need(_is_int(getattr(self, name)) and getattr(self, name) >= 1, name, "an integer >= 1")
-        for name in ("warmup_epochs", "kl_warmup_epochs"):
+        for name in ("warmup_epochs", "kl_warmup_epochs", "adv_warmup_epochs"):
             need(_is_int(getattr(self, name)) and getattr(self, name) >= 0, name, "an integer >= 0")
+        need(isinstance(self.adversarial, bool), "adversarial", "true or false")
+        for name in ("adv_weight", "r1_weight"):
+            value = getattr(self, name)
+            need(_is_float(value) and math.isfinite(value) and value >= 0, name, "a finite number >= 0")
+        need(_is_float(self.disc_learning_rate) and 0 < self.disc_learning_rate < math.inf, "disc_learning_rate",
+             "a number > 0")
+        if self.dataset == "celeba":
+            from mvae_jax.data import celeba
+
+            celeba.check_attributes(self.attributes)
+            need(celeba.IMAGE_SIZE % 2 ** len(self.conv_widths) == 0, "conv_widths",
+                 f"at most {int(math.log2(celeba.IMAGE_SIZE))} widths: each halves the {celeba.IMAGE_SIZE}x"
+                 f"{celeba.IMAGE_SIZE} image")
         defaults = Config()
+        for name, datasets in DATASET_OPTIONS.items():
+            if self.dataset not in datasets and getattr(self, name) != getattr(defaults, name):
+                raise ValueError(f"{name}={getattr(self, name)!r} applies to dataset {' or '.join(datasets)} only, "
+                                 f"not to dataset={self.dataset!r}; leave it out")
+        if not self.adversarial:
+            for name in ADVERSARIAL_OPTIONS:
+                if getattr(self, name) != getattr(defaults, name):
+                    raise ValueError(f"{name}={getattr(self, name)!r} applies to adversarial training only; "
+                                     "add --adversarial or leave it out")
         for name, models in MODEL_OPTIONS.items():
             if self.model not in models and getattr(self, name) != getattr(defaults, name):
                 raise ValueError(
@@ -109,8 +147,8 @@ class Config:
 
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
-        d["hidden_dims"] = list(self.hidden_dims)
-        d["likelihood_weights"] = list(self.likelihood_weights)
+        for name in _TUPLES:
+            d[name] = list(getattr(self, name))
         return d
 
     @classmethod
@@ -132,6 +170,9 @@ class Config:
         """{field: (self's value, other's value)} for fields that differ, outside ``ignore``."""
         a, b = self.to_dict(), other.to_dict()
         return {k: (a[k], b[k]) for k in a if k not in ignore and a[k] != b[k]}
+
+
+_TUPLES = ("hidden_dims", "likelihood_weights", "attributes", "conv_widths", "disc_widths")
 
 
 def default_workdir(model: str, beta: float) -> str:

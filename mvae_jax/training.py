@@ -8,7 +8,8 @@ parameters and the data set are replicated.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+import collections
+from collections.abc import Callable, Mapping, Sequence
 import json
 import logging
 import math
@@ -25,8 +26,8 @@ import numpy as np
 import optax
 import orbax.checkpoint as ocp
 
+from mvae_jax import adversarial, losses
 from mvae_jax import config as config_lib
-from mvae_jax import losses
 from mvae_jax.data import load_dataset
 from mvae_jax.models import Model, get_model
 
@@ -34,27 +35,38 @@ log = logging.getLogger(__name__)
 
 METRICS_FILE = "metrics.jsonl"
 CHECKPOINT_DIR = "checkpoints"
-_STEP_STREAM, _PERMUTATION_STREAM, _BINARIZE_STREAM = 0, 1, 2
+_STEP_STREAM, _PERMUTATION_STREAM, _BINARIZE_STREAM, _DISC_INIT_STREAM = 0, 1, 2, 3
+_ADVERSARY_STREAM = 1  # folded into a step's key
+_REPORT_EVERY = 10  # steps between progress reports of a streamed epoch
 
 
 class TrainState(struct.PyTreeNode):
-    """Everything a resumed run needs: counters, parameters, optimizer state and the base key."""
+    """Everything a resumed run needs: counters, parameters, optimizer states and the base key.
+
+    ``disc_params`` and ``disc_opt_state`` hold the discriminators of
+    adversarial training (``mvae_jax.adversarial``), None without it.
+    """
 
     step: jax.Array  # int32 (), optimizer steps taken
     epoch: jax.Array  # int32 (), epochs completed
     params: Any
     opt_state: Any
     rng: jax.Array  # uint32 (2,), base key; per-step and per-epoch keys are folded from it
+    disc_params: Any = None
+    disc_opt_state: Any = None
 
 
 class Reporter(Protocol):
-    """Progress hooks a command line implements (the library itself only logs)."""
+    """Progress hooks a command line implements (the library itself only logs).
+
+    In a beta sweep, losses are arrays with one value per beta.
+    """
 
     def epoch_start(self, epoch: int, epochs: int, steps: int) -> None: ...
 
-    def step(self, index: int, running_loss: float) -> None: ...
+    def step(self, index: int, running_loss) -> None: ...
 
-    def epoch_end(self, metrics: Mapping[str, float]) -> None: ...
+    def epoch_end(self, metrics: Mapping[str, Any]) -> None: ...
 
 
 def make_optimizer(config: config_lib.Config) -> optax.GradientTransformation:
@@ -62,30 +74,84 @@ def make_optimizer(config: config_lib.Config) -> optax.GradientTransformation:
     return optax.adam(config.learning_rate)
 
 
-def create_train_state(model: Model, tx: optax.GradientTransformation, seed: int) -> TrainState:
-    """Fresh parameters and optimizer state for ``seed``."""
+def create_train_state(model: Model, tx: optax.GradientTransformation, seed: int,
+                       adversary: adversarial.Adversary | None = None) -> TrainState:
+    """Fresh parameters and optimizer state(s) for ``seed``."""
     rng = jax.random.PRNGKey(seed)
     init_rng, rng = jax.random.split(rng)
     params = model.init(init_rng)
-    return TrainState(jnp.int32(0), jnp.int32(0), params, tx.init(params), rng)
+    state = TrainState(jnp.int32(0), jnp.int32(0), params, tx.init(params), rng)
+    if adversary is not None:
+        shapes = {m.name: m.shape for m in model.modalities}
+        disc_params = adversary.init(jax.random.fold_in(rng, _DISC_INIT_STREAM), shapes)
+        state = state.replace(disc_params=disc_params, disc_opt_state=adversary.tx.init(disc_params))
+    return state
 
 
-def make_train_step(model: Model, tx: optax.GradientTransformation):
-    """(state, batch) -> (state, {term: batch mean}): one gradient step on the mean per-example loss."""
+def make_train_step(model: Model, tx: optax.GradientTransformation, adversary: adversarial.Adversary | None = None):
+    """(state, batch, beta=None) -> (state, {term: batch mean}): one gradient step on the mean per-example loss.
 
-    def train_step(state: TrainState, batch):
+    ``beta`` (may be traced) overrides the model's KL weight. With an
+    ``adversary`` the generator's loss gains its adversarial term and the
+    discriminators then take one step of their own on the same generated images.
+    """
+
+    def train_step(state: TrainState, batch, beta=None):
         rng = jax.random.fold_in(jax.random.fold_in(state.rng, _STEP_STREAM), state.step)
+        beta_arg = () if beta is None else (beta,)
 
         def objective(params):
-            terms = losses.mean_terms(model.loss(params, batch, rng, state.epoch))
-            return terms["loss"], terms
+            terms = model.loss(params, batch, rng, state.epoch, *beta_arg)
+            fakes = None
+            if adversary is not None:
+                fakes = adversary.fakes(model, params, batch, jax.random.fold_in(rng, _ADVERSARY_STREAM))
+                adv = adversary.generator_terms(state.disc_params, fakes, state.epoch)
+                terms = {**terms, **adv, "vae_loss": terms["loss"],
+                         "loss": terms["loss"] + adv["adv_weight"] * adv["adv_generator"]}
+            terms = losses.mean_terms(terms)
+            return terms["loss"], (terms, fakes)
 
-        grads, terms = jax.grad(objective, has_aux=True)(state.params)
+        grads, (terms, fakes) = jax.grad(objective, has_aux=True)(state.params)
         updates, opt_state = tx.update(grads, state.opt_state, state.params)
         params = optax.apply_updates(state.params, updates)
-        return state.replace(step=state.step + 1, params=params, opt_state=opt_state), terms
+        new = state.replace(step=state.step + 1, params=params, opt_state=opt_state)
+        if adversary is not None:
+            disc_params, disc_opt_state, disc_terms = adversary.step(state.disc_params, state.disc_opt_state, batch, fakes)
+            new = new.replace(disc_params=disc_params, disc_opt_state=disc_opt_state)
+            terms = {**terms, **disc_terms}
+        return new, terms
 
     return train_step
+
+
+def make_step_fn(model: Model, tx: optax.GradientTransformation, mesh: Mesh | None = None,
+                 binarize: tuple[str, ...] = (), adversary: adversarial.Adversary | None = None,
+                 betas: tuple[float, ...] | None = None):
+    """(state, batch) -> (state, terms): the step of a run, or of a beta sweep, on one batch (not jitted).
+
+    With ``betas`` the state is stacked (one member per beta, leading axis) and
+    the step is vmapped over members; every member sees the same batch. The
+    modalities named in ``binarize`` hold probabilities: each step replaces
+    them by fresh Bernoulli draws (dynamic binarization).
+    """
+    train_step = make_train_step(model, tx, adversary)
+    batch_sharding = NamedSharding(mesh, P("data")) if mesh is not None else None
+
+    def step(state: TrainState, batch):
+        batch = dict(batch)
+        if binarize:
+            lead = state if betas is None else jax.tree_util.tree_map(lambda x: x[0], state)
+            key = jax.random.fold_in(jax.random.fold_in(lead.rng, _BINARIZE_STREAM), lead.step)
+            for i, name in enumerate(binarize):
+                probs = batch[name]
+                batch[name] = jax.random.bernoulli(jax.random.fold_in(key, i), probs).astype(probs.dtype)
+        if batch_sharding is not None:
+            batch = jax.lax.with_sharding_constraint(batch, batch_sharding)
+        if betas is None:
+            return train_step(state, batch)
+        return jax.vmap(train_step, in_axes=(0, None, 0))(state, batch, jnp.asarray(betas, jnp.float32))
+
+    return step
 
 
 def make_mesh(devices=None) -> Mesh:
@@ -102,6 +168,8 @@ def make_epoch_fn(
     mesh: Mesh | None = None,
     on_step: Callable[[Any, Any], None] | None = None,
     binarize: tuple[str, ...] = (),
+    adversary: adversarial.Adversary | None = None,
+    betas: tuple[float, ...] | None = None,
 ):
     """A jitted (state, data) -> (state, {term: epoch mean}) that runs one epoch as a ``lax.scan``.
 
@@ -109,41 +177,69 @@ def make_epoch_fn(
     drawn from the state's key and epoch (the last partial batch is dropped;
     the next epoch's permutation differs). ``on_step(index, running_loss)``, if
     given, is called from the device as each step ends (a progress bar).
-    The modalities named in ``binarize`` hold probabilities: each step
-    replaces them by fresh Bernoulli draws (dynamic binarization).
+    ``binarize``, ``adversary`` and ``betas`` are those of ``make_step_fn``;
+    with ``betas`` the state is stacked and every term has one value per beta.
     ``state`` is donated: do not reuse the one passed in.
     """
     steps = num_examples // batch_size
     if steps < 1:
         raise ValueError(f"batch_size={batch_size} exceeds the {num_examples} training examples")
-    train_step = make_train_step(model, tx)
-    batch_sharding = NamedSharding(mesh, P("data")) if mesh is not None else None
+    step_fn = make_step_fn(model, tx, mesh, binarize, adversary, betas)
+    members = () if betas is None else (len(betas),)
 
     def epoch(state: TrainState, data):
-        key = jax.random.fold_in(jax.random.fold_in(state.rng, _PERMUTATION_STREAM), state.epoch)
+        lead = state if betas is None else jax.tree_util.tree_map(lambda x: x[0], state)
+        key = jax.random.fold_in(jax.random.fold_in(lead.rng, _PERMUTATION_STREAM), lead.epoch)
         order = jax.random.permutation(key, num_examples)[: steps * batch_size].reshape(steps, batch_size)
 
         def body(carry, indices):
             state, loss_sum = carry
-            batch = {k: v[indices] for k, v in data.items()}
-            if binarize:
-                key = jax.random.fold_in(jax.random.fold_in(state.rng, _BINARIZE_STREAM), state.step)
-                for i, name in enumerate(binarize):
-                    probs = batch[name]
-                    batch[name] = jax.random.bernoulli(jax.random.fold_in(key, i), probs).astype(probs.dtype)
-            if batch_sharding is not None:
-                batch = jax.lax.with_sharding_constraint(batch, batch_sharding)
-            state, terms = train_step(state, batch)
+            state, terms = step_fn(state, {k: v[indices] for k, v in data.items()})
             loss_sum = loss_sum + terms["loss"]
             if on_step is not None:
-                index = state.step - state.epoch * steps
+                index = (state.step if betas is None else state.step[0]) - lead.epoch * steps
                 jax.debug.callback(on_step, index, loss_sum / index)
             return (state, loss_sum), terms
 
-        (state, _), terms = jax.lax.scan(body, (state, jnp.float32(0.0)), order)
-        return state.replace(epoch=state.epoch + 1), jax.tree_util.tree_map(jnp.mean, terms)
+        (state, _), terms = jax.lax.scan(body, (state, jnp.zeros(members, jnp.float32)), order)
+        return state.replace(epoch=state.epoch + 1), jax.tree_util.tree_map(lambda t: jnp.mean(t, axis=0), terms)
 
     return jax.jit(epoch, donate_argnums=0)
+
+
+def stream_epoch(step_fn, state: TrainState, stream, batch_size: int, seed: int, mesh: Mesh | None = None,
+                 on_step: Callable[[Any, Any], None] | None = None, prefetch: int = 2):
+    """One epoch over a streamed data set: (state, {term: epoch mean}).
+
+    Batches come from ``stream.batches`` in an order drawn from ``seed``; each
+    is put on the devices (sharded along ``"data"``) ``prefetch`` batches ahead
+    of the jitted ``step_fn``, so reading, transfer and compute overlap.
+    """
+    sharding = NamedSharding(mesh, P("data")) if mesh is not None else None
+    queue, totals, count = collections.deque(), None, 0
+
+    def run(batch):
+        nonlocal state, totals, count
+        state, terms = step_fn(state, batch)
+        totals = terms if totals is None else jax.tree_util.tree_map(jnp.add, totals, terms)
+        count += 1
+        if on_step is not None and count % _REPORT_EVERY == 0:
+            on_step(count, totals["loss"] / count)
+
+    for batch in stream.batches(batch_size, seed):
+        queue.append(jax.device_put(batch, sharding) if sharding is not None else jax.device_put(batch))
+        if len(queue) > prefetch:
+            run(queue.popleft())
+    while queue:
+        run(queue.popleft())
+    if count == 0:
+        raise ValueError(f"batch_size={batch_size} exceeds the {len(stream)} training examples")
+    return state.replace(epoch=state.epoch + 1), jax.tree_util.tree_map(lambda t: t / count, totals)
+
+
+def epoch_seed(seed: int, epoch: int) -> int:
+    """The data-order seed of ``epoch`` for a streamed data set (a different order every epoch)."""
+    return int(np.random.SeedSequence([seed, epoch]).generate_state(1)[0])
 
 
 class Checkpoints:
@@ -217,58 +313,138 @@ def train_and_evaluate(config: config_lib.Config, reporter: Reporter | None = No
     Writes ``config.json``, ``metrics.jsonl`` (one line per epoch) and a
     checkpoint per epoch into ``config.workdir``. Returns the final state.
     """
-    config.validate()
-    workdir = check_workdir(config)
+    return train_sweep([config], reporter)[0]
+
+
+def check_sweep(configs: Sequence[config_lib.Config]) -> None:
+    """ValueError unless the runs differ only in beta and workdir, with distinct betas and workdirs."""
+    if not configs:
+        raise ValueError("no runs to train")
+    first = configs[0]
+    for c in configs[1:]:
+        diffs = first.differences(c, ignore=frozenset({"beta", "workdir"}))
+        if diffs:
+            raise ValueError(f"a beta sweep trains runs that differ only in beta; these differ in {sorted(diffs)}")
+    for name in ("beta", "workdir"):
+        values = [str(Path(getattr(c, name)).absolute()) if name == "workdir" else getattr(c, name) for c in configs]
+        if len(set(values)) != len(values):
+            raise ValueError(f"the runs of a sweep need distinct {name}s, got {values}")
+
+
+def train_sweep(configs: Sequence[config_lib.Config], reporter: Reporter | None = None) -> list[TrainState]:
+    """Train one run per config, all in one compiled program: a beta sweep (Higgins et al. 2017's beta).
+
+    The configs may differ in ``beta`` and ``workdir`` only. With more than
+    one, the states are stacked along a leading axis and every step is vmapped
+    over them (one compilation, the same batches for all); each run keeps its
+    own workdir, config, metrics and checkpoints, exactly as if trained alone.
+    A sweep resumes from the latest epoch that every run has a checkpoint of.
+    Returns the final state of each run.
+    """
+    configs = [c.validate() for c in configs]
+    check_sweep(configs)
+    workdirs = [check_workdir(c) for c in configs]
+    config = configs[0]
     mesh = make_mesh()
     if config.batch_size % mesh.size:
         raise ValueError(f"batch_size={config.batch_size} must be a multiple of the {mesh.size} devices")
 
     dataset = load_dataset(config)
-    num_examples = len(next(iter(dataset.train.values())))
+    num_examples = dataset.num_train
+    steps = num_examples // config.batch_size
+    if steps < 1:
+        raise ValueError(f"batch_size={config.batch_size} exceeds the {num_examples} training examples")
     model = get_model(config, dataset.modalities)
     tx = make_optimizer(config)
+    adversary = adversarial.make_adversary(config, dataset.modalities)
+    betas = tuple(float(c.beta) for c in configs) if len(configs) > 1 else None
     on_step = reporter.step if reporter is not None else None
-    # Built before anything is written: a batch larger than the data set fails here.
-    epoch_fn = make_epoch_fn(model, tx, num_examples, config.batch_size, mesh, on_step, dataset.binarize)
-    steps = num_examples // config.batch_size
-    state = replicate(create_train_state(model, tx, config.seed), mesh)
-    data = replicate(dataset.train, mesh)
+    if dataset.is_streamed:
+        step_fn = jax.jit(make_step_fn(model, tx, mesh, dataset.binarize, adversary, betas), donate_argnums=0)
+    else:
+        epoch_fn = make_epoch_fn(model, tx, num_examples, config.batch_size, mesh, on_step, dataset.binarize,
+                                 adversary, betas)
+        data = replicate(dataset.train, mesh)
+    fresh = create_train_state(model, tx, config.seed, adversary)
 
-    checkpoints = Checkpoints(workdir, config.keep_checkpoints)
+    checkpoints = [Checkpoints(w, config.keep_checkpoints) for w in workdirs]
     try:
-        if checkpoints.latest() is not None:
-            state = checkpoints.restore(state)
-            log.info("resumed %s from epoch %d", workdir, int(state.epoch))
-        config_lib.save_config(config, workdir)
-        metrics_path = workdir / METRICS_FILE
-        _truncate_metrics(metrics_path, int(state.epoch))
+        start = _resume_epoch(checkpoints)
+        states = [fresh if start is None else ck.restore(fresh, start) for ck in checkpoints]
+        if start is not None:
+            log.info("resumed %s from epoch %d", ", ".join(map(str, workdirs)), start)
+        state = replicate(states[0] if betas is None else stack(states), mesh)
+        for c, w in zip(configs, workdirs):
+            config_lib.save_config(c, w)
+            _truncate_metrics(w / METRICS_FILE, start or 0)
 
-        while int(state.epoch) < config.epochs:
-            epoch = int(state.epoch) + 1
+        while int(_lead(state, betas).epoch) < config.epochs:
+            epoch = int(_lead(state, betas).epoch) + 1
             if reporter is not None:
                 reporter.epoch_start(epoch, config.epochs, steps)
-            start = time.perf_counter()
-            state, terms = epoch_fn(state, data)
-            terms = {k: float(v) for k, v in jax.device_get(terms).items()}
-            seconds = time.perf_counter() - start
-            if not all(math.isfinite(v) for v in terms.values()):
-                raise FloatingPointError(
-                    f"non-finite loss terms in epoch {epoch}: {terms}. The last good checkpoint "
-                    f"(epoch {checkpoints.latest()}) in {checkpoints.directory} is kept; "
-                    "try a lower --learning_rate."
-                )
-            checkpoints.save(state)
-            record = {"epoch": epoch, "step": int(state.step), **terms, "time_s": seconds,
-                      "samples_per_s": steps * config.batch_size / seconds}
-            with metrics_path.open("a") as f:
-                f.write(json.dumps(record) + "\n")
+            began = time.perf_counter()
+            if dataset.is_streamed:
+                state, terms = stream_epoch(step_fn, state, dataset.train, config.batch_size,
+                                            epoch_seed(config.seed, epoch), mesh, on_step)
+            else:
+                state, terms = epoch_fn(state, data)
+            terms = jax.device_get(terms)
+            seconds = time.perf_counter() - began
+            records = []
+            for i, (c, w, ck) in enumerate(zip(configs, workdirs, checkpoints)):
+                member = {k: float(np.asarray(v) if betas is None else np.asarray(v)[i]) for k, v in terms.items()}
+                if not all(math.isfinite(v) for v in member.values()):
+                    raise FloatingPointError(
+                        f"non-finite loss terms in epoch {epoch} of {w}: {member}. The last good checkpoint "
+                        f"(epoch {ck.latest()}) in {ck.directory} is kept; try a lower --learning_rate."
+                    )
+                records.append({"epoch": epoch, "step": int(_lead(state, betas).step), **member, "time_s": seconds,
+                                "samples_per_s": steps * config.batch_size / seconds})
+            for i, (w, ck, record) in enumerate(zip(workdirs, checkpoints, records)):
+                ck.save(state if betas is None else unstack(state, i))
+                with (w / METRICS_FILE).open("a") as f:
+                    f.write(json.dumps(record) + "\n")
+                log.info("%s epoch %d/%d loss %.4f (%.1f s, %.0f samples/s)", w.name, epoch, config.epochs,
+                         record["loss"], seconds, record["samples_per_s"])
             if reporter is not None:
-                reporter.epoch_end(record)
-            log.info("epoch %d/%d loss %.4f (%.1f s, %.0f samples/s)", epoch, config.epochs, terms["loss"],
-                     seconds, record["samples_per_s"])
+                reporter.epoch_end({**records[0], "loss": np.asarray([r["loss"] for r in records])})
     finally:
-        checkpoints.close()
-    return state
+        for ck in checkpoints:
+            ck.close()
+    return [state] if betas is None else [unstack(state, i) for i in range(len(configs))]
+
+
+def stack(states: Sequence[TrainState]) -> TrainState:
+    """The states of a sweep stacked along a new leading axis."""
+    return jax.tree_util.tree_map(lambda *xs: jnp.stack(xs), *states)
+
+
+def unstack(state: TrainState, index: int) -> TrainState:
+    """Member ``index`` of a stacked sweep state."""
+    return jax.tree_util.tree_map(lambda x: x[index], state)
+
+
+def _lead(state: TrainState, betas) -> TrainState:
+    return state if betas is None else unstack(state, 0)
+
+
+def _resume_epoch(checkpoints: Sequence[Checkpoints]) -> int | None:
+    """The latest epoch every run has a checkpoint of; None for a fresh start; ValueError if they share none."""
+    steps = [set(ck.all_steps()) for ck in checkpoints]
+    if not any(steps):
+        return None
+    common = set.intersection(*steps)
+    if not common:
+        have = {str(ck.directory): sorted(s) for ck, s in zip(checkpoints, steps)}
+        raise ValueError(f"the runs of this sweep have no checkpointed epoch in common ({have}); "
+                         "resume them one by one, or remove the stray workdirs")
+    start = max(common)
+    for ck, have in zip(checkpoints, steps):
+        for later in sorted(s for s in have if s > start):  # recomputed (identically) from ``start``
+            log.warning("%s: removing the checkpoint of epoch %d to resume the sweep from epoch %d, "
+                        "the latest epoch all its runs have", ck.directory, later, start)
+            ck.manager.delete(later)
+    return start
 
 
 def restore_model(workdir: str | os.PathLike, epoch: int | None = None) -> tuple[config_lib.Config, Model, TrainState]:
@@ -276,9 +452,10 @@ def restore_model(workdir: str | os.PathLike, epoch: int | None = None) -> tuple
     from mvae_jax.data import DATASETS
 
     config = config_lib.load_config(workdir)
-    model = get_model(config, DATASETS[config.dataset].MODALITIES)
+    modalities = DATASETS[config.dataset].modalities(config)
+    model = get_model(config, modalities)
     tx = make_optimizer(config)
-    target = create_train_state(model, tx, config.seed)
+    target = create_train_state(model, tx, config.seed, adversarial.make_adversary(config, modalities))
     checkpoints = Checkpoints(workdir, config.keep_checkpoints)
     try:
         state = checkpoints.restore(target, epoch)

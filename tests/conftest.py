@@ -53,3 +53,35 @@ def tiny_config(tiny_data_dir, tmp_path):
 
     return Config(data_dir=str(tiny_data_dir), workdir=str(tmp_path / "run"), hidden_dims=(32,), latent_dim=4,
                   batch_size=20, epochs=2)
+
+
+def write_tiny_celeba(root: Path, n: int = 24, seed: int = 0) -> Path:
+    """DIR in CelebA's official layout: n JPEGs of 218x178 and the two text files, as the originals format them.
+
+    Partition: the first 2/3 train, then validation and test in equal parts.
+    The image's red level follows the attribute Male (so the pairing is learnable).
+    """
+    from mvae_jax.data import celeba, sources
+
+    tf = sources.import_tf()
+    rng = np.random.default_rng(seed)
+    (root / celeba.IMAGES_DIR).mkdir(parents=True, exist_ok=True)
+    values = rng.choice([-1, 1], size=(n, len(celeba.ATTRIBUTES)))
+    files = [f"{i + 1:06d}.jpg" for i in range(n)]
+    male = celeba.ATTRIBUTES.index("Male")
+    for f, row in zip(files, values):
+        image = rng.integers(0, 80, size=celeba.ORIGINAL_SHAPE, dtype=np.uint8)
+        image[..., 0] += np.uint8(150 if row[male] > 0 else 20)
+        (root / celeba.IMAGES_DIR / f).write_bytes(tf.io.encode_jpeg(image).numpy())
+    lines = [str(n), " ".join(celeba.ATTRIBUTES) + " "]
+    lines += [f + " " + " ".join(f"{v:2d}" for v in row) for f, row in zip(files, values)]
+    (root / celeba.ATTRIBUTE_FILE).write_text("\n".join(lines) + "\n")
+    train, valid = 2 * n // 3, n // 6
+    parts = [0 if i < train else 1 if i < train + valid else 2 for i in range(n)]
+    (root / celeba.PARTITION_FILE).write_text("".join(f"{f} {p}\n" for f, p in zip(files, parts)))
+    return root
+
+
+@pytest.fixture(scope="session")
+def tiny_celeba_dir(tmp_path_factory) -> Path:
+    return write_tiny_celeba(tmp_path_factory.mktemp("celeba"))

@@ -10,7 +10,7 @@ import dataclasses
 
 import numpy as np
 
-from mvae_jax.data import mnist_label, trimodal
+from mvae_jax.data import celeba, mnist_label, trimodal
 from mvae_jax.data.sources import DataNotFoundError
 from mvae_jax.modality import Modality
 
@@ -18,6 +18,9 @@ from mvae_jax.modality import Modality
 @dataclasses.dataclass(frozen=True)
 class Dataset:
     """A paired multimodal data set: ``train`` and ``test`` map modality name -> (n, *shape) float32.
+
+    Or, for data sets too large for memory (CelebA), each is a
+    ``celeba.Stream`` that yields such dicts batch by batch (``is_streamed``).
 
     ``binarize`` names the modalities whose training values are probabilities
     to be resampled as Bernoulli draws at every step (dynamic binarization).
@@ -29,15 +32,23 @@ class Dataset:
     test: dict[str, np.ndarray]
     binarize: tuple[str, ...] = ()
 
+    @property
+    def is_streamed(self) -> bool:
+        return isinstance(self.train, celeba.Stream)
+
+    @property
+    def num_train(self) -> int:
+        return len(self.train) if self.is_streamed else len(next(iter(self.train.values())))
+
     def labels(self, split: str = "test") -> np.ndarray:
         """Class of each example of ``split`` (argmax of the one-hot label modality): (n,)."""
         label = next(m.name for m in self.modalities if m.likelihood == "categorical")
         return np.argmax(getattr(self, split)[label], axis=-1)
 
 
-DATASETS = {"trimodal": trimodal, "mnist_label": mnist_label}
-"""Name -> module with ``MODALITIES``, ``CLASSIFIED_BY`` ({image modality: the
-classification set whose classifier scores it}) and ``load(config) -> Dataset``."""
+DATASETS = {"trimodal": trimodal, "mnist_label": mnist_label, "celeba": celeba}
+"""Name -> module with ``modalities(config)``, ``CLASSIFIED_BY`` ({image modality:
+the classification set whose classifier scores it}) and ``load(config) -> Dataset``."""
 
 
 def load_dataset(config) -> Dataset:

@@ -23,6 +23,11 @@ CLASSIFIED_BY = {"x": "mnist"}
 TEST_BINARIZATION_SEED = 0
 
 
+def modalities(config) -> tuple[Modality, ...]:
+    """``MODALITIES`` (the same for every run)."""
+    return MODALITIES
+
+
 def load(config):
     """Train (gray levels, binarized per step in training) and test (binarized once) splits."""
     from mvae_jax.data import Dataset

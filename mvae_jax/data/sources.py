@@ -134,8 +134,8 @@ def load_tfds(name: str, download: bool) -> dict[str, Split]:
     return out
 
 
-def import_tfds():
-    """tensorflow_datasets, with TensorFlow kept off every GPU and TPU (they belong to JAX)."""
+def import_tf():
+    """tensorflow, kept off every GPU and TPU (they belong to JAX)."""
     import tensorflow as tf
 
     for kind in ("GPU", "TPU"):
@@ -143,6 +143,12 @@ def import_tfds():
             tf.config.set_visible_devices([], kind)
         except (RuntimeError, ValueError):  # already initialised, or no such device type
             pass
+    return tf
+
+
+def import_tfds():
+    """tensorflow_datasets, with TensorFlow kept off every GPU and TPU (``import_tf``)."""
+    import_tf()
     import tensorflow_datasets as tfds
 
     return tfds

@@ -50,6 +50,11 @@ def make_trimodal(mnist: sources.Split, fashion: sources.Split, seed: int) -> di
     }
 
 
+def modalities(config) -> tuple[Modality, ...]:
+    """``MODALITIES`` (the same for every run)."""
+    return MODALITIES
+
+
 def load(config):
     """The trimodal train and test sets for ``config.data_dir`` and ``config.pair_seed``."""
     from mvae_jax.data import Dataset

@@ -1,0 +1,256 @@
+"""CelebA: a 64x64 face image + its binary attributes, streamed from disk (Liu et al. 2015).
+
+Modalities: ``image`` (64, 64, 3) in [0, 1], Bernoulli likelihood,
+convolutional networks; ``attributes`` (k,) in {0, 1}, Bernoulli likelihood,
+MLP networks: all 40 attributes in the file's order, or the run's
+``--attributes`` list in the order given.
+
+Images: the aligned 178x218 JPEGs, center-cropped to 148x148 and resized to
+64x64 (bilinear). Splits: the official partition, 0 = train (162,770),
+1 = validation (19,867), 2 = test (19,962).
+
+Sources, in order: ``--data_dir`` holding the official files (itself, or
+its ``celeba/`` folder):
+    img_align_celeba/000001.jpg ...
+    list_attr_celeba.txt      line 1: count; line 2: the 40 names; then
+                              "000001.jpg -1  1 ..." (1 = has it, -1 = not)
+    list_eval_partition.txt   "000001.jpg 0"
+or else tensorflow-datasets ``celeb_a`` (prepared, or downloaded if its host
+answers; the download often fails with a Google Drive quota page).
+
+CelebA (about 200,000 images) is not loaded into memory: ``Stream`` reads it
+with tf.data, decoding JPEGs in parallel and prefetching, one batch at a time.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Sequence
+import logging
+import os
+from pathlib import Path
+
+import numpy as np
+
+from mvae_jax.data import sources
+from mvae_jax.modality import Modality
+
+log = logging.getLogger(__name__)
+
+ATTRIBUTES = (
+    "5_o_Clock_Shadow Arched_Eyebrows Attractive Bags_Under_Eyes Bald Bangs Big_Lips Big_Nose Black_Hair "
+    "Blond_Hair Blurry Brown_Hair Bushy_Eyebrows Chubby Double_Chin Eyeglasses Goatee Gray_Hair Heavy_Makeup "
+    "High_Cheekbones Male Mouth_Slightly_Open Mustache Narrow_Eyes No_Beard Oval_Face Pale_Skin Pointy_Nose "
+    "Receding_Hairline Rosy_Cheeks Sideburns Smiling Straight_Hair Wavy_Hair Wearing_Earrings Wearing_Hat "
+    "Wearing_Lipstick Wearing_Necklace Wearing_Necktie Young"
+).split()
+IMAGE_SIZE = 64
+CROP = 148
+ORIGINAL_SHAPE = (218, 178, 3)
+IMAGES_DIR = "img_align_celeba"
+ATTRIBUTE_FILE = "list_attr_celeba.txt"
+PARTITION_FILE = "list_eval_partition.txt"
+PARTITIONS = {"train": 0, "validation": 1, "test": 2}
+CLASSIFIED_BY = {}  # no classifier scores CelebA images: eval.py offers queries and samples for it
+SHUFFLE_BUFFER = 10_000  # tensorflow-datasets source only: the folder source shuffles its whole file list
+
+
+def check_attributes(names: Sequence[str]) -> tuple[str, ...]:
+    """``names`` (empty = all 40) as a tuple; ValueError naming unknown or repeated ones and listing the valid ones."""
+    names = tuple(names)
+    unknown = [n for n in names if n not in ATTRIBUTES]
+    if unknown:
+        raise ValueError(f"attributes {unknown} are not CelebA attributes; valid: {', '.join(ATTRIBUTES)}")
+    repeated = sorted({n for n in names if names.count(n) > 1})
+    if repeated:
+        raise ValueError(f"attributes {repeated} are given more than once")
+    return names or tuple(ATTRIBUTES)
+
+
+def modalities(config) -> tuple[Modality, ...]:
+    """The image and the run's attributes (``config.attributes``, all 40 if empty)."""
+    return (
+        Modality("image", (IMAGE_SIZE, IMAGE_SIZE, 3), "bernoulli", "conv"),
+        Modality("attributes", (len(check_attributes(config.attributes)),), "bernoulli"),
+    )
+
+
+def parse_attribute_file(path: str | os.PathLike) -> tuple[list[str], list[str], np.ndarray]:
+    """(file names, attribute names, values uint8 (n, attributes) in {0, 1}) of ``list_attr_celeba.txt``.
+
+    ValueError naming the line of anything that does not parse.
+    """
+    path = Path(path)
+    lines = path.read_text().splitlines()
+    if len(lines) < 2:
+        raise ValueError(f"{path}: {len(lines)} lines; expected a count, a header of attribute names, then one line per image")
+    try:
+        count = int(lines[0].strip())
+    except ValueError:
+        raise ValueError(f"{path}:1: {lines[0]!r} is not the number of images") from None
+    names = lines[1].split()
+    rows = [line for line in lines[2:] if line.strip()]
+    if len(rows) != count:
+        raise ValueError(f"{path}: line 1 says {count} images, the file lists {len(rows)}")
+    files, values = [], np.empty((count, len(names)), np.uint8)
+    for i, line in enumerate(rows):
+        fields = line.split()
+        if len(fields) != len(names) + 1 or any(v not in ("1", "-1") for v in fields[1:]):
+            raise ValueError(f"{path}:{i + 3}: expected a file name and {len(names)} values of 1 or -1, got {line!r}")
+        files.append(fields[0])
+        values[i] = [v == "1" for v in fields[1:]]
+    return files, names, values
+
+
+def parse_partition_file(path: str | os.PathLike) -> dict[str, int]:
+    """{file name: partition (0 train, 1 validation, 2 test)} of ``list_eval_partition.txt``; ValueError naming a bad line."""
+    path = Path(path)
+    out = {}
+    for i, line in enumerate(path.read_text().splitlines()):
+        if not line.strip():
+            continue
+        fields = line.split()
+        if len(fields) != 2 or fields[1] not in ("0", "1", "2"):
+            raise ValueError(f"{path}:{i + 1}: expected a file name and a partition 0, 1 or 2, got {line!r}")
+        out[fields[0]] = int(fields[1])
+    return out
+
+
+def find_folder(data_dir: str | os.PathLike) -> Path | None:
+    """The folder in the official layout: ``data_dir`` itself or ``data_dir/celeba``."""
+    for folder in (Path(data_dir), Path(data_dir) / "celeba"):
+        if (folder / ATTRIBUTE_FILE).is_file() and (folder / PARTITION_FILE).is_file() and (folder / IMAGES_DIR).is_dir():
+            return folder
+    return None
+
+
+def preprocess(image, attributes, columns: Sequence[int]):
+    """tf: a uint8 (218, 178, 3) image -> float32 (64, 64, 3) in [0, 1]; attributes -> float32 of ``columns``."""
+    tf = sources.import_tf()
+
+    height, width = tf.shape(image)[0], tf.shape(image)[1]
+    top, left = (height - CROP) // 2, (width - CROP) // 2
+    image = tf.image.crop_to_bounding_box(image, top, left, CROP, CROP)
+    image = tf.image.resize(tf.cast(image, tf.float32) / 255.0, (IMAGE_SIZE, IMAGE_SIZE), method="bilinear")
+    image = tf.clip_by_value(image, 0.0, 1.0)
+    return {"image": image, "attributes": tf.gather(tf.cast(attributes, tf.float32), list(columns))}
+
+
+class Stream:
+    """One split of a data set too large for memory, read in batches.
+
+    ``make(order_seed)`` builds a tf.data pipeline of single examples (dicts of
+    float32 arrays), shuffled by ``order_seed`` or in file order for None.
+    """
+
+    def __init__(self, make: Callable[[int | None], object], num_examples: int):
+        self.make = make
+        self.num_examples = num_examples
+
+    def __len__(self) -> int:
+        return self.num_examples
+
+    def batches(self, batch_size: int, seed: int | None = None, drop_remainder: bool = True) -> Iterator[dict[str, np.ndarray]]:
+        """Batches {name: (batch_size, *shape) float32}, shuffled by ``seed`` (file order for None), prefetched."""
+        tf = sources.import_tf()
+        pipeline = self.make(seed).batch(batch_size, drop_remainder=drop_remainder).prefetch(tf.data.AUTOTUNE)
+        return pipeline.as_numpy_iterator()
+
+    def take(self, n: int) -> dict[str, np.ndarray]:
+        """The first ``n`` examples in file order, in memory: {name: (n, *shape)}."""
+        n = min(n, self.num_examples)
+        parts = list(self.batches(min(n, 1000), None, drop_remainder=False))
+        out = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
+        return {k: v[:n] for k, v in out.items()}
+
+
+def folder_streams(folder: Path, attributes: Sequence[str]) -> dict[str, Stream]:
+    """{"train", "validation", "test"} streams of the official files in ``folder``."""
+    tf = sources.import_tf()
+    files, names, values = parse_attribute_file(folder / ATTRIBUTE_FILE)
+    if tuple(names) != tuple(ATTRIBUTES):
+        raise ValueError(f"{folder / ATTRIBUTE_FILE}:2: attribute names {names} differ from CelebA's 40: {ATTRIBUTES}")
+    partition = parse_partition_file(folder / PARTITION_FILE)
+    missing = [f for f in files if f not in partition]
+    if missing:
+        raise ValueError(f"{folder / PARTITION_FILE} has no partition for {len(missing)} images, e.g. {missing[0]}")
+    columns = [ATTRIBUTES.index(a) for a in attributes]
+    paths = np.array([str(folder / IMAGES_DIR / f) for f in files])
+    split_of = np.array([partition[f] for f in files])
+    absent = [p for p in paths[:1] if not Path(p).is_file()]
+    if absent:
+        raise FileNotFoundError(f"{absent[0]} is listed in {ATTRIBUTE_FILE} but missing")
+
+    def stream(split: int) -> Stream:
+        members = np.flatnonzero(split_of == split)
+
+        def make(seed):
+            order = members if seed is None else np.random.default_rng(seed).permutation(members)
+
+            def load(path, attrs):
+                image = tf.io.decode_jpeg(tf.io.read_file(path), channels=3)
+                return preprocess(image, attrs, columns)
+
+            return tf.data.Dataset.from_tensor_slices((paths[order], values[order])).map(
+                load, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+
+        return Stream(make, len(members))
+
+    return {name: stream(index) for name, index in PARTITIONS.items()}
+
+
+def tfds_streams(attributes: Sequence[str], download: bool, data_dir: str | None = None) -> dict[str, Stream]:
+    """{"train", "validation", "test"} streams of tensorflow-datasets ``celeb_a``."""
+    tfds, tf = sources.import_tfds(), sources.import_tf()
+    builder = tfds.builder("celeb_a", data_dir=data_dir)
+    if download:
+        try:
+            builder.download_and_prepare()
+        except Exception as e:  # NonMatchingChecksumError: Google Drive's quota page (tensorflow/datasets#1482)
+            raise sources.DataNotFoundError(
+                f"tensorflow-datasets could not download celeb_a ({type(e).__name__}: {e}). Download the official "
+                f"files by hand and pass their folder with --data_dir (see mvae_jax/data/celeba.py)") from e
+    columns = [ATTRIBUTES.index(a) for a in attributes]
+
+    def stream(split: str) -> Stream:
+        def make(seed):
+            ds = builder.as_dataset(split=split, shuffle_files=seed is not None,
+                                    read_config=tfds.ReadConfig(shuffle_seed=seed))
+            if seed is not None:
+                ds = ds.shuffle(SHUFFLE_BUFFER, seed=seed, reshuffle_each_iteration=False)
+
+            def convert(example):
+                attrs = tf.stack([example["attributes"][a] for a in ATTRIBUTES])
+                return preprocess(example["image"], attrs, columns)
+
+            return ds.map(convert, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+
+        try:
+            count = builder.info.splits[split].num_examples
+        except KeyError:  # no split metadata (tfds.testing.mock_data): count once
+            count = int(make(None).reduce(0, lambda n, _: n + 1))
+        return Stream(make, count)
+
+    return {name: stream(name) for name in PARTITIONS}
+
+
+def load(config):
+    """Train and test streams of CelebA with ``config.attributes`` (see the module docstring for the sources)."""
+    from mvae_jax.data import Dataset
+
+    attributes = check_attributes(config.attributes)
+    if config.data_dir is not None:
+        folder = find_folder(config.data_dir)
+        if folder is None:
+            raise sources.DataNotFoundError(
+                f"no CelebA under data_dir={str(config.data_dir)!r}: expected {IMAGES_DIR}/, {ATTRIBUTE_FILE} and "
+                f"{PARTITION_FILE} in it or in its celeba/ folder (the official layout)")
+        streams = folder_streams(folder, attributes)
+    elif sources.tfds_prepared("celeb_a"):
+        streams = tfds_streams(attributes, download=False)
+    elif sources._reachable(*sources.TFDS_HOST):
+        streams = tfds_streams(attributes, download=True)
+    else:
+        raise sources.DataNotFoundError(
+            "could not load CelebA: tensorflow-datasets has no prepared celeb_a and cannot download it here. "
+            f"Pass --data_dir=DIR where DIR holds {IMAGES_DIR}/, {ATTRIBUTE_FILE} and {PARTITION_FILE}")
+    return Dataset("celeba", modalities(config), streams["train"], streams["test"])

@@ -1,0 +1,77 @@
+"""CelebA: the official folder layout, tensorflow-datasets under mock_data, and training on a stream."""
+
+import jax
+import numpy as np
+import pytest
+
+from mvae_jax import training
+from mvae_jax.config import Config
+from mvae_jax.data import celeba, load_dataset
+
+
+def test_attribute_file_parses_the_minus_one_one_format(tmp_path):
+    path = tmp_path / celeba.ATTRIBUTE_FILE
+    path.write_text("2\nA B C \n000001.jpg -1  1 -1\n000002.jpg  1  1 -1\n")
+    files, names, values = celeba.parse_attribute_file(path)
+    assert files == ["000001.jpg", "000002.jpg"] and names == ["A", "B", "C"]
+    np.testing.assert_array_equal(values, [[0, 1, 0], [1, 1, 0]])
+
+
+@pytest.mark.parametrize("text, line", [("x\nA\n", 1), ("1\nA B\n000001.jpg 1 0\n", 3), ("1\nA B\n000001.jpg 1\n", 3)])
+def test_attribute_file_errors_name_the_line(tmp_path, text, line):
+    path = tmp_path / celeba.ATTRIBUTE_FILE
+    path.write_text(text)
+    with pytest.raises(ValueError, match=f"{celeba.ATTRIBUTE_FILE}:{line}:"):
+        celeba.parse_attribute_file(path)
+
+
+def test_folder_source_shapes_range_attributes_and_splits(tiny_celeba_dir):
+    config = Config(dataset="celeba", data_dir=str(tiny_celeba_dir), attributes=("Male", "Smiling"))
+    ds = load_dataset(config)
+    assert ds.is_streamed and ds.num_train == 16 and len(ds.test) == 4
+    assert [m.shape for m in ds.modalities] == [(64, 64, 3), (2,)]
+    test = ds.test.take(10)
+    assert test["image"].shape == (4, 64, 64, 3) and test["image"].dtype == np.float32
+    assert 0.0 <= test["image"].min() and test["image"].max() <= 1.0
+    # Test = the last 4 files (partition 2), in file order; attributes are the chosen columns, 1 = has it.
+    _, _, values = celeba.parse_attribute_file(tiny_celeba_dir / celeba.ATTRIBUTE_FILE)
+    columns = [celeba.ATTRIBUTES.index("Male"), celeba.ATTRIBUTES.index("Smiling")]
+    np.testing.assert_array_equal(test["attributes"], values[-4:][:, columns])
+    # The image of a male has the bright red channel the fixture gave it (survives crop, resize and JPEG).
+    red = test["image"][..., 0].mean(axis=(1, 2))
+    assert np.all((red > 0.6) == (test["attributes"][:, 0] == 1))
+    # Training batches: shuffled by the seed, each training image once per epoch.
+    first = [b["attributes"] for b in ds.train.batches(4, seed=1)]
+    again = [b["attributes"] for b in ds.train.batches(4, seed=1)]
+    assert len(first) == 4 and all(np.array_equal(a, b) for a, b in zip(first, again))
+
+
+def test_unknown_attribute_and_missing_folder_are_clear_errors(tmp_path):
+    with pytest.raises(ValueError, match="not CelebA attributes.*valid: 5_o_Clock_Shadow"):
+        Config(dataset="celeba", attributes=("Female",)).validate()
+    with pytest.raises(FileNotFoundError, match="list_attr_celeba.txt"):
+        load_dataset(Config(dataset="celeba", data_dir=str(tmp_path)))
+
+
+def test_tfds_source_under_mock_data():
+    import tensorflow_datasets as tfds
+
+    with tfds.testing.mock_data(num_examples=6, policy=tfds.testing.MockPolicy.USE_CODE):
+        streams = celeba.tfds_streams(("Heavy_Makeup", "Male"), download=False)
+        batch = next(streams["train"].batches(3, seed=0))
+    assert batch["image"].shape == (3, 64, 64, 3) and batch["attributes"].shape == (3, 2)
+    assert set(np.unique(batch["attributes"])) <= {0.0, 1.0}
+    assert 0.0 <= batch["image"].min() and batch["image"].max() <= 1.0
+
+
+@pytest.mark.parametrize("model", ["jmvae", "pemvae"])
+def test_training_on_the_stream_writes_checkpoints(tiny_celeba_dir, tmp_path, model):
+    config = Config(model=model, dataset="celeba", data_dir=str(tiny_celeba_dir), workdir=str(tmp_path / "run"),
+                    conv_widths=(4, 8, 8, 8), hidden_dims=(16,), latent_dim=4, batch_size=4, epochs=2,
+                    warmup_epochs=1 if model == "pemvae" else Config.warmup_epochs)
+    state = training.train_and_evaluate(config)
+    assert int(state.epoch) == 2 and int(state.step) == 8
+    assert training.Checkpoints(config.workdir).all_steps() == [1, 2]
+    _, _, restored = training.restore_model(config.workdir)
+    for a, b in zip(jax.tree_util.tree_leaves(restored.params), jax.tree_util.tree_leaves(state.params)):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
