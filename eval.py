@@ -9,7 +9,11 @@ by default) and writes <workdir>/eval/metrics.json with the sections
   latent_accuracy  logistic regression on the means of q(z|S), per subset S
   log_likelihood   importance-weighted log p(x_m) per modality and the joint
   params           parameter count
-and the figures tsne.png (posterior means) and cross_modal.png (samples).
+and the figures tsne.png (posterior means), cross_modal.png (conditional
+samples) and samples.png (images decoded from z ~ p(z)). Data sets without
+class labels (CelebA) have samples and log_likelihood only; there
+``--query="Female,Heavy_Makeup"`` draws faces generated from the named
+attributes into query_<query>.png.
 ``python eval.py --compare runs/a runs/b`` draws evaluated runs side by side.
 """
 
@@ -23,7 +27,9 @@ import time
 
 from mvae_jax import cli
 
-SECTIONS = ("coherence", "latent_accuracy", "log_likelihood", "tsne", "cross_modal")
+SECTIONS = ("coherence", "latent_accuracy", "log_likelihood", "tsne", "cross_modal", "samples")
+LABELLED = ("coherence", "latent_accuracy", "tsne", "cross_modal")  # need class labels
+SAMPLES_FILE = "samples.npz"
 
 
 def _sections(text: str) -> tuple[str, ...]:
@@ -39,8 +45,15 @@ def make_parser() -> argparse.ArgumentParser:
     parser.add_argument("--workdir", help="a workdir written by train.py")
     parser.add_argument("--step", type=int, default=None, help="epoch of the checkpoint to evaluate (default: latest)")
     parser.add_argument("--data_dir", default=None, help="as in train.py (default: the run's own data_dir)")
-    parser.add_argument("--sections", type=_sections, default=SECTIONS,
-                        help=f"what to compute, comma separated (default: {','.join(SECTIONS)})")
+    parser.add_argument("--sections", type=_sections, default=None,
+                        help=f"what to compute, comma separated, from {','.join(SECTIONS)} (default: all; for data "
+                             "without class labels, samples only)")
+    parser.add_argument("--query", default=None,
+                        help="attributes to generate images from, e.g. Female,Heavy_Makeup (Name, Name=0, Name=1; "
+                             "'Female' = Male=0); attributes not named are missing, not false")
+    parser.add_argument("--query_samples", type=int, default=64, help="images in the query grid (default 64)")
+    parser.add_argument("--query_steps", type=int, default=10,
+                        help="pseudo-Gibbs steps that impute the attributes not named (default 10; 0 = fill with 1/2)")
     parser.add_argument("--classifier_dir", default=None,
                         help="cache of the scoring CNNs (default: $MVAE_JAX_CACHE/classifiers or "
                              "~/.cache/mvae_jax/classifiers); trained there once if absent")
@@ -57,7 +70,9 @@ def make_parser() -> argparse.ArgumentParser:
     parser.add_argument("--seed", type=int, default=0, help="seed of samples and estimates")
     parser.add_argument("--compare", nargs="+", metavar="WORKDIR",
                         help="evaluated workdirs to draw side by side (tSNE) and tabulate; nothing is recomputed")
-    parser.add_argument("--out", default="compare.png", help="with --compare: the figure written (default compare.png)")
+    parser.add_argument("--out", default="compare.png",
+                        help="with --compare: the tSNE figure written (default compare.png); prior samples go to "
+                             "<out>_samples.png")
     parser.add_argument("--verbose", action="store_true", help="also show INFO logs of JAX, orbax and TensorFlow")
     return parser
 
@@ -69,7 +84,8 @@ def check_args(args) -> None:
     if args.compare is not None and args.workdir is not None:
         raise ValueError("--compare draws runs that were evaluated already; leave out --workdir")
     for name, low in (("classifier_epochs", 0), ("prior_samples", 1), ("iw_samples", 1), ("tsne_points", 5),
-                      ("latent_train_points", 0), ("ll_points", 0), ("seed", 0)):
+                      ("latent_train_points", 0), ("ll_points", 0), ("seed", 0), ("query_samples", 1),
+                      ("query_steps", 0)):
         value = getattr(args, name)
         if value < low:
             raise ValueError(f"--{name}={value} is invalid; allowed: an integer >= {low}")
@@ -81,8 +97,25 @@ def evaluate(args) -> dict:
     from tqdm import tqdm
 
     from mvae_jax import classifiers, evaluation, figures, networks, training
-    from mvae_jax.config import atomic_write_text
+    from mvae_jax.config import atomic_write_text, load_config
     from mvae_jax.data import DATASETS, load_dataset
+
+    config = load_config(args.workdir)
+    modalities = DATASETS[config.dataset].modalities(config)
+    labelled = any(m.likelihood == "categorical" for m in modalities)
+    sections = args.sections or (SECTIONS if labelled else ("samples",))
+    if not labelled and set(sections) & set(LABELLED):
+        raise ValueError(f"--sections={','.join(sections)}: {', '.join(s for s in sections if s in LABELLED)} require "
+                         f"class labels, which dataset={config.dataset!r} has not; allowed: log_likelihood, samples")
+    query = None
+    if args.query is not None:
+        given = next((m for m in modalities if m.name == "attributes"), None)
+        if given is None:
+            raise ValueError(f"--query needs a data set with attributes (celeba); dataset={config.dataset!r} has "
+                             f"{[m.name for m in modalities]}")
+        from mvae_jax.data import celeba
+
+        query = evaluation.parse_query(args.query, celeba.check_attributes(config.attributes))
 
     config, model, state = training.restore_model(args.workdir, args.step)
     params = state.params
@@ -90,7 +123,7 @@ def evaluate(args) -> dict:
         import dataclasses
 
         config = dataclasses.replace(config, data_dir=args.data_dir)
-    dataset = load_dataset(config)
+    dataset = load_dataset(config) if set(sections) - {"samples"} else None
     out_dir = Path(args.workdir) / "eval"
     path = out_dir / "metrics.json"
     flags = {k: getattr(args, k) for k in ("classifier_epochs", "prior_samples", "latent_train_points", "iw_samples",
@@ -100,7 +133,7 @@ def evaluate(args) -> dict:
         old = json.loads(path.read_text())
         if old.get("epoch") == metrics["epoch"]:
             metrics = {**old, **metrics}
-    metrics["eval_flags"] = {**flags, "sections": list(args.sections)}
+    metrics["eval_flags"] = {**flags, "sections": list(sections)}
 
     start = time.perf_counter()
 
@@ -109,12 +142,13 @@ def evaluate(args) -> dict:
         atomic_write_text(path, json.dumps(metrics, indent=2) + "\n")
 
     rng = jax.random.PRNGKey(args.seed)
-    train_labels, test_labels = dataset.labels("train"), dataset.labels("test")
+    if labelled and dataset is not None:
+        train_labels, test_labels = dataset.labels("train"), dataset.labels("test")
 
     def bar(total, desc):
         return tqdm(total=total, desc=desc, dynamic_ncols=True, leave=True)
 
-    if "coherence" in args.sections:
+    if "coherence" in sections:
         classify, accuracies = {}, {}
         for name, source in getattr(DATASETS[config.dataset], "CLASSIFIED_BY", {}).items():
             recipe = classifiers.default_recipe(source)
@@ -136,7 +170,7 @@ def evaluate(args) -> dict:
         metrics["coherence"] = scores
         save()
 
-    if "latent_accuracy" in args.sections:
+    if "latent_accuracy" in sections:
         train = dataset.train
         if args.latent_train_points:
             train = {k: v[: args.latent_train_points] for k, v in train.items()}
@@ -146,9 +180,11 @@ def evaluate(args) -> dict:
                 progress=b.update)
         save()
 
-    if "log_likelihood" in args.sections:
+    if "log_likelihood" in sections:
         test = dataset.test
-        if args.ll_points:
+        if dataset.is_streamed:
+            test = test.take(args.ll_points or len(test))
+        elif args.ll_points:
             test = {k: v[: args.ll_points] for k, v in test.items()}
         n = len(test[model.names[0]])
         with bar(n * (len(model.names) + 1), f"log-likelihood (K={args.iw_samples})") as b:
@@ -158,7 +194,7 @@ def evaluate(args) -> dict:
                                      "test_points": n}
         save()
 
-    if "tsne" in args.sections:
+    if "tsne" in sections:
         n = min(args.tsne_points, len(test_labels))
         test = {k: v[:n] for k, v in dataset.test.items()}
         panels = {"joint": model.names}
@@ -174,9 +210,27 @@ def evaluate(args) -> dict:
         figures.plot_tsne([(f"{config.model} (epoch {int(state.epoch)})", embeddings, test_labels[:n])],
                           out_dir / "tsne.png", titles=_panel_titles(model.names))
 
-    if "cross_modal" in args.sections:
+    if "cross_modal" in sections:
         figures.plot_cross_modal(model, params, dataset.test, test_labels, jax.random.fold_in(rng, 3),
                                  out_dir / "cross_modal.png")
+
+    if "samples" in sections:
+        images = evaluation.prior_images(model, params, jax.random.fold_in(rng, 4), 16)
+        out_dir.mkdir(parents=True, exist_ok=True)
+        figures.save_samples(out_dir / SAMPLES_FILE, images)
+        figures.plot_image_rows([(f"{n} ~ p({n}|z), z ~ p(z)", v) for n, v in images.items()], out_dir / "samples.png",
+                                f"{config.model} beta={config.beta} (epoch {int(state.epoch)})")
+
+    if query is not None:
+        images = evaluation.query_images(model, params, jax.random.fold_in(rng, 5), *query, args.query_samples,
+                                         args.query_steps)
+        slug = "-".join(item.strip().replace("=", "") for item in args.query.split(",") if item.strip())
+        figure = out_dir / f"query_{slug}.png"
+        figures.plot_image_rows([(f"{n} | {args.query}", v) for n, v in images.items()], figure,
+                                f"{config.model} beta={config.beta}: {args.query} (others missing; "
+                                f"{args.query_steps} imputation steps)")
+        metrics.setdefault("queries", {})[args.query] = {"figure": figure.name, "samples": args.query_samples,
+                                                         "steps": args.query_steps}
     save()
     return metrics
 
@@ -186,25 +240,37 @@ def _panel_titles(names) -> dict[str, str]:
 
 
 def compare(args) -> str:
-    """Draw the saved tSNE embeddings of several evaluated runs in one figure; return a metrics table."""
+    """Draw evaluated runs side by side (tSNE into --out, prior samples into <out>_samples.png); return metrics tables.
+
+    Nothing is recomputed: each run's eval/ folder is read.
+    """
     from mvae_jax import figures
     from mvae_jax.config import load_config
     from mvae_jax.data import DATASETS
 
-    rows, table, names = [], [], ()
+    rows, table, names, samples = [], [], (), []
     for workdir in args.compare:
         eval_dir = Path(workdir) / "eval"
-        tsne, metrics = eval_dir / figures.TSNE_FILE, eval_dir / "metrics.json"
-        if not tsne.is_file() or not metrics.is_file():
-            raise FileNotFoundError(f"{workdir} has no eval/{figures.TSNE_FILE} and eval/metrics.json: "
-                                    f"run python eval.py --workdir={workdir} first")
-        embeddings, labels = figures.load_tsne(tsne)
+        metrics = eval_dir / "metrics.json"
+        if not metrics.is_file():
+            raise FileNotFoundError(f"{workdir} has no eval/metrics.json: run python eval.py --workdir={workdir} first")
         config = load_config(workdir)
         name = f"{config.model} beta={config.beta}"
         names = names or tuple(m.name for m in DATASETS[config.dataset].modalities(config))
-        rows.append((name, embeddings, labels))
         table.append((name, json.loads(metrics.read_text())))
-    figures.plot_tsne(rows, args.out, titles=_panel_titles(names))
+        if (eval_dir / figures.TSNE_FILE).is_file():
+            rows.append((name, *figures.load_tsne(eval_dir / figures.TSNE_FILE)))
+        if (eval_dir / SAMPLES_FILE).is_file():
+            samples.append((name, figures.load_samples(eval_dir / SAMPLES_FILE)))
+    out = Path(args.out)
+    if rows:
+        if len(rows) != len(args.compare):
+            raise FileNotFoundError(f"only {len(rows)} of the {len(args.compare)} runs have eval/{figures.TSNE_FILE}: "
+                                    "evaluate the others with the tsne section, or compare those only")
+        figures.plot_tsne(rows, out, titles=_panel_titles(names))
+    if samples:
+        figures.plot_image_rows([(f"{name}: {m}", images) for name, grid in samples for m, images in grid.items()],
+                                out.with_name(f"{out.stem}_samples.png"), "samples from z ~ p(z)")
     return results_table(table)
 
 

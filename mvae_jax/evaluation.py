@@ -257,3 +257,92 @@ def label_accuracy(model: Model, params, data: Mapping[str, np.ndarray], present
         batch = {k: jnp.asarray(data[k][s]) for k in present}
         correct += int(np.sum(np.asarray(predict_labels(model, params, batch, present, target)) == labels[s]))
     return correct / len(labels)
+
+
+# Names a query may use for the absence of an attribute: "Female" means Male = 0.
+QUERY_ALIASES = {"Female": ("Male", 0), "Old": ("Young", 0), "Beard": ("No_Beard", 0)}
+
+
+def parse_query(text: str, attributes: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+    """("Female,Heavy_Makeup", the run's attributes) -> (values, named), each (len(attributes),) float32.
+
+    Items are comma separated: ``Name`` (has it), ``Name=1``, ``Name=0`` (has
+    not), or an alias of ``QUERY_ALIASES`` ("Female" = Male=0). ``named`` is 1
+    for the attributes the query names; the others are missing (not false).
+    ValueError for unknown names (listing the valid ones), attributes the run
+    does not model, bad values, contradictions and empty queries.
+    """
+    from mvae_jax.data import celeba
+
+    attributes = tuple(attributes)
+    values, named = np.zeros(len(attributes), np.float32), np.zeros(len(attributes), np.float32)
+    given = {}
+    items = [item.strip() for item in text.split(",") if item.strip()]
+    if not items:
+        raise ValueError(f"query={text!r} names no attribute; e.g. --query=Female,Heavy_Makeup")
+    for item in items:
+        name, _, value = item.partition("=")
+        name, value = name.strip(), value.strip()
+        if value not in ("", "0", "1"):
+            raise ValueError(f"query item {item!r}: the value must be 0 or 1 (Name=0, Name=1, or Name for 1)")
+        bit = 1 if value in ("", "1") else 0
+        if name in QUERY_ALIASES:
+            name, alias_bit = QUERY_ALIASES[name]
+            bit = alias_bit if bit else 1 - alias_bit
+        if name not in celeba.ATTRIBUTES:
+            raise ValueError(f"query item {item!r}: unknown attribute {name!r}; valid: "
+                             f"{', '.join(attributes)} and the aliases {', '.join(QUERY_ALIASES)}")
+        if name not in attributes:
+            raise ValueError(f"query item {item!r}: this run does not model {name!r}; it models "
+                             f"{', '.join(attributes)}")
+        if given.get(name, bit) != bit:
+            raise ValueError(f"query={text!r} asks for {name}=1 and {name}=0")
+        given[name] = bit
+        i = attributes.index(name)
+        values[i], named[i] = bit, 1.0
+    return values, named
+
+
+@functools.partial(jax.jit, static_argnames=("model", "name", "num_samples", "steps"))
+def query_latents(model: Model, params, rng: jax.Array, values: jax.Array, named: jax.Array, name: str,
+                  num_samples: int, steps: int) -> jax.Array:
+    """z (num_samples, latent) drawn given only the ``named`` entries of the vector modality ``name``.
+
+    Missing entries are imputed by the model itself, by the pseudo-Gibbs chain
+    of Rezende et al. 2014 (Sec. 5.2): start them at 1/2, then ``steps`` times
+    draw z ~ q(z | x), x_missing ~ p(x_missing | z), keeping the named entries
+    fixed; finally z ~ q(z | x). Each sample runs its own chain.
+    """
+    modality = next(m for m in model.modalities if m.name == name)
+    values = jnp.broadcast_to(values, (num_samples, *values.shape))
+    named = jnp.broadcast_to(named, values.shape) > 0
+
+    def sample_z(key, x):
+        mu, logvar = model.encode(params, {name: x}, (name,))
+        return distributions.sample_gaussian(key, mu, logvar)
+
+    def body(i, x):
+        k_z, k_x = jax.random.split(jax.random.fold_in(rng, i))
+        probs = modality.mean(model.decode(params, sample_z(k_z, x), (name,))[name])
+        return jnp.where(named, values, jax.random.bernoulli(k_x, probs).astype(values.dtype))
+
+    x = jax.lax.fori_loop(0, steps, body, jnp.where(named, values, 0.5))
+    return sample_z(jax.random.fold_in(rng, steps), x)
+
+
+def query_images(model: Model, params, rng: jax.Array, values: np.ndarray, named: np.ndarray,
+                 num_samples: int = 64, steps: int = 10, given: str = "attributes") -> dict[str, np.ndarray]:
+    """{image modality: (num_samples, H, W, C) pixel means} generated from the query (values, named) on ``given``."""
+    k_chain, _ = jax.random.split(rng)
+    z = query_latents(model, params, k_chain, jnp.asarray(values), jnp.asarray(named), given, num_samples, steps)
+    names = tuple(m.name for m in model.modalities if len(m.shape) == 3)
+    logits = model.decode(params, z, names)
+    return {m.name: np.asarray(m.mean(logits[m.name])) for m in model.modalities if m.name in names}
+
+
+def prior_images(model: Model, params, rng: jax.Array, num_samples: int = 16) -> dict[str, np.ndarray]:
+    """{image modality: (num_samples, H, W, C) pixel means} decoded from z ~ p(z)."""
+    z = jax.random.normal(rng, (num_samples, model_latent(model, params)))
+    names = tuple(m.name for m in model.modalities if len(m.shape) == 3)
+    logits = model.decode(params, z, names)
+    return {m.name: np.asarray(m.mean(logits[m.name])) for m in model.modalities if m.name in names}

@@ -146,3 +146,44 @@ def _save(fig, path) -> None:
     fig.savefig(tmp, dpi=110, bbox_inches="tight")
     os.replace(tmp, path)
     _pyplot().close(fig)
+
+
+def image_grid(images: np.ndarray, columns: int = 8) -> np.ndarray:
+    """(n, H, W, C) -> one mosaic (rows * H, columns * W, C), blank tiles after the last image."""
+    n, h, w, c = images.shape
+    rows = -(-n // columns)
+    padded = np.ones((rows * columns, h, w, c), np.float32)
+    padded[:n] = images
+    return padded.reshape(rows, columns, h, w, c).transpose(0, 2, 1, 3, 4).reshape(rows * h, columns * w, c)
+
+
+def plot_image_rows(rows: Sequence[tuple[str, np.ndarray]], path: str | os.PathLike, title: str = "",
+                    columns: int = 8) -> None:
+    """One titled mosaic per (name, images (n, H, W, C) in [0, 1]) stacked vertically, saved as a PNG."""
+    plt = _pyplot()
+    grids = [(name, image_grid(images, columns)) for name, images in rows]
+    height = sum(g.shape[0] / g.shape[1] for _, g in grids)
+    fig, axes = plt.subplots(len(grids), 1, figsize=(columns * 0.9, max(2.0, columns * 0.9 * height + 0.4 * len(grids))),
+                             squeeze=False)
+    for ax, (name, grid) in zip(axes[:, 0], grids):
+        ax.imshow(grid[..., 0] if grid.shape[-1] == 1 else grid, cmap="gray", vmin=0, vmax=1)
+        ax.set_title(name, fontsize=9)
+        ax.axis("off")
+    if title:
+        fig.suptitle(title, fontsize=10)
+    _save(fig, path)
+
+
+def save_samples(path: str | os.PathLike, images: Mapping[str, np.ndarray]) -> None:
+    """Store {image modality: (n, H, W, C)} in an .npz, atomically (for ``--compare``)."""
+    path = Path(path)
+    buffer = io.BytesIO()
+    np.savez(buffer, **images)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_bytes(buffer.getvalue())
+    os.replace(tmp, path)
+
+
+def load_samples(path: str | os.PathLike) -> dict[str, np.ndarray]:
+    with np.load(path) as f:
+        return {k: f[k] for k in f.files}

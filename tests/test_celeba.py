@@ -75,3 +75,74 @@ def test_training_on_the_stream_writes_checkpoints(tiny_celeba_dir, tmp_path, mo
     _, _, restored = training.restore_model(config.workdir)
     for a, b in zip(jax.tree_util.tree_leaves(restored.params), jax.tree_util.tree_leaves(state.params)):
         np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+
+
+def _identity_model():
+    """q(z | attributes) = N(attributes, e^-30), p(attributes | z) = Bernoulli(sigmoid(30)): z copies its input."""
+    import jax.numpy as jnp
+
+    from mvae_jax.modality import Modality
+    from mvae_jax.models import Model
+
+    modalities = (Modality("image", (4, 4, 3), "bernoulli"), Modality("attributes", (3,), "bernoulli"))
+
+    def encode(params, batch, present):
+        x = batch["attributes"]
+        return x, jnp.full_like(x, -30.0)
+
+    def decode(params, z, names=None):
+        out = {"attributes": jnp.full(z.shape, 30.0), "image": jnp.zeros((*z.shape[:-1], 4, 4, 3))}
+        return {n: out[n] for n in (names or out)}
+
+    return Model("identity", modalities, lambda rng: {}, None, encode, decode)
+
+
+def test_query_keeps_named_attributes_and_imputes_the_rest():
+    from mvae_jax import evaluation
+
+    model = _identity_model()
+    values, named = evaluation.parse_query("Male=0,Smiling", ("Male", "Smiling", "Young"))
+    np.testing.assert_array_equal(values, [0, 1, 0])
+    np.testing.assert_array_equal(named, [1, 1, 0])
+    rng = jax.random.PRNGKey(0)
+    fill = evaluation.query_latents(model, {}, rng, values, named, "attributes", 5, 0)
+    np.testing.assert_allclose(fill, [[0, 1, 0.5]] * 5, atol=1e-5)  # no steps: the missing one at 1/2
+    chain = evaluation.query_latents(model, {}, rng, values, named, "attributes", 5, 3)
+    np.testing.assert_allclose(chain, [[0, 1, 1]] * 5, atol=1e-5)  # imputed from p(Young | z) = 1; named ones kept
+    images = evaluation.query_images(model, {}, rng, values, named, 6, 2)
+    assert set(images) == {"image"} and images["image"].shape == (6, 4, 4, 3)
+
+
+@pytest.mark.parametrize("query, message", [
+    ("Femal", "unknown attribute 'Femal'; valid: .*Male.*aliases Female"),
+    ("Female,Male", "asks for Male=1 and Male=0"),
+    ("Young", "does not model 'Young'"),
+    ("Smiling=yes", "must be 0 or 1"),
+])
+def test_query_errors(query, message):
+    from mvae_jax import evaluation
+
+    with pytest.raises(ValueError, match=message):
+        evaluation.parse_query(query, ("Male", "Smiling"))
+
+
+def test_eval_query_grid_samples_and_compare(tiny_celeba_dir, tmp_path, capsys):
+    import eval as eval_cli
+
+    base = Config(model="mvae", dataset="celeba", data_dir=str(tiny_celeba_dir), conv_widths=(4, 8, 8, 8),
+                  hidden_dims=(16,), latent_dim=4, batch_size=8, epochs=1, attributes=("Male", "Heavy_Makeup"))
+    runs = [Config(**{**base.to_dict(), "beta": b, "workdir": str(tmp_path / f"b{b}")}) for b in (0.5, 2.0)]
+    training.train_sweep(runs)
+    for run in runs:
+        eval_cli.main([f"--workdir={run.workdir}", "--query=Female,Heavy_Makeup", "--query_samples=8"])
+    out = tmp_path / "eval" / "metrics.json"
+    eval_dir = tmp_path / "b0.5" / "eval"
+    assert (eval_dir / "query_Female-Heavy_Makeup.png").stat().st_size > 1000
+    assert (eval_dir / "samples.png").is_file() and (eval_dir / "metrics.json").is_file()
+    eval_cli.main(["--compare", runs[0].workdir, runs[1].workdir, f"--out={tmp_path / 'cmp.png'}"])
+    assert (tmp_path / "cmp_samples.png").is_file() and not out.exists()
+    for argv, message in ((["--query=Smiling"], "does not model 'Smiling'"),
+                          (["--sections=coherence"], "require class labels")):
+        with pytest.raises(SystemExit) as exit_info:
+            eval_cli.main([f"--workdir={runs[0].workdir}", *argv])
+        assert exit_info.value.code == 2 and message in capsys.readouterr().err
