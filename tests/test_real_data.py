@@ -81,3 +81,22 @@ def test_two_epochs_of_each_model_transfer_labels(name, real_data_dir, tmp_path)
     assert acc_x >= min_x
     assert acc_y >= min_y
 
+
+
+def test_three_beta_sweep_of_jmvae_in_one_program(real_data_dir, tmp_path):
+    """--beta=0.5,1,2 for 1 epoch: three workdirs with a checkpoint each; more beta, less KL; labels transfer."""
+    betas = (0.5, 1.0, 2.0)
+    configs = [Config(data_dir=str(real_data_dir), workdir=str(tmp_path / f"beta{b}"), beta=b, epochs=1) for b in betas]
+    states = training.train_sweep(configs)
+    dataset = load_dataset(configs[0])
+    test = {k: v[:2000] for k, v in dataset.test.items()}
+    kls = []
+    for config, state in zip(configs, states):
+        assert training.Checkpoints(config.workdir).all_steps() == [1]
+        record = json.loads((tmp_path / f"beta{config.beta}" / "metrics.jsonl").read_text())
+        kls.append(record["kl"])
+        model = get_model(config, dataset.modalities)
+        acc_x = evaluation.label_accuracy(model, state.params, test, ("x",))
+        print(f"beta {config.beta}: kl {record['kl']:.2f}, x->w {acc_x:.4f}, {record['time_s']:.1f} s")
+        assert acc_x >= 0.80
+    assert kls[0] > kls[1] > kls[2]
