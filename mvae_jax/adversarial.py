@@ -41,8 +41,13 @@ def discriminator_loss(real_logits: jax.Array, fake_logits: Mapping[str, jax.Arr
 
 
 def r1_penalty(discriminate, images: jax.Array) -> jax.Array:
-    """||grad_x D(x)||^2 per real example: (batch,) (Mescheder et al. 2018, Eq. 9, without gamma / 2)."""
-    grad = jax.vmap(jax.grad(lambda x: discriminate(x[None])[0]))(images)
+    """||grad_x D(x)||^2 per real example: (batch,) (Mescheder et al. 2018, Eq. 9, without gamma / 2).
+
+    ``discriminate`` must treat examples independently (no batch statistics):
+    then the gradient of sum_i D(x_i) with respect to x_i is grad D(x_i), and one
+    backward pass gives every example's gradient.
+    """
+    grad = jax.grad(lambda x: jnp.sum(discriminate(x)))(images)
     return jnp.sum(grad.reshape(grad.shape[0], -1) ** 2, axis=-1)
 
 
