@@ -93,7 +93,6 @@ def check_args(args) -> None:
 
 def evaluate(args) -> dict:
     import jax
-    import numpy as np
     from tqdm import tqdm
 
     from mvae_jax import classifiers, evaluation, figures, networks, training

@@ -128,21 +128,18 @@ class Config:
                  f"at most {int(math.log2(celeba.IMAGE_SIZE))} widths: each halves the {celeba.IMAGE_SIZE}x"
                  f"{celeba.IMAGE_SIZE} image")
         defaults = Config()
-        for name, datasets in DATASET_OPTIONS.items():
-            if self.dataset not in datasets and getattr(self, name) != getattr(defaults, name):
-                raise ValueError(f"{name}={getattr(self, name)!r} applies to dataset {' or '.join(datasets)} only, "
-                                 f"not to dataset={self.dataset!r}; leave it out")
+        for scope, options in (("model", MODEL_OPTIONS), ("dataset", DATASET_OPTIONS)):
+            for name, owners in options.items():
+                if getattr(self, scope) not in owners and getattr(self, name) != getattr(defaults, name):
+                    raise ValueError(
+                        f"{name}={getattr(self, name)!r} applies to {scope} {' or '.join(owners)} only, "
+                        f"not to {scope}={getattr(self, scope)!r}; leave it out"
+                    )
         if not self.adversarial:
             for name in ADVERSARIAL_OPTIONS:
                 if getattr(self, name) != getattr(defaults, name):
                     raise ValueError(f"{name}={getattr(self, name)!r} applies to adversarial training only; "
                                      "add --adversarial or leave it out")
-        for name, models in MODEL_OPTIONS.items():
-            if self.model not in models and getattr(self, name) != getattr(defaults, name):
-                raise ValueError(
-                    f"{name}={getattr(self, name)!r} applies to model {' or '.join(models)} only, "
-                    f"not to model={self.model!r}; leave it out"
-                )
         return self
 
     def to_dict(self) -> dict[str, Any]:
@@ -197,11 +194,17 @@ def load_config(workdir: str | os.PathLike) -> Config:
 
 def atomic_write_text(path: Path, text: str) -> None:
     """Replace ``path`` with ``text`` so that readers see the old or the new file, never half of one."""
+    atomic_write_bytes(path, text.encode())
+
+
+def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
+    """Replace ``path`` with ``data`` so that readers see the old or the new file, never half of one."""
+    path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)

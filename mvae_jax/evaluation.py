@@ -333,16 +333,17 @@ def query_latents(model: Model, params, rng: jax.Array, values: jax.Array, named
 def query_images(model: Model, params, rng: jax.Array, values: np.ndarray, named: np.ndarray,
                  num_samples: int = 64, steps: int = 10, given: str = "attributes") -> dict[str, np.ndarray]:
     """{image modality: (num_samples, H, W, C) pixel means} generated from the query (values, named) on ``given``."""
-    k_chain, _ = jax.random.split(rng)
-    z = query_latents(model, params, k_chain, jnp.asarray(values), jnp.asarray(named), given, num_samples, steps)
-    names = tuple(m.name for m in model.modalities if len(m.shape) == 3)
-    logits = model.decode(params, z, names)
-    return {m.name: np.asarray(m.mean(logits[m.name])) for m in model.modalities if m.name in names}
+    z = query_latents(model, params, rng, jnp.asarray(values), jnp.asarray(named), given, num_samples, steps)
+    return _image_means(model, params, z)
 
 
 def prior_images(model: Model, params, rng: jax.Array, num_samples: int = 16) -> dict[str, np.ndarray]:
     """{image modality: (num_samples, H, W, C) pixel means} decoded from z ~ p(z)."""
-    z = jax.random.normal(rng, (num_samples, model_latent(model, params)))
-    names = tuple(m.name for m in model.modalities if len(m.shape) == 3)
-    logits = model.decode(params, z, names)
-    return {m.name: np.asarray(m.mean(logits[m.name])) for m in model.modalities if m.name in names}
+    return _image_means(model, params, jax.random.normal(rng, (num_samples, model_latent(model, params))))
+
+
+def _image_means(model: Model, params, z: jax.Array) -> dict[str, np.ndarray]:
+    """{image modality: E[x | z]} for z (n, latent): (n, H, W, C) each."""
+    images = tuple(m for m in model.modalities if len(m.shape) == 3)
+    logits = model.decode(params, z, tuple(m.name for m in images))
+    return {m.name: np.asarray(m.mean(logits[m.name])) for m in images}

@@ -6,12 +6,12 @@ from collections.abc import Mapping, Sequence
 import functools
 import io
 import os
-from pathlib import Path
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
+from mvae_jax.config import atomic_write_bytes
 from mvae_jax.models import Model
 
 TSNE_FILE = "tsne.npz"
@@ -30,12 +30,9 @@ def tsne_embedding(means: np.ndarray, seed: int = 0) -> np.ndarray:
 
 def save_tsne(path: str | os.PathLike, embeddings: Mapping[str, np.ndarray], labels: np.ndarray) -> None:
     """Store embeddings {panel: (n, 2)} and labels (n,) in an .npz, atomically (for ``--compare``)."""
-    path = Path(path)
     buffer = io.BytesIO()
     np.savez(buffer, labels=labels, panels=np.array(list(embeddings)), **{f"panel_{k}": v for k, v in embeddings.items()})
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_bytes(buffer.getvalue())
-    os.replace(tmp, path)
+    atomic_write_bytes(path, buffer.getvalue())
 
 
 def load_tsne(path: str | os.PathLike) -> tuple[dict[str, np.ndarray], np.ndarray]:
@@ -140,12 +137,10 @@ def _pyplot():
 
 def _save(fig, path) -> None:
     """Write a PNG atomically and close the figure."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp.png")
-    fig.savefig(tmp, dpi=110, bbox_inches="tight")
-    os.replace(tmp, path)
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=110, bbox_inches="tight")
     _pyplot().close(fig)
+    atomic_write_bytes(path, buffer.getvalue())
 
 
 def image_grid(images: np.ndarray, columns: int = 8) -> np.ndarray:
@@ -176,12 +171,9 @@ def plot_image_rows(rows: Sequence[tuple[str, np.ndarray]], path: str | os.PathL
 
 def save_samples(path: str | os.PathLike, images: Mapping[str, np.ndarray]) -> None:
     """Store {image modality: (n, H, W, C)} in an .npz, atomically (for ``--compare``)."""
-    path = Path(path)
     buffer = io.BytesIO()
     np.savez(buffer, **images)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_bytes(buffer.getvalue())
-    os.replace(tmp, path)
+    atomic_write_bytes(path, buffer.getvalue())
 
 
 def load_samples(path: str | os.PathLike) -> dict[str, np.ndarray]:

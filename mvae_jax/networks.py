@@ -41,6 +41,14 @@ class ConvFeatures(nn.Module):
         return x.reshape(x.shape[0], -1)
 
 
+def features(x: jax.Array, conv: Sequence[int], name: str) -> jax.Array:
+    """(batch, *shape) -> (batch, features): ``ConvFeatures(conv)`` named ``name`` if ``conv``, else flattened.
+
+    Call inside a compact module; the conv layers become its submodule ``name``.
+    """
+    return ConvFeatures(conv, name=name)(x) if conv else x.reshape(x.shape[0], -1)
+
+
 class ConvDecoder(nn.Module):
     """p(image | z) by transposed convolutions: (batch, latent) -> logits (batch, H, W, C).
 
@@ -83,8 +91,7 @@ class GaussianEncoder(nn.Module):
 
     @nn.compact
     def __call__(self, x: jax.Array) -> tuple[jax.Array, jax.Array]:
-        x = ConvFeatures(self.conv, name="conv")(x) if self.conv else x.reshape(x.shape[0], -1)
-        h = MLP((*self.hidden, 2 * self.latent), name="mlp")(x)
+        h = MLP((*self.hidden, 2 * self.latent), name="mlp")(features(x, self.conv, "conv"))
         mu, logvar = jnp.split(h, 2, axis=-1)
         return mu, logvar
 
@@ -105,8 +112,7 @@ class JointGaussianEncoder(nn.Module):
 
     @nn.compact
     def __call__(self, inputs) -> tuple[jax.Array, jax.Array]:
-        parts = [ConvFeatures(self.conv[n], name=f"conv_{n}")(inputs[n]) if n in self.conv
-                 else inputs[n].reshape(inputs[n].shape[0], -1) for n in self.names]
+        parts = [features(inputs[n], self.conv.get(n, ()), f"conv_{n}") for n in self.names]
         h = MLP((*self.hidden, 2 * self.latent), name="mlp")(jnp.concatenate(parts, axis=-1) if len(parts) > 1 else parts[0])
         mu, logvar = jnp.split(h, 2, axis=-1)
         return mu, logvar
@@ -145,8 +151,7 @@ class FusionEncoder(nn.Module):
             if name not in inputs:
                 h = h + tokens[i]
                 continue
-            x = inputs[name]
-            x = ConvFeatures(self.conv[name], name=f"conv_{name}")(x) if name in self.conv else x.reshape(x.shape[0], -1)
+            x = features(inputs[name], self.conv.get(name, ()), f"conv_{name}")
             feature = nn.Dense(width, use_bias=False, name=f"features_{name}")(x)
             if mask is not None and name in mask:
                 feature = jnp.where(mask[name][:, None] > 0, feature, tokens[i])

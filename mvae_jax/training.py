@@ -140,8 +140,8 @@ def make_step_fn(model: Model, tx: optax.GradientTransformation, mesh: Mesh | No
     def step(state: TrainState, batch):
         batch = dict(batch)
         if binarize:
-            lead = state if betas is None else jax.tree_util.tree_map(lambda x: x[0], state)
-            key = jax.random.fold_in(jax.random.fold_in(lead.rng, _BINARIZE_STREAM), lead.step)
+            rng, step = _first(state.rng, betas), _first(state.step, betas)
+            key = jax.random.fold_in(jax.random.fold_in(rng, _BINARIZE_STREAM), step)
             for i, name in enumerate(binarize):
                 probs = batch[name]
                 batch[name] = jax.random.bernoulli(jax.random.fold_in(key, i), probs).astype(probs.dtype)
@@ -188,8 +188,8 @@ def make_epoch_fn(
     members = () if betas is None else (len(betas),)
 
     def epoch(state: TrainState, data):
-        lead = state if betas is None else jax.tree_util.tree_map(lambda x: x[0], state)
-        key = jax.random.fold_in(jax.random.fold_in(lead.rng, _PERMUTATION_STREAM), lead.epoch)
+        epoch_done = _first(state.epoch, betas)
+        key = jax.random.fold_in(jax.random.fold_in(_first(state.rng, betas), _PERMUTATION_STREAM), epoch_done)
         order = jax.random.permutation(key, num_examples)[: steps * batch_size].reshape(steps, batch_size)
 
         def body(carry, indices):
@@ -197,7 +197,7 @@ def make_epoch_fn(
             state, terms = step_fn(state, {k: v[indices] for k, v in data.items()})
             loss_sum = loss_sum + terms["loss"]
             if on_step is not None:
-                index = (state.step if betas is None else state.step[0]) - lead.epoch * steps
+                index = _first(state.step, betas) - epoch_done * steps
                 jax.debug.callback(on_step, index, loss_sum / index)
             return (state, loss_sum), terms
 
@@ -378,8 +378,8 @@ def train_sweep(configs: Sequence[config_lib.Config], reporter: Reporter | None 
             config_lib.save_config(c, w)
             _truncate_metrics(w / METRICS_FILE, start or 0)
 
-        while int(_lead(state, betas).epoch) < config.epochs:
-            epoch = int(_lead(state, betas).epoch) + 1
+        while int(_first(state.epoch, betas)) < config.epochs:
+            epoch = int(_first(state.epoch, betas)) + 1
             if reporter is not None:
                 reporter.epoch_start(epoch, config.epochs, steps)
             began = time.perf_counter()
@@ -398,7 +398,7 @@ def train_sweep(configs: Sequence[config_lib.Config], reporter: Reporter | None 
                         f"non-finite loss terms in epoch {epoch} of {w}: {member}. The last good checkpoint "
                         f"(epoch {ck.latest()}) in {ck.directory} is kept; try a lower --learning_rate."
                     )
-                records.append({"epoch": epoch, "step": int(_lead(state, betas).step), **member, "time_s": seconds,
+                records.append({"epoch": epoch, "step": int(_first(state.step, betas)), **member, "time_s": seconds,
                                 "samples_per_s": steps * config.batch_size / seconds})
             for i, (w, ck, record) in enumerate(zip(workdirs, checkpoints, records)):
                 ck.save(state if betas is None else unstack(state, i))
@@ -424,8 +424,9 @@ def unstack(state: TrainState, index: int) -> TrainState:
     return jax.tree_util.tree_map(lambda x: x[index], state)
 
 
-def _lead(state: TrainState, betas) -> TrainState:
-    return state if betas is None else unstack(state, 0)
+def _first(counter: jax.Array, betas) -> jax.Array:
+    """A counter or key of a run, or of the first run of a sweep (all runs of a sweep share them)."""
+    return counter if betas is None else counter[0]
 
 
 def _resume_epoch(checkpoints: Sequence[Checkpoints]) -> int | None:

@@ -157,10 +157,10 @@ class Stream:
 
     def take(self, n: int) -> dict[str, np.ndarray]:
         """The first ``n`` examples in file order, in memory: {name: (n, *shape)}."""
+        tf = sources.import_tf()
         n = min(n, self.num_examples)
-        parts = list(self.batches(min(n, 1000), None, drop_remainder=False))
-        out = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
-        return {k: v[:n] for k, v in out.items()}
+        parts = list(self.make(None).take(n).batch(1000).prefetch(tf.data.AUTOTUNE).as_numpy_iterator())
+        return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
 
 
 def folder_streams(folder: Path, attributes: Sequence[str]) -> dict[str, Stream]:
@@ -176,9 +176,8 @@ def folder_streams(folder: Path, attributes: Sequence[str]) -> dict[str, Stream]
     columns = [ATTRIBUTES.index(a) for a in attributes]
     paths = np.array([str(folder / IMAGES_DIR / f) for f in files])
     split_of = np.array([partition[f] for f in files])
-    absent = [p for p in paths[:1] if not Path(p).is_file()]
-    if absent:
-        raise FileNotFoundError(f"{absent[0]} is listed in {ATTRIBUTE_FILE} but missing")
+    if len(paths) and not Path(paths[0]).is_file():
+        raise FileNotFoundError(f"{paths[0]} is listed in {ATTRIBUTE_FILE} but missing")
 
     def stream(split: int) -> Stream:
         members = np.flatnonzero(split_of == split)
