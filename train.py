@@ -18,7 +18,7 @@ import os
 import sys
 
 from mvae_jax import config as config_lib
-from mvae_jax import cli
+from mvae_jax import cli, distributed
 
 HELP = {
     "model": "model to train",
@@ -52,6 +52,8 @@ HELP = {
     "r1_weight": "adversarial: gamma of the R1 penalty (gamma / 2) ||grad D(real)||^2; 0 = off",
     "disc_widths": "adversarial: channels of the discriminator's stride-2 conv layers",
     "adv_warmup_epochs": "adversarial: epochs before the generator's GAN loss counts (the discriminator learns meanwhile)",
+    "precision": "bf16: matmuls and convolutions in bfloat16 (for GPUs and TPUs), params, optimizer and losses in "
+                 "float32; may change when resuming",
 }
 
 
@@ -89,7 +91,7 @@ def make_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], prog="train.py")
     types = {"hidden_dims": _int_tuple, "likelihood_weights": _float_tuple, "conv_widths": _int_tuple,
              "disc_widths": _int_tuple, "attributes": _str_tuple, "beta": _betas}
-    choices = {"model": sorted(MODELS), "dataset": sorted(DATASETS)}
+    choices = {"model": sorted(MODELS), "dataset": sorted(DATASETS), "precision": config_lib.PRECISIONS}
     for field in dataclasses.fields(config_lib.Config):
         default = field.default
         kind = types.get(field.name) or (str if default is None else type(default))
@@ -101,6 +103,10 @@ def make_parser() -> argparse.ArgumentParser:
             continue
         parser.add_argument(f"--{field.name}", type=kind, choices=choices.get(field.name),
                             default=argparse.SUPPRESS, help=help_text)
+    parser.add_argument("--distributed", choices=distributed.MODES, default="auto",
+                        help="start JAX's multi-process runtime: auto = when the environment describes a "
+                             "multi-process job (JAX_COORDINATOR_ADDRESS + JAX_NUM_PROCESSES + JAX_PROCESS_ID, "
+                             "srun, mpirun, a GKE TPU pod); on = always (Cloud TPU VM pod slices) (default: auto)")
     parser.add_argument("--verbose", action="store_true", help="also show INFO logs of JAX, orbax and TensorFlow")
     return parser
 
@@ -136,13 +142,17 @@ def configs_from_flags(flags: dict) -> list[config_lib.Config]:
 
 def main(argv=None) -> None:
     flags = vars(make_parser().parse_args(argv))
-    verbose = flags.pop("verbose")
+    verbose, mode = flags.pop("verbose"), flags.pop("distributed")
     cli.setup_logging(verbose)
     with cli.user_errors("train.py"):
+        distributed.initialize(mode)  # before any computation
+        primary = distributed.is_primary()
+        if not primary:  # one process reports; the others log warnings and errors only
+            cli.setup_logging(verbose, level="WARNING")
         configs = [c.validate() for c in configs_from_flags(flags)]
         from mvae_jax import training
 
-        training.train_sweep(configs, cli.TqdmReporter())
+        training.train_sweep(configs, cli.TqdmReporter() if primary else None)
 
 
 if __name__ == "__main__":

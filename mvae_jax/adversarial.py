@@ -27,6 +27,7 @@ import jax.numpy as jnp
 import optax
 
 from mvae_jax import distributions
+from mvae_jax.models.base import compute_dtype
 from mvae_jax.networks import Discriminator
 
 
@@ -135,5 +136,6 @@ def make_adversary(config, modalities) -> Adversary | None:
     if not names:
         raise ValueError(f"adversarial=True needs an image modality; dataset={config.dataset!r} has "
                          f"{[m.name for m in modalities]}")
-    return Adversary(names, Discriminator(tuple(config.disc_widths)), optax.adam(config.disc_learning_rate, b1=0.5),
+    discriminator = Discriminator(tuple(config.disc_widths), compute_dtype(config))
+    return Adversary(names, discriminator, optax.adam(config.disc_learning_rate, b1=0.5),
                      float(config.adv_weight), float(config.r1_weight), int(config.adv_warmup_epochs))

@@ -11,10 +11,11 @@ import sys
 USER_ERRORS = (ValueError, FileNotFoundError, PermissionError, FloatingPointError)
 
 
-def setup_logging(verbose: bool = False) -> None:
-    """INFO logs of mvae_jax on stderr; TensorFlow, absl and orbax kept to warnings."""
+def setup_logging(verbose: bool = False, level: str = "INFO") -> None:
+    """``level`` logs of mvae_jax on stderr; TensorFlow, absl and orbax kept to warnings."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s", datefmt="%H:%M:%S")
+    logging.getLogger().setLevel(level)
     if not verbose:
         for name in ("absl", "jax", "orbax", "tensorflow"):
             logging.getLogger(name).setLevel(logging.WARNING)

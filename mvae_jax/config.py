@@ -14,7 +14,9 @@ CONFIG_FILE = "config.json"
 
 # Settings that may change when a run is resumed: everything else defines the
 # model, its data or its optimisation, and must match the saved run.
-RESUMABLE = frozenset({"epochs", "data_dir", "workdir", "keep_checkpoints"})
+RESUMABLE = frozenset({"epochs", "data_dir", "workdir", "keep_checkpoints", "precision"})
+
+PRECISIONS = ("fp32", "bf16")
 
 # Options that only some models read: setting one for another model is an error.
 MODEL_OPTIONS = {
@@ -71,6 +73,7 @@ class Config:
     r1_weight: float = 1.0
     disc_widths: tuple[int, ...] = (32, 64, 128)
     adv_warmup_epochs: int = 0
+    precision: str = "fp32"
 
     def __post_init__(self):
         for name in _TUPLES:
@@ -115,6 +118,7 @@ class Config:
         for name in ("warmup_epochs", "kl_warmup_epochs", "adv_warmup_epochs"):
             need(_is_int(getattr(self, name)) and getattr(self, name) >= 0, name, "an integer >= 0")
         need(isinstance(self.adversarial, bool), "adversarial", "true or false")
+        need(self.precision in PRECISIONS, "precision", ", ".join(PRECISIONS))
         for name in ("adv_weight", "r1_weight"):
             value = getattr(self, name)
             need(_is_float(value) and math.isfinite(value) and value >= 0, name, "a finite number >= 0")

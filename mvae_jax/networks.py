@@ -6,20 +6,32 @@ from collections.abc import Mapping, Sequence
 import dataclasses
 import math
 
+from typing import Any
+
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+
+# Every module takes ``dtype``, the dtype its layers compute in (None: float32).
+# Parameters stay float32 (``param_dtype``); outputs are cast back to float32,
+# so likelihoods, KLs and losses are always computed in float32.
+Dtype = Any
+
+
+def _f32(x: jax.Array) -> jax.Array:
+    return x.astype(jnp.float32)
 
 
 class MLP(nn.Module):
     """Dense layers with ReLU between them; the last layer is linear."""
 
     features: Sequence[int]
+    dtype: Dtype = None
 
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
         for i, width in enumerate(self.features):
-            x = nn.Dense(width, name=f"dense_{i}")(x)
+            x = nn.Dense(width, dtype=self.dtype, name=f"dense_{i}")(x)
             if i < len(self.features) - 1:
                 x = nn.relu(x)
         return x
@@ -33,20 +45,22 @@ class ConvFeatures(nn.Module):
     """
 
     widths: Sequence[int]
+    dtype: Dtype = None
 
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
         for i, width in enumerate(self.widths):
-            x = nn.leaky_relu(nn.Conv(width, (4, 4), strides=(2, 2), padding="SAME", name=f"conv_{i}")(x), 0.2)
+            conv = nn.Conv(width, (4, 4), strides=(2, 2), padding="SAME", dtype=self.dtype, name=f"conv_{i}")
+            x = nn.leaky_relu(conv(x), 0.2)
         return x.reshape(x.shape[0], -1)
 
 
-def features(x: jax.Array, conv: Sequence[int], name: str) -> jax.Array:
+def features(x: jax.Array, conv: Sequence[int], name: str, dtype: Dtype = None) -> jax.Array:
     """(batch, *shape) -> (batch, features): ``ConvFeatures(conv)`` named ``name`` if ``conv``, else flattened.
 
     Call inside a compact module; the conv layers become its submodule ``name``.
     """
-    return ConvFeatures(conv, name=name)(x) if conv else x.reshape(x.shape[0], -1)
+    return ConvFeatures(conv, dtype, name=name)(x) if conv else x.reshape(x.shape[0], -1)
 
 
 class ConvDecoder(nn.Module):
@@ -59,6 +73,7 @@ class ConvDecoder(nn.Module):
 
     widths: Sequence[int]
     shape: Sequence[int]
+    dtype: Dtype = None
 
     @nn.compact
     def __call__(self, z: jax.Array) -> jax.Array:
@@ -68,14 +83,16 @@ class ConvDecoder(nn.Module):
             raise ValueError(f"image shape {tuple(self.shape)} is not divisible by 2^{len(self.widths)} = {scale} "
                              f"(one halving per conv width {tuple(self.widths)})")
         lead = z.shape[:-1]
-        h = nn.Dense(height // scale * width // scale * self.widths[-1], name="dense")(z.reshape(-1, z.shape[-1]))
+        h = nn.Dense(height // scale * width // scale * self.widths[-1], dtype=self.dtype,
+                     name="dense")(z.reshape(-1, z.shape[-1]))
         h = nn.relu(h).reshape(-1, height // scale, width // scale, self.widths[-1])
         outs = (*self.widths[-2::-1], channels)
         for i, features in enumerate(outs):
-            h = nn.ConvTranspose(features, (4, 4), strides=(2, 2), padding="SAME", name=f"deconv_{i}")(h)
+            h = nn.ConvTranspose(features, (4, 4), strides=(2, 2), padding="SAME", dtype=self.dtype,
+                                 name=f"deconv_{i}")(h)
             if i < len(outs) - 1:
                 h = nn.relu(h)
-        return h.reshape(*lead, height, width, channels)
+        return _f32(h).reshape(*lead, height, width, channels)
 
 
 class GaussianEncoder(nn.Module):
@@ -88,11 +105,12 @@ class GaussianEncoder(nn.Module):
     hidden: Sequence[int]
     latent: int
     conv: Sequence[int] = ()
+    dtype: Dtype = None
 
     @nn.compact
     def __call__(self, x: jax.Array) -> tuple[jax.Array, jax.Array]:
-        h = MLP((*self.hidden, 2 * self.latent), name="mlp")(features(x, self.conv, "conv"))
-        mu, logvar = jnp.split(h, 2, axis=-1)
+        h = MLP((*self.hidden, 2 * self.latent), self.dtype, name="mlp")(features(x, self.conv, "conv", self.dtype))
+        mu, logvar = jnp.split(_f32(h), 2, axis=-1)
         return mu, logvar
 
 
@@ -109,12 +127,14 @@ class JointGaussianEncoder(nn.Module):
     hidden: Sequence[int]
     latent: int
     conv: Mapping[str, Sequence[int]] = dataclasses.field(default_factory=dict)
+    dtype: Dtype = None
 
     @nn.compact
     def __call__(self, inputs) -> tuple[jax.Array, jax.Array]:
-        parts = [features(inputs[n], self.conv.get(n, ()), f"conv_{n}") for n in self.names]
-        h = MLP((*self.hidden, 2 * self.latent), name="mlp")(jnp.concatenate(parts, axis=-1) if len(parts) > 1 else parts[0])
-        mu, logvar = jnp.split(h, 2, axis=-1)
+        parts = [features(inputs[n], self.conv.get(n, ()), f"conv_{n}", self.dtype) for n in self.names]
+        h = MLP((*self.hidden, 2 * self.latent), self.dtype, name="mlp")(
+            jnp.concatenate(parts, axis=-1) if len(parts) > 1 else parts[0])
+        mu, logvar = jnp.split(_f32(h), 2, axis=-1)
         return mu, logvar
 
 
@@ -140,6 +160,7 @@ class FusionEncoder(nn.Module):
     hidden: Sequence[int]
     latent: int
     conv: Mapping[str, Sequence[int]] = dataclasses.field(default_factory=dict)
+    dtype: Dtype = None
 
     @nn.compact
     def __call__(self, inputs, mask=None) -> tuple[jax.Array, jax.Array]:
@@ -151,13 +172,13 @@ class FusionEncoder(nn.Module):
             if name not in inputs:
                 h = h + tokens[i]
                 continue
-            x = features(inputs[name], self.conv.get(name, ()), f"conv_{name}")
-            feature = nn.Dense(width, use_bias=False, name=f"features_{name}")(x)
+            x = features(inputs[name], self.conv.get(name, ()), f"conv_{name}", self.dtype)
+            feature = _f32(nn.Dense(width, use_bias=False, dtype=self.dtype, name=f"features_{name}")(x))
             if mask is not None and name in mask:
                 feature = jnp.where(mask[name][:, None] > 0, feature, tokens[i])
             h = h + feature
-        out = MLP((*self.hidden[1:], 2 * self.latent), name="fusion")(nn.relu(h))
-        mu, logvar = jnp.split(out, 2, axis=-1)
+        out = MLP((*self.hidden[1:], 2 * self.latent), self.dtype, name="fusion")(nn.relu(h))
+        mu, logvar = jnp.split(_f32(out), 2, axis=-1)
         return mu, logvar
 
 
@@ -166,10 +187,11 @@ class Decoder(nn.Module):
 
     hidden: Sequence[int]
     shape: Sequence[int]
+    dtype: Dtype = None
 
     @nn.compact
     def __call__(self, z: jax.Array) -> jax.Array:
-        logits = MLP((*self.hidden, math.prod(self.shape)), name="mlp")(z)
+        logits = _f32(MLP((*self.hidden, math.prod(self.shape)), self.dtype, name="mlp")(z))
         return logits.reshape(z.shape[:-1] + tuple(self.shape))
 
 
@@ -181,10 +203,11 @@ class Discriminator(nn.Module):
     """
 
     widths: Sequence[int]
+    dtype: Dtype = None
 
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
-        return nn.Dense(1, name="logit")(ConvFeatures(self.widths, name="conv")(x))[:, 0]
+        return _f32(nn.Dense(1, dtype=self.dtype, name="logit")(ConvFeatures(self.widths, self.dtype, name="conv")(x))[:, 0])
 
 
 def count_params(params) -> int:

@@ -213,9 +213,10 @@ def stream_epoch(step_fn, state: TrainState, stream, batch_size: int, seed: int,
 
     Batches come from ``stream.batches`` in an order drawn from ``seed``; each
     is put on the devices (sharded along ``"data"``) ``prefetch`` batches ahead
-    of the jitted ``step_fn``, so reading, transfer and compute overlap.
+    of the jitted ``step_fn``, so reading, transfer and compute overlap. In a
+    multi-process run each process reads only its own rows of every batch.
     """
-    sharding = NamedSharding(mesh, P("data")) if mesh is not None else None
+    sharding = NamedSharding(mesh if mesh is not None else make_mesh(jax.local_devices()[:1]), P("data"))
     queue, totals, count = collections.deque(), None, 0
 
     def run(batch):
@@ -226,8 +227,8 @@ def stream_epoch(step_fn, state: TrainState, stream, batch_size: int, seed: int,
         if on_step is not None and count % _REPORT_EVERY == 0:
             on_step(count, totals["loss"] / count)
 
-    for batch in stream.batches(batch_size, seed):
-        queue.append(jax.device_put(batch, sharding) if sharding is not None else jax.device_put(batch))
+    for batch in stream.batches(batch_size, seed, process_index=jax.process_index(), process_count=jax.process_count()):
+        queue.append(shard_batch(batch, sharding))
         if len(queue) > prefetch:
             run(queue.popleft())
     while queue:
@@ -284,8 +285,24 @@ class Checkpoints:
 
 
 def replicate(tree, mesh: Mesh):
-    """Place every array of ``tree`` on all devices of ``mesh``."""
-    return jax.device_put(tree, NamedSharding(mesh, P()))
+    """Place every array of ``tree`` on all devices of ``mesh``, those of other processes included.
+
+    Every process must pass the same values (the same seed, the same files).
+    """
+    sharding = NamedSharding(mesh, P())
+    if jax.process_count() == 1:
+        return jax.device_put(tree, sharding)
+
+    def put(x):
+        host = np.asarray(x)
+        return jax.make_array_from_callback(host.shape, sharding, lambda index: host[index])
+
+    return jax.tree_util.tree_map(put, tree)
+
+
+def shard_batch(batch, sharding: NamedSharding):
+    """A global batch sharded along ``"data"`` from this process's rows of it (all rows with one process)."""
+    return jax.tree_util.tree_map(lambda x: jax.make_array_from_process_local_data(sharding, x), batch)
 
 
 def check_workdir(config: config_lib.Config) -> Path:
@@ -365,7 +382,8 @@ def train_sweep(configs: Sequence[config_lib.Config], reporter: Reporter | None 
         epoch_fn = make_epoch_fn(model, tx, num_examples, config.batch_size, mesh, on_step, dataset.binarize,
                                  adversary, betas)
         data = replicate(dataset.train, mesh)
-    fresh = create_train_state(model, tx, config.seed, adversary)
+    fresh = replicate(create_train_state(model, tx, config.seed, adversary), mesh)
+    primary = jax.process_index() == 0  # writes config and metrics; every process takes part in checkpoints
 
     checkpoints = [Checkpoints(w, config.keep_checkpoints) for w in workdirs]
     try:
@@ -375,8 +393,9 @@ def train_sweep(configs: Sequence[config_lib.Config], reporter: Reporter | None 
             log.info("resumed %s from epoch %d", ", ".join(map(str, workdirs)), start)
         state = replicate(states[0] if betas is None else stack(states), mesh)
         for c, w in zip(configs, workdirs):
-            config_lib.save_config(c, w)
-            _truncate_metrics(w / METRICS_FILE, start or 0)
+            if primary:
+                config_lib.save_config(c, w)
+                _truncate_metrics(w / METRICS_FILE, start or 0)
 
         while int(_first(state.epoch, betas)) < config.epochs:
             epoch = int(_first(state.epoch, betas)) + 1
@@ -402,8 +421,9 @@ def train_sweep(configs: Sequence[config_lib.Config], reporter: Reporter | None 
                                 "samples_per_s": steps * config.batch_size / seconds})
             for i, (w, ck, record) in enumerate(zip(workdirs, checkpoints, records)):
                 ck.save(state if betas is None else unstack(state, i))
-                with (w / METRICS_FILE).open("a") as f:
-                    f.write(json.dumps(record) + "\n")
+                if primary:
+                    with (w / METRICS_FILE).open("a") as f:
+                        f.write(json.dumps(record) + "\n")
                 log.info("%s epoch %d/%d loss %.4f (%.1f s, %.0f samples/s)", w.name, epoch, config.epochs,
                          record["loss"], seconds, record["samples_per_s"])
             if reporter is not None:

@@ -138,28 +138,49 @@ def preprocess(image, attributes, columns: Sequence[int]):
 class Stream:
     """One split of a data set too large for memory, read in batches.
 
-    ``make(order_seed)`` builds a tf.data pipeline of single examples (dicts of
-    float32 arrays), shuffled by ``order_seed`` or in file order for None.
+    ``source(order_seed)`` builds a tf.data pipeline of raw examples (a file
+    name, encoded bytes), shuffled by ``order_seed`` or in file order for
+    None; ``decode`` maps one raw example to a dict of float32 arrays.
+    Decoding comes after the split into process shards, so that each process
+    of a multi-host run decodes only the examples of its own devices.
     """
 
-    def __init__(self, make: Callable[[int | None], object], num_examples: int):
-        self.make = make
+    def __init__(self, source: Callable[[int | None], object], decode: Callable, num_examples: int):
+        self.source = source
+        self.decode = decode
         self.num_examples = num_examples
 
     def __len__(self) -> int:
         return self.num_examples
 
-    def batches(self, batch_size: int, seed: int | None = None, drop_remainder: bool = True) -> Iterator[dict[str, np.ndarray]]:
-        """Batches {name: (batch_size, *shape) float32}, shuffled by ``seed`` (file order for None), prefetched."""
+    def batches(self, batch_size: int, seed: int | None = None, drop_remainder: bool = True,
+                process_index: int = 0, process_count: int = 1) -> Iterator[dict[str, np.ndarray]]:
+        """Batches {name: (batch_size / process_count, *shape) float32}, shuffled by ``seed`` (file order for None).
+
+        With ``process_count`` > 1, the global batches are those of a single
+        process, and this process gets rows ``[i * b, (i + 1) * b)`` of each
+        (``i = process_index``, ``b = batch_size / process_count``): stacked
+        in process order, the shards are the single-process batch.
+        """
         tf = sources.import_tf()
-        pipeline = self.make(seed).batch(batch_size, drop_remainder=drop_remainder).prefetch(tf.data.AUTOTUNE)
-        return pipeline.as_numpy_iterator()
+        if batch_size % process_count:
+            raise ValueError(f"batch_size={batch_size} must be a multiple of the {process_count} processes")
+        ds = self.source(seed)
+        if process_count > 1:
+            local = batch_size // process_count
+            full = self.num_examples // batch_size * batch_size if drop_remainder else self.num_examples
+            ds = ds.take(full).enumerate().filter(lambda i, _: (i % batch_size) // local == process_index)
+            ds = ds.map(lambda _, example: example)
+            batch_size = local
+        ds = ds.map(self.decode, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+        return ds.batch(batch_size, drop_remainder=drop_remainder).prefetch(tf.data.AUTOTUNE).as_numpy_iterator()
 
     def take(self, n: int) -> dict[str, np.ndarray]:
         """The first ``n`` examples in file order, in memory: {name: (n, *shape)}."""
         tf = sources.import_tf()
         n = min(n, self.num_examples)
-        parts = list(self.make(None).take(n).batch(1000).prefetch(tf.data.AUTOTUNE).as_numpy_iterator())
+        ds = self.source(None).take(n).map(self.decode, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+        parts = list(ds.batch(1000).prefetch(tf.data.AUTOTUNE).as_numpy_iterator())
         return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
 
 
@@ -182,17 +203,15 @@ def folder_streams(folder: Path, attributes: Sequence[str]) -> dict[str, Stream]
     def stream(split: int) -> Stream:
         members = np.flatnonzero(split_of == split)
 
-        def make(seed):
+        def source(seed):
             order = members if seed is None else np.random.default_rng(seed).permutation(members)
+            return tf.data.Dataset.from_tensor_slices((paths[order], values[order]))
 
-            def load(path, attrs):
-                image = tf.io.decode_jpeg(tf.io.read_file(path), channels=3)
-                return preprocess(image, attrs, columns)
+        return Stream(source, load, len(members))
 
-            return tf.data.Dataset.from_tensor_slices((paths[order], values[order])).map(
-                load, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
-
-        return Stream(make, len(members))
+    def load(path, attrs):
+        image = tf.io.decode_jpeg(tf.io.read_file(path), channels=3)
+        return preprocess(image, attrs, columns)
 
     return {name: stream(index) for name, index in PARTITIONS.items()}
 
@@ -211,23 +230,25 @@ def tfds_streams(attributes: Sequence[str], download: bool, data_dir: str | None
     columns = [ATTRIBUTES.index(a) for a in attributes]
 
     def stream(split: str) -> Stream:
-        def make(seed):
+        def source(seed):
+            # Images stay encoded until ``convert``, after the split into process shards.
             ds = builder.as_dataset(split=split, shuffle_files=seed is not None,
-                                    read_config=tfds.ReadConfig(shuffle_seed=seed))
+                                    read_config=tfds.ReadConfig(shuffle_seed=seed),
+                                    decoders={"image": tfds.decode.SkipDecoding()})
             if seed is not None:
                 ds = ds.shuffle(SHUFFLE_BUFFER, seed=seed, reshuffle_each_iteration=False)
-
-            def convert(example):
-                attrs = tf.stack([example["attributes"][a] for a in ATTRIBUTES])
-                return preprocess(example["image"], attrs, columns)
-
-            return ds.map(convert, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+            return ds
 
         try:
             count = builder.info.splits[split].num_examples
         except KeyError:  # no split metadata (tfds.testing.mock_data): count once
-            count = int(make(None).reduce(0, lambda n, _: n + 1))
-        return Stream(make, count)
+            count = int(source(None).reduce(0, lambda n, _: n + 1))
+        return Stream(source, convert, count)
+
+    def convert(example):
+        attrs = tf.stack([example["attributes"][a] for a in ATTRIBUTES])
+        image = tf.io.decode_image(example["image"], channels=3, expand_animations=False)
+        return preprocess(image, attrs, columns)
 
     return {name: stream(name) for name in PARTITIONS}
 

@@ -105,18 +105,26 @@ def conv_widths(config, modalities: Sequence[Modality]) -> dict[str, tuple[int, 
     return {m.name: tuple(config.conv_widths) for m in modalities if m.network == "conv"}
 
 
+def compute_dtype(config):
+    """The dtype the networks' matmuls and convolutions run in: bfloat16 for ``precision="bf16"``, else None (float32).
+
+    Parameters, optimizer states and every loss term stay float32 either way.
+    """
+    return jnp.bfloat16 if config.precision == "bf16" else None
+
+
 def make_encoder(config, modality: Modality) -> GaussianEncoder:
     """q(z | x_m): an MLP of the run's ``hidden_dims``, or for a conv modality its ``conv_widths`` and one dense layer."""
     if modality.network == "conv":
-        return GaussianEncoder((), config.latent_dim, tuple(config.conv_widths))
-    return GaussianEncoder(tuple(config.hidden_dims), config.latent_dim)
+        return GaussianEncoder((), config.latent_dim, tuple(config.conv_widths), compute_dtype(config))
+    return GaussianEncoder(tuple(config.hidden_dims), config.latent_dim, dtype=compute_dtype(config))
 
 
 def make_decoder(config, modality: Modality):
     """p(x_m | z): the mirror of ``make_encoder``."""
     if modality.network == "conv":
-        return ConvDecoder(tuple(config.conv_widths), modality.shape)
-    return Decoder(tuple(config.hidden_dims)[::-1], modality.shape)
+        return ConvDecoder(tuple(config.conv_widths), modality.shape, compute_dtype(config))
+    return Decoder(tuple(config.hidden_dims)[::-1], modality.shape, compute_dtype(config))
 
 
 class Experts:
@@ -178,7 +186,8 @@ class JointEncoder:
     def __init__(self, config, modalities: Sequence[Modality]):
         self.modalities = tuple(modalities)
         self.network = JointGaussianEncoder(tuple(m.name for m in self.modalities), tuple(config.hidden_dims),
-                                            config.latent_dim, conv_widths(config, self.modalities))
+                                            config.latent_dim, conv_widths(config, self.modalities),
+                                            compute_dtype(config))
 
     def init(self, rng: jax.Array) -> dict:
         one = {m.name: jnp.zeros((1, *m.shape), jnp.float32) for m in self.modalities}

@@ -33,7 +33,7 @@ import jax.numpy as jnp
 
 from mvae_jax import distributions, losses
 from mvae_jax.modality import Modality
-from mvae_jax.models.base import Experts, Model, check_present, conv_widths, random_subset_masks
+from mvae_jax.models.base import Experts, Model, check_present, compute_dtype, conv_widths, random_subset_masks
 from mvae_jax.networks import FusionEncoder
 
 log = logging.getLogger(__name__)
@@ -46,7 +46,8 @@ def build(config, modalities: tuple[Modality, ...]) -> Model:
     if warmup >= config.epochs:
         log.warning("warmup_epochs=%d >= epochs=%d: pemvae will only train the joint ELBO, and cannot yet "
                     "infer from subsets; resume with more epochs", warmup, config.epochs)
-    encoder = FusionEncoder(names, tuple(config.hidden_dims), config.latent_dim, conv_widths(config, modalities))
+    encoder = FusionEncoder(names, tuple(config.hidden_dims), config.latent_dim, conv_widths(config, modalities),
+                            compute_dtype(config))
     experts = Experts(config, modalities, encoders=False)
 
     def given(batch, present):
