@@ -152,7 +152,7 @@ def main(argv=None) -> None:
         configs = [c.validate() for c in configs_from_flags(flags)]
         from mvae_jax import training
 
-        training.train_sweep(configs, cli.TqdmReporter() if primary else None)
+        training.train_sweep(configs, cli.TqdmReporter())  # shown by process 0 only
 
 
 if __name__ == "__main__":

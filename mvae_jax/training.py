@@ -357,6 +357,10 @@ def train_sweep(configs: Sequence[config_lib.Config], reporter: Reporter | None 
     own workdir, config, metrics and checkpoints, exactly as if trained alone.
     A sweep resumes from the latest epoch that every run has a checkpoint of.
     Returns the final state of each run.
+
+    In a multi-process run (``mvae_jax.distributed``) every process calls
+    this with the same configs; process 0 reports to ``reporter`` and writes
+    the config and metrics files, and all of them write the checkpoints.
     """
     configs = [c.validate() for c in configs]
     check_sweep(configs)
@@ -375,7 +379,10 @@ def train_sweep(configs: Sequence[config_lib.Config], reporter: Reporter | None 
     tx = make_optimizer(config)
     adversary = adversarial.make_adversary(config, dataset.modalities)
     betas = tuple(float(c.beta) for c in configs) if len(configs) > 1 else None
-    on_step = reporter.step if reporter is not None else None
+    primary = jax.process_index() == 0  # reports, writes config and metrics; all processes write checkpoints
+    reporter = reporter if primary else None
+    # Every process must compile the same program: with several, all get a step callback (a no-op but on process 0).
+    on_step = reporter.step if reporter is not None else (_ignore_step if jax.process_count() > 1 else None)
     if dataset.is_streamed:
         step_fn = jax.jit(make_step_fn(model, tx, mesh, dataset.binarize, adversary, betas), donate_argnums=0)
     else:
@@ -383,7 +390,6 @@ def train_sweep(configs: Sequence[config_lib.Config], reporter: Reporter | None 
                                  adversary, betas)
         data = replicate(dataset.train, mesh)
     fresh = replicate(create_train_state(model, tx, config.seed, adversary), mesh)
-    primary = jax.process_index() == 0  # writes config and metrics; every process takes part in checkpoints
 
     checkpoints = [Checkpoints(w, config.keep_checkpoints) for w in workdirs]
     try:
@@ -432,6 +438,10 @@ def train_sweep(configs: Sequence[config_lib.Config], reporter: Reporter | None 
         for ck in checkpoints:
             ck.close()
     return [state] if betas is None else [unstack(state, i) for i in range(len(configs))]
+
+
+def _ignore_step(index, running_loss) -> None:
+    """The step callback of processes that do not report."""
 
 
 def stack(states: Sequence[TrainState]) -> TrainState:
