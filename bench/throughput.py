@@ -1,18 +1,38 @@
-"""Training throughput of the default JMVAE-kl step, and its share of this machine's float32 matmul peak.
+"""Training and evaluation speed of every model, against this machine's measured matmul peak.
 
-    python bench/throughput.py [--batch_sizes=128,512] [--epochs=3]
+    python bench/throughput.py [--models=jmvae,telbo,...] [--batch_size=128] [--epochs=2]
+                               [--devices=1,8] [--precision=fp32|bf16] [--no_eval]
 
-Prints samples/s and achieved GFLOP/s per batch size. FLOPs count the dense
-layers only, forward + backward: 6 * in * out per layer and example, less
-2 * in * out for each encoder's first layer (no gradient flows into the data).
-The peak is the best of several large jitted float32 matmuls, measured here.
-Data are random arrays of the trimodal shapes (60,000 examples), on the device.
+For each model, on trimodal-shaped random data held on the device (60,000
+training pairs, dynamic binarization of x and y as in train.py):
+
+- training samples/s: the best of ``--epochs`` timed epochs (one compiled
+  ``lax.scan`` each), after an epoch that compiles;
+- GFLOP/s: XLA's own FLOP count of one compiled step (every op; for JMVAE
+  98% of it is the dense layers) times steps per second, and its fraction
+  of the float32 matmul peak (the best of large jitted matmuls, measured
+  before and after the models; the larger is used);
+- memory: XLA's buffers of the compiled epoch (arguments + temporaries),
+  the device's peak bytes in use where the backend reports it (GPU, TPU),
+  and this process's peak resident memory;
+- evaluation (unless ``--no_eval``): coherence of every subset -> modality
+  pair over 10,000 test pairs (images scored by the evaluation classifier
+  CNN; its weights do not change the time), and a scikit-learn tSNE of
+  5,000 posterior means (eval.py's default; one panel, eval.py draws three).
+
+``--devices=1,8`` runs the training measurement again in a subprocess per
+count with that many forced CPU devices (XLA_FLAGS), for a CPU-only machine.
+Every result is also printed as one JSON line.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
+import resource
+import subprocess
+import sys
 import time
 
 import jax
@@ -22,15 +42,17 @@ import numpy as np
 from mvae_jax import training
 from mvae_jax.config import Config
 from mvae_jax.data import trimodal
-from mvae_jax.models import get_model
+from mvae_jax.models import MODELS, get_model
+
+MODEL_OPTIONS = {"mmvae": {"num_samples": 10}}  # the config defaults, stated: K matters for mmvae's cost
 
 
-def matmul_peak_gflops(sizes=(1024, 2048, 3072), repeats=5) -> float:
-    """Best GFLOP/s of a jitted float32 n x n matmul (2 n^3 FLOPs)."""
+def matmul_peak_gflops(sizes=(1024, 2048, 3072), repeats=5, dtype=jnp.float32) -> float:
+    """Best GFLOP/s of a jitted n x n matmul (2 n^3 FLOPs) over ``sizes``."""
     best = 0.0
     for n in sizes:
-        a = jax.random.normal(jax.random.PRNGKey(0), (n, n), jnp.float32)
-        b = jax.random.normal(jax.random.PRNGKey(1), (n, n), jnp.float32)
+        a = jax.random.normal(jax.random.PRNGKey(0), (n, n), dtype)
+        b = jax.random.normal(jax.random.PRNGKey(1), (n, n), dtype)
         f = jax.jit(jnp.matmul)
         f(a, b).block_until_ready()
         for _ in range(repeats):
@@ -41,7 +63,11 @@ def matmul_peak_gflops(sizes=(1024, 2048, 3072), repeats=5) -> float:
 
 
 def dense_flops_per_example(params) -> int:
-    """Forward + backward FLOPs of every Dense kernel for one example (see module docstring)."""
+    """JMVAE: forward + backward FLOPs of every Dense kernel for one example (a hand count to check XLA's).
+
+    6 * in * out per layer, less 2 * in * out for an encoder's first layer
+    (no gradient flows into the data).
+    """
     total = 0
     for path, leaf in jax.tree_util.tree_leaves_with_path(params):
         keys = [getattr(p, "key", "") for p in path]
@@ -54,7 +80,8 @@ def dense_flops_per_example(params) -> int:
     return total
 
 
-def synthetic_trimodal(n: int, seed: int = 0) -> dict[str, jax.Array]:
+def synthetic_trimodal(n: int, seed: int = 0) -> dict[str, np.ndarray]:
+    """Random pixel probabilities for x and y and one-hot labels w: the shapes of the trimodal set."""
     rng = np.random.default_rng(seed)
     return {
         "x": rng.random((n, 28, 28, 1), np.float32),
@@ -63,14 +90,28 @@ def synthetic_trimodal(n: int, seed: int = 0) -> dict[str, jax.Array]:
     }
 
 
-def measure(batch_size: int, epochs: int, n: int = 60_000, model_name: str = "jmvae", **options) -> dict:
-    config = Config(model=model_name, batch_size=batch_size, **options).validate()
+def _cost(compiled) -> dict:
+    cost = compiled.cost_analysis()
+    return cost[0] if isinstance(cost, list) else cost
+
+
+def measure_training(model_name: str, batch_size: int, epochs: int, n: int = 60_000, precision: str = "fp32") -> dict:
+    """Samples/s, XLA FLOPs per step and memory of ``model_name``'s training epoch (see the module docstring)."""
+    config = Config(model=model_name, batch_size=batch_size, precision=precision,
+                    **MODEL_OPTIONS.get(model_name, {})).validate()
     model = get_model(config, trimodal.MODALITIES)
     tx = training.make_optimizer(config)
     mesh = training.make_mesh()
+    if batch_size % mesh.size:
+        raise ValueError(f"batch_size={batch_size} must be a multiple of the {mesh.size} devices")
+    binarize = ("x", "y")
     state = training.replicate(training.create_train_state(model, tx, 0), mesh)
     data = training.replicate(synthetic_trimodal(n), mesh)
-    epoch_fn = training.make_epoch_fn(model, tx, n, batch_size, mesh)
+    one_batch = jax.tree_util.tree_map(lambda v: v[:batch_size], data)
+    step = jax.jit(training.make_step_fn(model, tx, mesh, binarize)).lower(state, one_batch).compile()
+    step_flops = _cost(step)["flops"]
+    epoch_fn = training.make_epoch_fn(model, tx, n, batch_size, mesh, binarize=binarize)
+    memory = epoch_fn.lower(state, data).compile().memory_analysis()
     start = time.perf_counter()
     state, terms = epoch_fn(state, data)  # compiles
     jax.block_until_ready(terms)
@@ -81,42 +122,114 @@ def measure(batch_size: int, epochs: int, n: int = 60_000, model_name: str = "jm
         state, terms = epoch_fn(state, data)
         jax.block_until_ready(terms)
         times.append(time.perf_counter() - start)
-    samples = (n // batch_size) * batch_size
+    steps = n // batch_size
     best = min(times)
-    flops = dense_flops_per_example(state.params)
-    return {
-        "batch_size": batch_size,
-        "samples_per_s": samples / best,
-        "gflops": samples * flops / best / 1e9,
-        "first_epoch_s_with_compile": first,
-        "epoch_s": times,
-        "mflop_per_example": flops / 1e6,
+    result = {
+        "model": model_name, "batch_size": batch_size, "precision": precision,
+        "devices": f"{jax.devices()[0].device_kind} x{jax.device_count()}",
+        "samples_per_s": steps * batch_size / best,
+        "epoch_s": times, "first_epoch_s_with_compile": first,
+        "xla_gflop_per_step": step_flops / 1e9,
+        "gflops": steps * step_flops / best / 1e9,
+        "xla_buffers_mib": (memory.argument_size_in_bytes + memory.temp_size_in_bytes) / 2**20,
+        "xla_temp_mib": memory.temp_size_in_bytes / 2**20,
     }
+    if model_name == "jmvae":
+        result["hand_dense_gflop_per_step"] = batch_size * dense_flops_per_example(state.params) / 1e9
+    stats = jax.devices()[0].memory_stats() or {}
+    if "peak_bytes_in_use" in stats:
+        result["device_peak_mib"] = stats["peak_bytes_in_use"] / 2**20
+    return result
+
+
+def measure_evaluation(model_name: str, n: int = 10_000, tsne_points: int = 5_000, tsne: bool = True) -> dict:
+    """Seconds of coherence over ``n`` test pairs (all pairs) and of one tSNE of ``tsne_points`` posterior means."""
+    from mvae_jax import classifiers, evaluation, figures
+    from mvae_jax.networks import Classifier
+
+    config = Config(model=model_name, **MODEL_OPTIONS.get(model_name, {})).validate()
+    model = get_model(config, trimodal.MODALITIES)
+    params = model.init(jax.random.PRNGKey(0))
+    test = synthetic_trimodal(n, seed=1)
+    labels = np.argmax(test["w"], axis=1)
+    cnn = Classifier(10).init(jax.random.PRNGKey(2), jnp.zeros((1, 28, 28, 1)))["params"]
+    classify = {"x": lambda images: classifiers.predict(cnn, images), "y": lambda images: classifiers.predict(cnn, images)}
+    small = {k: v[:1000] for k, v in test.items()}
+    evaluation.coherence(model, params, small, labels[:1000], classify)  # compiles
+    start = time.perf_counter()
+    scores = evaluation.coherence(model, params, test, labels, classify)
+    seconds = time.perf_counter() - start
+    result = {"model": model_name, "coherence_pairs": len(scores), "coherence_points": n,
+              "coherence_s": seconds, "coherence_points_per_s": n / seconds}
+    if tsne:
+        means = evaluation.posterior_means(model, params, {k: v[:tsne_points] for k, v in test.items()}, model.names)
+        start = time.perf_counter()
+        figures.tsne_embedding(means)
+        result.update(tsne_points=tsne_points, tsne_s=time.perf_counter() - start)
+    return result
+
+
+def _in_subprocess(devices: int, args) -> list[dict]:
+    """The training measurements of ``args`` with ``devices`` forced CPU devices, from a child process."""
+    env = {**os.environ, "XLA_FLAGS": f"--xla_force_host_platform_device_count={devices}", "JAX_PLATFORMS": "cpu"}
+    cmd = [sys.executable, __file__, f"--models={args.models}", f"--batch_size={args.batch_size}",
+           f"--epochs={args.epochs}", f"--precision={args.precision}", "--no_eval", "--no_peak"]
+    out = subprocess.run(cmd, env=env, capture_output=True, text=True, check=True).stdout
+    return [json.loads(line) for line in out.splitlines() if line.startswith("{")]
+
+
+def _report(r: dict, peak: float | None) -> None:
+    line = f"{r['model']:7s} {r['devices']}: {r['samples_per_s']:8.0f} samples/s, {r['gflops']:6.1f} GFLOP/s"
+    if peak:
+        r["fraction_of_peak"] = r["gflops"] / peak
+        line += f" = {100 * r['fraction_of_peak']:.0f}% of peak"
+    line += f", {r['xla_gflop_per_step']:.2f} GFLOP/step, XLA buffers {r['xla_buffers_mib']:.0f} MiB"
+    if "device_peak_mib" in r:
+        line += f", device peak {r['device_peak_mib']:.0f} MiB"
+    print(line, flush=True)
+    print(json.dumps(r), flush=True)
 
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--batch_sizes", default="128,512")
-    parser.add_argument("--epochs", type=int, default=3, help="timed epochs after the compiling one (best is kept)")
-    parser.add_argument("--model", default="jmvae", help="registry name; GFLOP/s are counted for jmvae only")
-    parser.add_argument("--num_samples", type=int, default=None, help="mmvae's K (default: the config's)")
+    parser.add_argument("--models", default=",".join(sorted(MODELS)))
+    parser.add_argument("--batch_size", type=int, default=128)
+    parser.add_argument("--epochs", type=int, default=2, help="timed epochs after the compiling one (best is kept)")
+    parser.add_argument("--precision", default="fp32", choices=("fp32", "bf16"))
+    parser.add_argument("--devices", default=None, help="e.g. 1,8: forced CPU device counts, one subprocess each")
+    parser.add_argument("--no_eval", action="store_true", help="training measurements only")
+    parser.add_argument("--no_peak", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
-    options = {} if args.num_samples is None else {"num_samples": args.num_samples}
-    peak = matmul_peak_gflops()
-    print(f"device: {jax.devices()[0].device_kind} x{jax.device_count()}, jax {jax.__version__}")
-    print(f"float32 matmul peak: {peak:.1f} GFLOP/s")
-    for bs in (int(b) for b in args.batch_sizes.split(",")):
-        r = measure(bs, args.epochs, model_name=args.model, **options)
-        if args.model != "jmvae":
-            # The FLOP count applies each layer once per example: true for jmvae only.
-            r = {k: v for k, v in r.items() if k not in ("gflops", "mflop_per_example")}
-            print(f"{args.model} batch {bs}: {r['samples_per_s']:.0f} samples/s")
-            print(json.dumps(r))
-            continue
-        r["fraction_of_peak"] = r["gflops"] / peak
-        print(f"batch {bs}: {r['samples_per_s']:.0f} samples/s, {r['gflops']:.1f} GFLOP/s "
-              f"= {100 * r['fraction_of_peak']:.0f}% of peak ({r['mflop_per_example']:.1f} MFLOP/example)")
-        print(json.dumps(r))
+    names = [m for m in args.models.split(",") if m]
+    unknown = sorted(set(names) - set(MODELS))
+    if unknown:
+        parser.error(f"unknown models {unknown}; allowed: {', '.join(sorted(MODELS))}")
+
+    if args.devices:
+        for count in (int(d) for d in args.devices.split(",")):
+            for r in _in_subprocess(count, args):
+                _report(r, None)
+        return
+    print(f"device: {jax.devices()[0].device_kind} x{jax.device_count()} ({jax.default_backend()}), "
+          f"jax {jax.__version__}", flush=True)
+    peaks = [] if args.no_peak else [matmul_peak_gflops()]
+    results = [measure_training(m, args.batch_size, args.epochs, precision=args.precision) for m in names]
+    if not args.no_peak:
+        peaks.append(matmul_peak_gflops())
+        print(f"float32 matmul peak: {max(peaks):.1f} GFLOP/s (before / after the models: "
+              f"{' / '.join(f'{p:.1f}' for p in peaks)})", flush=True)
+    for r in results:
+        _report(r, max(peaks) if peaks else None)
+    if not args.no_eval:
+        for i, m in enumerate(names):
+            r = measure_evaluation(m, tsne=i == 0)
+            text = f"{m:7s} eval: coherence of {r['coherence_pairs']} pairs over {r['coherence_points']} test pairs " \
+                   f"in {r['coherence_s']:.1f} s ({r['coherence_points_per_s']:.0f} test pairs/s)"
+            if "tsne_s" in r:
+                text += f"; tSNE of {r['tsne_points']} means {r['tsne_s']:.1f} s"
+            print(text, flush=True)
+            print(json.dumps(r), flush=True)
+    print(f"process peak resident memory: {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MiB")
 
 
 if __name__ == "__main__":

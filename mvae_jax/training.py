@@ -37,7 +37,7 @@ METRICS_FILE = "metrics.jsonl"
 CHECKPOINT_DIR = "checkpoints"
 _STEP_STREAM, _PERMUTATION_STREAM, _BINARIZE_STREAM, _DISC_INIT_STREAM = 0, 1, 2, 3
 _ADVERSARY_STREAM = 1  # folded into a step's key
-_REPORT_EVERY = 10  # steps between progress reports of a streamed epoch
+_REPORT_EVERY = 10  # steps between progress reports (host callbacks) of an epoch
 
 
 class TrainState(struct.PyTreeNode):
@@ -176,7 +176,8 @@ def make_epoch_fn(
     The epoch visits ``num_examples // batch_size`` batches of a permutation
     drawn from the state's key and epoch (the last partial batch is dropped;
     the next epoch's permutation differs). ``on_step(index, running_loss)``, if
-    given, is called from the device as each step ends (a progress bar).
+    given, is called from the device every ``_REPORT_EVERY`` steps and at the
+    epoch's end (a progress bar; a callback every step cost 7% of a CPU step).
     ``binarize``, ``adversary`` and ``betas`` are those of ``make_step_fn``;
     with ``betas`` the state is stacked and every term has one value per beta.
     ``state`` is donated: do not reuse the one passed in.
@@ -196,9 +197,10 @@ def make_epoch_fn(
             state, loss_sum = carry
             state, terms = step_fn(state, {k: v[indices] for k, v in data.items()})
             loss_sum = loss_sum + terms["loss"]
-            if on_step is not None:
+            if on_step is not None:  # a host callback every _REPORT_EVERY steps and at the end, not every step
                 index = _first(state.step, betas) - epoch_done * steps
-                jax.debug.callback(on_step, index, loss_sum / index)
+                jax.lax.cond((index % _REPORT_EVERY == 0) | (index == steps),
+                             lambda: jax.debug.callback(on_step, index, loss_sum / index), lambda: None)
             return (state, loss_sum), terms
 
         (state, _), terms = jax.lax.scan(body, (state, jnp.zeros(members, jnp.float32)), order)
