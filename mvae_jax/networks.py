@@ -207,7 +207,8 @@ class Discriminator(nn.Module):
 
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
-        return _f32(nn.Dense(1, dtype=self.dtype, name="logit")(ConvFeatures(self.widths, self.dtype, name="conv")(x))[:, 0])
+        h = ConvFeatures(self.widths, self.dtype, name="conv")(x)
+        return _f32(nn.Dense(1, dtype=self.dtype, name="logit")(h))[:, 0]
 
 
 def count_params(params) -> int:

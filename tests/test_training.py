@@ -1,10 +1,6 @@
 """The jitted epoch, checkpoints and resume, on the tiny IDX data set."""
 
 import json
-import os
-from pathlib import Path
-import subprocess
-import sys
 
 import jax
 import jax.numpy as jnp
@@ -15,8 +11,6 @@ from mvae_jax import training
 from mvae_jax.config import Config
 from mvae_jax.data import load_dataset
 from mvae_jax.models import get_model
-
-ROOT = Path(__file__).resolve().parent.parent
 
 
 def _setup(config):
