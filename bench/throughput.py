@@ -8,8 +8,9 @@ training pairs, dynamic binarization of x and y as in train.py):
 
 - training samples/s: the best of ``--epochs`` timed epochs (one compiled
   ``lax.scan`` each), after an epoch that compiles;
-- GFLOP/s: XLA's own FLOP count of one compiled step (every op; for JMVAE
-  98% of it is the dense layers) times steps per second, and its fraction
+- GFLOP/s: XLA's own FLOP count of one compiled step (every op, summed over
+  the devices; for JMVAE on one device 98% of it is the dense layers) times
+  steps per second, and its fraction
   of the float32 matmul peak (the best of large jitted matmuls, measured
   before and after the models; the larger is used);
 - memory: XLA's buffers of the compiled epoch (arguments + temporaries),
@@ -109,7 +110,7 @@ def measure_training(model_name: str, batch_size: int, epochs: int, n: int = 60_
     data = training.replicate(synthetic_trimodal(n), mesh)
     one_batch = jax.tree_util.tree_map(lambda v: v[:batch_size], data)
     step = jax.jit(training.make_step_fn(model, tx, mesh, binarize)).lower(state, one_batch).compile()
-    step_flops = _cost(step)["flops"]
+    step_flops = _cost(step)["flops"] * mesh.size  # XLA counts one device's share of the SPMD program
     epoch_fn = training.make_epoch_fn(model, tx, n, batch_size, mesh, binarize=binarize)
     memory = epoch_fn.lower(state, data).compile().memory_analysis()
     start = time.perf_counter()
