@@ -13,7 +13,7 @@ from mvae_jax.config import Config, load_config
 from mvae_jax.data import load_dataset
 from mvae_jax.models import get_model
 
-from tests.test_training import ROOT
+from tests.conftest import ROOT
 
 
 def _close(a, b):
