@@ -35,6 +35,7 @@ log = logging.getLogger(__name__)
 
 METRICS_FILE = "metrics.jsonl"
 CHECKPOINT_DIR = "checkpoints"
+CORRUPT_DIR = "corrupt_checkpoints"  # unreadable checkpoints are moved here, never deleted
 _STEP_STREAM, _PERMUTATION_STREAM, _BINARIZE_STREAM, _DISC_INIT_STREAM = 0, 1, 2, 3
 _ADVERSARY_STREAM = 1  # folded into a step's key
 _REPORT_EVERY = 10  # steps between progress reports (host callbacks) of an epoch
@@ -274,6 +275,14 @@ class Checkpoints:
         abstract = jax.tree_util.tree_map(ocp.utils.to_shape_dtype_struct, target)
         return self.manager.restore(epoch, args=ocp.args.StandardRestore(abstract))
 
+    def quarantine(self, epoch: int) -> Path:
+        """Move the checkpoint of ``epoch`` out of the manager's folder, to ``<workdir>/corrupt_checkpoints/``."""
+        target = self.directory.parent / CORRUPT_DIR / f"epoch{epoch}-{time.strftime('%Y%m%dT%H%M%S')}"
+        target.parent.mkdir(parents=True, exist_ok=True)
+        os.replace(self.directory / str(epoch), target)
+        self.manager.reload()
+        return target
+
     def close(self) -> None:
         """Wait for background saves (raising their errors) and release the manager."""
         self.manager.wait_until_finished()
@@ -395,8 +404,7 @@ def train_sweep(configs: Sequence[config_lib.Config], reporter: Reporter | None 
 
     checkpoints = [Checkpoints(w, config.keep_checkpoints) for w in workdirs]
     try:
-        start = _resume_epoch(checkpoints)
-        states = [fresh if start is None else ck.restore(fresh, start) for ck in checkpoints]
+        start, states = _restore_latest_good(checkpoints, fresh, _resume_epoch(checkpoints))
         if start is not None:
             log.info("resumed %s from epoch %d", ", ".join(map(str, workdirs)), start)
         state = replicate(states[0] if betas is None else stack(states), mesh)
@@ -478,6 +486,42 @@ def _resume_epoch(checkpoints: Sequence[Checkpoints]) -> int | None:
                         "the latest epoch all its runs have", ck.directory, later, start)
             ck.manager.delete(later)
     return start
+
+
+def _restore_latest_good(checkpoints: Sequence[Checkpoints], fresh: TrainState,
+                         start: int | None) -> tuple[int | None, list[TrainState]]:
+    """(epoch, one state per run) of the latest checkpointed epoch, not after ``start``, that every run can read.
+
+    A checkpoint that cannot be restored, or holds non-finite parameters, is
+    moved to ``<workdir>/corrupt_checkpoints/`` with a warning and the previous
+    epoch is tried. Raises ValueError if checkpoints exist but none is readable.
+    """
+    if start is None:
+        return None, [fresh for _ in checkpoints]
+    tried = []
+    for epoch in sorted({e for ck in checkpoints for e in ck.all_steps() if e <= start}, reverse=True):
+        if not all(epoch in ck.all_steps() for ck in checkpoints):
+            continue
+        states, bad = [], None
+        for ck in checkpoints:
+            try:
+                state = ck.restore(fresh, epoch)
+            except Exception as e:  # orbax / tensorstore raise many types for damaged files
+                bad = (ck, f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}")
+                break
+            if not all(bool(jnp.all(jnp.isfinite(x))) for x in jax.tree_util.tree_leaves(state.params)):
+                bad = (ck, "non-finite parameters")
+                break
+            states.append(state)
+        if bad is None:
+            return epoch, states
+        ck, reason = bad
+        moved = ck.quarantine(epoch)
+        log.warning("%s: the checkpoint of epoch %d is unreadable (%s); moved to %s, falling back to the "
+                    "previous checkpoint", ck.directory, epoch, reason, moved)
+        tried.append(epoch)
+    raise ValueError(f"no readable checkpoint in {[str(ck.directory) for ck in checkpoints]} (unreadable: "
+                     f"epochs {tried}, moved to {CORRUPT_DIR}/). Move the checkpoints folder away to start afresh.")
 
 
 def restore_model(workdir: str | os.PathLike, epoch: int | None = None) -> tuple[config_lib.Config, Model, TrainState]:

@@ -1,6 +1,7 @@
 """The jitted epoch, checkpoints and resume, on the tiny IDX data set."""
 
 import json
+from pathlib import Path
 
 import jax
 import jax.numpy as jnp
@@ -162,3 +163,30 @@ def test_subset_models_train_on_the_two_modality_mnist_label_set(name, tiny_data
     training.train_and_evaluate(config)
     record = json.loads((tmp_path / name / "metrics.jsonl").read_text())
     assert np.isfinite(record["loss"])
+
+
+def _damage(checkpoint: Path) -> None:
+    """Truncate every data file of an orbax checkpoint to half its size."""
+    for f in checkpoint.rglob("*"):
+        if f.is_file() and f.parent.name == "d":
+            f.write_bytes(f.read_bytes()[: f.stat().st_size // 2])
+
+
+def test_a_corrupted_latest_checkpoint_falls_back_to_the_previous_one(tiny_config, caplog):
+    training.train_and_evaluate(Config(**{**tiny_config.to_dict(), "epochs": 3}))
+    workdir = Path(tiny_config.workdir)
+    _damage(workdir / "checkpoints" / "3")
+    state = training.train_and_evaluate(Config(**{**tiny_config.to_dict(), "epochs": 4}))
+    assert "the checkpoint of epoch 3 is unreadable" in caplog.text
+    assert int(state.epoch) == 4 and training.Checkpoints(workdir).all_steps() == [2, 3, 4]
+    assert [p.name.split("-")[0] for p in (workdir / training.CORRUPT_DIR).iterdir()] == ["epoch3"]  # kept, moved
+    epochs = [json.loads(line)["epoch"] for line in (workdir / "metrics.jsonl").read_text().splitlines()]
+    assert epochs == [1, 2, 3, 4]
+
+
+def test_no_readable_checkpoint_is_an_error_that_names_the_folder(tiny_config):
+    training.train_and_evaluate(Config(**{**tiny_config.to_dict(), "epochs": 2}))
+    for epoch in (1, 2):
+        _damage(Path(tiny_config.workdir) / "checkpoints" / str(epoch))
+    with pytest.raises(ValueError, match=r"no readable checkpoint .* epochs \[2, 1\]"):
+        training.train_and_evaluate(Config(**{**tiny_config.to_dict(), "epochs": 3}))
