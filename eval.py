@@ -41,9 +41,16 @@ def _sections(text: str) -> tuple[str, ...]:
 
 
 def make_parser() -> argparse.ArgumentParser:
+    from mvae_jax.data import DATASETS
+    from mvae_jax.models import MODELS
+
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], prog="eval.py")
     parser.add_argument("--workdir", help="a workdir written by train.py")
     parser.add_argument("--step", type=int, default=None, help="epoch of the checkpoint to evaluate (default: latest)")
+    parser.add_argument("--model", default=None, choices=sorted(MODELS),
+                        help="refuse the workdir unless its run is of this model (default: any; the saved one is used)")
+    parser.add_argument("--dataset", default=None, choices=sorted(DATASETS),
+                        help="refuse the workdir unless its run is on this data set (default: any)")
     parser.add_argument("--data_dir", default=None, help="as in train.py (default: the run's own data_dir)")
     parser.add_argument("--sections", type=_sections, default=None,
                         help=f"what to compute, comma separated, from {','.join(SECTIONS)} (default: all; for data "
@@ -100,6 +107,16 @@ def evaluate(args) -> dict:
     from mvae_jax.data import DATASETS, load_dataset
 
     config = load_config(args.workdir)
+    for name in ("model", "dataset"):
+        asked = getattr(args, name)
+        if asked is not None and asked != getattr(config, name):
+            raise ValueError(f"--{name}={asked} but workdir={args.workdir} holds a {name}={getattr(config, name)!r} "
+                             f"run (its config.json); evaluate that run without --{name}, or pick its workdir")
+    steps = training.saved_epochs(args.workdir)
+    if not steps or (args.step is not None and args.step not in steps):
+        wanted = "no checkpoint" if not steps else f"no checkpoint of epoch {args.step} (it has {steps})"
+        raise FileNotFoundError(f"workdir={args.workdir} has {wanted} in {training.CHECKPOINT_DIR}/: a checkpoint is "
+                                "written at the end of each epoch, so train at least one epoch first")
     modalities = DATASETS[config.dataset].modalities(config)
     labelled = any(m.likelihood == "categorical" for m in modalities)
     sections = args.sections or (SECTIONS if labelled else ("samples",))

@@ -94,7 +94,7 @@ class Config:
         need(self.dataset in DATASETS, "dataset", ", ".join(sorted(DATASETS)))
         for name in ("beta", "alpha"):
             value = getattr(self, name)
-            need(_is_float(value) and math.isfinite(value) and value >= 0, name, "a finite number >= 0")
+            need(_is_float(value) and math.isfinite(value) and value > 0, name, "a finite number > 0")
         need(_is_float(self.learning_rate) and 0 < self.learning_rate < math.inf, "learning_rate", "a number > 0")
         for name in ("epochs", "batch_size", "latent_dim", "keep_checkpoints"):
             need(_is_int(getattr(self, name)) and getattr(self, name) >= 1, name, "an integer >= 1")

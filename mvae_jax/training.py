@@ -295,6 +295,14 @@ class Checkpoints:
         self.close()
 
 
+def saved_epochs(workdir: str | os.PathLike) -> list[int]:
+    """The epochs with a complete checkpoint in ``workdir``, creating nothing."""
+    if not (Path(workdir) / CHECKPOINT_DIR).is_dir():
+        return []
+    with Checkpoints(workdir) as checkpoints:
+        return checkpoints.all_steps()
+
+
 def replicate(tree, mesh: Mesh):
     """Place every array of ``tree`` on all devices of ``mesh``, those of other processes included.
 

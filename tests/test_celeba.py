@@ -17,7 +17,8 @@ def test_attribute_file_parses_the_minus_one_one_format(tmp_path):
     np.testing.assert_array_equal(values, [[0, 1, 0], [1, 1, 0]])
 
 
-@pytest.mark.parametrize("text, line", [("x\nA\n", 1), ("1\nA B\n000001.jpg 1 0\n", 3), ("1\nA B\n000001.jpg 1\n", 3)])
+@pytest.mark.parametrize("text, line", [("x\nA\n", 1), ("1\nA B\n000001.jpg 1 0\n", 3), ("1\nA B\n000001.jpg 1\n", 3),
+                                        ("2\nA B\n000001.jpg 1 1\n\n000002.jpg 1 x\n", 5)])
 def test_attribute_file_errors_name_the_line(tmp_path, text, line):
     path = tmp_path / celeba.ATTRIBUTE_FILE
     path.write_text(text)
@@ -50,6 +51,9 @@ def test_unknown_attribute_and_missing_folder_are_clear_errors(tmp_path):
     with pytest.raises(ValueError, match="not CelebA attributes.*valid: 5_o_Clock_Shadow"):
         Config(dataset="celeba", attributes=("Female",)).validate()
     with pytest.raises(FileNotFoundError, match="list_attr_celeba.txt"):
+        load_dataset(Config(dataset="celeba", data_dir=str(tmp_path)))
+    (tmp_path / celeba.ATTRIBUTE_FILE).write_text("0\nA\n")
+    with pytest.raises(FileNotFoundError, match="lacks img_align_celeba/, list_eval_partition.txt"):
         load_dataset(Config(dataset="celeba", data_dir=str(tmp_path)))
 
 

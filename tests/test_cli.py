@@ -76,6 +76,10 @@ def test_train_resume_and_eval(tiny_data_dir, tmp_path):
     for title in ("**Coherence**", "**Latent accuracy**", "**Log-likelihood (nats)**"):
         assert title in table
     assert "| run | params | x->w | x->y |" in table
+    for flag, message in (("--model=mmvae", "--model=mmvae but workdir="), ("--dataset=celeba", "holds a dataset='trimodal'"),
+                          ("--step=7", "has no checkpoint of epoch 7 (it has [1, 2])")):
+        refused = run("eval.py", f"--workdir={workdir}", flag, check=False)
+        assert refused.returncode == 2 and message in refused.stderr and "Traceback" not in refused.stderr
     assert (tmp_path / "both.png").stat().st_size > 10_000
 
 
@@ -100,3 +104,6 @@ def test_eval_flags_are_checked_first(args, message):
 def test_eval_of_a_missing_workdir_is_one_clear_line(tmp_path):
     proc = run("eval.py", f"--workdir={tmp_path}", check=False)
     assert proc.returncode == 2 and "no config.json" in proc.stderr
+    (tmp_path / "config.json").write_text(json.dumps({"model": "jmvae"}))  # training stopped before epoch 1 ended
+    proc = run("eval.py", f"--workdir={tmp_path}", check=False)
+    assert proc.returncode == 2 and "has no checkpoint in checkpoints/" in proc.stderr, proc.stderr

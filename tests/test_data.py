@@ -96,6 +96,10 @@ def test_real_pairs_share_the_class(real_data_dir):
 def test_missing_data_dir_files_are_named(tmp_path):
     with pytest.raises(DataNotFoundError, match="train-images-idx3-ubyte.gz"):
         sources.load_image_classification("mnist", tmp_path)
+    root = write_tiny_idx_dataset(tmp_path / "partial")
+    (root / "mnist" / "t10k-labels-idx1-ubyte.gz").unlink()
+    with pytest.raises(DataNotFoundError, match="mnist has some but lacks t10k-labels-idx1-ubyte \\(.gz or not\\)"):
+        sources.load_image_classification("mnist", root)
 
 
 def test_bad_file_in_data_dir_is_named(tmp_path):

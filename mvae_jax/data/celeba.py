@@ -88,14 +88,14 @@ def parse_attribute_file(path: str | os.PathLike) -> tuple[list[str], list[str],
     except ValueError:
         raise ValueError(f"{path}:1: {lines[0]!r} is not the number of images") from None
     names = lines[1].split()
-    rows = [line for line in lines[2:] if line.strip()]
+    rows = [(number, line) for number, line in enumerate(lines[2:], start=3) if line.strip()]
     if len(rows) != count:
         raise ValueError(f"{path}: line 1 says {count} images, the file lists {len(rows)}")
     files, values = [], np.empty((count, len(names)), np.uint8)
-    for i, line in enumerate(rows):
+    for i, (number, line) in enumerate(rows):
         fields = line.split()
         if len(fields) != len(names) + 1 or any(v not in ("1", "-1") for v in fields[1:]):
-            raise ValueError(f"{path}:{i + 3}: expected a file name and {len(names)} values of 1 or -1, got {line!r}")
+            raise ValueError(f"{path}:{number}: expected a file name and {len(names)} values of 1 or -1, got {line!r}")
         files.append(fields[0])
         values[i] = [v == "1" for v in fields[1:]]
     return files, names, values
@@ -121,6 +121,18 @@ def find_folder(data_dir: str | os.PathLike) -> Path | None:
         if (folder / ATTRIBUTE_FILE).is_file() and (folder / PARTITION_FILE).is_file() and (folder / IMAGES_DIR).is_dir():
             return folder
     return None
+
+
+def _what_is_missing(data_dir: Path) -> str:
+    """The official files lacking in the first of ``data_dir`` and ``data_dir/celeba`` that holds some of them."""
+    for folder in (data_dir, data_dir / "celeba"):
+        missing = [f for f, there in ((IMAGES_DIR + "/", (folder / IMAGES_DIR).is_dir()),
+                                      (ATTRIBUTE_FILE, (folder / ATTRIBUTE_FILE).is_file()),
+                                      (PARTITION_FILE, (folder / PARTITION_FILE).is_file())) if not there]
+        if len(missing) < 3:
+            return f"{folder} has some of the official files but lacks {', '.join(missing)}"
+    return (f"expected {IMAGES_DIR}/, {ATTRIBUTE_FILE} and {PARTITION_FILE} in it or in its celeba/ folder "
+            "(the official layout)")
 
 
 def preprocess(image, attributes, columns: Sequence[int]):
@@ -261,9 +273,8 @@ def load(config):
     if config.data_dir is not None:
         folder = find_folder(config.data_dir)
         if folder is None:
-            raise sources.DataNotFoundError(
-                f"no CelebA under data_dir={str(config.data_dir)!r}: expected {IMAGES_DIR}/, {ATTRIBUTE_FILE} and "
-                f"{PARTITION_FILE} in it or in its celeba/ folder (the official layout)")
+            raise sources.DataNotFoundError(f"no CelebA under data_dir={str(config.data_dir)!r}: "
+                                            + _what_is_missing(Path(config.data_dir)))
         streams = folder_streams(folder, attributes)
     elif sources.tfds_prepared("celeb_a"):
         streams = tfds_streams(attributes, download=False)

@@ -54,11 +54,8 @@ def load_image_classification(name: str, data_dir: str | os.PathLike | None = No
     if data_dir is not None:
         folder = find_idx_folder(Path(data_dir), name)
         if folder is None:
-            raise DataNotFoundError(
-                f"no {name} IDX files under data_dir={str(data_dir)!r}: expected "
-                f"{Path(data_dir) / name}/{IDX_FILES['train'][0]}.gz and the other three files "
-                f"({', '.join(f for pair in IDX_FILES.values() for f in pair)}, .gz or not)"
-            )
+            raise DataNotFoundError(f"no {name} IDX files under data_dir={str(data_dir)!r}: "
+                                    + _what_is_missing(Path(data_dir), name))
         return read_idx_folder(folder, name)
 
     tried = []
@@ -89,6 +86,17 @@ def find_idx_folder(root: Path, name: str | None) -> Path | None:
         if all(_idx_path(folder, f) is not None for pair in IDX_FILES.values() for f in pair):
             return folder
     return None
+
+
+def _what_is_missing(root: Path, name: str) -> str:
+    """The files lacking in the first candidate folder that holds some of them, else the layout expected."""
+    names = [f for pair in IDX_FILES.values() for f in pair]
+    for folder in (root / name, root / name.replace("_", "-"), root):
+        missing = [f for f in names if _idx_path(folder, f) is None]
+        if len(missing) < len(names):
+            return f"{folder} has some but lacks {', '.join(missing)} (.gz or not)"
+    return (f"expected {root / name}/{IDX_FILES['train'][0]}.gz and the other three files "
+            f"({', '.join(names)}, .gz or not)")
 
 
 def read_idx_folder(folder: Path, name: str) -> dict[str, Split]:
