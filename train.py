@@ -54,6 +54,9 @@ HELP = {
     "adv_warmup_epochs": "adversarial: epochs before the generator's GAN loss counts (the discriminator learns meanwhile)",
     "precision": "bf16: matmuls and convolutions in bfloat16 (for GPUs and TPUs), params, optimizer and losses in "
                  "float32; may change when resuming",
+    "nan_rollbacks": "on a non-finite loss or parameter, roll back to the last good checkpoint and multiply the "
+                     "learning rates by --nan_lr_factor, at most this many times per launch; 0 = stop with an error",
+    "nan_lr_factor": "what each NaN rollback multiplies the learning rates by (saved in config.json)",
 }
 
 
@@ -152,7 +155,12 @@ def main(argv=None) -> None:
         configs = [c.validate() for c in configs_from_flags(flags)]
         from mvae_jax import training
 
-        training.train_sweep(configs, cli.TqdmReporter())  # shown by process 0 only
+        reporter = cli.TqdmReporter()  # shown by process 0 only
+        try:
+            with cli.stop_on_signals() as stop:
+                training.train_sweep(configs, reporter, stop=stop)
+        finally:
+            reporter.close()
 
 
 if __name__ == "__main__":

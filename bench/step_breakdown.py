@@ -4,11 +4,12 @@
 
 Parts, each jitted alone on one batch (best of 5 x 40 calls): the loss
 gradient (forward + backward of every network), the Adam update, and the
-Bernoulli draws of dynamic binarization for x and y. Epoch variants (a
-scanned epoch of 60 steps, compiled once each, then timed in turns for
-``--rounds`` rounds so that the machine's drift hits all alike; the median
-is printed): without binarization, with it (as train.py), and with
-train.py's progress callback every 10 steps or every step.
+Bernoulli draws of dynamic binarization for x and y. Epoch variants (an
+epoch of 60 steps, compiled once each, then timed in turns for ``--rounds``
+rounds so that the machine's drift hits all alike; the median is printed):
+without binarization; with it (as train.py) in one scanned chunk, in chunks
+of 10 steps with a progress report after each (train.py: a stop request is
+honoured between chunks), and in chunks of 1 step.
 """
 
 from __future__ import annotations
@@ -70,17 +71,16 @@ def main():
     draws = jax.jit(lambda k, x, y: (jax.random.bernoulli(k, x), jax.random.bernoulli(k, y)))
     print(f"binarization draws (x and y): {best_ms(draws, key, batch['x'], batch['y']):.2f} ms")
 
-    variants = {"no binarization": ((), None, 10), "binarization (train.py)": (("x", "y"), None, 10),
-                "+ progress callback every 10 steps": (("x", "y"), lambda i, l: None, 10),
-                "+ progress callback every step": (("x", "y"), lambda i, l: None, 1)}
+    variants = {"no binarization, chunks of 10": ((), None, 10),
+                "binarization, the epoch in one chunk": (("x", "y"), None, steps),
+                "binarization, chunks of 10 + progress (train.py)": (("x", "y"), lambda i, l: None, 10),
+                "binarization, chunks of 1": (("x", "y"), None, 1)}
     epochs = {}
-    for name, (binarize, on_step, every) in variants.items():
-        training._REPORT_EVERY = every  # read when the epoch is traced
-        fn = training.make_epoch_fn(model, tx, b * steps, b, on_step=on_step, binarize=binarize)
+    for name, (binarize, on_step, chunk) in variants.items():
+        fn = training.make_epoch_fn(model, tx, b * steps, b, on_step=on_step, binarize=binarize, chunk_steps=chunk)
         s, _ = fn(training.create_train_state(model, tx, 0), data)
         jax.block_until_ready(s)
         epochs[name] = [fn, s, []]
-    training._REPORT_EVERY = 10
     for _ in range(args.rounds):
         for entry in epochs.values():
             fn, s, times = entry

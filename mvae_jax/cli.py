@@ -5,10 +5,15 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import signal
 import sys
+import threading
+
+from mvae_jax import errors
 
 # Expected, user-facing failures: reported in one line, without a traceback.
-USER_ERRORS = (ValueError, FileNotFoundError, PermissionError, FloatingPointError)
+USER_ERRORS = (ValueError, FileNotFoundError, PermissionError, FloatingPointError, errors.CheckpointError)
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
 
 def setup_logging(verbose: bool = False, level: str = "INFO") -> None:
@@ -19,16 +24,64 @@ def setup_logging(verbose: bool = False, level: str = "INFO") -> None:
     if not verbose:
         for name in ("absl", "jax", "orbax", "tensorflow"):
             logging.getLogger(name).setLevel(logging.WARNING)
+        for name in ("absl", "asyncio"):
+            logging.getLogger(name).addFilter(_drop_traceback)
+
+
+def _drop_traceback(record: logging.LogRecord) -> bool:
+    """Keep a library's error line but not its traceback: orbax's background save logs one when it fails,
+    which train.py reports itself in one line (--verbose shows them)."""
+    record.exc_info, record.exc_text = None, None
+    return True
 
 
 @contextlib.contextmanager
 def user_errors(prog: str):
-    """Turn USER_ERRORS into ``prog: error: message`` and exit status 2."""
+    """Turn USER_ERRORS into ``prog: error: message`` and exit status 2; errors.Interrupted into 128 + signal."""
     try:
         yield
     except USER_ERRORS as e:
         print(f"{prog}: error: {e}", file=sys.stderr)
         sys.exit(2)
+    except errors.Interrupted as e:
+        print(f"{prog}: {e}", file=sys.stderr)
+        sys.exit(128 + (e.signal_number or signal.SIGINT))
+
+
+class StopRequest:
+    """Callable: True once SIGINT or SIGTERM arrived (the first asks for a clean stop; a second SIGINT aborts)."""
+
+    def __init__(self):
+        self.signal_number = None
+
+    def __call__(self) -> bool:
+        return self.signal_number is not None
+
+    def _handle(self, number, frame) -> None:
+        if self.signal_number is not None and number == signal.SIGINT:
+            raise KeyboardInterrupt  # asked twice: stop now, the last checkpoint stays as it is
+        self.signal_number = number
+        logging.getLogger(__name__).warning(
+            "%s: checkpointing at the next step boundary, then exiting%s", signal.Signals(number).name,
+            " (Ctrl-C again to abort at once)" if number == signal.SIGINT else "")
+
+
+@contextlib.contextmanager
+def stop_on_signals():
+    """Yield a StopRequest fed by SIGINT and SIGTERM; errors.Interrupted raised inside gets its signal number."""
+    request = StopRequest()
+    if threading.current_thread() is not threading.main_thread():  # handlers can only be set there
+        yield request
+        return
+    previous = {number: signal.signal(number, request._handle) for number in STOP_SIGNALS}
+    try:
+        yield request
+    except errors.Interrupted as e:
+        e.signal_number = request.signal_number
+        raise
+    finally:
+        for number, handler in previous.items():
+            signal.signal(number, handler)
 
 
 class TqdmReporter:
@@ -50,7 +103,13 @@ class TqdmReporter:
 
     def epoch_end(self, metrics) -> None:
         self.bar.set_postfix(loss=_losses(metrics["loss"]), samples_per_s=f"{metrics['samples_per_s']:.0f}")
-        self.bar.close()
+        self.close()
+
+    def close(self) -> None:
+        """End the bar (also of an epoch that stopped part-way)."""
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None
 
 
 def _losses(value) -> str:

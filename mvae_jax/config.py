@@ -14,7 +14,8 @@ CONFIG_FILE = "config.json"
 
 # Settings that may change when a run is resumed: everything else defines the
 # model, its data or its optimisation, and must match the saved run.
-RESUMABLE = frozenset({"epochs", "data_dir", "workdir", "keep_checkpoints", "precision"})
+RESUMABLE = frozenset({"epochs", "data_dir", "workdir", "keep_checkpoints", "precision", "nan_rollbacks",
+                       "nan_lr_factor"})
 
 PRECISIONS = ("fp32", "bf16")
 
@@ -74,6 +75,8 @@ class Config:
     disc_widths: tuple[int, ...] = (32, 64, 128)
     adv_warmup_epochs: int = 0
     precision: str = "fp32"
+    nan_rollbacks: int = 0
+    nan_lr_factor: float = 0.5
 
     def __post_init__(self):
         for name in _TUPLES:
@@ -92,9 +95,10 @@ class Config:
 
         need(self.model in MODELS, "model", ", ".join(sorted(MODELS)))
         need(self.dataset in DATASETS, "dataset", ", ".join(sorted(DATASETS)))
-        for name in ("beta", "alpha"):
-            value = getattr(self, name)
-            need(_is_float(value) and math.isfinite(value) and value > 0, name, "a finite number > 0")
+        need(_is_float(self.beta) and math.isfinite(self.beta) and self.beta > 0, "beta", "a finite number > 0")
+        # alpha = 0 is plain JMVAE (Suzuki et al. 2016, Sec. 3.1), a model of its own
+        need(_is_float(self.alpha) and math.isfinite(self.alpha) and self.alpha >= 0, "alpha",
+             "a finite number >= 0 (0: plain JMVAE)")
         need(_is_float(self.learning_rate) and 0 < self.learning_rate < math.inf, "learning_rate", "a number > 0")
         for name in ("epochs", "batch_size", "latent_dim", "keep_checkpoints"):
             need(_is_int(getattr(self, name)) and getattr(self, name) >= 1, name, "an integer >= 1")
@@ -119,6 +123,9 @@ class Config:
             need(_is_int(getattr(self, name)) and getattr(self, name) >= 0, name, "an integer >= 0")
         need(isinstance(self.adversarial, bool), "adversarial", "true or false")
         need(self.precision in PRECISIONS, "precision", ", ".join(PRECISIONS))
+        need(_is_int(self.nan_rollbacks) and self.nan_rollbacks >= 0, "nan_rollbacks", "an integer >= 0")
+        need(_is_float(self.nan_lr_factor) and 0 < self.nan_lr_factor < 1, "nan_lr_factor",
+             "a number strictly between 0 and 1")
         for name in ("adv_weight", "r1_weight"):
             value = getattr(self, name)
             need(_is_float(value) and math.isfinite(value) and value >= 0, name, "a finite number >= 0")

@@ -53,7 +53,7 @@ def test_sweep_epoch_compiles_once_and_resumes(tiny_config, tmp_path):
     data = jax.device_put(ds.train)
     for _ in range(2):
         state, terms = epoch_fn(state, data)
-    assert epoch_fn._cache_size() == 1 and terms["loss"].shape == (3,) and state.step.tolist() == [12] * 3
+    assert epoch_fn.chunk._cache_size() == 1 and terms["loss"].shape == (3,) and state.step.tolist() == [12] * 3
     # Resume: a 1-epoch sweep continued to 2 equals a straight 2-epoch sweep.
     make = lambda d, e: [Config(**{**config.to_dict(), "beta": b, "epochs": e, "workdir": str(tmp_path / d / str(b))})
                          for b in (1.0, 2.0)]

@@ -50,7 +50,7 @@ def test_epoch_compiles_once_and_counts(tiny_config):
     epoch_fn_cb = training.make_epoch_fn(model, tx, 120, 5, on_step=lambda i, loss: seen.append(int(i)))
     for _ in range(3):
         state, terms = epoch_fn(state, data)
-    assert epoch_fn._cache_size() == 1
+    assert epoch_fn.chunk._cache_size() == 1 and epoch_fn.order._cache_size() == 1
     assert int(state.epoch) == 3 and int(state.step) == 3 * (120 // 20)
     assert set(terms) >= {"loss", "kl", "log_likelihood_x", "log_likelihood_y", "log_likelihood_w", "kl_joint_to_x"}
     epoch_fn_cb(training.create_train_state(model, tx, 0), data)

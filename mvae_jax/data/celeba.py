@@ -166,8 +166,11 @@ class Stream:
         return self.num_examples
 
     def batches(self, batch_size: int, seed: int | None = None, drop_remainder: bool = True,
-                process_index: int = 0, process_count: int = 1) -> Iterator[dict[str, np.ndarray]]:
+                process_index: int = 0, process_count: int = 1, skip: int = 0) -> Iterator[dict[str, np.ndarray]]:
         """Batches {name: (batch_size / process_count, *shape) float32}, shuffled by ``seed`` (file order for None).
+
+        The first ``skip`` batches of that order are left out, undecoded (the
+        rest of an epoch that was interrupted).
 
         With ``process_count`` > 1, the global batches are those of a single
         process, and this process gets rows ``[i * b, (i + 1) * b)`` of each
@@ -177,10 +180,10 @@ class Stream:
         tf = sources.import_tf()
         if batch_size % process_count:
             raise ValueError(f"batch_size={batch_size} must be a multiple of the {process_count} processes")
-        ds = self.source(seed)
+        ds = self.source(seed).skip(skip * batch_size)
         if process_count > 1:
             local = batch_size // process_count
-            full = self.num_examples // batch_size * batch_size if drop_remainder else self.num_examples
+            full = (self.num_examples // batch_size - skip) * batch_size if drop_remainder else self.num_examples
             ds = ds.take(full).enumerate().filter(lambda i, _: (i % batch_size) // local == process_index)
             ds = ds.map(lambda _, example: example)
             batch_size = local
