@@ -26,6 +26,13 @@ def setup_logging(verbose: bool = False, level: str = "INFO") -> None:
             logging.getLogger(name).setLevel(logging.WARNING)
         for name in ("absl", "asyncio"):
             logging.getLogger(name).addFilter(_drop_traceback)
+        sys.unraisablehook = _log_unraisable
+
+
+def _log_unraisable(unraisable) -> None:
+    """An exception Python could not raise (orbax's asyncio threads after a failed save, at exit): one debug
+    line instead of a traceback (--verbose keeps Python's report)."""
+    logging.getLogger(__name__).debug("ignored: %s: %s", type(unraisable.exc_value).__name__, unraisable.exc_value)
 
 
 def _drop_traceback(record: logging.LogRecord) -> bool:

@@ -850,6 +850,14 @@ def _truncate_metrics(path: Path, epoch: int) -> None:
     if not path.exists():
         return
     lines = [line for line in path.read_text().splitlines() if line.strip()]
-    kept = [line for line in lines if json.loads(line)["epoch"] <= epoch]
+    kept = [line for line in lines if (_epoch_of(line) or math.inf) <= epoch]
     if len(kept) != len(lines):
         config_lib.atomic_write_text(path, "".join(line + "\n" for line in kept))
+
+
+def _epoch_of(line: str) -> int | None:
+    """The epoch of a metrics line; None for a line cut short by a killed process."""
+    try:
+        return json.loads(line)["epoch"]
+    except (ValueError, KeyError, TypeError):
+        return None

@@ -1,10 +1,12 @@
 """CelebA: the official folder layout, tensorflow-datasets under mock_data, and training on a stream."""
 
+import dataclasses
+
 import jax
 import numpy as np
 import pytest
 
-from mvae_jax import training
+from mvae_jax import errors, training
 from mvae_jax.config import Config
 from mvae_jax.data import celeba, load_dataset
 
@@ -79,6 +81,13 @@ def test_training_on_the_stream_writes_checkpoints(tiny_celeba_dir, tmp_path, mo
     _, _, restored = training.restore_model(config.workdir)
     for a, b in zip(jax.tree_util.tree_leaves(restored.params), jax.tree_util.tree_leaves(state.params)):
         np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+    if model == "jmvae":  # stopped after step 1 of epoch 2, the stream resumes past the batches done
+        stopped, asked = dataclasses.replace(config, workdir=str(tmp_path / "stopped")), []
+        with pytest.raises(errors.Interrupted, match="interrupted in epoch 2 after step 1 of 4"):
+            training.train_sweep([stopped], stop=lambda: asked.append(1) or len(asked) >= 4)
+        resumed = training.train_and_evaluate(stopped)
+        for a, b in zip(jax.tree_util.tree_leaves(resumed.params), jax.tree_util.tree_leaves(state.params)):
+            np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-6, atol=1e-7)
 
 
 def _identity_model():

@@ -46,7 +46,7 @@ def test_missing_data_dir_is_one_clear_line(tmp_path):
     assert not (tmp_path / "run").exists()  # a failed start leaves nothing behind
 
 
-def test_train_resume_and_eval(tiny_data_dir, tmp_path):
+def test_train_resume_and_eval(tiny_data_dir, tmp_path, capsys):
     workdir = tmp_path / "run"
     run("train.py", "--epochs=1", "--beta=2.0", f"--data_dir={tiny_data_dir}", f"--workdir={workdir}", *TINY)
     # Resume with only --epochs: the other settings come from config.json.
@@ -76,10 +76,14 @@ def test_train_resume_and_eval(tiny_data_dir, tmp_path):
     for title in ("**Coherence**", "**Latent accuracy**", "**Log-likelihood (nats)**"):
         assert title in table
     assert "| run | params | x->w | x->y |" in table
+    import eval as eval_cli  # in-process: each refusal comes before any data is read
+
     for flag, message in (("--model=mmvae", "--model=mmvae but workdir="), ("--dataset=celeba", "holds a dataset='trimodal'"),
                           ("--step=7", "has no checkpoint of epoch 7 (it has [1, 2])")):
-        refused = run("eval.py", f"--workdir={workdir}", flag, check=False)
-        assert refused.returncode == 2 and message in refused.stderr and "Traceback" not in refused.stderr
+        with pytest.raises(SystemExit) as exit_:
+            eval_cli.main([f"--workdir={workdir}", flag])
+        err = capsys.readouterr().err
+        assert exit_.value.code == 2 and message in err and "Traceback" not in err, err
     assert (tmp_path / "both.png").stat().st_size > 10_000
 
 

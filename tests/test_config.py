@@ -8,8 +8,8 @@ from mvae_jax.config import Config, load_config, save_config
 @pytest.mark.parametrize("field,value,allowed", [
     ("model", "vae", "jmvae, mmvae, mopoe, mvae, pemvae, telbo"),
     ("dataset", "cifar", "trimodal"),
-    ("beta", -1.0, "finite number >= 0"),
-    ("beta", float("nan"), "finite number >= 0"),
+    ("beta", -1.0, "finite number > 0"),
+    ("beta", float("nan"), "finite number > 0"),
     ("alpha", "0.1", "finite number >= 0"),
     ("learning_rate", 0.0, "number > 0"),
     ("epochs", 0, "integer >= 1"),

@@ -250,3 +250,10 @@ def test_nan_rollbacks_go_back_to_the_last_checkpoint_and_lower_the_learning_rat
     assert calls == [1, 2, 2, 3] and int(state.epoch) == 3
     assert "rolled back to epoch 1 and lowered the learning rate to 0.0005 (rollback 1 of 1" in caplog.text
     assert load_config(workdir).learning_rate == 0.0005 and _epochs(workdir) == [1, 2, 3]
+
+
+def test_a_metrics_line_cut_short_by_a_kill_is_dropped_on_resume(tmp_path):
+    path = tmp_path / training.METRICS_FILE
+    path.write_text('{"epoch": 1, "loss": 3.0}\n{"epoch": 2, "loss": 2.0}\n{"epoch": 3, "lo')
+    training._truncate_metrics(path, 2)
+    assert [json.loads(line)["epoch"] for line in path.read_text().splitlines()] == [1, 2]

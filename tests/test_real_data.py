@@ -21,7 +21,7 @@ def _train_and_score(config):
 
 
 def test_one_epoch_beta_sweep_of_jmvae_transfers_labels_and_evaluates(real_data_dir, tmp_path):
-    """--beta=0.5,1,2 for 1 epoch in one program, then eval.py on the beta-1 run.
+    """--beta=1,2 for 1 epoch in one program, then eval.py on the beta-1 run.
 
     Each run has its workdir and checkpoint; more beta, less KL. The beta-1 run
     (the defaults: alpha 0.1, latent 20, batch 128, seed 0; the same parameters
@@ -32,7 +32,7 @@ def test_one_epoch_beta_sweep_of_jmvae_transfers_labels_and_evaluates(real_data_
     """
     import eval as eval_cli
 
-    betas = (0.5, 1.0, 2.0)
+    betas = (1.0, 2.0)
     configs = [Config(data_dir=str(real_data_dir), workdir=str(tmp_path / f"beta{b}"), beta=b, epochs=1) for b in betas]
     states = training.train_sweep(configs)
     dataset = load_dataset(configs[0])
@@ -49,7 +49,7 @@ def test_one_epoch_beta_sweep_of_jmvae_transfers_labels_and_evaluates(real_data_
         assert acc_x >= (0.85 if config.beta == 1.0 else 0.80)
         if config.beta == 1.0:
             assert acc_y >= 0.70
-    assert kls[0] > kls[1] > kls[2]
+    assert kls[0] > kls[1]
 
     workdir = tmp_path / "beta1.0"
     eval_cli.main([f"--workdir={workdir}", f"--classifier_dir={tmp_path / 'classifiers'}", "--classifier_epochs=1",
