@@ -207,7 +207,7 @@ class EpochFn:
     """
 
     def __init__(self, step_fn, num_examples: int, batch_size: int, betas, on_step, chunk_steps: int):
-        self.steps, self.betas, self.on_step, self.chunk_steps = num_examples // batch_size, betas, on_step, chunk_steps
+        self.steps, self.on_step, self.chunk_steps = num_examples // batch_size, on_step, chunk_steps
         steps = self.steps
 
         def order(state):
@@ -227,13 +227,9 @@ class EpochFn:
         self.order = jax.jit(order)
         self.chunk = jax.jit(chunk, donate_argnums=0, static_argnames="length")
 
-    def done_steps(self, state) -> int:
-        """Steps of the state's current epoch already taken."""
-        return int(_first(state.step, self.betas)) - int(_first(state.epoch, self.betas)) * self.steps
-
     def __call__(self, state: TrainState, data, stop: Callable[[], bool] | None = None):
         order = self.order(state)
-        start = done = self.done_steps(state)
+        start = done = _steps_done(state, self.steps)
         sums, waiting = None, None
         while done < self.steps:
             length = min(self.chunk_steps, self.steps - done)
@@ -275,7 +271,7 @@ def stream_epoch(step_fn, state: TrainState, stream, batch_size: int, seed: int,
     steps = len(stream) // batch_size
     if steps < 1:
         raise ValueError(f"batch_size={batch_size} exceeds the {len(stream)} training examples")
-    start = _scalar(state.step) - _scalar(state.epoch) * steps
+    start = _steps_done(state, steps)
     queue, totals, count, stopped = collections.deque(), None, 0, False
 
     def run(batch):
@@ -305,6 +301,11 @@ def stream_epoch(step_fn, state: TrainState, stream, batch_size: int, seed: int,
 def _scalar(counter) -> int:
     """A counter of a run, or of the first run of a sweep."""
     return int(np.asarray(jax.device_get(counter)).reshape(-1)[0])
+
+
+def _steps_done(state: TrainState, steps: int) -> int:
+    """Steps of the state's current epoch already taken (> 0 after a stop mid-epoch)."""
+    return _scalar(state.step) - _scalar(state.epoch) * steps
 
 
 def epoch_seed(seed: int, epoch: int) -> int:
@@ -590,26 +591,32 @@ def train_sweep(configs: Sequence[config_lib.Config], reporter: Reporter | None 
 
     checkpoints = [Checkpoints(w, config.keep_checkpoints) for w in workdirs]
     interrupted = [MidEpochCheckpoint(w) for w in workdirs]
-    rollbacks = 0
-    try:
+
+    def restore(mid_epoch: bool):
+        """(epochs done, state, progress of a stopped epoch or None) from the checkpoints; config and metrics
+        files written to match."""
         fresh = fresh_state()
         start, states = _restore_latest_good(checkpoints, fresh, _resume_epoch(checkpoints))
-        partial = None if several else _restore_mid_epoch(interrupted, fresh, start or 0)
+        partial = _restore_mid_epoch(interrupted, fresh, start or 0) if mid_epoch else None
         if partial is not None:
             states, partial = partial
+        if primary:
+            for c, w in zip(configs, workdirs):
+                config_lib.save_config(c, w)
+                _truncate_metrics(w / METRICS_FILE, start or 0)
+        return start, replicate(states[0] if betas is None else stack(states), mesh), partial
+
+    rollbacks = 0
+    try:
+        start, state, partial = restore(mid_epoch=not several)
+        if partial is not None:
             log.info("resumed %s from step %d, in epoch %d", ", ".join(map(str, workdirs)), partial["step"],
                      (start or 0) + 1)
         elif start is not None:
             log.info("resumed %s from epoch %d", ", ".join(map(str, workdirs)), start)
-        state = replicate(states[0] if betas is None else stack(states), mesh)
-        del fresh, states
-        for c, w in zip(configs, workdirs):
-            if primary:
-                config_lib.save_config(c, w)
-                _truncate_metrics(w / METRICS_FILE, start or 0)
 
-        while int(_first(state.epoch, betas)) < config.epochs:
-            epoch = int(_first(state.epoch, betas)) + 1
+        while _scalar(state.epoch) < config.epochs:
+            epoch = _scalar(state.epoch) + 1
             if reporter is not None:
                 reporter.epoch_start(epoch, config.epochs, steps)
             began, step_before = time.perf_counter(), _scalar(state.step)
@@ -647,15 +654,7 @@ def train_sweep(configs: Sequence[config_lib.Config], reporter: Reporter | None 
                 tx, run_epoch = compile_epoch(config)
                 for mid in interrupted:
                     mid.clear()
-                fresh = fresh_state()
-                start, states = _restore_latest_good(checkpoints, fresh, _resume_epoch(checkpoints))
-                state = replicate(states[0] if betas is None else stack(states), mesh)
-                partial = None
-                del fresh, states
-                for c, w in zip(configs, workdirs):
-                    if primary:
-                        config_lib.save_config(c, w)
-                        _truncate_metrics(w / METRICS_FILE, start or 0)
+                start, state, partial = restore(mid_epoch=False)
                 log.warning("%s in epoch %d: rolled back to %s and lowered the learning rate to %g (rollback %d of "
                             "%d; config.json updated)", what, epoch, f"epoch {start}" if start else "the initial state",
                             config.learning_rate, rollbacks, config.nan_rollbacks)
@@ -781,7 +780,7 @@ def _restore_latest_good(checkpoints: Sequence[Checkpoints], fresh: TrainState,
             except Exception as e:  # orbax / tensorstore raise many types for damaged files
                 bad = (ck, f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}")
                 break
-            if not all(bool(jnp.all(jnp.isfinite(x))) for x in jax.tree_util.tree_leaves(state.params)):
+            if not bool(_all_finite(state.params)):
                 bad = (ck, "non-finite parameters")
                 break
             states.append(state)

@@ -117,18 +117,24 @@ def parse_partition_file(path: str | os.PathLike) -> dict[str, int]:
 
 def find_folder(data_dir: str | os.PathLike) -> Path | None:
     """The folder in the official layout: ``data_dir`` itself or ``data_dir/celeba``."""
-    for folder in (Path(data_dir), Path(data_dir) / "celeba"):
-        if (folder / ATTRIBUTE_FILE).is_file() and (folder / PARTITION_FILE).is_file() and (folder / IMAGES_DIR).is_dir():
-            return folder
-    return None
+    return next((folder for folder in _candidates(Path(data_dir)) if not _missing_files(folder)), None)
+
+
+def _candidates(data_dir: Path) -> tuple[Path, Path]:
+    return data_dir, data_dir / "celeba"
+
+
+def _missing_files(folder: Path) -> list[str]:
+    """The official files (the image folder with a trailing slash) that ``folder`` lacks."""
+    return [f for f, there in ((IMAGES_DIR + "/", (folder / IMAGES_DIR).is_dir()),
+                               (ATTRIBUTE_FILE, (folder / ATTRIBUTE_FILE).is_file()),
+                               (PARTITION_FILE, (folder / PARTITION_FILE).is_file())) if not there]
 
 
 def _what_is_missing(data_dir: Path) -> str:
     """The official files lacking in the first of ``data_dir`` and ``data_dir/celeba`` that holds some of them."""
-    for folder in (data_dir, data_dir / "celeba"):
-        missing = [f for f, there in ((IMAGES_DIR + "/", (folder / IMAGES_DIR).is_dir()),
-                                      (ATTRIBUTE_FILE, (folder / ATTRIBUTE_FILE).is_file()),
-                                      (PARTITION_FILE, (folder / PARTITION_FILE).is_file())) if not there]
+    for folder in _candidates(data_dir):
+        missing = _missing_files(folder)
         if len(missing) < 3:
             return f"{folder} has some of the official files but lacks {', '.join(missing)}"
     return (f"expected {IMAGES_DIR}/, {ATTRIBUTE_FILE} and {PARTITION_FILE} in it or in its celeba/ folder "

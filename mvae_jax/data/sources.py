@@ -81,18 +81,22 @@ def load_image_classification(name: str, data_dir: str | os.PathLike | None = No
 
 def find_idx_folder(root: Path, name: str | None) -> Path | None:
     """The folder holding the four IDX files: ``root/name``, its hyphenated twin, or ``root`` itself."""
-    candidates = [root] if name is None else [root / name, root / name.replace("_", "-"), root]
-    for folder in candidates:
-        if all(_idx_path(folder, f) is not None for pair in IDX_FILES.values() for f in pair):
-            return folder
-    return None
+    return next((folder for folder in _candidates(root, name) if not _missing_idx_files(folder)), None)
+
+
+def _candidates(root: Path, name: str | None) -> list[Path]:
+    return [root] if name is None else [root / name, root / name.replace("_", "-"), root]
+
+
+def _missing_idx_files(folder: Path) -> list[str]:
+    return [f for pair in IDX_FILES.values() for f in pair if _idx_path(folder, f) is None]
 
 
 def _what_is_missing(root: Path, name: str) -> str:
     """The files lacking in the first candidate folder that holds some of them, else the layout expected."""
     names = [f for pair in IDX_FILES.values() for f in pair]
-    for folder in (root / name, root / name.replace("_", "-"), root):
-        missing = [f for f in names if _idx_path(folder, f) is None]
+    for folder in _candidates(root, name):
+        missing = _missing_idx_files(folder)
         if len(missing) < len(names):
             return f"{folder} has some but lacks {', '.join(missing)} (.gz or not)"
     return (f"expected {root / name}/{IDX_FILES['train'][0]}.gz and the other three files "
