@@ -33,6 +33,8 @@ HELP = {
     "hidden_dims": "widths of the hidden layers of every MLP, comma separated",
     "seed": "seed of initialisation, noise and batch order",
     "pair_seed": "seed of the MNIST / Fashion-MNIST pairing",
+    "validation": "trimodal, mnist_label: training pairs held out as the validation split (the last N of a fixed "
+                  "permutation, the same for every run); eval.py --split=validation scores them; 0 = none",
     "data_dir": "folder with mnist/ (and fashion_mnist/ for trimodal) IDX files (default: tensorflow-datasets)",
     "workdir": "where config, metrics and checkpoints go (default: runs/<model>_beta<beta>)",
     "keep_checkpoints": "how many of the latest epoch checkpoints to keep",
@@ -40,6 +42,20 @@ HELP = {
                           "comma separated in the data set's modality order (x,y,w); empty = all 1",
     "num_subsets": "mvae: random-subset ELBOs per example and step; pemvae: random subsets per example and step",
     "warmup_epochs": "pemvae: epochs of joint ELBO only, before the encoder also learns subsets",
+    "subset_sampling": "pemvae: random = --num_subsets random proper subsets per example and step; all = every "
+                       "proper subset every step",
+    "unimodal_weight": "pemvae: weight of the subset terms of single-modality subsets (others 1)",
+    "subset_objective": "pemvae: what a subset S trains: elbo_kl = its ELBO + KL(sg q(z|all) || q(z|S)); kl = the "
+                        "KL alone; elbo = the ELBO alone",
+    "subset_kl_weight": "pemvae: weight of KL(sg q(z|all) || q(z|S)) (as JMVAE's alpha)",
+    "subset_targets": "pemvae: what the subset ELBO reconstructs from z ~ q(z|S): present = the modalities in S; "
+                      "all = every modality",
+    "freeze_encoder": "pemvae: after the warm-up, train only the mask tokens of the encoder (the joint "
+                      "encoder's networks stay as pretrained); the decoders keep training",
+    "fusion": "pemvae: how present modality features combine: tokens = sum, absent ones replaced by learned mask "
+              "tokens; mean = mean over the present ones; zero = sum, absent ones 0",
+    "modality_dropout": "pemvae: in the joint ELBO, drop each modality from the encoder's input with this "
+                        "probability per example (one always stays); every modality is still reconstructed",
     "num_samples": "mmvae: importance samples K per modality (DReG estimator)",
     "kl_warmup_epochs": "all but mmvae: KL weight rises linearly from 0 to beta over this many epochs "
                         "(beta * min(1, epochs done / N)); 0 = no warm-up",
@@ -94,7 +110,9 @@ def make_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], prog="train.py")
     types = {"hidden_dims": _int_tuple, "likelihood_weights": _float_tuple, "conv_widths": _int_tuple,
              "disc_widths": _int_tuple, "attributes": _str_tuple, "beta": _betas}
-    choices = {"model": sorted(MODELS), "dataset": sorted(DATASETS), "precision": config_lib.PRECISIONS}
+    choices = {"model": sorted(MODELS), "dataset": sorted(DATASETS), "precision": config_lib.PRECISIONS,
+               "subset_sampling": config_lib.SUBSET_SAMPLINGS, "subset_objective": config_lib.SUBSET_OBJECTIVES,
+               "subset_targets": config_lib.SUBSET_TARGETS, "fusion": config_lib.FUSIONS}
     for field in dataclasses.fields(config_lib.Config):
         default = field.default
         kind = types.get(field.name) or (str if default is None else type(default))

@@ -19,6 +19,14 @@ RESUMABLE = frozenset({"epochs", "data_dir", "workdir", "keep_checkpoints", "pre
 
 PRECISIONS = ("fp32", "bf16")
 
+# PEMVAE's choices (mvae_jax.models.pemvae says what each does).
+SUBSET_SAMPLINGS = ("random", "all")
+SUBSET_OBJECTIVES = ("elbo_kl", "kl", "elbo")
+SUBSET_TARGETS = ("present", "all")
+FUSIONS = ("tokens", "mean", "zero")
+PEMVAE_OPTIONS = ("subset_sampling", "unimodal_weight", "subset_objective", "subset_kl_weight", "subset_targets",
+                  "freeze_encoder", "fusion", "modality_dropout")
+
 # Options that only some models read: setting one for another model is an error.
 MODEL_OPTIONS = {
     "alpha": ("jmvae",),
@@ -27,12 +35,14 @@ MODEL_OPTIONS = {
     "warmup_epochs": ("pemvae",),
     "num_samples": ("mmvae",),
     "kl_warmup_epochs": ("jmvae", "telbo", "mvae", "pemvae", "mopoe"),
+    **{name: ("pemvae",) for name in PEMVAE_OPTIONS},
 }
 
 # Options that only some data sets read.
 DATASET_OPTIONS = {
     "attributes": ("celeba",),
     "conv_widths": ("celeba",),
+    "validation": ("trimodal", "mnist_label"),  # CelebA has its official validation partition
 }
 
 # Options of adversarial training: setting one without adversarial=True is an error.
@@ -58,12 +68,21 @@ class Config:
     hidden_dims: tuple[int, ...] = (512, 512)
     seed: int = 0
     pair_seed: int = 0
+    validation: int = 0
     data_dir: str | None = None
     workdir: str | None = None
     keep_checkpoints: int = 3
     likelihood_weights: tuple[float, ...] = ()
     num_subsets: int = 1
     warmup_epochs: int = 1
+    subset_sampling: str = "random"
+    unimodal_weight: float = 1.0
+    subset_objective: str = "elbo_kl"
+    subset_kl_weight: float = 1.0
+    subset_targets: str = "present"
+    freeze_encoder: bool = False
+    fusion: str = "tokens"
+    modality_dropout: float = 0.0
     num_samples: int = 10
     kl_warmup_epochs: int = 0
     attributes: tuple[str, ...] = ()
@@ -102,7 +121,7 @@ class Config:
         need(_is_float(self.learning_rate) and 0 < self.learning_rate < math.inf, "learning_rate", "a number > 0")
         for name in ("epochs", "batch_size", "latent_dim", "keep_checkpoints"):
             need(_is_int(getattr(self, name)) and getattr(self, name) >= 1, name, "an integer >= 1")
-        for name in ("seed", "pair_seed"):
+        for name in ("seed", "pair_seed", "validation"):
             need(_is_int(getattr(self, name)) and getattr(self, name) >= 0, name, "an integer >= 0")
         for name, example in (("hidden_dims", "512,512"), ("conv_widths", "32,64,128,256"), ("disc_widths", "32,64,128")):
             widths = getattr(self, name)
@@ -122,6 +141,21 @@ class Config:
         for name in ("warmup_epochs", "kl_warmup_epochs", "adv_warmup_epochs"):
             need(_is_int(getattr(self, name)) and getattr(self, name) >= 0, name, "an integer >= 0")
         need(isinstance(self.adversarial, bool), "adversarial", "true or false")
+        for name, allowed in (("subset_sampling", SUBSET_SAMPLINGS), ("subset_objective", SUBSET_OBJECTIVES),
+                              ("subset_targets", SUBSET_TARGETS), ("fusion", FUSIONS)):
+            need(getattr(self, name) in allowed, name, ", ".join(allowed))
+        for name in ("unimodal_weight", "subset_kl_weight"):
+            value = getattr(self, name)
+            need(_is_float(value) and math.isfinite(value) and value >= 0, name, "a finite number >= 0")
+        need(isinstance(self.freeze_encoder, bool), "freeze_encoder", "true or false")
+        need(_is_float(self.modality_dropout) and 0 <= self.modality_dropout < 1, "modality_dropout",
+             "a number >= 0 and < 1")
+        need(self.subset_sampling != "all" or self.num_subsets == 1, "num_subsets",
+             "1 with subset_sampling=all (every proper subset is trained each step)")
+        need(self.subset_objective != "elbo" or self.subset_kl_weight == 1.0, "subset_kl_weight",
+             "the default with subset_objective=elbo, which has no KL term")
+        need(self.subset_objective != "kl" or self.subset_kl_weight > 0, "subset_kl_weight",
+             "a number > 0 with subset_objective=kl, whose only term it weights")
         need(self.precision in PRECISIONS, "precision", ", ".join(PRECISIONS))
         need(_is_int(self.nan_rollbacks) and self.nan_rollbacks >= 0, "nan_rollbacks", "an integer >= 0")
         need(_is_float(self.nan_lr_factor) and 0 < self.nan_lr_factor < 1, "nan_lr_factor",

@@ -139,14 +139,19 @@ class JointGaussianEncoder(nn.Module):
 
 
 class FusionEncoder(nn.Module):
-    """q(z | the present modalities) from one network: per-modality features, a sum, then a fusion head.
+    """q(z | the present modalities) from one network: per-modality features, fused, then a fusion head.
 
-    h = relu(b + sum_m [W_m x_m if m is present, else t_m]) -> MLP(hidden[1:], 2 latent) -> (mu, logvar).
+    h = relu(b + fuse_m(W_m x_m)) -> MLP(hidden[1:], 2 latent) -> (mu, logvar).
     The feature map of modality m is W_m (its block of the first layer of a
-    joint MLP over all modalities concatenated: with every modality present
-    this *is* that MLP, with the same parameter count). An absent modality
-    contributes its learned mask token t_m instead, one vector of width
-    hidden[0] per modality, initialised at 0.
+    joint MLP over all modalities concatenated). ``fusion`` says how the
+    features of the present modalities P combine:
+
+    - ``"tokens"``: sum_m [W_m x_m if m in P, else t_m], an absent modality
+      contributing its learned mask token t_m (one vector of width hidden[0]
+      per modality, initialised at 0). With every modality present this *is*
+      the joint MLP, with the same parameter count plus the tokens.
+    - ``"zero"``: sum_{m in P} W_m x_m (absent modalities contribute 0).
+    - ``"mean"``: (1/|P|) sum_{m in P} W_m x_m.
 
     Modalities named in ``conv`` go through their own ``ConvFeatures``
     (``conv_<name>``) before W_m; the others are flattened.
@@ -161,22 +166,35 @@ class FusionEncoder(nn.Module):
     latent: int
     conv: Mapping[str, Sequence[int]] = dataclasses.field(default_factory=dict)
     dtype: Dtype = None
+    fusion: str = "tokens"
 
     @nn.compact
     def __call__(self, inputs, mask=None) -> tuple[jax.Array, jax.Array]:
+        if self.fusion not in ("tokens", "zero", "mean"):
+            raise ValueError(f"fusion={self.fusion!r} is invalid; allowed: tokens, zero, mean")
         width = self.hidden[0]
-        tokens = self.param("mask_tokens", nn.initializers.zeros, (len(self.names), width))
+        tokens = self.param("mask_tokens", nn.initializers.zeros, (len(self.names), width)) \
+            if self.fusion == "tokens" else None
         batch = next(iter(inputs.values())).shape[0]
         h = jnp.broadcast_to(self.param("bias", nn.initializers.zeros, (width,)), (batch, width))
+        total, count = jnp.zeros((batch, width), jnp.float32), jnp.zeros((batch,), jnp.float32)
         for i, name in enumerate(self.names):
             if name not in inputs:
-                h = h + tokens[i]
+                if tokens is not None:
+                    h = h + tokens[i]
                 continue
             x = features(inputs[name], self.conv.get(name, ()), f"conv_{name}", self.dtype)
             feature = _f32(nn.Dense(width, use_bias=False, dtype=self.dtype, name=f"features_{name}")(x))
+            present = jnp.ones((batch,), jnp.float32)
             if mask is not None and name in mask:
-                feature = jnp.where(mask[name][:, None] > 0, feature, tokens[i])
-            h = h + feature
+                present = (mask[name] > 0).astype(jnp.float32)
+                feature = jnp.where(present[:, None] > 0, feature, tokens[i] if tokens is not None else 0.0)
+            if self.fusion == "mean":
+                total, count = total + feature, count + present
+            else:
+                h = h + feature
+        if self.fusion == "mean":
+            h = h + total / jnp.maximum(count, 1.0)[:, None]
         out = MLP((*self.hidden[1:], 2 * self.latent), self.dtype, name="fusion")(nn.relu(h))
         mu, logvar = jnp.split(_f32(out), 2, axis=-1)
         return mu, logvar

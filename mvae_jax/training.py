@@ -120,6 +120,8 @@ def make_train_step(model: Model, tx: optax.GradientTransformation, adversary: a
 
         grads, (terms, fakes) = jax.grad(objective, has_aux=True)(state.params)
         updates, opt_state = tx.update(grads, state.opt_state, state.params)
+        if model.trainable is not None:  # frozen parameters: their updates are zeroed
+            updates = jax.tree_util.tree_map(lambda u, m: u * m, updates, model.trainable(state.params, state.epoch))
         params = optax.apply_updates(state.params, updates)
         new = state.replace(step=state.step + 1, params=params, opt_state=opt_state)
         if adversary is not None:

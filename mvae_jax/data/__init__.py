@@ -15,9 +15,38 @@ from mvae_jax.data.sources import DataNotFoundError
 from mvae_jax.modality import Modality
 
 
+VALIDATION_SEED = 0
+"""Seed of the one permutation of the training pairs whose last N are the validation split (``--validation=N``)."""
+
+SPLITS = ("train", "validation", "test")
+
+
+def hold_out(train: dict[str, np.ndarray], num_validation: int) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+    """(train, validation): the last ``num_validation`` training pairs of a fixed permutation held out.
+
+    The permutation is ``numpy.random.default_rng(VALIDATION_SEED).permutation(n)``
+    of the n training pairs, the same for every run, model and seed; both parts
+    keep the pairs in file order. ``num_validation`` = 0 returns ``train`` unchanged
+    and an empty validation split.
+    """
+    n = len(next(iter(train.values())))
+    if not 0 <= num_validation < n:
+        raise ValueError(f"validation={num_validation} is invalid; allowed: 0 to {n - 1} (the data set has {n} "
+                         "training pairs, and some must remain for training)")
+    if num_validation == 0:
+        return train, {k: v[:0] for k, v in train.items()}
+    order = np.random.default_rng(VALIDATION_SEED).permutation(n)
+    keep, held = np.sort(order[: n - num_validation]), np.sort(order[n - num_validation:])
+    return {k: v[keep] for k, v in train.items()}, {k: v[held] for k, v in train.items()}
+
+
 @dataclasses.dataclass(frozen=True)
 class Dataset:
-    """A paired multimodal data set: ``train`` and ``test`` map modality name -> (n, *shape) float32.
+    """A paired multimodal data set: ``train``, ``test`` (and ``validation``) map modality name -> (n, *shape) float32.
+
+    ``validation`` holds the training pairs set aside by ``--validation=N``
+    (``hold_out``): the training split then lacks them; empty with N = 0.
+    CelebA's is its official validation partition.
 
     Or, for data sets too large for memory (CelebA), each is a
     ``celeba.Stream`` that yields such dicts batch by batch (``is_streamed``).
@@ -31,6 +60,17 @@ class Dataset:
     train: dict[str, np.ndarray]
     test: dict[str, np.ndarray]
     binarize: tuple[str, ...] = ()
+    validation: dict[str, np.ndarray] | None = None
+
+    def split(self, name: str):
+        """The split ``name`` (train, validation or test); ValueError if this data set has no such split or it is empty."""
+        if name not in SPLITS:
+            raise ValueError(f"split={name!r} is invalid; allowed: {', '.join(SPLITS)}")
+        data = getattr(self, name)
+        if data is None or (isinstance(data, dict) and not len(next(iter(data.values())))):
+            raise ValueError(f"this {self.name} run has no {name} split: train it with --validation=N (N > 0 "
+                             "training pairs held out), or evaluate --split=test")
+        return data
 
     @property
     def is_streamed(self) -> bool:
@@ -43,7 +83,7 @@ class Dataset:
     def labels(self, split: str = "test") -> np.ndarray:
         """Class of each example of ``split`` (argmax of the one-hot label modality): (n,)."""
         label = next(m.name for m in self.modalities if m.likelihood == "categorical")
-        return np.argmax(getattr(self, split)[label], axis=-1)
+        return np.argmax(self.split(split)[label], axis=-1)
 
 
 DATASETS = {"trimodal": trimodal, "mnist_label": mnist_label, "celeba": celeba}
@@ -58,4 +98,4 @@ def load_dataset(config) -> Dataset:
     return DATASETS[config.dataset].load(config)
 
 
-__all__ = ["DATASETS", "DataNotFoundError", "Dataset", "load_dataset"]
+__all__ = ["DATASETS", "DataNotFoundError", "Dataset", "SPLITS", "hold_out", "load_dataset"]

@@ -293,4 +293,4 @@ def load(config):
         raise sources.DataNotFoundError(
             "could not load CelebA: tensorflow-datasets has no prepared celeb_a and cannot download it here. "
             f"Pass --data_dir=DIR where DIR holds {IMAGES_DIR}/, {ATTRIBUTE_FILE} and {PARTITION_FILE}")
-    return Dataset("celeba", modalities(config), streams["train"], streams["test"])
+    return Dataset("celeba", modalities(config), streams["train"], streams["test"], validation=streams["validation"])

@@ -5,7 +5,10 @@ log-likelihood experiments (and MultiVae's reproduction of them), the
 training images are binarized dynamically: every step draws each pixel from
 Bernoulli(gray level) afresh (``Dataset.binarize``). The test images are
 binarized once, with a fixed seed (``TEST_BINARIZATION_SEED``), so every
-evaluation scores the same binary test set.
+evaluation scores the same binary test set. A validation split
+(``--validation=N``, held out of the training images by
+``mvae_jax.data.hold_out``) is binarized once in the same way, with
+``VALIDATION_BINARIZATION_SEED``.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ MODALITIES = (
 )
 CLASSIFIED_BY = {"x": "mnist"}
 TEST_BINARIZATION_SEED = 0
+VALIDATION_BINARIZATION_SEED = 1
 
 
 def modalities(config) -> tuple[Modality, ...]:
@@ -30,7 +34,7 @@ def modalities(config) -> tuple[Modality, ...]:
 
 def load(config):
     """Train (gray levels, binarized per step in training) and test (binarized once) splits."""
-    from mvae_jax.data import Dataset
+    from mvae_jax.data import Dataset, hold_out
 
     mnist = sources.load_image_classification("mnist", config.data_dir)
     splits = {}
@@ -39,7 +43,10 @@ def load(config):
             "x": np.asarray(images, np.float32) / 255.0,
             "w": np.eye(sources.NUM_CLASSES, dtype=np.float32)[labels],
         }
-    gray = splits["test"]["x"]
-    rng = np.random.default_rng(TEST_BINARIZATION_SEED)
-    splits["test"]["x"] = (rng.random(gray.shape, dtype=np.float32) < gray).astype(np.float32)
-    return Dataset("mnist_label", MODALITIES, splits["train"], splits["test"], binarize=("x",))
+    splits["train"], splits["validation"] = hold_out(splits["train"], getattr(config, "validation", 0))
+    for split, seed in (("test", TEST_BINARIZATION_SEED), ("validation", VALIDATION_BINARIZATION_SEED)):
+        gray = splits[split]["x"]
+        rng = np.random.default_rng(seed)
+        splits[split]["x"] = (rng.random(gray.shape, dtype=np.float32) < gray).astype(np.float32)
+    return Dataset("mnist_label", MODALITIES, splits["train"], splits["test"], binarize=("x",),
+                   validation=splits["validation"])

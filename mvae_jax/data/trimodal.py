@@ -6,6 +6,14 @@ k-th MNIST image of class c (in file order) gets the Fashion-MNIST image
 Fashion-MNIST indices of class c drawn with ``numpy.random.default_rng(pair_seed)``
 (classes in order 0..9). Every Fashion-MNIST image is used once before any is
 reused. The test set pairs the two test splits the same way.
+
+``--validation=N`` then holds out N of the 60,000 training pairs
+(``mvae_jax.data.hold_out``): pairing comes first, so a pair is the same
+whatever N is. Fashion-MNIST has 6,000 training images per class and MNIST up
+to 6,742, so in the classes where MNIST has more the pairing reuses some
+Fashion-MNIST images, and a few of those can sit in both the training and the
+validation split (as two different pairs); the test split shares no image
+with either.
 """
 
 from __future__ import annotations
@@ -61,5 +69,8 @@ def load(config):
 
     mnist = sources.load_image_classification("mnist", config.data_dir)
     fashion = sources.load_image_classification("fashion_mnist", config.data_dir)
+    from mvae_jax.data import hold_out
+
     splits = {s: make_trimodal(mnist[s], fashion[s], config.pair_seed) for s in sources.SPLITS}
-    return Dataset("trimodal", MODALITIES, splits["train"], splits["test"])
+    train, validation = hold_out(splits["train"], getattr(config, "validation", 0))
+    return Dataset("trimodal", MODALITIES, train, splits["test"], validation=validation)

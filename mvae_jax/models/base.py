@@ -38,6 +38,10 @@ class Model:
       mixture: None for Gaussian posteriors; else (params, batch, present) ->
         (mus, logvars), each (components, batch, latent): the posterior as an
         equal-weight mixture of Gaussians (MMVAE, MoPoE). Use ``posterior``.
+      trainable: None when every parameter learns at every step; else
+        (params, epoch) -> a tree like params of 0/1 scalars, by which the
+        training step multiplies the optimizer's updates (PEMVAE's
+        ``freeze_encoder``). ``epoch`` may be traced.
     """
 
     name: str
@@ -47,6 +51,7 @@ class Model:
     encode: Callable[[Params, Batch, tuple[str, ...]], distributions.Gaussian]
     decode: Callable[[Params, jax.Array], dict[str, jax.Array]]
     mixture: Callable[[Params, Batch, tuple[str, ...]], distributions.Gaussian] | None = None
+    trainable: Callable[[Params, jax.Array], Params] | None = None
 
     def posterior(self, params: Params, batch: Batch, present: Sequence[str]) -> distributions.Gaussian:
         """q(z | present) as an equal-weight mixture: (mus, logvars), each (components, batch, latent).

@@ -4,24 +4,41 @@ Generative model p(z) prod_m p(x_m | z), decoders as JMVAE's. JMVAE and TELBO
 train a joint encoder plus a second set of unimodal encoders; this model
 trains no unimodal encoders. Its one encoder
 (:class:`mvae_jax.networks.FusionEncoder`) has a feature map per modality, a
-sum, and a fusion head: with all modalities present it is exactly JMVAE's
-joint encoder; from a subset S the absent modalities' features are replaced by
-learned mask tokens, one per modality. Its parameters are those of JMVAE
-without unimodal encoders plus M x hidden[0] mask-token scalars.
+fusion of the present features (``--fusion``: a sum with learned mask tokens
+for the absent ones by default) and a fusion head: with all modalities present
+it is JMVAE's joint encoder. Its parameters are those of JMVAE without
+unimodal encoders, plus M x hidden[0] mask-token scalars.
 
 Training, in two stages (``--warmup_epochs``, default 1):
 
 1. epochs < warmup_epochs: the joint ELBO, the paper's Eq. (1), as JMVAE:
        L_1 = E_q(z|x_1..x_M)[sum_m log p(x_m | z)] - beta KL(q(z|x_1..x_M) || p(z))
-2. then the same encoder also learns to serve subsets: for each example and
-   each of ``--num_subsets`` (default 1) random proper subsets S (uniform over
-   the 2^M - 2 non-empty subsets that leave a modality out),
-       L_2 = L_1 + sum_S [ E_q(z|x_S)[sum_{m in S} log p(x_m | z)] - beta KL(q(z|x_S) || p(z))
-                           - KL(sg[q(z|x_1..x_M)] || q(z|x_S)) ]
-   where sg (stop_gradient) holds the joint posterior fixed as the target, and
+2. then the same encoder also learns to serve subsets. For each example and
+   each subset S drawn (``--subset_sampling``: ``random`` = ``--num_subsets``
+   proper subsets drawn uniformly per example; ``all`` = each of the 2^M - 2
+   proper subsets),
+       L_2 = L_1 + sum_S u_S [ E_q(z|x_S)[sum_{m in T_S} log p(x_m | z)] - beta KL(q(z|x_S) || p(z))
+                               - a KL(sg[q(z|x_1..x_M)] || q(z|x_S)) ]
+   where sg (stop_gradient) holds the joint posterior fixed as the target;
    the decoders are held fixed in the subset ELBO (only the encoder learns to
    infer from S; p(x | z) keeps being fitted by the joint ELBO, which stays in
-   the objective so the joint posterior does not drift).
+   the objective so the joint posterior does not drift). T_S is S
+   (``--subset_targets=present``) or every modality (``all``: cross-modal
+   reconstruction, as the subsampled objectives of Wu & Goodman 2018 and
+   Sutter et al. 2021 reconstruct all modalities from a subset's posterior);
+   u_S is ``--unimodal_weight`` for |S| = 1, else 1; a is
+   ``--subset_kl_weight`` (the role of JMVAE-kl's alpha, Suzuki et al. 2016,
+   Eq. 11). ``--subset_objective`` keeps both bracketed parts (``elbo_kl``),
+   the KL alone (``kl``: JMVAE-kl's term with q(z|x_S) for q(z|x_m)) or the
+   ELBO alone (``elbo``).
+
+``--freeze_encoder`` trains only the mask tokens of the encoder in stage 2
+(its networks stay as the joint stage left them; the decoders keep training):
+the literal reading of "reuses the pretrained encoder networks of the joint
+model". ``--modality_dropout=p`` drops each modality from the encoder's input
+of L_1's first term with probability p per example, one always kept
+(ModDrop, Neverova et al. 2016), while every modality is still reconstructed;
+the KL target of stage 2 stays the posterior given all modalities.
 """
 
 from __future__ import annotations
@@ -33,22 +50,46 @@ import jax.numpy as jnp
 
 from mvae_jax import distributions, losses
 from mvae_jax.modality import Modality
-from mvae_jax.models.base import Experts, Model, check_present, compute_dtype, conv_widths, random_subset_masks
+from mvae_jax.models.base import (Experts, Model, check_present, compute_dtype, conv_widths, random_subset_masks,
+                                  subsets)
 from mvae_jax.networks import FusionEncoder
 
 log = logging.getLogger(__name__)
+
+
+def proper_subset_masks(num_modalities: int, batch_size: int) -> list[jax.Array]:
+    """One (modalities, batch) 0/1 mask per proper non-empty subset, in the order of ``subsets``."""
+    names = tuple(range(num_modalities))
+    return [jnp.broadcast_to(jnp.asarray([float(i in s) for i in names])[:, None], (num_modalities, batch_size))
+            for s in subsets(names) if len(s) < num_modalities]
+
+
+def modality_dropout_masks(rng: jax.Array, num_modalities: int, batch_size: int, rate: float) -> jax.Array:
+    """(modalities, batch) 0/1: each modality kept with probability 1 - ``rate``; where none is, one drawn uniformly."""
+    k_keep, k_one = jax.random.split(rng)
+    keep = jax.random.bernoulli(k_keep, 1.0 - rate, (num_modalities, batch_size)).astype(jnp.float32)
+    one = jax.nn.one_hot(jax.random.randint(k_one, (batch_size,), 0, num_modalities), num_modalities).T
+    return jnp.where(jnp.sum(keep, axis=0, keepdims=True) > 0, keep, one)
 
 
 def build(config, modalities: tuple[Modality, ...]) -> Model:
     """PEMVAE with MLP networks of widths ``config.hidden_dims``, latent ``config.latent_dim``."""
     names = tuple(m.name for m in modalities)
     beta, num_subsets, warmup = float(config.beta), int(config.num_subsets), int(config.warmup_epochs)
+    sampling, objective, targets = config.subset_sampling, config.subset_objective, config.subset_targets
+    unimodal_weight, kl_weight, dropout = (float(config.unimodal_weight), float(config.subset_kl_weight),
+                                           float(config.modality_dropout))
+    use_elbo, use_kl = objective in ("elbo_kl", "elbo"), objective in ("elbo_kl", "kl")
     if warmup >= config.epochs:
         log.warning("warmup_epochs=%d >= epochs=%d: pemvae will only train the joint ELBO, and cannot yet "
                     "infer from subsets; resume with more epochs", warmup, config.epochs)
+    if config.freeze_encoder and config.fusion != "tokens":
+        raise ValueError(f"freeze_encoder=True with fusion={config.fusion!r} leaves nothing to learn the subsets: "
+                         "only the mask tokens of fusion=tokens train after the warm-up")
     encoder = FusionEncoder(names, tuple(config.hidden_dims), config.latent_dim, conv_widths(config, modalities),
-                            compute_dtype(config))
+                            compute_dtype(config), config.fusion)
     experts = Experts(config, modalities, encoders=False)
+    proper = [s for s in subsets(names) if len(s) < len(names)]
 
     def given(batch, present):
         return {n: batch[n] for n in present}
@@ -62,33 +103,63 @@ def build(config, modalities: tuple[Modality, ...]) -> Model:
         present = check_present(present, names)
         return encoder.apply({"params": params["encoder"]}, given(batch, present))
 
+    def encode_masked(params, batch, masks):
+        return encoder.apply({"params": params["encoder"]}, given(batch, names), dict(zip(names, masks)))
+
     def loss(params, batch, rng, epoch=0, beta=beta):
         kl_beta = losses.kl_weight(beta, epoch, config.kl_warmup_epochs)
         k_joint, k_subsets = jax.random.split(rng)
+        k_drop = jax.random.fold_in(rng, 2)
         joint = encode(params, batch, names)
-        elbo, terms = losses.multimodal_elbo(k_joint, joint, lambda z: experts.decode(params, z), batch, modalities, kl_beta)
+        size = batch[names[0]].shape[0]
+        source = joint if dropout == 0 else encode_masked(
+            params, batch, modality_dropout_masks(k_drop, len(names), size, dropout))
+        elbo, terms = losses.multimodal_elbo(k_joint, source, lambda z: experts.decode(params, z), batch, modalities,
+                                             kl_beta)
         terms["elbo_joint"] = elbo
+        if sampling == "random":
+            draws = [(str(j), key) for j, key in enumerate(jax.random.split(k_subsets, num_subsets))]
+        else:
+            draws = [("_".join(s), key) for s, key in zip(proper, jax.random.split(k_subsets, len(proper)))]
 
         def joint_only():
-            return {f"elbo_subset_{j}": jnp.zeros_like(elbo) for j in range(num_subsets)} | {
-                f"kl_joint_to_subset_{j}": jnp.zeros_like(elbo) for j in range(num_subsets)}
+            zero = jnp.zeros_like(elbo)
+            return {f"{kind}_{label}": zero for label, _ in draws for kind in ("subset", "elbo_subset", "kl_joint_to_subset")}
 
-        def subsets():
+        def subset_terms():
             target = jax.lax.stop_gradient(joint)
             fixed = {"decoders": jax.lax.stop_gradient(params["decoders"])}
+            all_masks = proper_subset_masks(len(names), size)
             out = {}
-            for j, key in enumerate(jax.random.split(k_subsets, num_subsets)):
+            for j, (label, key) in enumerate(draws):
                 k_mask, k_z = jax.random.split(key)
-                mask = dict(zip(names, random_subset_masks(k_mask, len(names), elbo.shape[0], proper=True)))
-                posterior = encoder.apply({"params": params["encoder"]}, given(batch, names), mask)
-                out[f"elbo_subset_{j}"], _ = losses.multimodal_elbo(
-                    k_z, posterior, lambda z: experts.decode(fixed, z), batch, modalities, kl_beta, mask=mask)
-                out[f"kl_joint_to_subset_{j}"] = distributions.kl_gaussians(*target, *posterior)
+                masks = random_subset_masks(k_mask, len(names), size, proper=True) if sampling == "random" \
+                    else all_masks[j]
+                mask = dict(zip(names, masks))
+                posterior = encode_masked(params, batch, masks)
+                kl = distributions.kl_gaussians(*target, *posterior)
+                sub_elbo = jnp.zeros_like(elbo)
+                if use_elbo:
+                    sub_elbo, _ = losses.multimodal_elbo(k_z, posterior, lambda z: experts.decode(fixed, z), batch,
+                                                         modalities, kl_beta,
+                                                         mask=mask if targets == "present" else None)
+                weight = jnp.where(jnp.sum(masks, axis=0) == 1, unimodal_weight, 1.0)
+                out[f"subset_{label}"] = weight * (sub_elbo - (kl_weight * kl if use_kl else 0.0))
+                out[f"elbo_subset_{label}"], out[f"kl_joint_to_subset_{label}"] = sub_elbo, kl
             return out
 
-        terms.update(jax.lax.cond(epoch < warmup, joint_only, subsets))
-        subset_terms = sum(terms[f"elbo_subset_{j}"] - terms[f"kl_joint_to_subset_{j}"] for j in range(num_subsets))
-        terms["loss"] = -(elbo + subset_terms)
+        terms.update(jax.lax.cond(epoch < warmup, joint_only, subset_terms))
+        terms["loss"] = -(elbo + sum(terms[f"subset_{label}"] for label, _ in draws))
         return terms
 
-    return Model("pemvae", tuple(modalities), init, loss, encode, experts.decode)
+    def trainable(params, epoch):
+        """1 for parameters that learn at ``epoch``, 0 for the encoder's networks after the warm-up with
+        ``freeze_encoder`` (its mask tokens still learn)."""
+        learning = jnp.where(jnp.asarray(epoch) < warmup, 1.0, 0.0)
+        mask = jax.tree_util.tree_map(lambda p: jnp.ones((), p.dtype), params)
+        mask["encoder"] = {k: (v if k == "mask_tokens" else jax.tree_util.tree_map(lambda m: m * learning, v))
+                           for k, v in mask["encoder"].items()}
+        return mask
+
+    return Model("pemvae", tuple(modalities), init, loss, encode, experts.decode,
+                 trainable=trainable if config.freeze_encoder else None)
