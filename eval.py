@@ -1,7 +1,9 @@
 """Evaluate a trained run: ``python eval.py --workdir=runs/jmvae_beta2.0``.
 
 Rebuilds the model from the workdir's config.json and a checkpoint (the latest
-by default) and writes <workdir>/eval/metrics.json with the sections
+by default) and writes <workdir>/eval/metrics.json (``--split=validation``:
+<workdir>/eval_validation/, scoring the pairs that train.py --validation=N held
+out, for model selection; the test pairs are for the final numbers) with the sections
   classifiers      test accuracy of the CNNs that score generated images
   coherence        "S->t": class of x_t generated from the subset S vs the true
                    class; "joint->t" reconstructions; "prior": agreement of
@@ -30,6 +32,12 @@ from mvae_jax import cli
 SECTIONS = ("coherence", "latent_accuracy", "log_likelihood", "tsne", "cross_modal", "samples")
 LABELLED = ("coherence", "latent_accuracy", "tsne", "cross_modal")  # need class labels
 SAMPLES_FILE = "samples.npz"
+SPLITS = ("validation", "test")
+
+
+def eval_dir(workdir, split: str = "test") -> Path:
+    """Where eval.py writes: <workdir>/eval for the test split, <workdir>/eval_<split> otherwise."""
+    return Path(workdir) / ("eval" if split == "test" else f"eval_{split}")
 
 
 def _sections(text: str) -> tuple[str, ...]:
@@ -52,6 +60,9 @@ def make_parser() -> argparse.ArgumentParser:
     parser.add_argument("--dataset", default=None, choices=sorted(DATASETS),
                         help="refuse the workdir unless its run is on this data set (default: any)")
     parser.add_argument("--data_dir", default=None, help="as in train.py (default: the run's own data_dir)")
+    parser.add_argument("--split", choices=SPLITS, default="test",
+                        help="pairs to score: test, or validation (those train.py --validation=N held out; written "
+                             "to eval_validation/) (default: test)")
     parser.add_argument("--sections", type=_sections, default=None,
                         help=f"what to compute, comma separated, from {','.join(SECTIONS)} (default: all; for data "
                              "without class labels, samples only)")
@@ -117,6 +128,9 @@ def evaluate(args) -> dict:
         wanted = "no checkpoint" if not steps else f"no checkpoint of epoch {args.step} (it has {steps})"
         raise FileNotFoundError(f"workdir={args.workdir} has {wanted} in {training.CHECKPOINT_DIR}/: a checkpoint is "
                                 "written at the end of each epoch, so train at least one epoch first")
+    if args.split == "validation" and config.dataset != "celeba" and not config.validation:
+        raise ValueError(f"--split=validation: workdir={args.workdir} was trained without a validation split; "
+                         "train with --validation=N (N training pairs held out) to have one, or use --split=test")
     modalities = DATASETS[config.dataset].modalities(config)
     labelled = any(m.likelihood == "categorical" for m in modalities)
     sections = args.sections or (SECTIONS if labelled else ("samples",))
@@ -140,11 +154,12 @@ def evaluate(args) -> dict:
 
         config = dataclasses.replace(config, data_dir=args.data_dir)
     dataset = load_dataset(config) if set(sections) - {"samples"} else None
-    out_dir = Path(args.workdir) / "eval"
+    out_dir = eval_dir(args.workdir, args.split)
+    scored = dataset.split(args.split) if dataset is not None else None
     path = out_dir / "metrics.json"
     flags = {k: getattr(args, k) for k in ("classifier_epochs", "prior_samples", "latent_train_points", "iw_samples",
                                            "iw_proposal", "ll_points", "tsne_points", "seed")}
-    metrics = {"epoch": int(state.epoch), "params": networks.count_params(params)}
+    metrics = {"epoch": int(state.epoch), "params": networks.count_params(params), "split": args.split}
     if path.is_file():  # keep sections computed earlier for the same checkpoint
         old = json.loads(path.read_text())
         if old.get("epoch") == metrics["epoch"]:
@@ -159,7 +174,7 @@ def evaluate(args) -> dict:
 
     rng = jax.random.PRNGKey(args.seed)
     if labelled and dataset is not None:
-        train_labels, test_labels = dataset.labels("train"), dataset.labels("test")
+        train_labels, test_labels = dataset.labels("train"), dataset.labels(args.split)
 
     def bar(total, desc):
         return tqdm(total=total, desc=desc, dynamic_ncols=True, leave=True)
@@ -180,7 +195,7 @@ def evaluate(args) -> dict:
         metrics["classifiers"] = accuracies
         pairs = evaluation.coherence_pairs(model, classify)
         with bar(len(pairs), "coherence") as b:
-            scores = evaluation.coherence(model, params, dataset.test, test_labels, classify, progress=b.update)
+            scores = evaluation.coherence(model, params, scored, test_labels, classify, progress=b.update)
         scores["prior"] = evaluation.prior_coherence(model, params, jax.random.fold_in(rng, 1), classify,
                                                      args.prior_samples)
         metrics["coherence"] = scores
@@ -192,12 +207,12 @@ def evaluate(args) -> dict:
             train = {k: v[: args.latent_train_points] for k, v in train.items()}
         with bar(2 ** len(model.names) - 1, "latent accuracy") as b:
             metrics["latent_accuracy"] = evaluation.latent_accuracy(
-                model, params, train, train_labels[: len(train[model.names[0]])], dataset.test, test_labels,
+                model, params, train, train_labels[: len(train[model.names[0]])], scored, test_labels,
                 progress=b.update)
         save()
 
     if "log_likelihood" in sections:
-        test = dataset.test
+        test = scored
         if dataset.is_streamed:
             test = test.take(args.ll_points or len(test))
         elif args.ll_points:
@@ -212,7 +227,7 @@ def evaluate(args) -> dict:
 
     if "tsne" in sections:
         n = min(args.tsne_points, len(test_labels))
-        test = {k: v[:n] for k, v in dataset.test.items()}
+        test = {k: v[:n] for k, v in scored.items()}
         panels = {"joint": model.names}
         panels.update({m.name: (m.name,) for m in model.modalities if m.likelihood != "categorical"})
         embeddings = {}
@@ -227,7 +242,7 @@ def evaluate(args) -> dict:
                           out_dir / "tsne.png", titles=_panel_titles(model.names))
 
     if "cross_modal" in sections:
-        figures.plot_cross_modal(model, params, dataset.test, test_labels, jax.random.fold_in(rng, 3),
+        figures.plot_cross_modal(model, params, scored, test_labels, jax.random.fold_in(rng, 3),
                                  out_dir / "cross_modal.png")
 
     if "samples" in sections:

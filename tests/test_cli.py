@@ -111,3 +111,26 @@ def test_eval_of_a_missing_workdir_is_one_clear_line(tmp_path):
     (tmp_path / "config.json").write_text(json.dumps({"model": "jmvae"}))  # training stopped before epoch 1 ended
     proc = run("eval.py", f"--workdir={tmp_path}", check=False)
     assert proc.returncode == 2 and "has no checkpoint in checkpoints/" in proc.stderr, proc.stderr
+
+
+def test_eval_scores_the_validation_split_into_its_own_folder(tiny_data_dir, tmp_path, capsys):
+    """train.py --validation=N, then eval.py --split=validation writes eval_validation/ and leaves eval/ alone;
+    a run without a validation split refuses --split=validation before any work."""
+    import eval as eval_cli
+    import train as train_cli
+
+    workdir = tmp_path / "run"
+    train_cli.main(["--epochs=1", "--validation=30", f"--data_dir={tiny_data_dir}", f"--workdir={workdir}", *TINY])
+    assert json.loads((workdir / "config.json").read_text())["validation"] == 30
+    eval_cli.main([f"--workdir={workdir}", "--split=validation", "--sections=coherence,latent_accuracy",
+                   *TINY_EVAL(tmp_path)])
+    out = json.loads((workdir / "eval_validation" / "metrics.json").read_text())
+    assert out["split"] == "validation" and not (workdir / "eval").exists()
+    assert {"x->w", "y->w", "x->y", "y->x"} <= set(out["coherence"]) and {"x", "y"} <= set(out["latent_accuracy"])
+    plain = tmp_path / "plain"
+    train_cli.main(["--epochs=1", f"--data_dir={tiny_data_dir}", f"--workdir={plain}", *TINY])
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as exit_:
+        eval_cli.main([f"--workdir={plain}", "--split=validation"])
+    err = capsys.readouterr().err
+    assert exit_.value.code == 2 and "was trained without a validation split" in err and "Traceback" not in err

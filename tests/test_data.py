@@ -155,3 +155,56 @@ def test_mnist_label_binarizes_the_test_set_once_and_keeps_training_gray(tiny_da
     np.testing.assert_array_equal(again.test["x"], ds.test["x"])  # the same binary test set every time
     mnist = sources.load_image_classification("mnist", str(tiny_data_dir))
     np.testing.assert_array_equal(ds.labels("test"), mnist["test"][1])
+
+
+def test_hold_out_takes_the_last_n_of_one_fixed_permutation():
+    from mvae_jax.data import VALIDATION_SEED, hold_out
+
+    data = {"i": np.arange(100), "v": np.arange(100) * 10}
+    train, validation = hold_out(data, 30)
+    held = np.sort(np.random.default_rng(VALIDATION_SEED).permutation(100)[70:])
+    np.testing.assert_array_equal(validation["i"], held)
+    np.testing.assert_array_equal(validation["v"], held * 10)  # every modality of a pair moves together
+    assert len(train["i"]) == 70 and not set(train["i"]) & set(validation["i"])
+    assert sorted([*train["i"], *validation["i"]]) == list(range(100))
+    assert np.all(np.diff(train["i"]) > 0) and np.all(np.diff(validation["i"]) > 0)  # file order kept
+    unchanged, empty = hold_out(data, 0)
+    assert unchanged is data and len(empty["i"]) == 0
+    for bad in (-1, 100):
+        with pytest.raises(ValueError, match=f"validation={bad} is invalid; allowed: 0 to 99"):
+            hold_out(data, bad)
+
+
+@pytest.mark.parametrize("dataset", ["trimodal", "mnist_label"])
+def test_validation_split_is_disjoint_and_keeps_the_pairing(tiny_data_dir, dataset):
+    """train + validation are the training pairs of --validation=0, split by index; test is unchanged;
+    the same pairs come back on every load, whatever the model seed."""
+    full = load_dataset(Config(dataset=dataset, data_dir=str(tiny_data_dir)))
+    split = load_dataset(Config(dataset=dataset, data_dir=str(tiny_data_dir), validation=30, seed=5))
+    again = load_dataset(Config(dataset=dataset, data_dir=str(tiny_data_dir), validation=30, seed=7))
+    from mvae_jax.data import VALIDATION_SEED
+
+    held = np.sort(np.random.default_rng(VALIDATION_SEED).permutation(120)[90:])
+    kept = np.setdiff1d(np.arange(120), held)
+    assert full.num_train == 120 and split.num_train == 90 and len(split.labels("validation")) == 30
+    for name in ("x", "w") + (("y",) if dataset == "trimodal" else ()):
+        np.testing.assert_array_equal(split.train[name], full.train[name][kept])
+        np.testing.assert_array_equal(split.test[name], full.test[name])
+        np.testing.assert_array_equal(split.validation[name], again.validation[name])
+        if dataset == "trimodal" or name == "w":
+            np.testing.assert_array_equal(split.validation[name], full.train[name][held])
+    if dataset == "mnist_label":  # validation images binarized once, like the test images
+        assert set(np.unique(split.validation["x"])) <= {0.0, 1.0}
+        gray = full.train["x"][held]
+        assert np.all((split.validation["x"] == 1) <= (gray > 0))
+    with pytest.raises(ValueError, match="has no validation split: train it with --validation=N"):
+        full.labels("validation")
+
+
+def test_validation_larger_than_the_training_set_is_refused(tiny_data_dir):
+    with pytest.raises(ValueError, match="validation=120 is invalid; allowed: 0 to 119"):
+        load_dataset(Config(data_dir=str(tiny_data_dir), validation=120))
+    with pytest.raises(ValueError, match="validation=-1 is invalid"):
+        Config(validation=-1).validate()
+    with pytest.raises(ValueError, match="validation=10 applies to dataset trimodal or mnist_label only"):
+        Config(dataset="celeba", validation=10).validate()
