@@ -59,6 +59,8 @@ VARIANTS = {
     "targets_all": {"subset_targets": "all"},
     "all_subsets_targets_all": {"subset_sampling": "all", "subset_targets": "all"},
     "all_subsets_kl_only": {"subset_sampling": "all", "subset_objective": "kl"},
+    "all_subsets_kl_only_0.1": {"subset_sampling": "all", "subset_objective": "kl", "subset_kl_weight": 0.1},
+    "all_subsets_targets_all_uni3": {"subset_sampling": "all", "subset_targets": "all", "unimodal_weight": 3.0},
 }
 BASELINES = ("jmvae", "telbo", "mvae")
 TARGETS = (("latent_accuracy", "x"), ("latent_accuracy", "y"), ("coherence", "x->w"), ("coherence", "y->w"),
@@ -77,9 +79,10 @@ class Study:
         self.start = time.monotonic()
         self.commands: list[list[str]] = []
         self.skipped: list[str] = []
+        self.deadline = args.deadline_s
 
     def out_of_time(self) -> bool:
-        return self.args.deadline_s > 0 and time.monotonic() - self.start > self.args.deadline_s
+        return self.deadline > 0 and time.monotonic() - self.start > self.deadline
 
     def run(self, command: list[str]) -> bool:
         """Run ``command`` from the repository root, output into the log; False if skipped for the deadline."""
@@ -261,7 +264,10 @@ def main(argv=None) -> None:
     parser.add_argument("--jobs", type=int, default=1, help="commands run at once")
     parser.add_argument("--summarize_only", action="store_true",
                         help="run nothing: choose and tabulate from the evaluations already in --runs")
-    parser.add_argument("--deadline_s", type=float, default=0, help="start no command after this many seconds (0: none)")
+    parser.add_argument("--deadline_s", type=float, default=0,
+                        help="start no command of the ablations and baselines after this many seconds (0: none)")
+    parser.add_argument("--final_deadline_s", type=float, default=0,
+                        help="once the variant is chosen, start no command after this many seconds (0: none)")
     args = parser.parse_args(argv)
     args.seeds = [int(s) for s in args.seeds.split(",")]
     args.final_seeds = [int(s) for s in args.final_seeds.split(",")]
@@ -299,6 +305,7 @@ def main(argv=None) -> None:
         for f in ablations:
             f.result()
         chosen, scores = choose(study)
+        study.deadline = args.final_deadline_s
         print(f"[{time.monotonic() - study.start:6.0f} s] validation means: "
               + ", ".join(f"{k} {v:.4f}" for k, v in sorted(scores.items(), key=lambda kv: -kv[1])), flush=True)
         finals = []
