@@ -75,8 +75,8 @@ class Config:
     likelihood_weights: tuple[float, ...] = ()
     num_subsets: int = 1
     warmup_epochs: int = 1
-    subset_sampling: str = "random"
-    unimodal_weight: float = 1.0
+    subset_sampling: str = "all"
+    unimodal_weight: float = 3.0
     subset_objective: str = "elbo_kl"
     subset_kl_weight: float = 1.0
     subset_targets: str = "present"
@@ -150,7 +150,7 @@ class Config:
         need(isinstance(self.freeze_encoder, bool), "freeze_encoder", "true or false")
         need(_is_float(self.modality_dropout) and 0 <= self.modality_dropout < 1, "modality_dropout",
              "a number >= 0 and < 1")
-        need(self.subset_sampling != "all" or self.num_subsets == 1, "num_subsets",
+        need(self.model != "pemvae" or self.subset_sampling != "all" or self.num_subsets == 1, "num_subsets",
              "1 with subset_sampling=all (every proper subset is trained each step)")
         need(self.subset_objective != "elbo" or self.subset_kl_weight == 1.0, "subset_kl_weight",
              "the default with subset_objective=elbo, which has no KL term")
@@ -195,10 +195,13 @@ class Config:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> Config:
+        """The Config of a saved dict; a pemvae run saved before an option existed gets the value it trained with."""
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(d) - known)
         if unknown:
             raise ValueError(f"unknown config keys {unknown}; known: {sorted(known)}")
+        if d.get("model") == "pemvae":
+            d = {**{k: v for k, v in _PEMVAE_BEFORE_OPTIONS.items() if k not in d}, **d}
         return cls(**d)
 
     def likelihood_weight(self, names) -> dict[str, float]:
@@ -213,6 +216,10 @@ class Config:
         a, b = self.to_dict(), other.to_dict()
         return {k: (a[k], b[k]) for k in a if k not in ignore and a[k] != b[k]}
 
+
+# What pemvae did before these options existed (docs/PEMVAE.md chose today's defaults on validation):
+# a config.json written then lacks them, and resumes or evaluates as it was trained.
+_PEMVAE_BEFORE_OPTIONS = {"subset_sampling": "random", "unimodal_weight": 1.0}
 
 _TUPLES = ("hidden_dims", "likelihood_weights", "attributes", "conv_widths", "disc_widths")
 

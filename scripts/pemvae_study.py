@@ -61,6 +61,16 @@ VARIANTS = {
     "all_subsets_kl_only": {"subset_sampling": "all", "subset_objective": "kl"},
     "all_subsets_kl_only_0.1": {"subset_sampling": "all", "subset_objective": "kl", "subset_kl_weight": 0.1},
     "all_subsets_targets_all_uni3": {"subset_sampling": "all", "subset_targets": "all", "unimodal_weight": 3.0},
+    # Round 2: combinations of the single changes that helped on validation in round 1 (docs/PEMVAE.md).
+    "all_dropout": {"subset_sampling": "all", "modality_dropout": 0.5},
+    "all_uni3_dropout": {"subset_sampling": "all", "unimodal_weight": 3.0, "modality_dropout": 0.5},
+    "all_kl5": {"subset_sampling": "all", "subset_kl_weight": 5.0},
+    "all_uni3_kl5": {"subset_sampling": "all", "unimodal_weight": 3.0, "subset_kl_weight": 5.0},
+    "all_uni3_dropout_kl5": {"subset_sampling": "all", "unimodal_weight": 3.0, "modality_dropout": 0.5,
+                             "subset_kl_weight": 5.0},
+    "all_uni3_dropout_kl5_warmup0": {"subset_sampling": "all", "unimodal_weight": 3.0, "modality_dropout": 0.5,
+                                     "subset_kl_weight": 5.0, "warmup_epochs": 0},
+    "all_dropout_kl_only": {"subset_sampling": "all", "modality_dropout": 0.5, "subset_objective": "kl"},
 }
 BASELINES = ("jmvae", "telbo", "mvae")
 TARGETS = (("latent_accuracy", "x"), ("latent_accuracy", "y"), ("coherence", "x->w"), ("coherence", "y->w"),

@@ -40,7 +40,9 @@ def _encode(enc, flat, mask, fusion="tokens"):
 
 @pytest.mark.parametrize("epoch,beta,num_subsets", [(0, 1.0, 1), (1, 1.0, 1), (4, 2.0, 2)])
 def test_pemvae_loss_matches_hand_computation(epoch, beta, num_subsets):
-    model, params = _model(beta=beta, num_subsets=num_subsets, warmup_epochs=1)
+    """The objective before the study's defaults: one random proper subset per example and draw, all weights 1."""
+    model, params = _model(beta=beta, num_subsets=num_subsets, warmup_epochs=1, subset_sampling="random",
+                           unimodal_weight=1.0)
     batch = ref.batch(np.random.default_rng(0), n=6)
     flat = ref.flat(batch)
     key = jax.random.PRNGKey(7)
@@ -104,7 +106,7 @@ def test_parameter_count_is_the_joint_models_plus_mask_tokens():
 
 def test_subset_stage_holds_the_joint_posterior_and_decoders_fixed():
     """In stage 2 the KL and subset-ELBO terms train the encoder only, not the decoders."""
-    model, params = _model(warmup_epochs=1)
+    model, params = _model(warmup_epochs=1, subset_sampling="random")
     batch = ref.batch(np.random.default_rng(3), n=6)
     key = jax.random.PRNGKey(0)
 
@@ -132,9 +134,11 @@ def _variant_model(**kw):
 
 
 VARIANTS = [
+    dict(),  # the defaults: every proper subset each step, single-modality subsets weighted 3
+    dict(subset_sampling="random", unimodal_weight=1.0),
     dict(subset_sampling="all"),
     dict(subset_sampling="all", unimodal_weight=3.0),
-    dict(num_subsets=2, unimodal_weight=0.5),
+    dict(subset_sampling="random", num_subsets=2, unimodal_weight=0.5),
     dict(subset_objective="kl"),
     dict(subset_objective="kl", subset_kl_weight=0.1),
     dict(subset_objective="elbo"),
@@ -153,9 +157,9 @@ def test_pemvae_variants_match_hand_computation(options):
     beta = 1.5
     model, params = _variant_model(beta=beta, warmup_epochs=1, **options)
     fusion = options.get("fusion", "tokens")
-    sampling = options.get("subset_sampling", "random")
+    sampling = options.get("subset_sampling", "all")
     objective = options.get("subset_objective", "elbo_kl")
-    u, a = options.get("unimodal_weight", 1.0), options.get("subset_kl_weight", 1.0)
+    u, a = options.get("unimodal_weight", 3.0), options.get("subset_kl_weight", 1.0)
     n = 6
     batch = ref.batch(np.random.default_rng(4), n=n)
     flat = ref.flat(batch)
@@ -250,7 +254,7 @@ def test_freeze_encoder_trains_only_the_mask_tokens_after_the_warm_up():
 
 
 @pytest.mark.parametrize("options,message", [
-    (dict(subset_sampling="all", num_subsets=2), "num_subsets=2"),
+    (dict(num_subsets=2), "num_subsets=2"),
     (dict(subset_objective="elbo", subset_kl_weight=0.5), "subset_kl_weight=0.5"),
     (dict(subset_objective="kl", subset_kl_weight=0.0), "subset_kl_weight=0.0"),
     (dict(fusion="sum"), "fusion='sum' is invalid; allowed: tokens, mean, zero"),
@@ -265,3 +269,17 @@ def test_bad_pemvae_options_are_refused(options, message):
 def test_pemvae_options_are_refused_for_other_models():
     with pytest.raises(ValueError, match="fusion='mean' applies to model pemvae only"):
         Config(model="jmvae", fusion="mean").validate()
+
+
+def test_a_pemvae_config_saved_before_the_options_keeps_its_objective():
+    """config.json of a pemvae run trained before subset_sampling and unimodal_weight existed loads with the
+    values it trained with (one random subset, weight 1), not today's defaults; other models are unaffected."""
+    old = Config(model="pemvae").to_dict()
+    for key in ("subset_sampling", "unimodal_weight"):
+        del old[key]
+    loaded = Config.from_dict(old).validate()
+    assert (loaded.subset_sampling, loaded.unimodal_weight) == ("random", 1.0)
+    assert (Config().subset_sampling, Config().unimodal_weight) == ("all", 3.0)
+    jmvae = Config().to_dict()
+    del jmvae["subset_sampling"], jmvae["unimodal_weight"]
+    assert Config.from_dict(jmvae).validate() == Config()
