@@ -14,9 +14,9 @@ Training, in two stages (``--warmup_epochs``, default 1):
 1. epochs < warmup_epochs: the joint ELBO, the paper's Eq. (1), as JMVAE:
        L_1 = E_q(z|x_1..x_M)[sum_m log p(x_m | z)] - beta KL(q(z|x_1..x_M) || p(z))
 2. then the same encoder also learns to serve subsets. For each example and
-   each subset S drawn (``--subset_sampling``: ``random`` = ``--num_subsets``
-   proper subsets drawn uniformly per example; ``all`` = each of the 2^M - 2
-   proper subsets),
+   each subset S drawn (``--subset_sampling``: ``all``, the default = each of
+   the 2^M - 2 proper subsets; ``random`` = ``--num_subsets`` proper subsets
+   drawn uniformly per example),
        L_2 = L_1 + sum_S u_S [ E_q(z|x_S)[sum_{m in T_S} log p(x_m | z)] - beta KL(q(z|x_S) || p(z))
                                - a KL(sg[q(z|x_1..x_M)] || q(z|x_S)) ]
    where sg (stop_gradient) holds the joint posterior fixed as the target;
@@ -26,7 +26,7 @@ Training, in two stages (``--warmup_epochs``, default 1):
    (``--subset_targets=present``) or every modality (``all``: cross-modal
    reconstruction, as the subsampled objectives of Wu & Goodman 2018 and
    Sutter et al. 2021 reconstruct all modalities from a subset's posterior);
-   u_S is ``--unimodal_weight`` for |S| = 1, else 1; a is
+   u_S is ``--unimodal_weight`` (default 3) for |S| = 1, else 1; a is
    ``--subset_kl_weight`` (the role of JMVAE-kl's alpha, Suzuki et al. 2016,
    Eq. 11). ``--subset_objective`` keeps both bracketed parts (``elbo_kl``),
    the KL alone (``kl``: JMVAE-kl's term with q(z|x_S) for q(z|x_m)) or the
