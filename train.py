@@ -170,7 +170,7 @@ def main(argv=None) -> None:
         primary = distributed.is_primary()
         if not primary:  # one process reports; the others log warnings and errors only
             cli.setup_logging(verbose, level="WARNING")
-        configs = [c.validate() for c in configs_from_flags(flags)]
+        configs = [c.validate(given=flags) for c in configs_from_flags(flags)]
         from mvae_jax import training
 
         reporter = cli.TqdmReporter()  # shown by process 0 only

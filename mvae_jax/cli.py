@@ -17,7 +17,14 @@ STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
 
 def setup_logging(verbose: bool = False, level: str = "INFO") -> None:
-    """``level`` logs of mvae_jax on stderr; TensorFlow, absl and orbax kept to warnings."""
+    """``level`` logs of mvae_jax on stderr; TensorFlow, absl and orbax kept to warnings.
+
+    Without ``verbose``, the tracebacks of orbax's failed background saves (logged by absl and asyncio, and
+    raised as "unraisable" at exit) are cut to one line: train.py reports the failure itself. Records and
+    unraisable exceptions that do not come from orbax, tensorstore or asyncio's event loop keep their
+    traceback.
+    """
+    global _previous_unraisablehook
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s", datefmt="%H:%M:%S")
     logging.getLogger().setLevel(level)
@@ -25,20 +32,45 @@ def setup_logging(verbose: bool = False, level: str = "INFO") -> None:
         for name in ("absl", "jax", "orbax", "tensorflow"):
             logging.getLogger(name).setLevel(logging.WARNING)
         for name in ("absl", "asyncio"):
-            logging.getLogger(name).addFilter(_drop_traceback)
-        sys.unraisablehook = _log_unraisable
+            if _drop_orbax_traceback not in logging.getLogger(name).filters:
+                logging.getLogger(name).addFilter(_drop_orbax_traceback)
+        if sys.unraisablehook is not _log_unraisable:
+            _previous_unraisablehook = sys.unraisablehook
+            sys.unraisablehook = _log_unraisable
+
+
+# Where orbax's background saves fail: their frames are in these packages.
+_NOISY_PACKAGES = (f"{os.sep}orbax{os.sep}", f"{os.sep}tensorstore{os.sep}")
+_previous_unraisablehook = sys.unraisablehook
+
+
+def _from_orbax(exc_type, exc, tb) -> bool:
+    """Whether an exception is orbax's known noise: raised through orbax or tensorstore code, or asyncio's
+    "Event loop is closed" that its threads leave at exit."""
+    if isinstance(exc, RuntimeError) and str(exc) == "Event loop is closed":
+        return True
+    while tb is not None:
+        if any(p in tb.tb_frame.f_code.co_filename for p in _NOISY_PACKAGES):
+            return True
+        tb = tb.tb_next
+    return False
 
 
 def _log_unraisable(unraisable) -> None:
-    """An exception Python could not raise (orbax's asyncio threads after a failed save, at exit): one debug
-    line instead of a traceback (--verbose keeps Python's report)."""
-    logging.getLogger(__name__).debug("ignored: %s: %s", type(unraisable.exc_value).__name__, unraisable.exc_value)
+    """An exception Python could not raise: orbax's (its asyncio threads after a failed save, at exit) as one
+    debug line; any other goes to the hook that was there before (Python's report)."""
+    if _from_orbax(unraisable.exc_type, unraisable.exc_value, unraisable.exc_traceback):
+        logging.getLogger(__name__).debug("ignored: %s: %s", type(unraisable.exc_value).__name__,
+                                          unraisable.exc_value)
+    else:
+        _previous_unraisablehook(unraisable)
 
 
-def _drop_traceback(record: logging.LogRecord) -> bool:
-    """Keep a library's error line but not its traceback: orbax's background save logs one when it fails,
-    which train.py reports itself in one line (--verbose shows them)."""
-    record.exc_info, record.exc_text = None, None
+def _drop_orbax_traceback(record: logging.LogRecord) -> bool:
+    """Keep the error line of orbax's failed background save but not its traceback (train.py reports the failure
+    in one line; --verbose shows them); every other record is left as it is."""
+    if record.exc_info and record.exc_info[0] is not None and _from_orbax(*record.exc_info):
+        record.exc_info, record.exc_text = None, None
     return True
 
 

@@ -100,11 +100,19 @@ class Config:
     def __post_init__(self):
         for name in _TUPLES:
             object.__setattr__(self, name, tuple(getattr(self, name)))
-        if self.workdir is None:
+        if self.workdir is None or isinstance(self.workdir, _DerivedWorkdir):
+            # Derived here only: dataclasses.replace(config, beta=2.0) passes the old derived workdir back in,
+            # and it is derived again from the new model and beta; a workdir someone gave stays as given.
             object.__setattr__(self, "workdir", default_workdir(self.model, self.beta))
 
-    def validate(self) -> Config:
-        """Raise ValueError naming the first bad value and what is allowed; return self."""
+    def validate(self, given=None) -> Config:
+        """Raise ValueError naming the first bad value and what is allowed; return self.
+
+        ``given``: the names of the settings the user gave (train.py's flags): one that the model, the data
+        set or non-adversarial training does not read is refused even at its default value. Without it,
+        only settings that differ from their defaults can be caught.
+        """
+        given = frozenset(given or ())
         from mvae_jax.data import DATASETS
         from mvae_jax.models import MODELS
 
@@ -175,20 +183,21 @@ class Config:
         defaults = Config()
         for scope, options in (("model", MODEL_OPTIONS), ("dataset", DATASET_OPTIONS)):
             for name, owners in options.items():
-                if getattr(self, scope) not in owners and getattr(self, name) != getattr(defaults, name):
+                if getattr(self, scope) not in owners and (name in given or getattr(self, name) != getattr(defaults, name)):
                     raise ValueError(
                         f"{name}={getattr(self, name)!r} applies to {scope} {' or '.join(owners)} only, "
                         f"not to {scope}={getattr(self, scope)!r}; leave it out"
                     )
         if not self.adversarial:
             for name in ADVERSARIAL_OPTIONS:
-                if getattr(self, name) != getattr(defaults, name):
+                if name in given or getattr(self, name) != getattr(defaults, name):
                     raise ValueError(f"{name}={getattr(self, name)!r} applies to adversarial training only; "
                                      "add --adversarial or leave it out")
         return self
 
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
+        d["workdir"] = None if self.workdir is None else str.__str__(self.workdir)  # a plain str in JSON
         for name in _TUPLES:
             d[name] = list(getattr(self, name))
         return d
@@ -224,9 +233,13 @@ _PEMVAE_BEFORE_OPTIONS = {"subset_sampling": "random", "unimodal_weight": 1.0}
 _TUPLES = ("hidden_dims", "likelihood_weights", "attributes", "conv_widths", "disc_widths")
 
 
+class _DerivedWorkdir(str):
+    """A workdir derived from the model and beta (``default_workdir``), not given: derived again on replace."""
+
+
 def default_workdir(model: str, beta: float) -> str:
     """runs/<model>_beta<beta>, e.g. runs/jmvae_beta2.0."""
-    return os.path.join("runs", f"{model}_beta{float(beta)}")
+    return _DerivedWorkdir(os.path.join("runs", f"{model}_beta{float(beta)}"))
 
 
 def save_config(config: Config, workdir: str | os.PathLike) -> Path:

@@ -10,7 +10,6 @@ callback (a tqdm bar's ``update``); the library itself never prints.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-import functools
 import math
 
 import jax
@@ -19,6 +18,7 @@ import numpy as np
 
 from mvae_jax import distributions
 from mvae_jax.models import Model, check_present, subsets
+from mvae_jax.models.base import per_model_jit
 
 Classify = Callable[[np.ndarray], np.ndarray]  # images (n, *shape) in [0, 1] -> classes (n,)
 Progress = Callable[[int], object] | None
@@ -34,7 +34,7 @@ def _batches(n: int, batch_size: int):
         yield slice(start, min(start + batch_size, n))
 
 
-@functools.partial(jax.jit, static_argnums=(0, 3))
+@per_model_jit(static_argnums=(0, 3))
 def _posterior_mean(model: Model, params, batch, present):
     return model.encode(params, batch, present)[0]
 
@@ -52,7 +52,7 @@ def posterior_means(model: Model, params, data: Mapping[str, np.ndarray], presen
     return np.concatenate(out)
 
 
-@functools.partial(jax.jit, static_argnums=(0, 3, 4))
+@per_model_jit(static_argnums=(0, 3, 4))
 def _conditional_means(model: Model, params, batch, present, targets):
     """{t: E[x_t | z] at z = the mean of q(z | present)}: pixel or class probabilities (``Modality.mean``)."""
     mu = model.encode(params, batch, present)[0]
@@ -111,7 +111,7 @@ def coherence(model: Model, params, data: Mapping[str, np.ndarray], labels: np.n
     return {k: v / len(labels) for k, v in correct.items()}
 
 
-@functools.partial(jax.jit, static_argnums=(0, 3, 4))
+@per_model_jit(static_argnums=(0, 3, 4))
 def _prior_means(model: Model, params, rng, num_samples: int, latent: int):
     z = jax.random.normal(rng, (num_samples, latent))
     logits = model.decode(params, z)
@@ -162,7 +162,7 @@ def latent_accuracy(model: Model, params, train: Mapping[str, np.ndarray], train
     return out
 
 
-@functools.partial(jax.jit, static_argnums=(0, 3, 4, 5, 6))
+@per_model_jit(static_argnums=(0, 3, 4, 5, 6))
 def iw_log_likelihood(model: Model, params, batch, proposal: tuple[str, ...], targets: tuple[str, ...],
                       num_samples: int, chunk: int, rng: jax.Array) -> jax.Array:
     """Importance-weighted estimate of log p(x_targets) per example: (batch,). Burda et al. 2016, Eq. (8).
@@ -303,7 +303,7 @@ def parse_query(text: str, attributes: Sequence[str]) -> tuple[np.ndarray, np.nd
     return values, named
 
 
-@functools.partial(jax.jit, static_argnames=("model", "name", "num_samples", "steps"))
+@per_model_jit(static_argnames=("name", "num_samples", "steps"))
 def query_latents(model: Model, params, rng: jax.Array, values: jax.Array, named: jax.Array, name: str,
                   num_samples: int, steps: int) -> jax.Array:
     """z (num_samples, latent) drawn given only the ``named`` entries of the vector modality ``name``.

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-import functools
 import io
 import os
 
@@ -13,6 +12,7 @@ import numpy as np
 
 from mvae_jax.config import atomic_write_bytes
 from mvae_jax.models import Model
+from mvae_jax.models.base import per_model_jit
 
 TSNE_FILE = "tsne.npz"
 
@@ -63,7 +63,7 @@ def plot_tsne(rows: Sequence[tuple[str, Mapping[str, np.ndarray], np.ndarray]], 
     _save(fig, path)
 
 
-@functools.partial(jax.jit, static_argnums=(0, 3, 5))
+@per_model_jit(static_argnums=(0, 3, 5))
 def _conditional_samples(model: Model, params, batch, present, rng, samples: int):
     """Means of p(x_t | z) for z ~ q(z | present), ``samples`` per example: {t: (samples, B, *shape)}."""
     mus, logvars = model.posterior(params, batch, present)

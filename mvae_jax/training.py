@@ -41,6 +41,7 @@ log = logging.getLogger(__name__)
 METRICS_FILE = "metrics.jsonl"
 CHECKPOINT_DIR = "checkpoints"
 CORRUPT_DIR = "corrupt_checkpoints"  # unreadable checkpoints are moved here, never deleted
+SUPERSEDED_DIR = "superseded_checkpoints"  # a sweep member's epochs past the sweep's common epoch, never deleted
 INTERRUPTED_DIR = "interrupted"  # the mid-epoch checkpoint of a run stopped by SIGINT/SIGTERM
 _STEP_STREAM, _PERMUTATION_STREAM, _BINARIZE_STREAM, _DISC_INIT_STREAM = 0, 1, 2, 3
 _ADVERSARY_STREAM = 1  # folded into a step's key
@@ -79,6 +80,13 @@ class Reporter(Protocol):
 def make_optimizer(config: config_lib.Config) -> optax.GradientTransformation:
     """Adam (Kingma & Ba 2015) with the run's learning rate."""
     return optax.adam(config.learning_rate)
+
+
+def make_optimizers(config: config_lib.Config, modalities) -> tuple[optax.GradientTransformation,
+                                                                     adversarial.Adversary | None]:
+    """(the generator's optimizer, the discriminators' ``Adversary`` or None): both from ``config``'s learning rates,
+    so a NaN rollback that lowers them rebuilds both."""
+    return make_optimizer(config), adversarial.make_adversary(config, modalities)
 
 
 def create_train_state(model: Model, tx: optax.GradientTransformation, seed: int,
@@ -375,9 +383,9 @@ class Checkpoints:
         abstract = jax.tree_util.tree_map(ocp.utils.to_shape_dtype_struct, target)
         return self.manager.restore(epoch, args=ocp.args.StandardRestore(abstract))
 
-    def quarantine(self, epoch: int) -> Path:
-        """Move the checkpoint of ``epoch`` out of the manager's folder, to ``<workdir>/corrupt_checkpoints/``."""
-        target = _quarantine(self.directory / str(epoch), self.directory.parent, f"epoch{epoch}")
+    def quarantine(self, epoch: int, folder: str = CORRUPT_DIR) -> Path:
+        """Move the checkpoint of ``epoch`` out of the manager's folder, to ``<workdir>/<folder>/`` (never deleted)."""
+        target = _quarantine(self.directory / str(epoch), self.directory.parent, f"epoch{epoch}", folder)
         self.manager.reload()
         return target
 
@@ -395,9 +403,9 @@ class Checkpoints:
         self.close()
 
 
-def _quarantine(path: Path, workdir: Path, name: str) -> Path:
-    """Move ``path`` to ``<workdir>/corrupt_checkpoints/<name>-<time>`` (never delete what may be recoverable)."""
-    target = workdir / CORRUPT_DIR / f"{name}-{time.strftime('%Y%m%dT%H%M%S')}"
+def _quarantine(path: Path, workdir: Path, name: str, folder: str = CORRUPT_DIR) -> Path:
+    """Move ``path`` to ``<workdir>/<folder>/<name>-<time>`` (never delete what may be recoverable)."""
+    target = workdir / folder / f"{name}-{time.strftime('%Y%m%dT%H%M%S')}"
     target.parent.mkdir(parents=True, exist_ok=True)
     os.replace(path, target)
     return target
@@ -566,7 +574,6 @@ def train_sweep(configs: Sequence[config_lib.Config], reporter: Reporter | None 
     if steps < 1:
         raise ValueError(f"batch_size={config.batch_size} exceeds the {num_examples} training examples")
     model = get_model(config, dataset.modalities)
-    adversary = adversarial.make_adversary(config, dataset.modalities)
     betas = tuple(float(c.beta) for c in configs) if len(configs) > 1 else None
     primary = jax.process_index() == 0  # reports, writes config and metrics; all processes write checkpoints
     several = jax.process_count() > 1
@@ -574,19 +581,20 @@ def train_sweep(configs: Sequence[config_lib.Config], reporter: Reporter | None 
     on_step = reporter.step if reporter is not None else None
     step_stop = None if several else stop  # processes must agree: they stop together at an epoch's end
 
+    data = None if dataset.is_streamed else replicate(dataset.train, mesh)
+
     def compile_epoch(config):
-        tx = make_optimizer(config)
+        """(tx, adversary, run_epoch) for ``config``'s learning rates."""
+        tx, adversary = make_optimizers(config, dataset.modalities)
         if dataset.is_streamed:
             step_fn = jax.jit(make_step_fn(model, tx, mesh, dataset.binarize, adversary, betas), donate_argnums=0)
-            return tx, lambda state, seed: stream_epoch(step_fn, state, dataset.train, config.batch_size, seed, mesh,
-                                                        on_step, stop=step_stop)
+            return tx, adversary, lambda state, seed: stream_epoch(step_fn, state, dataset.train, config.batch_size,
+                                                                   seed, mesh, on_step, stop=step_stop)
         epoch_fn = make_epoch_fn(model, tx, num_examples, config.batch_size, mesh, on_step, dataset.binarize,
                                  adversary, betas)
-        return tx, lambda state, seed: epoch_fn(state, data, stop=step_stop)
+        return tx, adversary, lambda state, seed: epoch_fn(state, data, stop=step_stop)
 
-    if not dataset.is_streamed:
-        data = replicate(dataset.train, mesh)
-    tx, run_epoch = compile_epoch(config)
+    tx, adversary, run_epoch = compile_epoch(config)
 
     def fresh_state():
         return replicate(create_train_state(model, tx, config.seed, adversary), mesh)
@@ -653,7 +661,7 @@ def train_sweep(configs: Sequence[config_lib.Config], reporter: Reporter | None 
                                                disc_learning_rate=c.disc_learning_rate * c.nan_lr_factor)
                            for c in configs]
                 config = configs[0]
-                tx, run_epoch = compile_epoch(config)
+                tx, adversary, run_epoch = compile_epoch(config)
                 for mid in interrupted:
                     mid.clear()
                 start, state, partial = restore(mid_epoch=False)
@@ -715,8 +723,8 @@ def check_disk_space(configs: Sequence[config_lib.Config], workdirs: Sequence[Pa
     config = configs[0]
     modalities = DATASETS[config.dataset].modalities(config)
     model = get_model(config, modalities)
-    shapes = jax.eval_shape(lambda: create_train_state(model, make_optimizer(config), config.seed,
-                                                       adversarial.make_adversary(config, modalities)))
+    tx, adversary = make_optimizers(config, modalities)
+    shapes = jax.eval_shape(lambda: create_train_state(model, tx, config.seed, adversary))
     size = sum(x.size * x.dtype.itemsize for x in jax.tree_util.tree_leaves(shapes))
     existing = next(p for p in (workdirs[0], *workdirs[0].parents) if p.exists())
     free, need = shutil.disk_usage(existing).free, 2 * size * len(configs)
@@ -755,9 +763,9 @@ def _resume_epoch(checkpoints: Sequence[Checkpoints]) -> int | None:
     start = max(common)
     for ck, have in zip(checkpoints, steps):
         for later in sorted(s for s in have if s > start):  # recomputed (identically) from ``start``
-            log.warning("%s: removing the checkpoint of epoch %d to resume the sweep from epoch %d, "
-                        "the latest epoch all its runs have", ck.directory, later, start)
-            ck.manager.delete(later)
+            target = ck.quarantine(later, SUPERSEDED_DIR)
+            log.warning("%s: moved the checkpoint of epoch %d to %s to resume the sweep from epoch %d, the "
+                        "latest epoch all its runs have", ck.directory, later, target, start)
     return start
 
 
@@ -836,8 +844,8 @@ def restore_model(workdir: str | os.PathLike, epoch: int | None = None) -> tuple
     config = config_lib.load_config(workdir)
     modalities = DATASETS[config.dataset].modalities(config)
     model = get_model(config, modalities)
-    tx = make_optimizer(config)
-    target = create_train_state(model, tx, config.seed, adversarial.make_adversary(config, modalities))
+    tx, adversary = make_optimizers(config, modalities)
+    target = create_train_state(model, tx, config.seed, adversary)
     checkpoints = Checkpoints(workdir, config.keep_checkpoints)
     try:
         state = checkpoints.restore(target, epoch)

@@ -134,3 +134,44 @@ def test_eval_scores_the_validation_split_into_its_own_folder(tiny_data_dir, tmp
         eval_cli.main([f"--workdir={plain}", "--split=validation"])
     err = capsys.readouterr().err
     assert exit_.value.code == 2 and "was trained without a validation split" in err and "Traceback" not in err
+
+
+def _raise_from(filename: str):
+    """An exception whose traceback passes through code compiled as ``filename``."""
+    namespace = {}
+    exec(compile("def boom():\n    raise ValueError('disk full')\n", filename, "exec"), namespace)
+    try:
+        namespace["boom"]()
+    except ValueError:
+        return sys.exc_info()
+
+
+def test_logging_cuts_only_orbaxs_tracebacks(monkeypatch):
+    """setup_logging drops the traceback of a record raised through orbax code, keeps any other's, and
+    passes unraisable exceptions that are not orbax's to the previous hook."""
+    import logging
+    import os
+
+    from mvae_jax import cli
+
+    monkeypatch.setattr(sys, "unraisablehook", sys.unraisablehook)
+    cli.setup_logging(verbose=False)
+    orbax = _raise_from(os.path.join(os.sep, "site-packages", "orbax", "checkpoint", "save.py"))
+    other = _raise_from(os.path.join(os.sep, "site-packages", "somelib", "work.py"))
+    for exc_info, kept in ((orbax, False), (other, True)):
+        record = logging.LogRecord("absl", logging.ERROR, __file__, 1, "failed", None, exc_info)
+        assert logging.getLogger("absl").filter(record)
+        assert (record.exc_info is not None) == kept
+    seen = []
+    monkeypatch.setattr(cli, "_previous_unraisablehook", seen.append)
+
+    class Unraisable:
+        def __init__(self, exc_info):
+            self.exc_type, self.exc_value, self.exc_traceback = exc_info
+            self.err_msg, self.object = None, None
+
+    sys.unraisablehook(Unraisable(orbax))
+    sys.unraisablehook(Unraisable((RuntimeError, RuntimeError("Event loop is closed"), None)))
+    assert seen == []
+    sys.unraisablehook(Unraisable(other))
+    assert len(seen) == 1 and seen[0].exc_value is other[1]

@@ -69,3 +69,28 @@ def test_likelihood_weights_round_trip_and_default_to_one(tmp_path):
     assert load_config(tmp_path) == config
     assert config.likelihood_weight("xyw") == {"x": 1.0, "y": 1.0, "w": 50.0}
     assert Config().likelihood_weight("xyw") == {"x": 1.0, "y": 1.0, "w": 1.0}
+
+
+def test_a_replaced_config_derives_its_workdir_again():
+    """dataclasses.replace of a config whose workdir was derived derives it again; a given workdir stays."""
+    import dataclasses
+    import json
+
+    assert dataclasses.replace(Config(), beta=2.0).workdir == "runs/jmvae_beta2.0"
+    assert dataclasses.replace(Config(beta=2.0), model="mvae").workdir == "runs/mvae_beta2.0"
+    assert dataclasses.replace(Config(workdir="mine"), beta=2.0).workdir == "mine"
+    saved = Config.from_dict(json.loads(json.dumps(Config(beta=3.0).to_dict())))
+    assert type(saved.to_dict()["workdir"]) is str
+    assert dataclasses.replace(saved, beta=1.0).workdir == "runs/jmvae_beta3.0"  # a loaded workdir is a given one
+
+
+@pytest.mark.parametrize("given,message", [
+    ({"model": "mvae", "alpha": 0.1}, "alpha=0.1 applies to model jmvae only"),
+    ({"model": "jmvae", "num_subsets": 1}, "num_subsets=1 applies to model mvae or pemvae only"),
+    ({"conv_widths": (32, 64, 128, 256)}, "conv_widths=(32, 64, 128, 256) applies to dataset celeba only"),
+    ({"r1_weight": 1.0}, "r1_weight=1.0 applies to adversarial training only"),
+])
+def test_an_option_given_at_its_default_for_a_model_that_ignores_it_is_refused(given, message):
+    with pytest.raises(ValueError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        Config(**given).validate(given=given)
+    Config(**given).validate()  # without the names given, a default value cannot be told from an absent flag

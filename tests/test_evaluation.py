@@ -143,3 +143,25 @@ def test_log_likelihoods_names_the_estimates_and_rejects_bad_options():
         evaluation.log_likelihoods(model, {}, {"x": x}, jax.random.PRNGKey(0), 3, proposal="best")
     with pytest.raises(ValueError, match="num_samples=0"):
         evaluation.log_likelihoods(model, {}, {"x": x}, jax.random.PRNGKey(0), 0)
+
+
+def test_compiled_evaluation_programs_belong_to_their_model():
+    """A model's evaluation programs compile once for it and are freed with it: building models in a loop
+    (the results script, the tests) does not grow a process-wide cache."""
+    import gc
+    import weakref
+
+    from tests import reference as ref
+
+    data = {k: np.asarray(v) for k, v in ref.batch(np.random.default_rng(0), n=6).items()}
+    refs = []
+    for _ in range(3):
+        model, params = ref.tiny_model("jmvae")
+        for _ in range(2):
+            evaluation.posterior_means(model, params, data, ("x",))
+        (jitted,) = model._jitted.values()
+        assert jitted._cache_size() == 1  # the second call reused the first's program
+        refs.append(weakref.ref(model))
+        del model, params, jitted
+    gc.collect()
+    assert [r() for r in refs] == [None, None, None]

@@ -1,5 +1,6 @@
 """Fault injection: kills, stop signals, NaNs, a full disk and damaged files lose nothing and explain themselves."""
 
+import dataclasses
 import json
 import os
 from pathlib import Path
@@ -16,7 +17,7 @@ import pytest
 
 import train
 from mvae_jax import errors, training
-from mvae_jax.config import Config, load_config
+from mvae_jax.config import Config, load_config, save_config
 from tests.conftest import ROOT, write_tiny_idx_dataset
 
 TINY = dict(hidden_dims=(32,), latent_dim=4, batch_size=20)
@@ -54,10 +55,11 @@ def _epochs(workdir):
     ("--hidden_dims=512,0", "hidden_dims=(512, 0) is invalid"),
     ("--nan_lr_factor=1", "nan_lr_factor=1.0 is invalid; allowed: a number strictly between 0 and 1"),
     ("--num_samples=5", "num_samples=5 applies to model mmvae only"),
+    ("--alpha=0.1 --model=mvae", "alpha=0.1 applies to model jmvae only, not to model='mvae'"),
 ])
 def test_each_bad_flag_is_one_line_and_exit_2(flag, message, tmp_path, capsys):
     with pytest.raises(SystemExit) as exit_:
-        train.main([flag, f"--workdir={tmp_path / 'run'}"])
+        train.main([*flag.split(), f"--workdir={tmp_path / 'run'}"])
     err = capsys.readouterr().err
     assert exit_.value.code == 2 and message in err and "Traceback" not in err, err
     assert not (tmp_path / "run").exists()
@@ -257,3 +259,20 @@ def test_a_metrics_line_cut_short_by_a_kill_is_dropped_on_resume(tmp_path):
     path.write_text('{"epoch": 1, "loss": 3.0}\n{"epoch": 2, "loss": 2.0}\n{"epoch": 3, "lo')
     training._truncate_metrics(path, 2)
     assert [json.loads(line)["epoch"] for line in path.read_text().splitlines()] == [1, 2]
+
+
+def test_a_nan_rollback_lowers_the_discriminators_learning_rate_too(tiny_data_dir, tmp_path, monkeypatch):
+    """A rollback trains as a run resumed from the last good checkpoint with both lowered learning rates."""
+    adv = dict(TINY, adversarial=True, disc_widths=(4,), data_dir=str(tiny_data_dir), epochs=3)
+    monkeypatch.setattr(training, "make_epoch_fn", _with_nan({2}, []))
+    rolled = training.train_sweep([Config(**adv, workdir=str(tmp_path / "a"), nan_rollbacks=1)])[0]
+    monkeypatch.undo()
+    lowered = load_config(tmp_path / "a")
+    assert (lowered.learning_rate, lowered.disc_learning_rate) == (0.0005, 0.001)
+    first = Config(**{**adv, "epochs": 1}, workdir=str(tmp_path / "b"))
+    training.train_sweep([first])
+    lowered_b = dataclasses.replace(lowered, workdir=str(tmp_path / "b"))
+    save_config(lowered_b, tmp_path / "b")  # what the rollback wrote into config.json
+    resumed = training.train_sweep([lowered_b])[0]
+    _assert_same_params(jax.tree_util.tree_leaves(rolled.disc_params), jax.tree_util.tree_leaves(resumed.disc_params))
+    _assert_same_params(jax.tree_util.tree_leaves(rolled.params), jax.tree_util.tree_leaves(resumed.params))

@@ -80,3 +80,18 @@ def test_train_py_beta_list_writes_a_workdir_per_beta(tiny_data_dir, tmp_path):
     assert result.returncode == 0, result.stderr[-2000:]
     assert sorted(p.name for p in out.iterdir()) == ["beta0.5", "beta1.0"]
     assert load_config(out / "beta0.5").beta == 0.5 and training.Checkpoints(out / "beta1.0").all_steps() == [1]
+
+
+def test_resuming_a_sweep_moves_a_members_later_checkpoints_aside(tiny_config, tmp_path, caplog):
+    """A member ahead of the others (trained alone one more epoch) has its later checkpoint moved to
+    superseded_checkpoints/, never deleted, and the sweep resumes from the epoch all members have."""
+    configs = [Config(**{**tiny_config.to_dict(), "beta": b, "workdir": str(tmp_path / f"b{b}"), "epochs": 1})
+               for b in (0.5, 2.0)]
+    training.train_sweep(configs)
+    training.train_and_evaluate(Config(**{**configs[0].to_dict(), "epochs": 2}))
+    assert training.saved_epochs(configs[0].workdir) == [1, 2]
+    training.train_sweep([Config(**{**c.to_dict(), "epochs": 2}) for c in configs])
+    moved = list((tmp_path / "b0.5" / training.SUPERSEDED_DIR).glob("epoch2-*"))
+    assert len(moved) == 1 and any(moved[0].rglob("*")), moved
+    assert "moved the checkpoint of epoch 2" in caplog.text
+    assert [training.saved_epochs(c.workdir) for c in configs] == [[1, 2], [1, 2]]

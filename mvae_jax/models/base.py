@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 import dataclasses
+import functools
 import itertools
 from typing import Any
 
@@ -52,6 +53,8 @@ class Model:
     decode: Callable[[Params, jax.Array], dict[str, jax.Array]]
     mixture: Callable[[Params, Batch, tuple[str, ...]], distributions.Gaussian] | None = None
     trainable: Callable[[Params, jax.Array], Params] | None = None
+    # Programs compiled for this model by ``per_model_jit`` functions: they live and die with the model.
+    _jitted: dict = dataclasses.field(default_factory=dict, init=False, repr=False, compare=False, hash=False)
 
     def posterior(self, params: Params, batch: Batch, present: Sequence[str]) -> distributions.Gaussian:
         """q(z | present) as an equal-weight mixture: (mus, logvars), each (components, batch, latent).
@@ -66,6 +69,32 @@ class Model:
     @property
     def names(self) -> tuple[str, ...]:
         return tuple(m.name for m in self.modalities)
+
+
+def per_model_jit(static_argnums: tuple[int, ...] = (), static_argnames: tuple[str, ...] = ()):
+    """Decorator: ``fn(model, *args)`` jitted once per Model instance, its compiled programs kept in the model.
+
+    A module-level ``jax.jit`` taking the model as a static argument keeps one
+    cache entry per Model ever built (a Model hashes by its functions'
+    identity) for the life of the process; here they are freed with the model.
+    ``static_argnums`` count ``model`` as argument 0, as they would for ``jax.jit(fn)``.
+    """
+
+    def decorate(fn):
+        nums = tuple(i - 1 for i in static_argnums if i != 0)
+        names = tuple(n for n in static_argnames if n != "model")
+
+        @functools.wraps(fn)
+        def call(model: Model, *args, **kwargs):
+            jitted = model._jitted.get(fn)
+            if jitted is None:
+                jitted = model._jitted[fn] = jax.jit(functools.partial(fn, model), static_argnums=nums,
+                                                     static_argnames=names)
+            return jitted(*args, **kwargs)
+
+        return call
+
+    return decorate
 
 
 def check_present(present: Sequence[str], names: Sequence[str]) -> tuple[str, ...]:
