@@ -191,7 +191,7 @@ def test_too_little_disk_space_is_an_error_before_any_work(monkeypatch, tmp_path
     import shutil
 
     monkeypatch.setattr(shutil, "disk_usage", lambda path: shutil._ntuple_diskusage(10**9, 10**9 - 10**5, 10**5))
-    monkeypatch.setattr(training, "load_dataset", lambda config: pytest.fail("data loaded before the check"))
+    monkeypatch.setattr(training.loop, "load_dataset", lambda config: pytest.fail("data loaded before the check"))
     with pytest.raises(errors.CheckpointError, match=r"0.1 MiB free, but a checkpoint of this run takes about"):
         training.train_sweep([Config(workdir=str(tmp_path / "run"))])
     assert not (tmp_path / "run").exists()
@@ -219,7 +219,7 @@ def _with_nan(epochs_hit, calls):
 
 
 def test_nan_stops_naming_the_epoch_and_keeps_the_last_good_checkpoint(tiny_data_dir, tmp_path, monkeypatch):
-    monkeypatch.setattr(training, "make_epoch_fn", _with_nan({2}, []))
+    monkeypatch.setattr(training.loop, "make_epoch_fn", _with_nan({2}, []))
     workdir = tmp_path / "run"
     with pytest.raises(FloatingPointError, match=r"non-finite parameters in epoch 2 .* last good checkpoint "
                                                  r"\(epoch 1\) .* kept; resume with a lower --learning_rate"):
@@ -229,14 +229,14 @@ def test_nan_stops_naming_the_epoch_and_keeps_the_last_good_checkpoint(tiny_data
 
 
 def test_nan_in_the_data_stops_in_epoch_1(tiny_data_dir, tmp_path, monkeypatch):
-    real = training.load_dataset
+    real = training.loop.load_dataset
 
     def poisoned(config):
         ds = real(config)
         ds.train["x"][3, 5, 5, 0] = np.nan
         return ds
 
-    monkeypatch.setattr(training, "load_dataset", poisoned)
+    monkeypatch.setattr(training.loop, "load_dataset", poisoned)
     with pytest.raises(FloatingPointError, match=r"non-finite loss terms .* in epoch 1 .* \(none yet: the initial"):
         training.train_sweep([Config(**TINY, data_dir=str(tiny_data_dir), epochs=2, workdir=str(tmp_path / "r"))])
     assert training.saved_epochs(tmp_path / "r") == []
@@ -245,7 +245,7 @@ def test_nan_in_the_data_stops_in_epoch_1(tiny_data_dir, tmp_path, monkeypatch):
 def test_nan_rollbacks_go_back_to_the_last_checkpoint_and_lower_the_learning_rate(tiny_data_dir, tmp_path,
                                                                                  monkeypatch, caplog):
     calls = []
-    monkeypatch.setattr(training, "make_epoch_fn", _with_nan({2}, calls))
+    monkeypatch.setattr(training.loop, "make_epoch_fn", _with_nan({2}, calls))
     workdir = tmp_path / "run"
     config = Config(**TINY, data_dir=str(tiny_data_dir), epochs=3, workdir=str(workdir), nan_rollbacks=1)
     state = training.train_sweep([config])[0]
@@ -257,14 +257,14 @@ def test_nan_rollbacks_go_back_to_the_last_checkpoint_and_lower_the_learning_rat
 def test_a_metrics_line_cut_short_by_a_kill_is_dropped_on_resume(tmp_path):
     path = tmp_path / training.METRICS_FILE
     path.write_text('{"epoch": 1, "loss": 3.0}\n{"epoch": 2, "loss": 2.0}\n{"epoch": 3, "lo')
-    training._truncate_metrics(path, 2)
+    training.truncate_metrics(path, 2)
     assert [json.loads(line)["epoch"] for line in path.read_text().splitlines()] == [1, 2]
 
 
 def test_a_nan_rollback_lowers_the_discriminators_learning_rate_too(tiny_data_dir, tmp_path, monkeypatch):
     """A rollback trains as a run resumed from the last good checkpoint with both lowered learning rates."""
     adv = dict(TINY, adversarial=True, disc_widths=(4,), data_dir=str(tiny_data_dir), epochs=3)
-    monkeypatch.setattr(training, "make_epoch_fn", _with_nan({2}, []))
+    monkeypatch.setattr(training.loop, "make_epoch_fn", _with_nan({2}, []))
     rolled = training.train_sweep([Config(**adv, workdir=str(tmp_path / "a"), nan_rollbacks=1)])[0]
     monkeypatch.undo()
     lowered = load_config(tmp_path / "a")

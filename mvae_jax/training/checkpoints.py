@@ -1,0 +1,337 @@
+"""Checkpoints and the workdir: orbax checkpoints per epoch, the mid-epoch one, quarantine, resume and restore.
+
+Nothing that may be recoverable is deleted: unreadable checkpoints go to
+``corrupt_checkpoints/``, a sweep member's epochs past the sweep's common one to
+``superseded_checkpoints/``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+import json
+import logging
+import math
+import os
+from pathlib import Path
+import shutil
+import time
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import orbax.checkpoint as ocp
+
+from mvae_jax import config as config_lib
+from mvae_jax import errors
+from mvae_jax.models import Model, get_model
+from mvae_jax.training.state import TrainState, create_train_state, make_optimizers
+
+log = logging.getLogger("mvae_jax.training")
+
+METRICS_FILE = "metrics.jsonl"
+CHECKPOINT_DIR = "checkpoints"
+CORRUPT_DIR = "corrupt_checkpoints"  # unreadable checkpoints are moved here, never deleted
+SUPERSEDED_DIR = "superseded_checkpoints"  # a sweep member's epochs past the sweep's common epoch, never deleted
+INTERRUPTED_DIR = "interrupted"  # the mid-epoch checkpoint of a run stopped by SIGINT/SIGTERM
+
+
+class Checkpoints:
+    """orbax checkpoints of the TrainState in ``workdir/checkpoints``, one per epoch, the latest ``keep`` kept.
+
+    orbax writes each into a temporary folder and renames it when complete,
+    so a process killed during a save leaves no checkpoint that reads as good.
+    """
+
+    def __init__(self, workdir: str | os.PathLike, keep: int = 3):
+        self.directory = Path(workdir).absolute() / CHECKPOINT_DIR
+        self.manager = ocp.CheckpointManager(
+            self.directory, options=ocp.CheckpointManagerOptions(max_to_keep=keep, create=True)
+        )
+        self._pending = None
+
+    def latest(self) -> int | None:
+        return self.manager.latest_step()
+
+    def all_steps(self) -> list[int]:
+        return list(self.manager.all_steps())
+
+    def save(self, state: TrainState) -> int:
+        """Start saving ``state`` as the checkpoint of its epoch (written in the background).
+
+        CheckpointError if this save, or the previous one still in the background, fails.
+        """
+        epoch = int(state.epoch)
+        try:
+            self.manager.save(epoch, args=ocp.args.StandardSave(state))
+        except Exception as e:
+            raise self._failed(epoch if self._pending is None else self._pending, e) from e
+        self._pending = epoch
+        return epoch
+
+    def wait(self) -> None:
+        """Wait for the background save; CheckpointError if it failed."""
+        try:
+            self.manager.wait_until_finished()
+        except Exception as e:
+            raise self._failed(self._pending, e) from e
+        self._pending = None
+
+    def _failed(self, epoch: int | None, error: Exception) -> errors.CheckpointError:
+        try:
+            self.manager.reload()
+            kept = f"the checkpoints of epochs {self.all_steps()} are intact"
+        except Exception:  # the disk may refuse even to be listed
+            kept = "the checkpoints written before are untouched"
+        return errors.CheckpointError(
+            f"could not write the checkpoint of epoch {epoch} in {self.directory} ({type(error).__name__}: "
+            f"{str(error).splitlines()[0] if str(error) else ''}); {kept}. Free some space or fix the "
+            "permissions, then run the same command to resume.")
+
+    def restore(self, target: TrainState, epoch: int | None = None) -> TrainState:
+        """The checkpoint of ``epoch`` (the latest by default), shaped and placed like ``target``."""
+        epoch = self.latest() if epoch is None else epoch
+        if epoch is None or epoch not in self.all_steps():
+            raise FileNotFoundError(f"no checkpoint for epoch {epoch} in {self.directory}; have {self.all_steps()}")
+        abstract = jax.tree_util.tree_map(ocp.utils.to_shape_dtype_struct, target)
+        return self.manager.restore(epoch, args=ocp.args.StandardRestore(abstract))
+
+    def quarantine(self, epoch: int, folder: str = CORRUPT_DIR) -> Path:
+        """Move the checkpoint of ``epoch`` out of the manager's folder, to ``<workdir>/<folder>/`` (never deleted)."""
+        target = _quarantine(self.directory / str(epoch), self.directory.parent, f"epoch{epoch}", folder)
+        self.manager.reload()
+        return target
+
+    def close(self) -> None:
+        """Wait for background saves (CheckpointError if one failed) and release the manager."""
+        try:
+            self.wait()
+        finally:
+            self.manager.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+def _quarantine(path: Path, workdir: Path, name: str, folder: str = CORRUPT_DIR) -> Path:
+    """Move ``path`` to ``<workdir>/<folder>/<name>-<time>`` (never delete what may be recoverable)."""
+    target = workdir / folder / f"{name}-{time.strftime('%Y%m%dT%H%M%S')}"
+    target.parent.mkdir(parents=True, exist_ok=True)
+    os.replace(path, target)
+    return target
+
+class MidEpochCheckpoint:
+    """The state of an epoch stopped part-way (SIGINT/SIGTERM), in ``<workdir>/interrupted``, until that epoch ends.
+
+    Saved with a JSON record of the epoch's progress: its number, the step,
+    and the means and count of the loss terms of the steps already taken.
+    """
+
+    def __init__(self, workdir: str | os.PathLike):
+        self.directory = Path(workdir).absolute() / INTERRUPTED_DIR
+
+    def _manager(self) -> ocp.CheckpointManager:
+        return ocp.CheckpointManager(self.directory, options=ocp.CheckpointManagerOptions(max_to_keep=1, create=True))
+
+    def save(self, state: TrainState, progress: Mapping[str, Any]) -> None:
+        """Write ``state`` and ``progress`` and wait until they are complete; CheckpointError if that fails."""
+        step = int(state.step)
+        manager = self._manager()
+        try:
+            manager.save(step, args=ocp.args.Composite(state=ocp.args.StandardSave(state),
+                                                       progress=ocp.args.JsonSave(dict(progress))))
+            manager.wait_until_finished()
+        except Exception as e:
+            raise errors.CheckpointError(
+                f"could not write the checkpoint of step {step} in {self.directory} ({type(e).__name__}: {e}); "
+                "the epoch checkpoints are intact, and a new run restarts this epoch from its start") from e
+        finally:
+            manager.close()
+
+    def restore(self, target: TrainState) -> tuple[TrainState, dict] | None:
+        """(state, progress) of the saved step, shaped and placed like ``target``; None if there is none."""
+        if not self.directory.is_dir():
+            return None
+        manager = self._manager()
+        try:
+            step = manager.latest_step()
+            if step is None:
+                return None
+            abstract = jax.tree_util.tree_map(ocp.utils.to_shape_dtype_struct, target)
+            restored = manager.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract),
+                                                                      progress=ocp.args.JsonRestore()))
+            return restored.state, dict(restored.progress)
+        finally:
+            manager.close()
+
+    def quarantine(self) -> Path:
+        return _quarantine(self.directory, self.directory.parent, INTERRUPTED_DIR)
+
+    def clear(self) -> None:
+        """Remove it (its epoch is complete, or rolled back); process 0 does, once."""
+        if jax.process_index() == 0 and self.directory.exists():
+            shutil.rmtree(self.directory, ignore_errors=True)
+
+def saved_epochs(workdir: str | os.PathLike) -> list[int]:
+    """The epochs with a complete checkpoint in ``workdir``, creating nothing."""
+    if not (Path(workdir) / CHECKPOINT_DIR).is_dir():
+        return []
+    with Checkpoints(workdir) as checkpoints:
+        return checkpoints.all_steps()
+
+@jax.jit
+def all_finite(tree) -> jax.Array:
+    return jnp.all(jnp.asarray([jnp.all(jnp.isfinite(x)) for x in jax.tree_util.tree_leaves(tree)]))
+
+def resume_epoch(checkpoints: Sequence[Checkpoints]) -> int | None:
+    """The latest epoch every run has a checkpoint of; None for a fresh start; ValueError if they share none."""
+    steps = [set(ck.all_steps()) for ck in checkpoints]
+    if not any(steps):
+        return None
+    common = set.intersection(*steps)
+    if not common:
+        have = {str(ck.directory): sorted(s) for ck, s in zip(checkpoints, steps)}
+        raise ValueError(f"the runs of this sweep have no checkpointed epoch in common ({have}); "
+                         "resume them one by one, or remove the stray workdirs")
+    start = max(common)
+    for ck, have in zip(checkpoints, steps):
+        for later in sorted(s for s in have if s > start):  # recomputed (identically) from ``start``
+            target = ck.quarantine(later, SUPERSEDED_DIR)
+            log.warning("%s: moved the checkpoint of epoch %d to %s to resume the sweep from epoch %d, the "
+                        "latest epoch all its runs have", ck.directory, later, target, start)
+    return start
+
+def restore_latest_good(checkpoints: Sequence[Checkpoints], fresh: TrainState,
+                         start: int | None) -> tuple[int | None, list[TrainState]]:
+    """(epoch, one state per run) of the latest checkpointed epoch, not after ``start``, that every run can read.
+
+    A checkpoint that cannot be restored, or holds non-finite parameters, is
+    moved to ``<workdir>/corrupt_checkpoints/`` with a warning and the previous
+    epoch is tried. Raises ValueError if checkpoints exist but none is readable.
+    """
+    if start is None:
+        return None, [fresh for _ in checkpoints]
+    tried = []
+    for epoch in sorted({e for ck in checkpoints for e in ck.all_steps() if e <= start}, reverse=True):
+        if not all(epoch in ck.all_steps() for ck in checkpoints):
+            continue
+        states, bad = [], None
+        for ck in checkpoints:
+            try:
+                state = ck.restore(fresh, epoch)
+            except Exception as e:  # orbax / tensorstore raise many types for damaged files
+                bad = (ck, f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}")
+                break
+            if not bool(all_finite(state.params)):
+                bad = (ck, "non-finite parameters")
+                break
+            states.append(state)
+        if bad is None:
+            return epoch, states
+        ck, reason = bad
+        moved = ck.quarantine(epoch)
+        log.warning("%s: the checkpoint of epoch %d is unreadable (%s); moved to %s, falling back to the "
+                    "previous checkpoint", ck.directory, epoch, reason, moved)
+        tried.append(epoch)
+    raise ValueError(f"no readable checkpoint in {[str(ck.directory) for ck in checkpoints]} (unreadable: "
+                     f"epochs {tried}, moved to {CORRUPT_DIR}/). Move the checkpoints folder away to start afresh.")
+
+def restore_mid_epoch(interrupted: Sequence[MidEpochCheckpoint], fresh: TrainState,
+                       epochs_done: int) -> tuple[list[TrainState], dict] | None:
+    """(one state per run, the epoch's progress) of a mid-epoch checkpoint in epoch ``epochs_done + 1``.
+
+    None if a run has none, or it is stale (of an epoch whose checkpoint was
+    written since: removed) or unreadable (moved to corrupt_checkpoints/ with
+    a warning); training then starts that epoch from its beginning.
+    """
+    found = []
+    for mid in interrupted:
+        try:
+            got = mid.restore(fresh)
+        except Exception as e:  # orbax / tensorstore raise many types for damaged files
+            got = None
+            log.warning("%s is unreadable (%s: %s); moved to %s, the epoch restarts from its start", mid.directory,
+                        type(e).__name__, str(e).splitlines()[0] if str(e) else "", mid.quarantine())
+        if got is not None and not bool(all_finite(got[0].params)):
+            got = None
+            log.warning("%s holds non-finite parameters; moved to %s", mid.directory, mid.quarantine())
+        found.append(got)
+    usable = (all(g is not None for g in found) and all(g[1]["epoch"] == epochs_done + 1 for g in found)
+              and len({g[1]["step"] for g in found}) == 1 and all(int(g[0].epoch) == epochs_done for g in found))
+    if not usable:
+        for mid in interrupted:
+            if mid.directory.exists():
+                log.info("%s is not of epoch %d, or not of every run: removed", mid.directory, epochs_done + 1)
+                mid.clear()
+        return None
+    progress = dict(found[0][1], means=[g[1]["means"] for g in found])
+    return [g[0] for g in found], progress
+
+def restore_model(workdir: str | os.PathLike, epoch: int | None = None) -> tuple[config_lib.Config, Model, TrainState]:
+    """(config, model, state) of the run in ``workdir`` at ``epoch`` (the latest by default), without its data."""
+    from mvae_jax.data import DATASETS
+
+    config = config_lib.load_config(workdir)
+    modalities = DATASETS[config.dataset].modalities(config)
+    model = get_model(config, modalities)
+    tx, adversary = make_optimizers(config, modalities)
+    target = create_train_state(model, tx, config.seed, adversary)
+    checkpoints = Checkpoints(workdir, config.keep_checkpoints)
+    try:
+        state = checkpoints.restore(target, epoch)
+    finally:
+        checkpoints.close()
+    return config, model, state
+
+def truncate_metrics(path: Path, epoch: int) -> None:
+    """Drop metric lines of epochs after ``epoch`` (written before a crash, their checkpoint lost)."""
+    if not path.exists():
+        return
+    lines = [line for line in path.read_text().splitlines() if line.strip()]
+    kept = [line for line in lines if (epoch_of(line) or math.inf) <= epoch]
+    if len(kept) != len(lines):
+        config_lib.atomic_write_text(path, "".join(line + "\n" for line in kept))
+
+def epoch_of(line: str) -> int | None:
+    """The epoch of a metrics line; None for a line cut short by a killed process."""
+    try:
+        return json.loads(line)["epoch"]
+    except (ValueError, KeyError, TypeError):
+        return None
+
+def check_workdir(config: config_lib.Config) -> Path:
+    """Check, creating nothing, that the workdir can be written and holds no run with other settings."""
+    workdir = Path(config.workdir).absolute()
+    existing = next(p for p in (workdir, *workdir.parents) if p.exists())
+    if not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK):
+        reason = "is not a directory" if not existing.is_dir() else "is not writable"
+        raise PermissionError(f"workdir={config.workdir!r} is not writable: {existing} {reason}")
+    if (workdir / config_lib.CONFIG_FILE).exists():
+        saved = config_lib.load_config(workdir)
+        diffs = saved.differences(config)
+        if diffs:
+            listed = ", ".join(f"{k}: saved {a!r}, asked {b!r}" for k, (a, b) in sorted(diffs.items()))
+            raise ValueError(
+                f"workdir={str(workdir)!r} holds a run with other settings ({listed}). "
+                "Use another --workdir, or drop the differing flags to resume it."
+            )
+    return workdir
+
+def check_disk_space(configs: Sequence[config_lib.Config], workdirs: Sequence[Path]) -> None:
+    """CheckpointError before any work if the workdirs' disk cannot hold two checkpoints of every run."""
+    from mvae_jax.data import DATASETS
+
+    config = configs[0]
+    modalities = DATASETS[config.dataset].modalities(config)
+    model = get_model(config, modalities)
+    tx, adversary = make_optimizers(config, modalities)
+    shapes = jax.eval_shape(lambda: create_train_state(model, tx, config.seed, adversary))
+    size = sum(x.size * x.dtype.itemsize for x in jax.tree_util.tree_leaves(shapes))
+    existing = next(p for p in (workdirs[0], *workdirs[0].parents) if p.exists())
+    free, need = shutil.disk_usage(existing).free, 2 * size * len(configs)
+    if free < need:
+        raise errors.CheckpointError(
+            f"{existing} has {free / 2**20:.1f} MiB free, but a checkpoint of this run takes about "
+            f"{size / 2**20:.1f} MiB and training keeps room for 2 per run ({need / 2**20:.1f} MiB): "
+            "free some space or pick another --workdir")

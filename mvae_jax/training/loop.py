@@ -1,0 +1,297 @@
+"""The training loop: ``train_sweep`` (one run, or a beta sweep in one program) and ``train_and_evaluate``.
+
+A ``_Sweep`` holds everything one call needs: the runs' configs and files,
+the data, the compiled epoch and the state. The loop reads straight through:
+resume, then per epoch run it, and either roll back (non-finite numbers),
+checkpoint a stop part-way, or finish it (metrics line, checkpoint).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+import dataclasses
+import json
+import logging
+import math
+from pathlib import Path
+import time
+
+import jax
+import numpy as np
+
+from mvae_jax import config as config_lib
+from mvae_jax import errors
+from mvae_jax.data import load_dataset
+from mvae_jax.models import get_model
+from mvae_jax.training.checkpoints import (METRICS_FILE, Checkpoints, MidEpochCheckpoint, all_finite,
+                                           check_disk_space, check_workdir, restore_latest_good, restore_mid_epoch,
+                                           resume_epoch, truncate_metrics)
+from mvae_jax.training.epochs import epoch_seed, make_epoch_fn, scalar, stream_epoch
+from mvae_jax.training.sharding import make_mesh, replicate, stack, unstack
+from mvae_jax.training.state import Reporter, TrainState, create_train_state, make_optimizers, make_step_fn
+
+log = logging.getLogger("mvae_jax.training")
+
+
+def train_and_evaluate(config: config_lib.Config, reporter: Reporter | None = None) -> TrainState:
+    """Train ``config.model`` on ``config.dataset`` to ``config.epochs`` epochs, resuming from the workdir.
+
+    Writes ``config.json``, ``metrics.jsonl`` (one line per epoch) and a
+    checkpoint per epoch into ``config.workdir``. Returns the final state.
+    """
+    return train_sweep([config], reporter)[0]
+
+
+def check_sweep(configs: Sequence[config_lib.Config]) -> None:
+    """ValueError unless the runs differ only in beta and workdir, with distinct betas and workdirs."""
+    if not configs:
+        raise ValueError("no runs to train")
+    first = configs[0]
+    for c in configs[1:]:
+        diffs = first.differences(c, ignore=frozenset({"beta", "workdir"}))
+        if diffs:
+            raise ValueError(f"a beta sweep trains runs that differ only in beta; these differ in {sorted(diffs)}")
+    for name in ("beta", "workdir"):
+        values = [str(Path(getattr(c, name)).absolute()) if name == "workdir" else getattr(c, name) for c in configs]
+        if len(set(values)) != len(values):
+            raise ValueError(f"the runs of a sweep need distinct {name}s, got {values}")
+
+
+def train_sweep(configs: Sequence[config_lib.Config], reporter: Reporter | None = None,
+                stop: Callable[[], bool] | None = None) -> list[TrainState]:
+    """Train one run per config, all in one compiled program: a beta sweep (Higgins et al. 2017's beta).
+
+    The configs may differ in ``beta`` and ``workdir`` only. With more than
+    one, the states are stacked along a leading axis and every step is vmapped
+    over them (one compilation, the same batches for all); each run keeps its
+    own workdir, config, metrics and checkpoints, exactly as if trained alone.
+    A sweep resumes from the latest epoch that every run has a checkpoint of.
+    Returns the final state of each run.
+
+    ``stop()`` True (train.py: SIGINT or SIGTERM) ends training at the next
+    step boundary: the state is checkpointed in ``<workdir>/interrupted`` and
+    ``errors.Interrupted`` raised; the next run goes on from that step and
+    reaches the same parameters. With several processes the request is
+    honoured at the end of the epoch. A non-finite loss or parameter stops
+    training with FloatingPointError, or, with ``config.nan_rollbacks``, rolls
+    back to the last good checkpoint with lower learning rates.
+
+    In a multi-process run (``mvae_jax.distributed``) every process calls
+    this with the same configs; process 0 reports to ``reporter`` and writes
+    the config and metrics files, and all of them write the checkpoints.
+    """
+    sweep = _Sweep(configs, reporter, stop)
+    try:
+        sweep.resume(mid_epoch=not sweep.several, first=True)
+        while sweep.epochs_done < sweep.config.epochs:
+            result = sweep.run_epoch()
+            if not result.finite:
+                sweep.roll_back(result)
+            elif not result.complete:
+                sweep.save_interrupted(result)
+            else:
+                sweep.finish_epoch(result)
+                sweep.stop_if_asked(result.epoch)
+    finally:
+        sweep.close()
+    return sweep.final_states()
+
+
+@dataclasses.dataclass(frozen=True)
+class EpochResult:
+    """What one call of the compiled epoch did: per run, the epoch's mean loss terms (with the steps run
+    before an interruption, if it resumed one), the steps, the seconds, and whether it ended and stayed finite."""
+
+    epoch: int
+    members: list[dict[str, float]]
+    count: int
+    seconds: float
+    complete: bool
+    bad: list[Path]  # workdirs with a non-finite loss term
+    finite_params: bool
+
+    @property
+    def finite(self) -> bool:
+        return not self.bad and self.finite_params
+
+
+class _Sweep:
+    """One call of ``train_sweep``: the runs' configs and files, the data, the compiled epoch, the state.
+
+    Every check that can fail runs before anything is written or compiled.
+    """
+
+    def __init__(self, configs: Sequence[config_lib.Config], reporter: Reporter | None,
+                 stop: Callable[[], bool] | None):
+        self.configs = [c.validate() for c in configs]
+        check_sweep(self.configs)
+        self.workdirs = [check_workdir(c) for c in self.configs]
+        config = self.configs[0]
+        self.mesh = make_mesh()
+        if config.batch_size % self.mesh.size:
+            raise ValueError(f"batch_size={config.batch_size} must be a multiple of the {self.mesh.size} devices")
+        check_disk_space(self.configs, self.workdirs)
+        self.dataset = load_dataset(config)
+        self.steps = self.dataset.num_train // config.batch_size
+        if self.steps < 1:
+            raise ValueError(f"batch_size={config.batch_size} exceeds the {self.dataset.num_train} training examples")
+        self.model = get_model(config, self.dataset.modalities)
+        self.betas = tuple(float(c.beta) for c in self.configs) if len(self.configs) > 1 else None
+        self.primary = jax.process_index() == 0  # reports, writes config and metrics; all write checkpoints
+        self.several = jax.process_count() > 1
+        self.reporter = reporter if self.primary else None
+        self.stop = stop
+        self.rollbacks = 0
+        self.data = None if self.dataset.is_streamed else replicate(self.dataset.train, self.mesh)
+        self._compile()
+        self.checkpoints = [Checkpoints(w, config.keep_checkpoints) for w in self.workdirs]
+        self.interrupted = [MidEpochCheckpoint(w) for w in self.workdirs]
+        self.state, self.partial = None, None
+
+    @property
+    def config(self) -> config_lib.Config:
+        return self.configs[0]
+
+    @property
+    def epochs_done(self) -> int:
+        return scalar(self.state.epoch)
+
+    def _compile(self) -> None:
+        """The optimizers of the configs' learning rates and the epoch function that uses them."""
+        config, dataset = self.config, self.dataset
+        self.tx, self.adversary = make_optimizers(config, dataset.modalities)
+        on_step = self.reporter.step if self.reporter is not None else None
+        step_stop = None if self.several else self.stop  # processes must agree: they stop at an epoch's end
+        if dataset.is_streamed:
+            step_fn = jax.jit(make_step_fn(self.model, self.tx, self.mesh, dataset.binarize, self.adversary,
+                                           self.betas), donate_argnums=0)
+            self._epoch = lambda state, seed: stream_epoch(step_fn, state, dataset.train, config.batch_size, seed,
+                                                           self.mesh, on_step, stop=step_stop)
+        else:
+            epoch_fn = make_epoch_fn(self.model, self.tx, dataset.num_train, config.batch_size, self.mesh, on_step,
+                                     dataset.binarize, self.adversary, self.betas)
+            self._epoch = lambda state, seed: epoch_fn(state, self.data, stop=step_stop)
+
+    def resume(self, mid_epoch: bool, first: bool = False) -> int | None:
+        """Restore the latest good checkpoint (with ``mid_epoch``, a stopped epoch's state too), or start fresh;
+        write each run's config.json and drop its metric lines past the checkpoint. Returns the epochs done."""
+        fresh = replicate(create_train_state(self.model, self.tx, self.config.seed, self.adversary), self.mesh)
+        start, states = restore_latest_good(self.checkpoints, fresh, resume_epoch(self.checkpoints))
+        partial = restore_mid_epoch(self.interrupted, fresh, start or 0) if mid_epoch else None
+        if partial is not None:
+            states, partial = partial
+        if self.primary:
+            for c, w in zip(self.configs, self.workdirs):
+                config_lib.save_config(c, w)
+                truncate_metrics(w / METRICS_FILE, start or 0)
+        self.state = replicate(states[0] if self.betas is None else stack(states), self.mesh)
+        self.partial = partial
+        if first and partial is not None:
+            log.info("resumed %s from step %d, in epoch %d", ", ".join(map(str, self.workdirs)), partial["step"],
+                     (start or 0) + 1)
+        elif first and start is not None:
+            log.info("resumed %s from epoch %d", ", ".join(map(str, self.workdirs)), start)
+        return start
+
+    def run_epoch(self) -> EpochResult:
+        """Run the rest of the current epoch (all of it, unless it resumed a stopped one, or ``stop`` asks)."""
+        epoch = self.epochs_done + 1
+        if self.reporter is not None:
+            self.reporter.epoch_start(epoch, self.config.epochs, self.steps)
+        began, step_before = time.perf_counter(), scalar(self.state.step)
+        self.state, terms = self._epoch(self.state, epoch_seed(self.config.seed, epoch))
+        terms = jax.device_get(terms)
+        finite_params = bool(all_finite(self.state.params))
+        count, seconds = scalar(self.state.step) - step_before, time.perf_counter() - began
+        members = [{k: float(np.asarray(v) if self.betas is None else np.asarray(v)[i]) for k, v in terms.items()}
+                   for i in range(len(self.configs))]
+        members, count, seconds = self._merge_partial(members, count, seconds)
+        bad = [w for w, m in zip(self.workdirs, members) if not all(math.isfinite(v) for v in m.values())]
+        return EpochResult(epoch, members, count, seconds, self.epochs_done == epoch, bad, finite_params)
+
+    def _merge_partial(self, members, count: int, seconds: float):
+        """The steps run before an interruption count in the epoch's means, its step count and its time."""
+        if self.partial is None:
+            return members, count, seconds
+        before = self.partial["count"]
+        members = [{k: (v * count + self.partial["means"][i][k] * before) / (count + before) for k, v in m.items()}
+                   for i, m in enumerate(members)]
+        return members, count + before, seconds + self.partial["time_s"]
+
+    def roll_back(self, result: EpochResult) -> None:
+        """Back to the last good checkpoint with both learning rates lowered (``nan_rollbacks``), or
+        FloatingPointError naming the epoch and the checkpoint kept."""
+        what = f"non-finite loss terms {result.members[0]}" if result.bad else "non-finite parameters"
+        last = self.checkpoints[0].latest()
+        if self.rollbacks >= self.config.nan_rollbacks:
+            raise FloatingPointError(
+                f"{what} in epoch {result.epoch} of {', '.join(map(str, result.bad or self.workdirs))}. The last good "
+                f"checkpoint ({f'epoch {last}' if last is not None else 'none yet: the initial state'}) in "
+                f"{self.checkpoints[0].directory} is kept; resume with a lower --learning_rate, or with "
+                "--nan_rollbacks=N to roll back and lower it automatically.")
+        self.rollbacks += 1
+        self.configs = [dataclasses.replace(c, learning_rate=c.learning_rate * c.nan_lr_factor,
+                                            disc_learning_rate=c.disc_learning_rate * c.nan_lr_factor)
+                        for c in self.configs]
+        self._compile()
+        for mid in self.interrupted:
+            mid.clear()
+        start = self.resume(mid_epoch=False)
+        log.warning("%s in epoch %d: rolled back to %s and lowered the learning rate to %g (rollback %d of %d; "
+                    "config.json updated)", what, result.epoch, f"epoch {start}" if start else "the initial state",
+                    self.config.learning_rate, self.rollbacks, self.config.nan_rollbacks)
+
+    def save_interrupted(self, result: EpochResult) -> None:
+        """Checkpoint an epoch stopped part-way in each run's interrupted/, then raise errors.Interrupted."""
+        step = scalar(self.state.step)
+        for i, mid in enumerate(self.interrupted):
+            mid.save(self._member(i), {"epoch": result.epoch, "step": step, "count": result.count,
+                                       "time_s": result.seconds, "means": result.members[i]})
+        raise errors.Interrupted(
+            f"interrupted in epoch {result.epoch} after step {step - (result.epoch - 1) * self.steps} of "
+            f"{self.steps}: the state is checkpointed in {self.interrupted[0].directory}; run the same command to "
+            "go on from there")
+
+    def finish_epoch(self, result: EpochResult) -> None:
+        """Each run's metrics line, then its checkpoint (a checkpoint never lacks its line); report."""
+        records = [{"epoch": result.epoch, "step": scalar(self.state.step), **m, "time_s": result.seconds,
+                    "samples_per_s": result.count * self.config.batch_size / result.seconds} for m in result.members]
+        self.partial = None
+        for i, (w, ck, record) in enumerate(zip(self.workdirs, self.checkpoints, records)):
+            if self.primary:
+                with (w / METRICS_FILE).open("a") as f:
+                    f.write(json.dumps(record) + "\n")
+            ck.save(self._member(i))
+            log.info("%s epoch %d/%d loss %.4f (%.1f s, %.0f samples/s)", w.name, result.epoch, self.config.epochs,
+                     record["loss"], result.seconds, record["samples_per_s"])
+        for mid in self.interrupted:
+            mid.clear()
+        if self.reporter is not None:
+            self.reporter.epoch_end({**records[0], "loss": np.asarray([r["loss"] for r in records])})
+
+    def stop_if_asked(self, epoch: int) -> None:
+        """errors.Interrupted after the epoch's checkpoints are written if ``stop()`` asks (in any process)."""
+        if self.stop is not None and epoch < self.config.epochs and _anyone(self.stop(), self.several):
+            for ck in self.checkpoints:
+                ck.wait()
+            raise errors.Interrupted(f"interrupted after epoch {epoch}: its checkpoint is in "
+                                     f"{self.checkpoints[0].directory}; run the same command to go on from there")
+
+    def _member(self, index: int) -> TrainState:
+        return self.state if self.betas is None else unstack(self.state, index)
+
+    def final_states(self) -> list[TrainState]:
+        return [self._member(i) for i in range(len(self.configs))]
+
+    def close(self) -> None:
+        for ck in getattr(self, "checkpoints", ()):
+            ck.close()
+
+
+def _anyone(flag: bool, several: bool) -> bool:
+    """True if ``flag`` is True in any process (every process must call this at the same point)."""
+    if not several:
+        return flag
+    from jax.experimental import multihost_utils
+
+    return bool(np.any(multihost_utils.process_allgather(np.asarray(flag))))
