@@ -52,14 +52,6 @@ def r1_penalty(discriminate, images: jax.Array) -> jax.Array:
     return jnp.sum(grad.reshape(grad.shape[0], -1) ** 2, axis=-1)
 
 
-def sample_posterior(rng: jax.Array, mus: jax.Array, logvars: jax.Array) -> jax.Array:
-    """z from an equal-weight mixture (components, batch, latent): a component per example, then its Gaussian."""
-    k_component, k_z = jax.random.split(rng)
-    pick = jax.random.randint(k_component, (mus.shape[1],), 0, mus.shape[0])
-    rows = jnp.arange(mus.shape[1])
-    return distributions.sample_gaussian(k_z, mus[pick, rows], logvars[pick, rows])
-
-
 @dataclasses.dataclass(frozen=True)
 class Adversary:
     """The discriminators of a run and their two losses; built by ``make_adversary``."""
@@ -83,7 +75,7 @@ class Adversary:
     def fakes(self, model, params, batch, rng: jax.Array) -> dict[str, dict[str, jax.Array]]:
         """{"reconstruction" | "prior": {image modality: (batch, H, W, C) pixel means}}, differentiable in ``params``."""
         k_posterior, k_prior = jax.random.split(rng)
-        z_posterior = sample_posterior(k_posterior, *model.posterior(params, batch, model.names))
+        z_posterior = distributions.sample_mixture(k_posterior, *model.posterior(params, batch, model.names))
         z_prior = jax.random.normal(k_prior, z_posterior.shape, z_posterior.dtype)
         modality = {m.name: m for m in model.modalities}
         out = {}

@@ -25,6 +25,19 @@ def sample_gaussian(rng: jax.Array, mu: jax.Array, logvar: jax.Array) -> jax.Arr
     return mu + jnp.exp(0.5 * logvar) * eps
 
 
+def sample_mixture(rng: jax.Array, mus: jax.Array, logvars: jax.Array, shape: tuple[int, ...] = ()) -> jax.Array:
+    """z from the equal-weight mixture of N(mus[c], diag(exp(logvars[c]))): (*shape, batch, latent).
+
+    ``mus``, ``logvars`` (components, batch, latent). Each example, and each of
+    the ``shape`` samples of it, draws a component uniformly, then z from that
+    Gaussian (reparameterised; the component choice is not differentiated).
+    """
+    k_component, k_z = jax.random.split(rng)
+    component = jax.random.randint(k_component, (*shape, mus.shape[1]), 0, mus.shape[0])
+    rows = jnp.arange(mus.shape[1])
+    return sample_gaussian(k_z, mus[component, rows], logvars[component, rows])
+
+
 def gaussian_log_density(z: jax.Array, mu: jax.Array, logvar: jax.Array) -> jax.Array:
     """log N(z; mu, diag(exp(logvar))) summed over the last axis: (...,)."""
     return -0.5 * jnp.sum(_LOG_2PI + logvar + (z - mu) ** 2 * jnp.exp(-logvar), axis=-1)

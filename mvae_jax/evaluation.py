@@ -175,16 +175,11 @@ def iw_log_likelihood(model: Model, params, batch, proposal: tuple[str, ...], ta
     ``lax.map``, so memory grows with ``chunk``, not K.
     """
     mus, logvars = model.posterior(params, batch, proposal)  # (C, B, latent)
-    components, size = mus.shape[0], mus.shape[1]
+    size = mus.shape[1]
     chunks = -(-num_samples // chunk)
-    rows = jnp.arange(size)
 
     def log_weights(index):
-        key = jax.random.fold_in(rng, index)
-        k_component, k_noise = jax.random.split(key)
-        c = jax.random.randint(k_component, (chunk, size), 0, components)
-        mu, logvar = mus[c, rows], logvars[c, rows]  # (chunk, B, latent)
-        z = mu + jnp.exp(0.5 * logvar) * jax.random.normal(k_noise, mu.shape, mu.dtype)
+        z = distributions.sample_mixture(jax.random.fold_in(rng, index), mus, logvars, (chunk,))  # (chunk, B, latent)
         log_q = distributions.mixture_log_density(z, mus[:, None], logvars[:, None])
         log_prior = distributions.gaussian_log_density(z, jnp.zeros_like(z), jnp.zeros_like(z))
         logits = model.decode(params, z)

@@ -10,6 +10,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from mvae_jax import distributions
 from mvae_jax.config import atomic_write_bytes
 from mvae_jax.models import Model
 from mvae_jax.models.base import per_model_jit
@@ -66,12 +67,7 @@ def plot_tsne(rows: Sequence[tuple[str, Mapping[str, np.ndarray], np.ndarray]], 
 @per_model_jit(static_argnums=(0, 3, 5))
 def _conditional_samples(model: Model, params, batch, present, rng, samples: int):
     """Means of p(x_t | z) for z ~ q(z | present), ``samples`` per example: {t: (samples, B, *shape)}."""
-    mus, logvars = model.posterior(params, batch, present)
-    k_component, k_noise = jax.random.split(rng)
-    c = jax.random.randint(k_component, (samples, mus.shape[1]), 0, mus.shape[0])
-    rows = jnp.arange(mus.shape[1])
-    mu, logvar = mus[c, rows], logvars[c, rows]
-    z = mu + jnp.exp(0.5 * logvar) * jax.random.normal(k_noise, mu.shape, mu.dtype)
+    z = distributions.sample_mixture(rng, *model.posterior(params, batch, present), (samples,))
     logits = model.decode(params, z)
     return {m.name: m.mean(logits[m.name]) for m in model.modalities}
 

@@ -94,3 +94,20 @@ def test_categorical_log_likelihood_matches_direct_formula():
     targets = np.array([[0.0, 0.0, 1.0], [1.0, 0.0, 0.0]])
     expected = [3 - np.log(np.exp([1, 2, 3]).sum()), -np.log(3)]
     np.testing.assert_allclose(D.categorical_log_likelihood(logits, targets), expected, rtol=1e-6)
+
+
+def test_sample_mixture_draws_each_component_equally_and_then_its_gaussian():
+    """Components far apart: the share of draws near each is 1/C, and within one the moments are its own."""
+    from mvae_jax import distributions
+
+    mus = jnp.asarray([[[-30.0, 0.0]], [[0.0, 0.0]], [[30.0, 5.0]]])  # (3 components, 1 example, 2)
+    logvars = jnp.log(jnp.asarray([[[1.0, 1.0]], [[0.25, 0.25]], [[4.0, 4.0]]]))
+    z = np.asarray(distributions.sample_mixture(jax.random.PRNGKey(0), mus, logvars, (60_000,)))[:, 0]
+    assert z.shape == (60_000, 2)
+    nearest = np.argmin(np.abs(z[:, :1] - np.asarray([-30.0, 0.0, 30.0])), axis=1)
+    np.testing.assert_allclose(np.bincount(nearest) / len(z), 1 / 3, atol=0.01)
+    for c in range(3):
+        np.testing.assert_allclose(z[nearest == c].mean(0), np.asarray(mus[c, 0]), atol=0.05)
+        np.testing.assert_allclose(z[nearest == c].var(0), np.exp(np.asarray(logvars[c, 0])), rtol=0.05)
+    one = distributions.sample_mixture(jax.random.PRNGKey(1), mus, logvars)
+    assert one.shape == (1, 2)

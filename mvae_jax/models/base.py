@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 import dataclasses
 import functools
+import inspect
 import itertools
 from typing import Any
 
@@ -81,8 +82,11 @@ def per_model_jit(static_argnums: tuple[int, ...] = (), static_argnames: tuple[s
     """
 
     def decorate(fn):
-        nums = tuple(i - 1 for i in static_argnums if i != 0)
+        # Without ``model``, each static argument moves one place left; static names are given as positions
+        # too, so that positional calls of them are static as well.
+        positions = list(inspect.signature(fn).parameters)
         names = tuple(n for n in static_argnames if n != "model")
+        nums = tuple(sorted({i - 1 for i in static_argnums if i != 0} | {positions.index(n) - 1 for n in names}))
 
         @functools.wraps(fn)
         def call(model: Model, *args, **kwargs):

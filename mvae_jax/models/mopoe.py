@@ -26,7 +26,6 @@ modalities is, the same way, the mixture over the non-empty subsets of T:
 
 from __future__ import annotations
 
-import jax
 import jax.numpy as jnp
 import numpy as np
 
@@ -59,12 +58,9 @@ def build(config, modalities: tuple[Modality, ...]) -> Model:
         kl_beta = losses.kl_weight(beta, epoch, config.kl_warmup_epochs)
         all_subsets = subsets(names)
         mus, logvars = products(*experts.encode_stack(params, batch, names), names)  # (subsets, batch, latent)
-        k_component, k_z = jax.random.split(rng)
         # The expectation over the mixture: each example's z from one subset's posterior drawn uniformly
         # (unbiased for the mean over subsets, one decoder pass per example, as the paper's code does).
-        component = jax.random.randint(k_component, (mus.shape[1],), 0, len(all_subsets))
-        rows = jnp.arange(mus.shape[1])
-        z = distributions.sample_gaussian(k_z, mus[component, rows], logvars[component, rows])
+        z = distributions.sample_mixture(rng, mus, logvars)
         lls = losses.reconstruction_log_likelihoods(experts.decode(params, z), batch, modalities)
         # KL of the mixture, bounded above by the mean of the subsets' KLs.
         kls = distributions.kl_standard_normal(mus, logvars)  # (subsets, batch)
