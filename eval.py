@@ -29,9 +29,7 @@ import time
 
 from mvae_jax import cli
 
-SECTIONS = ("coherence", "latent_accuracy", "log_likelihood", "tsne", "cross_modal", "samples")
-LABELLED = ("coherence", "latent_accuracy", "tsne", "cross_modal")  # need class labels
-SAMPLES_FILE = "samples.npz"
+SECTIONS = ("coherence", "latent_accuracy", "log_likelihood", "tsne", "cross_modal", "samples")  # = the registry's
 SPLITS = ("validation", "test")
 
 
@@ -110,12 +108,16 @@ def check_args(args) -> None:
 
 
 def evaluate(args) -> dict:
-    import jax
+    """Run the sections asked for on the workdir's checkpoint; write and return metrics.json's content."""
+    import contextlib
+    import dataclasses
+
     from tqdm import tqdm
 
-    from mvae_jax import classifiers, evaluation, figures, networks, training
+    from mvae_jax import evaluation, networks, training
     from mvae_jax.config import atomic_write_text, load_config
     from mvae_jax.data import DATASETS, load_dataset
+    from mvae_jax.evaluation import sections as registry
 
     config = load_config(args.workdir)
     for name in ("model", "dataset"):
@@ -131,143 +133,63 @@ def evaluate(args) -> dict:
     if args.split == "validation" and config.dataset != "celeba" and not config.validation:
         raise ValueError(f"--split=validation: workdir={args.workdir} was trained without a validation split; "
                          "train with --validation=N (N training pairs held out) to have one, or use --split=test")
-    modalities = DATASETS[config.dataset].modalities(config)
+    data_module = DATASETS[config.dataset]
+    modalities = data_module.modalities(config)
     labelled = any(m.likelihood == "categorical" for m in modalities)
     sections = args.sections or (SECTIONS if labelled else ("samples",))
-    if not labelled and set(sections) & set(LABELLED):
-        raise ValueError(f"--sections={','.join(sections)}: {', '.join(s for s in sections if s in LABELLED)} require "
-                         f"class labels, which dataset={config.dataset!r} has not; allowed: log_likelihood, samples")
+    if not labelled and set(sections) & set(registry.LABELLED):
+        raise ValueError(f"--sections={','.join(sections)}: "
+                         f"{', '.join(s for s in sections if s in registry.LABELLED)} require class labels, which "
+                         f"dataset={config.dataset!r} has not; allowed: log_likelihood, samples")
     query = None
     if args.query is not None:
-        given = next((m for m in modalities if m.name == "attributes"), None)
+        given = getattr(data_module, "QUERY_MODALITY", None)
         if given is None:
             raise ValueError(f"--query needs a data set with attributes (celeba); dataset={config.dataset!r} has "
                              f"{[m.name for m in modalities]}")
-        from mvae_jax.data import celeba
-
-        query = evaluation.parse_query(args.query, celeba.check_attributes(config.attributes))
+        names = data_module.check_attributes(config.attributes)
+        query = (given, evaluation.parse_query(args.query, names, data_module.ATTRIBUTES, data_module.QUERY_ALIASES))
 
     config, model, state = training.restore_model(args.workdir, args.step)
-    params = state.params
     if args.data_dir is not None:
-        import dataclasses
-
         config = dataclasses.replace(config, data_dir=args.data_dir)
     dataset = load_dataset(config) if set(sections) - {"samples"} else None
-    out_dir = eval_dir(args.workdir, args.split)
-    scored = dataset.split(args.split) if dataset is not None else None
-    path = out_dir / "metrics.json"
+
+    @contextlib.contextmanager
+    def progress(total, desc):
+        with tqdm(total=total, desc=desc, dynamic_ncols=True, leave=True) as bar:
+            yield bar.update
+            bar.update(bar.total - bar.n)
+
+    ctx = evaluation.Context(
+        config, model, state.params, int(state.epoch), dataset,
+        scored=dataset.split(args.split) if dataset is not None else None,
+        scored_labels=dataset.labels(args.split) if dataset is not None and labelled else None,
+        train_labels=dataset.labels("train") if dataset is not None and labelled else None,
+        out_dir=eval_dir(args.workdir, args.split), options=args, progress=progress)
+    path = ctx.out_dir / "metrics.json"
     flags = {k: getattr(args, k) for k in ("classifier_epochs", "prior_samples", "latent_train_points", "iw_samples",
                                            "iw_proposal", "ll_points", "tsne_points", "seed")}
-    metrics = {"epoch": int(state.epoch), "params": networks.count_params(params), "split": args.split}
+    metrics = {"epoch": ctx.epoch, "params": networks.count_params(state.params), "split": args.split}
     if path.is_file():  # keep sections computed earlier for the same checkpoint
         old = json.loads(path.read_text())
         if old.get("epoch") == metrics["epoch"]:
             metrics = {**old, **metrics}
     metrics["eval_flags"] = {**flags, "sections": list(sections)}
-
     start = time.perf_counter()
 
     def save():
         metrics["eval_seconds"] = round(time.perf_counter() - start, 1)
         atomic_write_text(path, json.dumps(metrics, indent=2) + "\n")
 
-    rng = jax.random.PRNGKey(args.seed)
-    if labelled and dataset is not None:
-        train_labels, test_labels = dataset.labels("train"), dataset.labels(args.split)
-
-    def bar(total, desc):
-        return tqdm(total=total, desc=desc, dynamic_ncols=True, leave=True)
-
-    if "coherence" in sections:
-        classify, accuracies = {}, {}
-        for name, source in getattr(DATASETS[config.dataset], "CLASSIFIED_BY", {}).items():
-            recipe = classifiers.default_recipe(source)
-            if args.classifier_epochs:
-                recipe = classifiers.Recipe(epochs=args.classifier_epochs)
-            with bar(recipe.epochs, f"classifier {source}") as b:
-                params_c, info = classifiers.load_or_train(
-                    source, config.data_dir, args.classifier_dir, recipe,
-                    on_epoch=lambda e, loss, b=b: (b.update(1), b.set_postfix(loss=f"{loss:.4f}")))
-                b.update(b.total - b.n)
-            accuracies[source] = info["test_accuracy"]
-            classify[name] = lambda images, p=params_c: classifiers.predict(p, images)
-        metrics["classifiers"] = accuracies
-        pairs = evaluation.coherence_pairs(model, classify)
-        with bar(len(pairs), "coherence") as b:
-            scores = evaluation.coherence(model, params, scored, test_labels, classify, progress=b.update)
-        scores["prior"] = evaluation.prior_coherence(model, params, jax.random.fold_in(rng, 1), classify,
-                                                     args.prior_samples)
-        metrics["coherence"] = scores
+    for name in sections:
+        metrics.update(registry.SECTIONS[name](ctx))
         save()
-
-    if "latent_accuracy" in sections:
-        train = dataset.train
-        if args.latent_train_points:
-            train = {k: v[: args.latent_train_points] for k, v in train.items()}
-        with bar(2 ** len(model.names) - 1, "latent accuracy") as b:
-            metrics["latent_accuracy"] = evaluation.latent_accuracy(
-                model, params, train, train_labels[: len(train[model.names[0]])], scored, test_labels,
-                progress=b.update)
-        save()
-
-    if "log_likelihood" in sections:
-        test = scored
-        if dataset.is_streamed:
-            test = test.take(args.ll_points or len(test))
-        elif args.ll_points:
-            test = {k: v[: args.ll_points] for k, v in test.items()}
-        n = len(test[model.names[0]])
-        with bar(n * (len(model.names) + 1), f"log-likelihood (K={args.iw_samples})") as b:
-            ll = evaluation.log_likelihoods(model, params, test, jax.random.fold_in(rng, 2), args.iw_samples,
-                                            args.iw_proposal, progress=b.update)
-        metrics["log_likelihood"] = {**ll, "num_samples": args.iw_samples, "proposal": args.iw_proposal,
-                                     "test_points": n}
-        save()
-
-    if "tsne" in sections:
-        n = min(args.tsne_points, len(test_labels))
-        test = {k: v[:n] for k, v in scored.items()}
-        panels = {"joint": model.names}
-        panels.update({m.name: (m.name,) for m in model.modalities if m.likelihood != "categorical"})
-        embeddings = {}
-        with bar(len(panels), f"tSNE of {n} points") as b:
-            for panel, present in panels.items():
-                means = evaluation.posterior_means(model, params, test, present)
-                embeddings[panel] = figures.tsne_embedding(means, args.seed)
-                b.update(1)
-        out_dir.mkdir(parents=True, exist_ok=True)
-        figures.save_tsne(out_dir / figures.TSNE_FILE, embeddings, test_labels[:n])
-        figures.plot_tsne([(f"{config.model} (epoch {int(state.epoch)})", embeddings, test_labels[:n])],
-                          out_dir / "tsne.png", titles=_panel_titles(model.names))
-
-    if "cross_modal" in sections:
-        figures.plot_cross_modal(model, params, scored, test_labels, jax.random.fold_in(rng, 3),
-                                 out_dir / "cross_modal.png")
-
-    if "samples" in sections:
-        images = evaluation.prior_images(model, params, jax.random.fold_in(rng, 4), 16)
-        out_dir.mkdir(parents=True, exist_ok=True)
-        figures.save_samples(out_dir / SAMPLES_FILE, images)
-        figures.plot_image_rows([(f"{n} ~ p({n}|z), z ~ p(z)", v) for n, v in images.items()], out_dir / "samples.png",
-                                f"{config.model} beta={config.beta} (epoch {int(state.epoch)})")
-
     if query is not None:
-        images = evaluation.query_images(model, params, jax.random.fold_in(rng, 5), *query, args.query_samples,
-                                         args.query_steps)
-        slug = "-".join(item.strip().replace("=", "") for item in args.query.split(",") if item.strip())
-        figure = out_dir / f"query_{slug}.png"
-        figures.plot_image_rows([(f"{n} | {args.query}", v) for n, v in images.items()], figure,
-                                f"{config.model} beta={config.beta}: {args.query} (others missing; "
-                                f"{args.query_steps} imputation steps)")
-        metrics.setdefault("queries", {})[args.query] = {"figure": figure.name, "samples": args.query_samples,
-                                                         "steps": args.query_steps}
+        given, (values, named) = query
+        metrics.setdefault("queries", {}).update(registry.query(ctx, args.query, values, named, given))
     save()
     return metrics
-
-
-def _panel_titles(names) -> dict[str, str]:
-    return {"joint": f"q(z|{','.join(names)})", **{n: f"q(z|{n})" for n in names}}
 
 
 def compare(args) -> str:
@@ -278,6 +200,8 @@ def compare(args) -> str:
     from mvae_jax import figures
     from mvae_jax.config import load_config
     from mvae_jax.data import DATASETS
+    from mvae_jax.evaluation import results_table
+    from mvae_jax.evaluation.sections import SAMPLES_FILE, panel_titles
 
     rows, table, names, samples = [], [], (), []
     for workdir in args.compare:
@@ -298,31 +222,11 @@ def compare(args) -> str:
         if len(rows) != len(args.compare):
             raise FileNotFoundError(f"only {len(rows)} of the {len(args.compare)} runs have eval/{figures.TSNE_FILE}: "
                                     "evaluate the others with the tsne section, or compare those only")
-        figures.plot_tsne(rows, out, titles=_panel_titles(names))
+        figures.plot_tsne(rows, out, titles=panel_titles(names))
     if samples:
         figures.plot_image_rows([(f"{name}: {m}", images) for name, grid in samples for m, images in grid.items()],
                                 out.with_name(f"{out.stem}_samples.png"), "samples from z ~ p(z)")
     return results_table(table)
-
-
-def results_table(runs) -> str:
-    """Markdown tables of coherence, latent accuracy and log-likelihood (one each), a row per (name, metrics)."""
-    tables = []
-    for section, title in (("coherence", "Coherence"), ("latent_accuracy", "Latent accuracy"),
-                           ("log_likelihood", "Log-likelihood (nats)")):
-        columns = []
-        for _, m in runs:
-            columns += [k for k, v in m.get(section, {}).items() if isinstance(v, float) and k not in columns]
-        if not columns:
-            continue
-        head = ["run", "params", *columns]
-        lines = [f"**{title}**", "", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-        for name, m in runs:
-            values = [m.get(section, {}).get(k) for k in columns]
-            cells = ["" if v is None else (f"{v:.2f}" if section == "log_likelihood" else f"{v:.4f}") for v in values]
-            lines.append("| " + " | ".join([name, f"{m.get('params', 0):,}", *cells]) + " |")
-        tables.append("\n".join(lines))
-    return "\n\n".join(tables)
 
 
 def main(argv=None) -> None:

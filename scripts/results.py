@@ -82,7 +82,7 @@ def main(argv=None) -> None:
         run(compare, log)
         commands.append(compare)
 
-    from eval import results_table
+    from mvae_jax.evaluation import results_table
 
     rows = [(m, ROOT / w) for m, w in rows]
     table = results_table([(m, json.loads((w / "eval" / "metrics.json").read_text())) for m, w in rows])

@@ -114,7 +114,8 @@ def test_query_keeps_named_attributes_and_imputes_the_rest():
     from mvae_jax import evaluation
 
     model = _identity_model()
-    values, named = evaluation.parse_query("Male=0,Smiling", ("Male", "Smiling", "Young"))
+    values, named = evaluation.parse_query("Male=0,Smiling", ("Male", "Smiling", "Young"), celeba.ATTRIBUTES,
+                                           celeba.QUERY_ALIASES)
     np.testing.assert_array_equal(values, [0, 1, 0])
     np.testing.assert_array_equal(named, [1, 1, 0])
     rng = jax.random.PRNGKey(0)
@@ -136,7 +137,7 @@ def test_query_errors(query, message):
     from mvae_jax import evaluation
 
     with pytest.raises(ValueError, match=message):
-        evaluation.parse_query(query, ("Male", "Smiling"))
+        evaluation.parse_query(query, ("Male", "Smiling"), celeba.ATTRIBUTES, celeba.QUERY_ALIASES)
 
 
 def test_eval_query_grid_samples_and_compare(tiny_celeba_dir, tmp_path, capsys):

@@ -175,3 +175,11 @@ def test_logging_cuts_only_orbaxs_tracebacks(monkeypatch):
     assert seen == []
     sys.unraisablehook(Unraisable(other))
     assert len(seen) == 1 and seen[0].exc_value is other[1]
+
+
+def test_eval_sections_are_the_registrys():
+    """eval.py lists its sections without importing JAX (fast --help); they must be the registry's, in order."""
+    import eval as eval_cli
+    from mvae_jax.evaluation import LABELLED, SECTIONS
+
+    assert eval_cli.SECTIONS == tuple(SECTIONS) and set(LABELLED) <= set(SECTIONS)

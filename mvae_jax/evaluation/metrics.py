@@ -254,22 +254,20 @@ def label_accuracy(model: Model, params, data: Mapping[str, np.ndarray], present
     return correct / len(labels)
 
 
-# Names a query may use for the absence of an attribute: "Female" means Male = 0.
-QUERY_ALIASES = {"Female": ("Male", 0), "Old": ("Young", 0), "Beard": ("No_Beard", 0)}
-
-
-def parse_query(text: str, attributes: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+def parse_query(text: str, attributes: Sequence[str], known: Sequence[str] = (),
+                aliases: Mapping[str, tuple[str, int]] | None = None) -> tuple[np.ndarray, np.ndarray]:
     """("Female,Heavy_Makeup", the run's attributes) -> (values, named), each (len(attributes),) float32.
 
     Items are comma separated: ``Name`` (has it), ``Name=1``, ``Name=0`` (has
-    not), or an alias of ``QUERY_ALIASES`` ("Female" = Male=0). ``named`` is 1
-    for the attributes the query names; the others are missing (not false).
-    ValueError for unknown names (listing the valid ones), attributes the run
-    does not model, bad values, contradictions and empty queries.
+    not), or an alias, {alias: (name, value)} ("Female" = Male=0; the data
+    set's, e.g. ``celeba.QUERY_ALIASES``). ``named`` is 1 for the attributes
+    the query names; the others are missing (not false). ``known``: every
+    attribute of the data set (default: the run's). ValueError for unknown
+    names (listing the valid ones), attributes the run does not model, bad
+    values, contradictions and empty queries.
     """
-    from mvae_jax.data import celeba
-
     attributes = tuple(attributes)
+    known, aliases = tuple(known) or attributes, dict(aliases or {})
     values, named = np.zeros(len(attributes), np.float32), np.zeros(len(attributes), np.float32)
     given = {}
     items = [item.strip() for item in text.split(",") if item.strip()]
@@ -281,12 +279,12 @@ def parse_query(text: str, attributes: Sequence[str]) -> tuple[np.ndarray, np.nd
         if value not in ("", "0", "1"):
             raise ValueError(f"query item {item!r}: the value must be 0 or 1 (Name=0, Name=1, or Name for 1)")
         bit = 1 if value in ("", "1") else 0
-        if name in QUERY_ALIASES:
-            name, alias_bit = QUERY_ALIASES[name]
+        if name in aliases:
+            name, alias_bit = aliases[name]
             bit = alias_bit if bit else 1 - alias_bit
-        if name not in celeba.ATTRIBUTES:
+        if name not in known:
             raise ValueError(f"query item {item!r}: unknown attribute {name!r}; valid: "
-                             f"{', '.join(attributes)} and the aliases {', '.join(QUERY_ALIASES)}")
+                             f"{', '.join(attributes)} and the aliases {', '.join(aliases)}")
         if name not in attributes:
             raise ValueError(f"query item {item!r}: this run does not model {name!r}; it models "
                              f"{', '.join(attributes)}")

@@ -1,0 +1,179 @@
+"""The sections of ``eval.py`` as a registry: ``SECTIONS[name](context) -> {metrics key: value}``.
+
+Each section reads what it needs from one ``Context`` (the run, its data, the
+evaluation's options) and returns the entries it adds to ``metrics.json``;
+figures go into ``context.out_dir``. ``eval.py`` parses flags, builds the
+context and runs the sections asked for, saving after each. To add a section,
+write ``fn(context) -> dict`` here and register it in ``SECTIONS`` (and in
+``LABELLED`` if it needs class labels).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+import contextlib
+import dataclasses
+from pathlib import Path
+from typing import Any
+
+import jax
+import numpy as np
+
+from mvae_jax.evaluation import metrics
+
+
+@dataclasses.dataclass
+class Context:
+    """What every section may read.
+
+    ``scored``/``scored_labels``: the split evaluated (``--split``: test or
+    validation); ``train``/``train_labels``: the training pairs (latent
+    classifiers are fit there); None without a data set loaded (``samples``
+    only). ``options``: the evaluation's flags (``eval.py --help``).
+    ``progress(total, description)``: a context manager yielding ``update(n)``.
+    """
+
+    config: Any
+    model: Any
+    params: Any
+    epoch: int
+    dataset: Any
+    scored: Mapping[str, np.ndarray] | None
+    scored_labels: np.ndarray | None
+    train_labels: np.ndarray | None
+    out_dir: Path
+    options: Any
+    progress: Callable[[int, str], contextlib.AbstractContextManager] = lambda total, desc: contextlib.nullcontext(
+        lambda n=1: None)
+
+    @property
+    def rng(self) -> jax.Array:
+        return jax.random.PRNGKey(self.options.seed)
+
+
+def coherence(ctx: Context) -> dict:
+    """Cross-modal and prior coherence, scored by the data set's CNNs (trained once and cached)."""
+    from mvae_jax import classifiers
+    from mvae_jax.data import DATASETS
+
+    classify, accuracies = {}, {}
+    for name, source in getattr(DATASETS[ctx.config.dataset], "CLASSIFIED_BY", {}).items():
+        recipe = classifiers.default_recipe(source)
+        if ctx.options.classifier_epochs:
+            recipe = classifiers.Recipe(epochs=ctx.options.classifier_epochs)
+        with ctx.progress(recipe.epochs, f"classifier {source}") as update:
+            params, info = classifiers.load_or_train(source, ctx.config.data_dir, ctx.options.classifier_dir, recipe,
+                                                     on_epoch=lambda e, loss: update(1))
+        accuracies[source] = info["test_accuracy"]
+        classify[name] = lambda images, p=params: classifiers.predict(p, images)
+    pairs = metrics.coherence_pairs(ctx.model, classify)
+    with ctx.progress(len(pairs), "coherence") as update:
+        scores = metrics.coherence(ctx.model, ctx.params, ctx.scored, ctx.scored_labels, classify, progress=update)
+    scores["prior"] = metrics.prior_coherence(ctx.model, ctx.params, jax.random.fold_in(ctx.rng, 1), classify,
+                                              ctx.options.prior_samples)
+    return {"classifiers": accuracies, "coherence": scores}
+
+
+def latent_accuracy(ctx: Context) -> dict:
+    """Logistic regressions on the posterior means of every subset, fit on training pairs."""
+    train, labels = ctx.dataset.train, ctx.train_labels
+    if ctx.options.latent_train_points:
+        train = {k: v[: ctx.options.latent_train_points] for k, v in train.items()}
+    with ctx.progress(2 ** len(ctx.model.names) - 1, "latent accuracy") as update:
+        scores = metrics.latent_accuracy(ctx.model, ctx.params, train, labels[: len(train[ctx.model.names[0]])],
+                                         ctx.scored, ctx.scored_labels, progress=update)
+    return {"latent_accuracy": scores}
+
+
+def log_likelihood(ctx: Context) -> dict:
+    """Importance-weighted log-likelihoods of every modality and of all of them."""
+    options, data = ctx.options, ctx.scored
+    if ctx.dataset.is_streamed:
+        data = data.take(options.ll_points or len(data))
+    elif options.ll_points:
+        data = {k: v[: options.ll_points] for k, v in data.items()}
+    n = len(data[ctx.model.names[0]])
+    with ctx.progress(n * (len(ctx.model.names) + 1), f"log-likelihood (K={options.iw_samples})") as update:
+        ll = metrics.log_likelihoods(ctx.model, ctx.params, data, jax.random.fold_in(ctx.rng, 2), options.iw_samples,
+                                     options.iw_proposal, progress=update)
+    return {"log_likelihood": {**ll, "num_samples": options.iw_samples, "proposal": options.iw_proposal,
+                               "test_points": n}}
+
+
+def panel_titles(names) -> dict[str, str]:
+    """{panel: title} of the tSNE panels: q(z|x,y,w) for "joint", q(z|m) for each modality."""
+    return {"joint": f"q(z|{','.join(names)})", **{n: f"q(z|{n})" for n in names}}
+
+
+def tsne(ctx: Context) -> dict:
+    """tsne.png and tsne.npz: the posterior means of the first --tsne_points pairs, given all and each image."""
+    from mvae_jax import figures
+
+    n = min(ctx.options.tsne_points, len(ctx.scored_labels))
+    data = {k: v[:n] for k, v in ctx.scored.items()}
+    panels = {"joint": ctx.model.names}
+    panels.update({m.name: (m.name,) for m in ctx.model.modalities if m.likelihood != "categorical"})
+    embeddings = {}
+    with ctx.progress(len(panels), f"tSNE of {n} points") as update:
+        for panel, present in panels.items():
+            embeddings[panel] = figures.tsne_embedding(metrics.posterior_means(ctx.model, ctx.params, data, present),
+                                                       ctx.options.seed)
+            update(1)
+    ctx.out_dir.mkdir(parents=True, exist_ok=True)
+    figures.save_tsne(ctx.out_dir / figures.TSNE_FILE, embeddings, ctx.scored_labels[:n])
+    figures.plot_tsne([(f"{ctx.config.model} (epoch {ctx.epoch})", embeddings, ctx.scored_labels[:n])],
+                      ctx.out_dir / "tsne.png", titles=panel_titles(ctx.model.names))
+    return {}
+
+
+def cross_modal(ctx: Context) -> dict:
+    """cross_modal.png: samples of each modality given each other, one example per class."""
+    from mvae_jax import figures
+
+    figures.plot_cross_modal(ctx.model, ctx.params, ctx.scored, ctx.scored_labels, jax.random.fold_in(ctx.rng, 3),
+                             ctx.out_dir / "cross_modal.png")
+    return {}
+
+
+SAMPLES_FILE = "samples.npz"
+
+
+def samples(ctx: Context) -> dict:
+    """samples.png and samples.npz: images decoded from z ~ p(z)."""
+    from mvae_jax import figures
+
+    images = metrics.prior_images(ctx.model, ctx.params, jax.random.fold_in(ctx.rng, 4), 16)
+    ctx.out_dir.mkdir(parents=True, exist_ok=True)
+    figures.save_samples(ctx.out_dir / SAMPLES_FILE, images)
+    figures.plot_image_rows([(f"{n} ~ p({n}|z), z ~ p(z)", v) for n, v in images.items()],
+                            ctx.out_dir / "samples.png", f"{ctx.config.model} beta={ctx.config.beta} (epoch {ctx.epoch})")
+    return {}
+
+
+def query(ctx: Context, text: str, values: np.ndarray, named: np.ndarray, given: str) -> dict:
+    """query_<query>.png: images generated from the attributes a query names (``--query``), the rest imputed."""
+    from mvae_jax import figures
+
+    options = ctx.options
+    images = metrics.query_images(ctx.model, ctx.params, jax.random.fold_in(ctx.rng, 5), values, named,
+                                  options.query_samples, options.query_steps, given)
+    slug = "-".join(item.strip().replace("=", "") for item in text.split(",") if item.strip())
+    figure = ctx.out_dir / f"query_{slug}.png"
+    figures.plot_image_rows([(f"{n} | {text}", v) for n, v in images.items()], figure,
+                            f"{ctx.config.model} beta={ctx.config.beta}: {text} (others missing; "
+                            f"{options.query_steps} imputation steps)")
+    return {text: {"figure": figure.name, "samples": options.query_samples, "steps": options.query_steps}}
+
+
+SECTIONS: dict[str, Callable[[Context], dict]] = {
+    "coherence": coherence,
+    "latent_accuracy": latent_accuracy,
+    "log_likelihood": log_likelihood,
+    "tsne": tsne,
+    "cross_modal": cross_modal,
+    "samples": samples,
+}
+"""Section name -> fn(context) -> the entries it adds to metrics.json, in the order eval.py runs them."""
+
+LABELLED = ("coherence", "latent_accuracy", "tsne", "cross_modal")
+"""Sections that need class labels (a categorical modality)."""
