@@ -115,7 +115,8 @@ def evaluate(args) -> dict:
     from tqdm import tqdm
 
     from mvae_jax import evaluation, networks, training
-    from mvae_jax.config import atomic_write_text, load_config
+    from mvae_jax.config import load_config
+    from mvae_jax.files import atomic_write_text
     from mvae_jax.data import DATASETS, load_dataset
     from mvae_jax.evaluation import sections as registry
 

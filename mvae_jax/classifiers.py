@@ -25,7 +25,7 @@ import numpy as np
 import optax
 import orbax.checkpoint as ocp
 
-from mvae_jax.config import atomic_write_text
+from mvae_jax.files import atomic_write_text
 from mvae_jax.networks import Classifier
 
 log = logging.getLogger(__name__)

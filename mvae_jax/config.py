@@ -7,8 +7,9 @@ import json
 import math
 import os
 from pathlib import Path
-import tempfile
 from typing import Any
+
+from mvae_jax.files import atomic_write_bytes, atomic_write_text  # noqa: F401 (re-exported)
 
 CONFIG_FILE = "config.json"
 
@@ -24,19 +25,6 @@ SUBSET_SAMPLINGS = ("random", "all")
 SUBSET_OBJECTIVES = ("elbo_kl", "kl", "elbo")
 SUBSET_TARGETS = ("present", "all")
 FUSIONS = ("tokens", "mean", "zero")
-PEMVAE_OPTIONS = ("subset_sampling", "unimodal_weight", "subset_objective", "subset_kl_weight", "subset_targets",
-                  "freeze_encoder", "fusion", "modality_dropout")
-
-# Options that only some models read: setting one for another model is an error.
-MODEL_OPTIONS = {
-    "alpha": ("jmvae",),
-    "likelihood_weights": ("telbo", "mvae", "mmvae", "mopoe"),
-    "num_subsets": ("mvae", "pemvae"),
-    "warmup_epochs": ("pemvae",),
-    "num_samples": ("mmvae",),
-    "kl_warmup_epochs": ("jmvae", "telbo", "mvae", "pemvae", "mopoe"),
-    **{name: ("pemvae",) for name in PEMVAE_OPTIONS},
-}
 
 # Options that only some data sets read.
 DATASET_OPTIONS = {
@@ -114,7 +102,7 @@ class Config:
         """
         given = frozenset(given or ())
         from mvae_jax.data import DATASETS
-        from mvae_jax.models import MODELS
+        from mvae_jax.models import MODELS, model_options
 
         def need(ok: bool, name: str, allowed: str):
             if not ok:
@@ -181,7 +169,7 @@ class Config:
                  f"at most {int(math.log2(celeba.IMAGE_SIZE))} widths: each halves the {celeba.IMAGE_SIZE}x"
                  f"{celeba.IMAGE_SIZE} image")
         defaults = Config()
-        for scope, options in (("model", MODEL_OPTIONS), ("dataset", DATASET_OPTIONS)):
+        for scope, options in (("model", model_options()), ("dataset", DATASET_OPTIONS)):
             for name, owners in options.items():
                 if getattr(self, scope) not in owners and (name in given or getattr(self, name) != getattr(defaults, name)):
                     raise ValueError(
@@ -255,27 +243,6 @@ def load_config(workdir: str | os.PathLike) -> Config:
     if not path.is_file():
         raise FileNotFoundError(f"no {CONFIG_FILE} in {workdir}: is it a workdir written by train.py?")
     return Config.from_dict(json.loads(path.read_text()))
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    """Replace ``path`` with ``text`` so that readers see the old or the new file, never half of one."""
-    atomic_write_bytes(path, text.encode())
-
-
-def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
-    """Replace ``path`` with ``data`` so that readers see the old or the new file, never half of one."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def _is_int(v) -> bool:

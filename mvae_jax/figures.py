@@ -11,7 +11,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from mvae_jax import distributions
-from mvae_jax.config import atomic_write_bytes
+from mvae_jax.files import atomic_write_bytes
 from mvae_jax.models import Model
 from mvae_jax.models.base import per_model_jit
 

@@ -1,5 +1,7 @@
 """Config validation: each bad value is named with what is allowed."""
 
+from pathlib import Path
+
 import pytest
 
 from mvae_jax.config import Config, load_config, save_config
@@ -94,3 +96,28 @@ def test_an_option_given_at_its_default_for_a_model_that_ignores_it_is_refused(g
     with pytest.raises(ValueError, match=message.replace("(", r"\(").replace(")", r"\)")):
         Config(**given).validate(given=given)
     Config(**given).validate()  # without the names given, a default value cannot be told from an absent flag
+
+
+def test_readme_flag_table_help_and_config_agree():
+    """Every Config field is a train.py flag with help, has a row in the README's flag table, and the
+    README's default is the dataclass's; every model option is declared by a model that exists."""
+    import dataclasses
+    import re
+
+    import train
+    from mvae_jax.models import MODELS, OPTIONS
+
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    table = readme[readme.index("| flag | default | meaning |"):]
+    table = table[: table.index("\n\n")]
+    rows = dict(re.findall(r"^\| `--(\w+)` \| ([^|]*) \|", table, re.M))
+    for field in dataclasses.fields(Config):
+        assert field.name in train.HELP, field.name
+        assert field.name in rows, f"README flag table lacks --{field.name}"
+        default, cell = field.default, rows[field.name].strip()
+        if isinstance(default, bool) or default is None or default == ():
+            continue
+        shown = ",".join(map(str, default)) if isinstance(default, tuple) else str(default)
+        assert cell.strip("`") == shown, f"--{field.name}: README says {cell}, the code {shown}"
+    assert set(OPTIONS) == set(MODELS)
+    assert all(o in {f.name for f in dataclasses.fields(Config)} for opts in OPTIONS.values() for o in opts)

@@ -6,7 +6,9 @@ tensorflow-datasets, lazily and with accelerators hidden from TensorFlow.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 import dataclasses
+from typing import Protocol
 
 import numpy as np
 
@@ -40,6 +42,17 @@ def hold_out(train: dict[str, np.ndarray], num_validation: int) -> tuple[dict[st
     return {k: v[keep] for k, v in train.items()}, {k: v[held] for k, v in train.items()}
 
 
+class Stream(Protocol):
+    """A split too large for memory, read batch by batch (``celeba.Stream``)."""
+
+    def __len__(self) -> int: ...
+
+    def batches(self, batch_size: int, seed: int | None = None, drop_remainder: bool = True, process_index: int = 0,
+                process_count: int = 1, skip: int = 0) -> Iterator[dict[str, np.ndarray]]: ...
+
+    def take(self, n: int) -> dict[str, np.ndarray]: ...
+
+
 @dataclasses.dataclass(frozen=True)
 class Dataset:
     """A paired multimodal data set: ``train``, ``test`` (and ``validation``) map modality name -> (n, *shape) float32.
@@ -49,7 +62,7 @@ class Dataset:
     CelebA's is its official validation partition.
 
     Or, for data sets too large for memory (CelebA), each is a
-    ``celeba.Stream`` that yields such dicts batch by batch (``is_streamed``).
+    ``Stream`` that yields such dicts batch by batch (``is_streamed``).
 
     ``binarize`` names the modalities whose training values are probabilities
     to be resampled as Bernoulli draws at every step (dynamic binarization).
@@ -57,10 +70,10 @@ class Dataset:
 
     name: str
     modalities: tuple[Modality, ...]
-    train: dict[str, np.ndarray]
-    test: dict[str, np.ndarray]
+    train: dict[str, np.ndarray] | Stream
+    test: dict[str, np.ndarray] | Stream
     binarize: tuple[str, ...] = ()
-    validation: dict[str, np.ndarray] | None = None
+    validation: dict[str, np.ndarray] | Stream | None = None
 
     def split(self, name: str):
         """The split ``name`` (train, validation or test); ValueError if this data set has no such split or it is empty."""
@@ -74,7 +87,7 @@ class Dataset:
 
     @property
     def is_streamed(self) -> bool:
-        return isinstance(self.train, celeba.Stream)
+        return not isinstance(self.train, dict)
 
     @property
     def num_train(self) -> int:

@@ -15,6 +15,19 @@ MODELS = {
 }
 """Registry name -> build(config, modalities) -> Model."""
 
+OPTIONS = {"jmvae": jmvae.OPTIONS, "telbo": telbo.OPTIONS, "mvae": mvae.OPTIONS, "pemvae": pemvae.OPTIONS,
+           "mmvae": mmvae.OPTIONS, "mopoe": mopoe.OPTIONS}
+"""Registry name -> the Config fields that model reads beyond the common ones (each declared beside its build)."""
+
+
+def model_options() -> dict[str, tuple[str, ...]]:
+    """{option: the models that read it}, for every model-specific Config field."""
+    owners: dict[str, list[str]] = {}
+    for name, options in OPTIONS.items():
+        for option in options:
+            owners.setdefault(option, []).append(name)
+    return {option: tuple(models) for option, models in owners.items()}
+
 
 def get_model(config, modalities) -> Model:
     """Build the model ``config.model`` for ``modalities``; ValueError naming the choices if unknown."""
@@ -23,4 +36,4 @@ def get_model(config, modalities) -> Model:
     return MODELS[config.model](config, tuple(modalities))
 
 
-__all__ = ["MODELS", "Model", "check_present", "get_model", "subsets"]
+__all__ = ["MODELS", "OPTIONS", "Model", "check_present", "get_model", "model_options", "subsets"]

@@ -7,7 +7,7 @@ import dataclasses
 import functools
 import inspect
 import itertools
-from typing import Any
+from typing import Any, Protocol
 
 import jax
 import jax.numpy as jnp
@@ -18,6 +18,27 @@ from mvae_jax.networks import ConvDecoder, Decoder, GaussianEncoder, JointGaussi
 
 Params = Any
 Batch = Mapping[str, jax.Array]
+
+
+class InitFn(Protocol):
+    def __call__(self, rng: jax.Array) -> Params: ...
+
+
+class LossFn(Protocol):
+    def __call__(self, params: Params, batch: Batch, rng: jax.Array, epoch: jax.Array | int = 0,
+                 beta: jax.Array | float = ...) -> dict[str, jax.Array]: ...
+
+
+class EncodeFn(Protocol):
+    def __call__(self, params: Params, batch: Batch, present: Sequence[str]) -> distributions.Gaussian: ...
+
+
+class DecodeFn(Protocol):
+    def __call__(self, params: Params, z: jax.Array, names: Sequence[str] | None = None) -> dict[str, jax.Array]: ...
+
+
+class MixtureFn(Protocol):
+    def __call__(self, params: Params, batch: Batch, present: tuple[str, ...]) -> distributions.Gaussian: ...
 
 
 @dataclasses.dataclass(frozen=True)
@@ -36,7 +57,7 @@ class Model:
         the mean and log variance of the posterior q(z | the modalities in
         ``present``), any non-empty subset. For a Gaussian posterior this is the
         posterior itself; for a mixture, its first two moments.
-      decode: (params, z) -> {name: logits (batch, *shape)} for every modality.
+      decode: (params, z, names=None) -> {name: logits (..., *shape)} for ``names`` (every modality by default).
       mixture: None for Gaussian posteriors; else (params, batch, present) ->
         (mus, logvars), each (components, batch, latent): the posterior as an
         equal-weight mixture of Gaussians (MMVAE, MoPoE). Use ``posterior``.
@@ -48,11 +69,11 @@ class Model:
 
     name: str
     modalities: tuple[Modality, ...]
-    init: Callable[[jax.Array], Params]
-    loss: Callable[[Params, Batch, jax.Array], dict[str, jax.Array]]
-    encode: Callable[[Params, Batch, tuple[str, ...]], distributions.Gaussian]
-    decode: Callable[[Params, jax.Array], dict[str, jax.Array]]
-    mixture: Callable[[Params, Batch, tuple[str, ...]], distributions.Gaussian] | None = None
+    init: InitFn
+    loss: LossFn
+    encode: EncodeFn
+    decode: DecodeFn
+    mixture: MixtureFn | None = None
     trainable: Callable[[Params, jax.Array], Params] | None = None
     # Programs compiled for this model by ``per_model_jit`` functions: they live and die with the model.
     _jitted: dict = dataclasses.field(default_factory=dict, init=False, repr=False, compare=False, hash=False)

@@ -22,6 +22,10 @@ from mvae_jax.modality import Modality
 from mvae_jax.models.base import Model, joint_and_experts
 
 
+OPTIONS = ("alpha", "kl_warmup_epochs")
+"""The Config fields this model reads beyond those every model reads (a flag for another model is refused)."""
+
+
 def build(config, modalities: tuple[Modality, ...]) -> Model:
     """JMVAE-kl with MLP encoders/decoders of widths ``config.hidden_dims``, latent ``config.latent_dim``."""
     names = tuple(m.name for m in modalities)

@@ -61,6 +61,10 @@ def dreg(log_weights_fn):
     return f
 
 
+OPTIONS = ("likelihood_weights", "num_samples")
+"""The Config fields this model reads beyond those every model reads (a flag for another model is refused)."""
+
+
 def build(config, modalities: tuple[Modality, ...]) -> Model:
     """MMVAE with MLP networks of widths ``config.hidden_dims``, latent ``config.latent_dim``."""
     names = tuple(m.name for m in modalities)

@@ -30,6 +30,10 @@ from mvae_jax.modality import Modality
 from mvae_jax.models.base import Experts, Model, check_present, random_subset_masks
 
 
+OPTIONS = ("likelihood_weights", "num_subsets", "kl_warmup_epochs")
+"""The Config fields this model reads beyond those every model reads (a flag for another model is refused)."""
+
+
 def build(config, modalities: tuple[Modality, ...]) -> Model:
     """MVAE with MLP networks of widths ``config.hidden_dims``, latent ``config.latent_dim``."""
     names = tuple(m.name for m in modalities)

@@ -72,6 +72,11 @@ def modality_dropout_masks(rng: jax.Array, num_modalities: int, batch_size: int,
     return jnp.where(jnp.sum(keep, axis=0, keepdims=True) > 0, keep, one)
 
 
+OPTIONS = ("num_subsets", "warmup_epochs", "kl_warmup_epochs", "subset_sampling", "unimodal_weight",
+           "subset_objective", "subset_kl_weight", "subset_targets", "freeze_encoder", "fusion", "modality_dropout")
+"""The Config fields this model reads beyond those every model reads (a flag for another model is refused)."""
+
+
 def build(config, modalities: tuple[Modality, ...]) -> Model:
     """PEMVAE with MLP networks of widths ``config.hidden_dims``, latent ``config.latent_dim``."""
     names = tuple(m.name for m in modalities)

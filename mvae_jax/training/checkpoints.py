@@ -23,6 +23,7 @@ import orbax.checkpoint as ocp
 
 from mvae_jax import config as config_lib
 from mvae_jax import errors
+from mvae_jax.files import atomic_write_text
 from mvae_jax.models import Model, get_model
 from mvae_jax.training.state import TrainState, create_train_state, make_optimizers
 
@@ -291,7 +292,7 @@ def truncate_metrics(path: Path, epoch: int) -> None:
     lines = [line for line in path.read_text().splitlines() if line.strip()]
     kept = [line for line in lines if (epoch_of(line) or math.inf) <= epoch]
     if len(kept) != len(lines):
-        config_lib.atomic_write_text(path, "".join(line + "\n" for line in kept))
+        atomic_write_text(path, "".join(line + "\n" for line in kept))
 
 def epoch_of(line: str) -> int | None:
     """The epoch of a metrics line; None for a line cut short by a killed process."""
