@@ -47,48 +47,93 @@ def _sections(text: str) -> tuple[str, ...]:
 
 
 def make_parser() -> argparse.ArgumentParser:
+    """eval.py's flags: one add_argument per flag, which is why this function is long."""
     from mvae_jax.data import DATASETS
     from mvae_jax.models import MODELS
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], prog="eval.py")
     parser.add_argument("--workdir", help="a workdir written by train.py")
     parser.add_argument("--step", type=int, default=None, help="epoch of the checkpoint to evaluate (default: latest)")
-    parser.add_argument("--model", default=None, choices=sorted(MODELS),
-                        help="refuse the workdir unless its run is of this model (default: any; the saved one is used)")
-    parser.add_argument("--dataset", default=None, choices=sorted(DATASETS),
-                        help="refuse the workdir unless its run is on this data set (default: any)")
+    parser.add_argument(
+        "--model",
+        default=None,
+        choices=sorted(MODELS),
+        help="refuse the workdir unless its run is of this model (default: any; the saved one is used)",
+    )
+    parser.add_argument(
+        "--dataset",
+        default=None,
+        choices=sorted(DATASETS),
+        help="refuse the workdir unless its run is on this data set (default: any)",
+    )
     parser.add_argument("--data_dir", default=None, help="as in train.py (default: the run's own data_dir)")
-    parser.add_argument("--split", choices=SPLITS, default="test",
-                        help="pairs to score: test, or validation (those train.py --validation=N held out; written "
-                             "to eval_validation/) (default: test)")
-    parser.add_argument("--sections", type=_sections, default=None,
-                        help=f"what to compute, comma separated, from {','.join(SECTIONS)} (default: all; for data "
-                             "without class labels, samples only)")
-    parser.add_argument("--query", default=None,
-                        help="attributes to generate images from, e.g. Female,Heavy_Makeup (Name, Name=0, Name=1; "
-                             "'Female' = Male=0); attributes not named are missing, not false")
+    parser.add_argument(
+        "--split",
+        choices=SPLITS,
+        default="test",
+        help="pairs to score: test, or validation (those train.py --validation=N held out; written "
+        "to eval_validation/) (default: test)",
+    )
+    parser.add_argument(
+        "--sections",
+        type=_sections,
+        default=None,
+        help=f"what to compute, comma separated, from {','.join(SECTIONS)} (default: all; for data "
+        "without class labels, samples only)",
+    )
+    parser.add_argument(
+        "--query",
+        default=None,
+        help="attributes to generate images from, e.g. Female,Heavy_Makeup (Name, Name=0, Name=1; "
+        "'Female' = Male=0); attributes not named are missing, not false",
+    )
     parser.add_argument("--query_samples", type=int, default=64, help="images in the query grid (default 64)")
-    parser.add_argument("--query_steps", type=int, default=10,
-                        help="pseudo-Gibbs steps that impute the attributes not named (default 10; 0 = fill with 1/2)")
-    parser.add_argument("--classifier_dir", default=None,
-                        help="cache of the scoring CNNs (default: $MVAE_JAX_CACHE/classifiers or "
-                             "~/.cache/mvae_jax/classifiers); trained there once if absent")
-    parser.add_argument("--classifier_epochs", type=int, default=0,
-                        help="epochs of the scoring CNNs (default 0: 5 for MNIST, 10 for Fashion-MNIST)")
+    parser.add_argument(
+        "--query_steps",
+        type=int,
+        default=10,
+        help="pseudo-Gibbs steps that impute the attributes not named (default 10; 0 = fill with 1/2)",
+    )
+    parser.add_argument(
+        "--classifier_dir",
+        default=None,
+        help="cache of the scoring CNNs (default: $MVAE_JAX_CACHE/classifiers or "
+        "~/.cache/mvae_jax/classifiers); trained there once if absent",
+    )
+    parser.add_argument(
+        "--classifier_epochs",
+        type=int,
+        default=0,
+        help="epochs of the scoring CNNs (default 0: 5 for MNIST, 10 for Fashion-MNIST)",
+    )
     parser.add_argument("--prior_samples", type=int, default=10_000, help="z ~ p(z) for prior coherence")
-    parser.add_argument("--latent_train_points", type=int, default=0,
-                        help="training pairs the latent classifiers are fit on (default 0: all)")
+    parser.add_argument(
+        "--latent_train_points",
+        type=int,
+        default=0,
+        help="training pairs the latent classifiers are fit on (default 0: all)",
+    )
     parser.add_argument("--iw_samples", type=int, default=1000, help="importance samples K per estimate (default 1000)")
-    parser.add_argument("--iw_proposal", choices=("own", "joint"), default="own",
-                        help="z for log p(x_m) from q(z|x_m) (own) or q(z|all) (joint: JMVAE paper)")
+    parser.add_argument(
+        "--iw_proposal",
+        choices=("own", "joint"),
+        default="own",
+        help="z for log p(x_m) from q(z|x_m) (own) or q(z|all) (joint: JMVAE paper)",
+    )
     parser.add_argument("--ll_points", type=int, default=0, help="test pairs the likelihoods average (default 0: all)")
     parser.add_argument("--tsne_points", type=int, default=5000, help="test pairs in tsne.png (default 5000)")
     parser.add_argument("--seed", type=int, default=0, help="seed of samples and estimates")
-    parser.add_argument("--compare", nargs="+", metavar="WORKDIR",
-                        help="evaluated workdirs to draw side by side (tSNE) and tabulate; nothing is recomputed")
-    parser.add_argument("--out", default="compare.png",
-                        help="with --compare: the tSNE figure written (default compare.png); prior samples go to "
-                             "<out>_samples.png")
+    parser.add_argument(
+        "--compare",
+        nargs="+",
+        metavar="WORKDIR",
+        help="evaluated workdirs to draw side by side (tSNE) and tabulate; nothing is recomputed",
+    )
+    parser.add_argument(
+        "--out",
+        default="compare.png",
+        help="with --compare: the tSNE figure written (default compare.png); prior samples go to <out>_samples.png",
+    )
     parser.add_argument("--verbose", action="store_true", help="also show INFO logs of JAX, orbax and TensorFlow")
     return parser
 
@@ -99,12 +144,71 @@ def check_args(args) -> None:
         raise ValueError("give --workdir=DIR (a run to evaluate) or --compare DIR [DIR ...]")
     if args.compare is not None and args.workdir is not None:
         raise ValueError("--compare draws runs that were evaluated already; leave out --workdir")
-    for name, low in (("classifier_epochs", 0), ("prior_samples", 1), ("iw_samples", 1), ("tsne_points", 5),
-                      ("latent_train_points", 0), ("ll_points", 0), ("seed", 0), ("query_samples", 1),
-                      ("query_steps", 0)):
+    for name, low in (
+        ("classifier_epochs", 0),
+        ("prior_samples", 1),
+        ("iw_samples", 1),
+        ("tsne_points", 5),
+        ("latent_train_points", 0),
+        ("ll_points", 0),
+        ("seed", 0),
+        ("query_samples", 1),
+        ("query_steps", 0),
+    ):
         value = getattr(args, name)
         if value < low:
             raise ValueError(f"--{name}={value} is invalid; allowed: an integer >= {low}")
+
+
+def check_request(args):
+    """(sections, labelled, query) of an evaluation of ``args.workdir``, or ValueError / FileNotFoundError naming
+    what is wrong, before any data or checkpoint is read."""
+    from mvae_jax import evaluation, training
+    from mvae_jax.config import load_config
+    from mvae_jax.data import DATASETS
+    from mvae_jax.evaluation import sections as registry
+
+    config = load_config(args.workdir)
+    for name in ("model", "dataset"):
+        asked = getattr(args, name)
+        if asked is not None and asked != getattr(config, name):
+            raise ValueError(
+                f"--{name}={asked} but workdir={args.workdir} holds a {name}={getattr(config, name)!r} "
+                f"run (its config.json); evaluate that run without --{name}, or pick its workdir"
+            )
+    steps = training.saved_epochs(args.workdir)
+    if not steps or (args.step is not None and args.step not in steps):
+        wanted = "no checkpoint" if not steps else f"no checkpoint of epoch {args.step} (it has {steps})"
+        raise FileNotFoundError(
+            f"workdir={args.workdir} has {wanted} in {training.CHECKPOINT_DIR}/: a checkpoint is "
+            "written at the end of each epoch, so train at least one epoch first"
+        )
+    if args.split == "validation" and config.dataset != "celeba" and not config.validation:
+        raise ValueError(
+            f"--split=validation: workdir={args.workdir} was trained without a validation split; "
+            "train with --validation=N (N training pairs held out) to have one, or use --split=test"
+        )
+    data_module = DATASETS[config.dataset]
+    modalities = data_module.modalities(config)
+    labelled = any(m.likelihood == "categorical" for m in modalities)
+    sections = args.sections or (SECTIONS if labelled else ("samples",))
+    if not labelled and set(sections) & set(registry.LABELLED):
+        raise ValueError(
+            f"--sections={','.join(sections)}: "
+            f"{', '.join(s for s in sections if s in registry.LABELLED)} require class labels, which "
+            f"dataset={config.dataset!r} has not; allowed: log_likelihood, samples"
+        )
+    query = None
+    if args.query is not None:
+        given = getattr(data_module, "QUERY_MODALITY", None)
+        if given is None:
+            raise ValueError(
+                f"--query needs a data set with attributes (celeba); dataset={config.dataset!r} has "
+                f"{[m.name for m in modalities]}"
+            )
+        names = data_module.check_attributes(config.attributes)
+        query = (given, evaluation.parse_query(args.query, names, data_module.ATTRIBUTES, data_module.QUERY_ALIASES))
+    return sections, labelled, query
 
 
 def evaluate(args) -> dict:
@@ -115,42 +219,11 @@ def evaluate(args) -> dict:
     from tqdm import tqdm
 
     from mvae_jax import evaluation, networks, training
-    from mvae_jax.config import load_config
-    from mvae_jax.files import atomic_write_text
-    from mvae_jax.data import DATASETS, load_dataset
+    from mvae_jax.data import load_dataset
     from mvae_jax.evaluation import sections as registry
+    from mvae_jax.files import atomic_write_text
 
-    config = load_config(args.workdir)
-    for name in ("model", "dataset"):
-        asked = getattr(args, name)
-        if asked is not None and asked != getattr(config, name):
-            raise ValueError(f"--{name}={asked} but workdir={args.workdir} holds a {name}={getattr(config, name)!r} "
-                             f"run (its config.json); evaluate that run without --{name}, or pick its workdir")
-    steps = training.saved_epochs(args.workdir)
-    if not steps or (args.step is not None and args.step not in steps):
-        wanted = "no checkpoint" if not steps else f"no checkpoint of epoch {args.step} (it has {steps})"
-        raise FileNotFoundError(f"workdir={args.workdir} has {wanted} in {training.CHECKPOINT_DIR}/: a checkpoint is "
-                                "written at the end of each epoch, so train at least one epoch first")
-    if args.split == "validation" and config.dataset != "celeba" and not config.validation:
-        raise ValueError(f"--split=validation: workdir={args.workdir} was trained without a validation split; "
-                         "train with --validation=N (N training pairs held out) to have one, or use --split=test")
-    data_module = DATASETS[config.dataset]
-    modalities = data_module.modalities(config)
-    labelled = any(m.likelihood == "categorical" for m in modalities)
-    sections = args.sections or (SECTIONS if labelled else ("samples",))
-    if not labelled and set(sections) & set(registry.LABELLED):
-        raise ValueError(f"--sections={','.join(sections)}: "
-                         f"{', '.join(s for s in sections if s in registry.LABELLED)} require class labels, which "
-                         f"dataset={config.dataset!r} has not; allowed: log_likelihood, samples")
-    query = None
-    if args.query is not None:
-        given = getattr(data_module, "QUERY_MODALITY", None)
-        if given is None:
-            raise ValueError(f"--query needs a data set with attributes (celeba); dataset={config.dataset!r} has "
-                             f"{[m.name for m in modalities]}")
-        names = data_module.check_attributes(config.attributes)
-        query = (given, evaluation.parse_query(args.query, names, data_module.ATTRIBUTES, data_module.QUERY_ALIASES))
-
+    sections, labelled, query = check_request(args)
     config, model, state = training.restore_model(args.workdir, args.step)
     if args.data_dir is not None:
         config = dataclasses.replace(config, data_dir=args.data_dir)
@@ -163,14 +236,32 @@ def evaluate(args) -> dict:
             bar.update(bar.total - bar.n)
 
     ctx = evaluation.Context(
-        config, model, state.params, int(state.epoch), dataset,
+        config,
+        model,
+        state.params,
+        int(state.epoch),
+        dataset,
         scored=dataset.split(args.split) if dataset is not None else None,
         scored_labels=dataset.labels(args.split) if dataset is not None and labelled else None,
         train_labels=dataset.labels("train") if dataset is not None and labelled else None,
-        out_dir=eval_dir(args.workdir, args.split), options=args, progress=progress)
+        out_dir=eval_dir(args.workdir, args.split),
+        options=args,
+        progress=progress,
+    )
     path = ctx.out_dir / "metrics.json"
-    flags = {k: getattr(args, k) for k in ("classifier_epochs", "prior_samples", "latent_train_points", "iw_samples",
-                                           "iw_proposal", "ll_points", "tsne_points", "seed")}
+    flags = {
+        k: getattr(args, k)
+        for k in (
+            "classifier_epochs",
+            "prior_samples",
+            "latent_train_points",
+            "iw_samples",
+            "iw_proposal",
+            "ll_points",
+            "tsne_points",
+            "seed",
+        )
+    }
     metrics = {"epoch": ctx.epoch, "params": networks.count_params(state.params), "split": args.split}
     if path.is_file():  # keep sections computed earlier for the same checkpoint
         old = json.loads(path.read_text())
@@ -221,12 +312,17 @@ def compare(args) -> str:
     out = Path(args.out)
     if rows:
         if len(rows) != len(args.compare):
-            raise FileNotFoundError(f"only {len(rows)} of the {len(args.compare)} runs have eval/{figures.TSNE_FILE}: "
-                                    "evaluate the others with the tsne section, or compare those only")
+            raise FileNotFoundError(
+                f"only {len(rows)} of the {len(args.compare)} runs have eval/{figures.TSNE_FILE}: "
+                "evaluate the others with the tsne section, or compare those only"
+            )
         figures.plot_tsne(rows, out, titles=panel_titles(names))
     if samples:
-        figures.plot_image_rows([(f"{name}: {m}", images) for name, grid in samples for m, images in grid.items()],
-                                out.with_name(f"{out.stem}_samples.png"), "samples from z ~ p(z)")
+        figures.plot_image_rows(
+            [(f"{name}: {m}", images) for name, grid in samples for m, images in grid.items()],
+            out.with_name(f"{out.stem}_samples.png"),
+            "samples from z ~ p(z)",
+        )
     return results_table(table)
 
 

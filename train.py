@@ -17,14 +17,14 @@ import dataclasses
 import os
 import sys
 
-from mvae_jax import config as config_lib
 from mvae_jax import cli, distributed
+from mvae_jax import config as config_lib
 
 HELP = {
     "model": "model to train",
     "dataset": "paired data set",
     "beta": "weight of KL(q(z|all) || p(z)), the paper's Eq. (1); several, comma separated, train a sweep "
-            "(one run per beta, one compiled program)",
+    "(one run per beta, one compiled program)",
     "alpha": "JMVAE-kl weight of sum_m KL(q(z|all) || q(z|x_m))",
     "epochs": "train until this many epochs are done (counting resumed ones)",
     "batch_size": "examples per step (a multiple of the device count)",
@@ -34,44 +34,45 @@ HELP = {
     "seed": "seed of initialisation, noise and batch order",
     "pair_seed": "seed of the MNIST / Fashion-MNIST pairing",
     "validation": "trimodal, mnist_label: training pairs held out as the validation split (the last N of a fixed "
-                  "permutation, the same for every run); eval.py --split=validation scores them; 0 = none",
+    "permutation, the same for every run); eval.py --split=validation scores them; 0 = none",
     "data_dir": "folder with mnist/ (and fashion_mnist/ for trimodal) IDX files (default: tensorflow-datasets)",
     "workdir": "where config, metrics and checkpoints go (default: runs/<model>_beta<beta>)",
     "keep_checkpoints": "how many of the latest epoch checkpoints to keep",
     "likelihood_weights": "telbo, mvae, mmvae, mopoe: weight lambda of each modality's log-likelihood, "
-                          "comma separated in the data set's modality order (x,y,w); empty = all 1",
+    "comma separated in the data set's modality order (x,y,w); empty = all 1",
     "num_subsets": "mvae: random-subset ELBOs per example and step; pemvae: random subsets per example and step",
     "warmup_epochs": "pemvae: epochs of joint ELBO only, before the encoder also learns subsets",
     "subset_sampling": "pemvae: random = --num_subsets random proper subsets per example and step; all = every "
-                       "proper subset every step",
+    "proper subset every step",
     "unimodal_weight": "pemvae: weight of the subset terms of single-modality subsets (others 1)",
     "subset_objective": "pemvae: what a subset S trains: elbo_kl = its ELBO + KL(sg q(z|all) || q(z|S)); kl = the "
-                        "KL alone; elbo = the ELBO alone",
+    "KL alone; elbo = the ELBO alone",
     "subset_kl_weight": "pemvae: weight of KL(sg q(z|all) || q(z|S)) (as JMVAE's alpha)",
     "subset_targets": "pemvae: what the subset ELBO reconstructs from z ~ q(z|S): present = the modalities in S; "
-                      "all = every modality",
+    "all = every modality",
     "freeze_encoder": "pemvae: after the warm-up, train only the mask tokens of the encoder (the joint "
-                      "encoder's networks stay as pretrained); the decoders keep training",
+    "encoder's networks stay as pretrained); the decoders keep training",
     "fusion": "pemvae: how present modality features combine: tokens = sum, absent ones replaced by learned mask "
-              "tokens; mean = mean over the present ones; zero = sum, absent ones 0",
+    "tokens; mean = mean over the present ones; zero = sum, absent ones 0",
     "modality_dropout": "pemvae: in the joint ELBO, drop each modality from the encoder's input with this "
-                        "probability per example (one always stays); every modality is still reconstructed",
+    "probability per example (one always stays); every modality is still reconstructed",
     "num_samples": "mmvae: importance samples K per modality (DReG estimator)",
     "kl_warmup_epochs": "all but mmvae: KL weight rises linearly from 0 to beta over this many epochs "
-                        "(beta * min(1, epochs done / N)); 0 = no warm-up",
+    "(beta * min(1, epochs done / N)); 0 = no warm-up",
     "attributes": "celeba: the attributes modelled, comma separated (default: all 40)",
     "conv_widths": "celeba: channels of the conv encoder's stride-2 layers (the decoder mirrors them); "
-                   "64 / 2^len must be an integer",
+    "64 / 2^len must be an integer",
     "adversarial": "add a discriminator per image modality and its non-saturating GAN loss (VAE-GAN)",
     "adv_weight": "adversarial: weight lambda of the generator's GAN loss",
     "disc_learning_rate": "adversarial: the discriminators' Adam learning rate (b1 = 0.5)",
     "r1_weight": "adversarial: gamma of the R1 penalty (gamma / 2) ||grad D(real)||^2; 0 = off",
     "disc_widths": "adversarial: channels of the discriminator's stride-2 conv layers",
-    "adv_warmup_epochs": "adversarial: epochs before the generator's GAN loss counts (the discriminator learns meanwhile)",
+    "adv_warmup_epochs": "adversarial: epochs before the generator's GAN loss counts (the discriminator learns "
+    "meanwhile)",
     "precision": "bf16: matmuls and convolutions in bfloat16 (for GPUs and TPUs), params, optimizer and losses in "
-                 "float32; may change when resuming",
+    "float32; may change when resuming",
     "nan_rollbacks": "on a non-finite loss or parameter, roll back to the last good checkpoint and multiply the "
-                     "learning rates by --nan_lr_factor, at most this many times per launch; 0 = stop with an error",
+    "learning rates by --nan_lr_factor, at most this many times per launch; 0 = stop with an error",
     "nan_lr_factor": "what each NaN rollback multiplies the learning rates by (saved in config.json)",
 }
 
@@ -108,26 +109,46 @@ def make_parser() -> argparse.ArgumentParser:
     from mvae_jax.models import MODELS
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], prog="train.py")
-    types = {"hidden_dims": _int_tuple, "likelihood_weights": _float_tuple, "conv_widths": _int_tuple,
-             "disc_widths": _int_tuple, "attributes": _str_tuple, "beta": _betas}
-    choices = {"model": sorted(MODELS), "dataset": sorted(DATASETS), "precision": config_lib.PRECISIONS,
-               "subset_sampling": config_lib.SUBSET_SAMPLINGS, "subset_objective": config_lib.SUBSET_OBJECTIVES,
-               "subset_targets": config_lib.SUBSET_TARGETS, "fusion": config_lib.FUSIONS}
+    types = {
+        "hidden_dims": _int_tuple,
+        "likelihood_weights": _float_tuple,
+        "conv_widths": _int_tuple,
+        "disc_widths": _int_tuple,
+        "attributes": _str_tuple,
+        "beta": _betas,
+    }
+    choices = {
+        "model": sorted(MODELS),
+        "dataset": sorted(DATASETS),
+        "precision": config_lib.PRECISIONS,
+        "subset_sampling": config_lib.SUBSET_SAMPLINGS,
+        "subset_objective": config_lib.SUBSET_OBJECTIVES,
+        "subset_targets": config_lib.SUBSET_TARGETS,
+        "fusion": config_lib.FUSIONS,
+    }
     for field in dataclasses.fields(config_lib.Config):
         default = field.default
         kind = types.get(field.name) or (str if default is None else type(default))
         shown = (",".join(map(str, default)) or "all 1") if isinstance(default, tuple) else default
-        help_text = HELP[field.name] + ("" if default is None or default == () and field.name == "attributes"
-                                        else f" (default: {shown})")
+        help_text = HELP[field.name] + (
+            "" if default is None or default == () and field.name == "attributes" else f" (default: {shown})"
+        )
         if isinstance(default, bool):
-            parser.add_argument(f"--{field.name}", action="store_true", default=argparse.SUPPRESS, help=HELP[field.name])
+            parser.add_argument(
+                f"--{field.name}", action="store_true", default=argparse.SUPPRESS, help=HELP[field.name]
+            )
             continue
-        parser.add_argument(f"--{field.name}", type=kind, choices=choices.get(field.name),
-                            default=argparse.SUPPRESS, help=help_text)
-    parser.add_argument("--distributed", choices=distributed.MODES, default="auto",
-                        help="start JAX's multi-process runtime: auto = when the environment describes a "
-                             "multi-process job (JAX_COORDINATOR_ADDRESS + JAX_NUM_PROCESSES + JAX_PROCESS_ID, "
-                             "srun, mpirun, a GKE TPU pod); on = always (Cloud TPU VM pod slices) (default: auto)")
+        parser.add_argument(
+            f"--{field.name}", type=kind, choices=choices.get(field.name), default=argparse.SUPPRESS, help=help_text
+        )
+    parser.add_argument(
+        "--distributed",
+        choices=distributed.MODES,
+        default="auto",
+        help="start JAX's multi-process runtime: auto = when the environment describes a "
+        "multi-process job (JAX_COORDINATOR_ADDRESS + JAX_NUM_PROCESSES + JAX_PROCESS_ID, "
+        "srun, mpirun, a GKE TPU pod); on = always (Cloud TPU VM pod slices) (default: auto)",
+    )
     parser.add_argument("--verbose", action="store_true", help="also show INFO logs of JAX, orbax and TensorFlow")
     return parser
 

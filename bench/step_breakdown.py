@@ -66,15 +66,19 @@ def main():
     print(f"float32 matmul peak: {matmul_peak_gflops():.1f} GFLOP/s")
     print(f"gradient (forward + backward): {best_ms(jax.jit(jax.grad(loss)), state.params, batch):.2f} ms")
     adam = jax.jit(lambda g, o, p: optax.apply_updates(p, tx.update(g, o, p)[0]))
-    print(f"Adam update of {sum(x.size for x in jax.tree_util.tree_leaves(state.params)):,} params: "
-          f"{best_ms(adam, grads, state.opt_state, state.params):.2f} ms")
+    print(
+        f"Adam update of {sum(x.size for x in jax.tree_util.tree_leaves(state.params)):,} params: "
+        f"{best_ms(adam, grads, state.opt_state, state.params):.2f} ms"
+    )
     draws = jax.jit(lambda k, x, y: (jax.random.bernoulli(k, x), jax.random.bernoulli(k, y)))
     print(f"binarization draws (x and y): {best_ms(draws, key, batch['x'], batch['y']):.2f} ms")
 
-    variants = {"no binarization, chunks of 10": ((), None, 10),
-                "binarization, the epoch in one chunk": (("x", "y"), None, steps),
-                "binarization, chunks of 10 + progress (train.py)": (("x", "y"), lambda i, l: None, 10),
-                "binarization, chunks of 1": (("x", "y"), None, 1)}
+    variants = {
+        "no binarization, chunks of 10": ((), None, 10),
+        "binarization, the epoch in one chunk": (("x", "y"), None, steps),
+        "binarization, chunks of 10 + progress (train.py)": (("x", "y"), lambda i, loss: None, 10),
+        "binarization, chunks of 1": (("x", "y"), None, 1),
+    }
     epochs = {}
     for name, (binarize, on_step, chunk) in variants.items():
         fn = training.make_epoch_fn(model, tx, b * steps, b, on_step=on_step, binarize=binarize, chunk_steps=chunk)

@@ -98,8 +98,9 @@ def _cost(compiled) -> dict:
 
 def measure_training(model_name: str, batch_size: int, epochs: int, n: int = 60_000, precision: str = "fp32") -> dict:
     """Samples/s, XLA FLOPs per step and memory of ``model_name``'s training epoch (see the module docstring)."""
-    config = Config(model=model_name, batch_size=batch_size, precision=precision,
-                    **MODEL_OPTIONS.get(model_name, {})).validate()
+    config = Config(
+        model=model_name, batch_size=batch_size, precision=precision, **MODEL_OPTIONS.get(model_name, {})
+    ).validate()
     model = get_model(config, trimodal.MODALITIES)
     tx = training.make_optimizer(config)
     mesh = training.make_mesh()
@@ -126,10 +127,13 @@ def measure_training(model_name: str, batch_size: int, epochs: int, n: int = 60_
     steps = n // batch_size
     best = min(times)
     result = {
-        "model": model_name, "batch_size": batch_size, "precision": precision,
+        "model": model_name,
+        "batch_size": batch_size,
+        "precision": precision,
         "devices": f"{jax.devices()[0].device_kind} x{jax.device_count()}",
         "samples_per_s": steps * batch_size / best,
-        "epoch_s": times, "first_epoch_s_with_compile": first,
+        "epoch_s": times,
+        "first_epoch_s_with_compile": first,
         "xla_gflop_per_step": step_flops / 1e9,
         "gflops": steps * step_flops / best / 1e9,
         "xla_buffers_mib": (memory.argument_size_in_bytes + memory.temp_size_in_bytes) / 2**20,
@@ -154,14 +158,22 @@ def measure_evaluation(model_name: str, n: int = 10_000, tsne_points: int = 5_00
     test = synthetic_trimodal(n, seed=1)
     labels = np.argmax(test["w"], axis=1)
     cnn = Classifier(10).init(jax.random.PRNGKey(2), jnp.zeros((1, 28, 28, 1)))["params"]
-    classify = {"x": lambda images: classifiers.predict(cnn, images), "y": lambda images: classifiers.predict(cnn, images)}
+    classify = {
+        "x": lambda images: classifiers.predict(cnn, images),
+        "y": lambda images: classifiers.predict(cnn, images),
+    }
     small = {k: v[:1000] for k, v in test.items()}
     evaluation.coherence(model, params, small, labels[:1000], classify)  # compiles
     start = time.perf_counter()
     scores = evaluation.coherence(model, params, test, labels, classify)
     seconds = time.perf_counter() - start
-    result = {"model": model_name, "coherence_pairs": len(scores), "coherence_points": n,
-              "coherence_s": seconds, "coherence_points_per_s": n / seconds}
+    result = {
+        "model": model_name,
+        "coherence_pairs": len(scores),
+        "coherence_points": n,
+        "coherence_s": seconds,
+        "coherence_points_per_s": n / seconds,
+    }
     if tsne:
         means = evaluation.posterior_means(model, params, {k: v[:tsne_points] for k, v in test.items()}, model.names)
         start = time.perf_counter()
@@ -173,8 +185,16 @@ def measure_evaluation(model_name: str, n: int = 10_000, tsne_points: int = 5_00
 def _in_subprocess(devices: int, args) -> list[dict]:
     """The training measurements of ``args`` with ``devices`` forced CPU devices, from a child process."""
     env = {**os.environ, "XLA_FLAGS": f"--xla_force_host_platform_device_count={devices}", "JAX_PLATFORMS": "cpu"}
-    cmd = [sys.executable, __file__, f"--models={args.models}", f"--batch_size={args.batch_size}",
-           f"--epochs={args.epochs}", f"--precision={args.precision}", "--no_eval", "--no_peak"]
+    cmd = [
+        sys.executable,
+        __file__,
+        f"--models={args.models}",
+        f"--batch_size={args.batch_size}",
+        f"--epochs={args.epochs}",
+        f"--precision={args.precision}",
+        "--no_eval",
+        "--no_peak",
+    ]
     out = subprocess.run(cmd, env=env, capture_output=True, text=True, check=True).stdout
     return [json.loads(line) for line in out.splitlines() if line.startswith("{")]
 
@@ -211,21 +231,29 @@ def main():
             for r in _in_subprocess(count, args):
                 _report(r, None)
         return
-    print(f"device: {jax.devices()[0].device_kind} x{jax.device_count()} ({jax.default_backend()}), "
-          f"jax {jax.__version__}", flush=True)
+    print(
+        f"device: {jax.devices()[0].device_kind} x{jax.device_count()} ({jax.default_backend()}), "
+        f"jax {jax.__version__}",
+        flush=True,
+    )
     peaks = [] if args.no_peak else [matmul_peak_gflops()]
     results = [measure_training(m, args.batch_size, args.epochs, precision=args.precision) for m in names]
     if not args.no_peak:
         peaks.append(matmul_peak_gflops())
-        print(f"float32 matmul peak: {max(peaks):.1f} GFLOP/s (before / after the models: "
-              f"{' / '.join(f'{p:.1f}' for p in peaks)})", flush=True)
+        print(
+            f"float32 matmul peak: {max(peaks):.1f} GFLOP/s (before / after the models: "
+            f"{' / '.join(f'{p:.1f}' for p in peaks)})",
+            flush=True,
+        )
     for r in results:
         _report(r, max(peaks) if peaks else None)
     if not args.no_eval:
         for i, m in enumerate(names):
             r = measure_evaluation(m, tsne=i == 0)
-            text = f"{m:7s} eval: coherence of {r['coherence_pairs']} pairs over {r['coherence_points']} test pairs " \
-                   f"in {r['coherence_s']:.1f} s ({r['coherence_points_per_s']:.0f} test pairs/s)"
+            text = (
+                f"{m:7s} eval: coherence of {r['coherence_pairs']} pairs over {r['coherence_points']} test pairs "
+                f"in {r['coherence_s']:.1f} s ({r['coherence_points_per_s']:.0f} test pairs/s)"
+            )
             if "tsne_s" in r:
                 text += f"; tSNE of {r['tsne_points']} means {r['tsne_s']:.1f} s"
             print(text, flush=True)

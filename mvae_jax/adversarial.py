@@ -32,7 +32,10 @@ from mvae_jax.networks import Discriminator
 
 
 def generator_loss(fake_logits: jax.Array) -> jax.Array:
-    """Non-saturating generator loss -log sigmoid(D(G)) per example: (batch,) -> (batch,) (Goodfellow et al. 2014, Sec. 3)."""
+    """Non-saturating generator loss -log sigmoid(D(G)) per example: (batch,) -> (batch,).
+
+    Goodfellow et al. 2014, Sec. 3.
+    """
     return jax.nn.softplus(-fake_logits)
 
 
@@ -66,14 +69,16 @@ class Adversary:
     def init(self, rng: jax.Array, shapes: Mapping[str, tuple[int, ...]]) -> dict:
         """{image modality: discriminator params}."""
         keys = jax.random.split(rng, len(self.names))
-        return {n: self.discriminator.init(k, jnp.zeros((1, *shapes[n]), jnp.float32))["params"]
-                for n, k in zip(self.names, keys)}
+        return {
+            n: self.discriminator.init(k, jnp.zeros((1, *shapes[n]), jnp.float32))["params"]
+            for n, k in zip(self.names, keys)
+        }
 
     def discriminate(self, disc_params, name: str, images: jax.Array) -> jax.Array:
         return self.discriminator.apply({"params": disc_params[name]}, images)
 
     def fakes(self, model, params, batch, rng: jax.Array) -> dict[str, dict[str, jax.Array]]:
-        """{"reconstruction" | "prior": {image modality: (batch, H, W, C) pixel means}}, differentiable in ``params``."""
+        """{"reconstruction" | "prior": {image modality: (batch, H, W, C) pixel means}}, differentiable in params."""
         k_posterior, k_prior = jax.random.split(rng)
         z_posterior = distributions.sample_mixture(k_posterior, *model.posterior(params, batch, model.names))
         z_prior = jax.random.normal(k_prior, z_posterior.shape, z_posterior.dtype)
@@ -85,9 +90,15 @@ class Adversary:
         return out
 
     def generator_terms(self, disc_params, fakes, epoch) -> dict[str, jax.Array]:
-        """{"adv_generator": sum over images and kinds of the non-saturating loss, "adv_weight": lambda now}, each (batch,)."""
-        total = sum(generator_loss(self.discriminate(disc_params, n, images[n]))
-                    for images in fakes.values() for n in self.names)
+        """{"adv_generator": the non-saturating loss summed over images and kinds, "adv_weight": lambda now}.
+
+        Each (batch,).
+        """
+        total = sum(
+            generator_loss(self.discriminate(disc_params, n, images[n]))
+            for images in fakes.values()
+            for n in self.names
+        )
         weight = jnp.where(jnp.asarray(epoch) < self.warmup_epochs, 0.0, self.weight)
         return {"adv_generator": total, "adv_weight": jnp.broadcast_to(weight, total.shape)}
 
@@ -126,8 +137,15 @@ def make_adversary(config, modalities) -> Adversary | None:
         return None
     names = tuple(m.name for m in modalities if m.is_image)
     if not names:
-        raise ValueError(f"adversarial=True needs an image modality; dataset={config.dataset!r} has "
-                         f"{[m.name for m in modalities]}")
+        raise ValueError(
+            f"adversarial=True needs an image modality; dataset={config.dataset!r} has {[m.name for m in modalities]}"
+        )
     discriminator = Discriminator(tuple(config.disc_widths), compute_dtype(config))
-    return Adversary(names, discriminator, optax.adam(config.disc_learning_rate, b1=0.5),
-                     float(config.adv_weight), float(config.r1_weight), int(config.adv_warmup_epochs))
+    return Adversary(
+        names,
+        discriminator,
+        optax.adam(config.disc_learning_rate, b1=0.5),
+        float(config.adv_weight),
+        float(config.r1_weight),
+        int(config.adv_warmup_epochs),
+    )

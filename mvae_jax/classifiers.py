@@ -59,8 +59,12 @@ def default_directory() -> Path:
     return Path(os.environ.get("MVAE_JAX_CACHE", Path.home() / ".cache" / "mvae_jax")) / "classifiers"
 
 
-def train_classifier(images: np.ndarray, labels: np.ndarray, recipe: Recipe = Recipe(),
-                     on_epoch: Callable[[int, float], None] | None = None):
+def train_classifier(
+    images: np.ndarray,
+    labels: np.ndarray,
+    recipe: Recipe = Recipe(),
+    on_epoch: Callable[[int, float], None] | None = None,
+):
     """Parameters of a ``Classifier`` trained on images (n, H, W, C) in [0, 1] and labels (n,) int.
 
     Whole epochs of a fresh permutation each (the last partial batch dropped;
@@ -114,8 +118,10 @@ def predict(params, images, batch_size: int = 2000) -> np.ndarray:
     """argmax class of each image (n, H, W, C) in [0, 1]: (n,) int."""
     classes = params["dense_1"]["bias"].shape[0]
     images = np.asarray(images, np.float32)
-    out = [np.asarray(jnp.argmax(_logits(classes, params, images[i : i + batch_size]), -1))
-           for i in range(0, len(images), batch_size)]
+    out = [
+        np.asarray(jnp.argmax(_logits(classes, params, images[i : i + batch_size]), -1))
+        for i in range(0, len(images), batch_size)
+    ]
     return np.concatenate(out) if out else np.zeros((0,), np.int64)
 
 
@@ -124,8 +130,13 @@ def accuracy(params, images, labels) -> float:
     return float(np.mean(predict(params, images) == np.asarray(labels)))
 
 
-def load_or_train(name: str, data_dir: str | None, directory: str | os.PathLike | None = None,
-                  recipe: Recipe = Recipe(), on_epoch: Callable[[int, float], None] | None = None):
+def load_or_train(
+    name: str,
+    data_dir: str | None,
+    directory: str | os.PathLike | None = None,
+    recipe: Recipe = Recipe(),
+    on_epoch: Callable[[int, float], None] | None = None,
+):
     """(params, info) of the classifier of ``name`` (``mnist``, ``fashion_mnist``), trained now if not cached.
 
     ``info`` holds the data set, the recipe and the test accuracy measured
@@ -150,8 +161,14 @@ def load_or_train(name: str, data_dir: str | None, directory: str | os.PathLike 
     log.info("training the %s classifier (%d epochs), cached in %s", name, recipe.epochs, folder)
     params = train_classifier(np.asarray(train_images, np.float32) / 255.0, train_labels, recipe, on_epoch)
     test_accuracy = accuracy(params, np.asarray(test_images, np.float32) / 255.0, test_labels)
-    info = {"dataset": name, "classes": int(train_labels.max()) + 1, "input_shape": list(train_images.shape[1:]),
-            "test_accuracy": test_accuracy, "recipe": dataclasses.asdict(recipe), "version": VERSION}
+    info = {
+        "dataset": name,
+        "classes": int(train_labels.max()) + 1,
+        "input_shape": list(train_images.shape[1:]),
+        "test_accuracy": test_accuracy,
+        "recipe": dataclasses.asdict(recipe),
+        "version": VERSION,
+    }
     if folder.exists():  # an interrupted earlier training: nothing in it was marked complete
         shutil.rmtree(folder)
     folder.mkdir(parents=True)

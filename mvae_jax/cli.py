@@ -60,8 +60,7 @@ def _log_unraisable(unraisable) -> None:
     """An exception Python could not raise: orbax's (its asyncio threads after a failed save, at exit) as one
     debug line; any other goes to the hook that was there before (Python's report)."""
     if _from_orbax(unraisable.exc_type, unraisable.exc_value, unraisable.exc_traceback):
-        logging.getLogger(__name__).debug("ignored: %s: %s", type(unraisable.exc_value).__name__,
-                                          unraisable.exc_value)
+        logging.getLogger(__name__).debug("ignored: %s: %s", type(unraisable.exc_value).__name__, unraisable.exc_value)
     else:
         _previous_unraisablehook(unraisable)
 
@@ -101,8 +100,10 @@ class StopRequest:
             raise KeyboardInterrupt  # asked twice: stop now, the last checkpoint stays as it is
         self.signal_number = number
         logging.getLogger(__name__).warning(
-            "%s: checkpointing at the next step boundary, then exiting%s", signal.Signals(number).name,
-            " (Ctrl-C again to abort at once)" if number == signal.SIGINT else "")
+            "%s: checkpointing at the next step boundary, then exiting%s",
+            signal.Signals(number).name,
+            " (Ctrl-C again to abort at once)" if number == signal.SIGINT else "",
+        )
 
 
 @contextlib.contextmanager

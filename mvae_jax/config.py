@@ -15,8 +15,9 @@ CONFIG_FILE = "config.json"
 
 # Settings that may change when a run is resumed: everything else defines the
 # model, its data or its optimisation, and must match the saved run.
-RESUMABLE = frozenset({"epochs", "data_dir", "workdir", "keep_checkpoints", "precision", "nan_rollbacks",
-                       "nan_lr_factor"})
+RESUMABLE = frozenset(
+    {"epochs", "data_dir", "workdir", "keep_checkpoints", "precision", "nan_rollbacks", "nan_lr_factor"}
+)
 
 PRECISIONS = ("fp32", "bf16")
 
@@ -96,6 +97,8 @@ class Config:
     def validate(self, given=None) -> Config:
         """Raise ValueError naming the first bad value and what is allowed; return self.
 
+        One check per field, in the order of the fields: long, but a list, not logic.
+
         ``given``: the names of the settings the user gave (train.py's flags): one that the model, the data
         set or non-adversarial training does not read is refused even at its default value. Without it,
         only settings that differ from their defaults can be caught.
@@ -112,23 +115,35 @@ class Config:
         need(self.dataset in DATASETS, "dataset", ", ".join(sorted(DATASETS)))
         need(_is_float(self.beta) and math.isfinite(self.beta) and self.beta > 0, "beta", "a finite number > 0")
         # alpha = 0 is plain JMVAE (Suzuki et al. 2016, Sec. 3.1), a model of its own
-        need(_is_float(self.alpha) and math.isfinite(self.alpha) and self.alpha >= 0, "alpha",
-             "a finite number >= 0 (0: plain JMVAE)")
+        need(
+            _is_float(self.alpha) and math.isfinite(self.alpha) and self.alpha >= 0,
+            "alpha",
+            "a finite number >= 0 (0: plain JMVAE)",
+        )
         need(_is_float(self.learning_rate) and 0 < self.learning_rate < math.inf, "learning_rate", "a number > 0")
         for name in ("epochs", "batch_size", "latent_dim", "keep_checkpoints"):
             need(_is_int(getattr(self, name)) and getattr(self, name) >= 1, name, "an integer >= 1")
         for name in ("seed", "pair_seed", "validation"):
             need(_is_int(getattr(self, name)) and getattr(self, name) >= 0, name, "an integer >= 0")
-        for name, example in (("hidden_dims", "512,512"), ("conv_widths", "32,64,128,256"), ("disc_widths", "32,64,128")):
+        for name, example in (
+            ("hidden_dims", "512,512"),
+            ("conv_widths", "32,64,128,256"),
+            ("disc_widths", "32,64,128"),
+        ):
             widths = getattr(self, name)
-            need(len(widths) >= 1 and all(_is_int(h) and h >= 1 for h in widths), name,
-                 f"one or more integers >= 1, e.g. {example}")
+            need(
+                len(widths) >= 1 and all(_is_int(h) and h >= 1 for h in widths),
+                name,
+                f"one or more integers >= 1, e.g. {example}",
+            )
         need(bool(self.workdir), "workdir", "a directory path")
         names = [m.name for m in DATASETS[self.dataset].modalities(self)]
         need(
             self.likelihood_weights == ()
-            or (len(self.likelihood_weights) == len(names)
-                and all(_is_float(v) and math.isfinite(v) and v >= 0 for v in self.likelihood_weights)),
+            or (
+                len(self.likelihood_weights) == len(names)
+                and all(_is_float(v) and math.isfinite(v) and v >= 0 for v in self.likelihood_weights)
+            ),
             "likelihood_weights",
             f"empty (all 1) or {len(names)} finite numbers >= 0, one per modality {','.join(names)}",
         )
@@ -137,41 +152,68 @@ class Config:
         for name in ("warmup_epochs", "kl_warmup_epochs", "adv_warmup_epochs"):
             need(_is_int(getattr(self, name)) and getattr(self, name) >= 0, name, "an integer >= 0")
         need(isinstance(self.adversarial, bool), "adversarial", "true or false")
-        for name, allowed in (("subset_sampling", SUBSET_SAMPLINGS), ("subset_objective", SUBSET_OBJECTIVES),
-                              ("subset_targets", SUBSET_TARGETS), ("fusion", FUSIONS)):
+        for name, allowed in (
+            ("subset_sampling", SUBSET_SAMPLINGS),
+            ("subset_objective", SUBSET_OBJECTIVES),
+            ("subset_targets", SUBSET_TARGETS),
+            ("fusion", FUSIONS),
+        ):
             need(getattr(self, name) in allowed, name, ", ".join(allowed))
         for name in ("unimodal_weight", "subset_kl_weight"):
             value = getattr(self, name)
             need(_is_float(value) and math.isfinite(value) and value >= 0, name, "a finite number >= 0")
         need(isinstance(self.freeze_encoder, bool), "freeze_encoder", "true or false")
-        need(_is_float(self.modality_dropout) and 0 <= self.modality_dropout < 1, "modality_dropout",
-             "a number >= 0 and < 1")
-        need(self.model != "pemvae" or self.subset_sampling != "all" or self.num_subsets == 1, "num_subsets",
-             "1 with subset_sampling=all (every proper subset is trained each step)")
-        need(self.subset_objective != "elbo" or self.subset_kl_weight == 1.0, "subset_kl_weight",
-             "the default with subset_objective=elbo, which has no KL term")
-        need(self.subset_objective != "kl" or self.subset_kl_weight > 0, "subset_kl_weight",
-             "a number > 0 with subset_objective=kl, whose only term it weights")
+        need(
+            _is_float(self.modality_dropout) and 0 <= self.modality_dropout < 1,
+            "modality_dropout",
+            "a number >= 0 and < 1",
+        )
+        need(
+            self.model != "pemvae" or self.subset_sampling != "all" or self.num_subsets == 1,
+            "num_subsets",
+            "1 with subset_sampling=all (every proper subset is trained each step)",
+        )
+        need(
+            self.subset_objective != "elbo" or self.subset_kl_weight == 1.0,
+            "subset_kl_weight",
+            "the default with subset_objective=elbo, which has no KL term",
+        )
+        need(
+            self.subset_objective != "kl" or self.subset_kl_weight > 0,
+            "subset_kl_weight",
+            "a number > 0 with subset_objective=kl, whose only term it weights",
+        )
         need(self.precision in PRECISIONS, "precision", ", ".join(PRECISIONS))
         need(_is_int(self.nan_rollbacks) and self.nan_rollbacks >= 0, "nan_rollbacks", "an integer >= 0")
-        need(_is_float(self.nan_lr_factor) and 0 < self.nan_lr_factor < 1, "nan_lr_factor",
-             "a number strictly between 0 and 1")
+        need(
+            _is_float(self.nan_lr_factor) and 0 < self.nan_lr_factor < 1,
+            "nan_lr_factor",
+            "a number strictly between 0 and 1",
+        )
         for name in ("adv_weight", "r1_weight"):
             value = getattr(self, name)
             need(_is_float(value) and math.isfinite(value) and value >= 0, name, "a finite number >= 0")
-        need(_is_float(self.disc_learning_rate) and 0 < self.disc_learning_rate < math.inf, "disc_learning_rate",
-             "a number > 0")
+        need(
+            _is_float(self.disc_learning_rate) and 0 < self.disc_learning_rate < math.inf,
+            "disc_learning_rate",
+            "a number > 0",
+        )
         if self.dataset == "celeba":
             from mvae_jax.data import celeba
 
             celeba.check_attributes(self.attributes)
-            need(celeba.IMAGE_SIZE % 2 ** len(self.conv_widths) == 0, "conv_widths",
-                 f"at most {int(math.log2(celeba.IMAGE_SIZE))} widths: each halves the {celeba.IMAGE_SIZE}x"
-                 f"{celeba.IMAGE_SIZE} image")
+            need(
+                celeba.IMAGE_SIZE % 2 ** len(self.conv_widths) == 0,
+                "conv_widths",
+                f"at most {int(math.log2(celeba.IMAGE_SIZE))} widths: each halves the {celeba.IMAGE_SIZE}x"
+                f"{celeba.IMAGE_SIZE} image",
+            )
         defaults = Config()
         for scope, options in (("model", model_options()), ("dataset", DATASET_OPTIONS)):
             for name, owners in options.items():
-                if getattr(self, scope) not in owners and (name in given or getattr(self, name) != getattr(defaults, name)):
+                if getattr(self, scope) not in owners and (
+                    name in given or getattr(self, name) != getattr(defaults, name)
+                ):
                     raise ValueError(
                         f"{name}={getattr(self, name)!r} applies to {scope} {' or '.join(owners)} only, "
                         f"not to {scope}={getattr(self, scope)!r}; leave it out"
@@ -179,8 +221,10 @@ class Config:
         if not self.adversarial:
             for name in ADVERSARIAL_OPTIONS:
                 if name in given or getattr(self, name) != getattr(defaults, name):
-                    raise ValueError(f"{name}={getattr(self, name)!r} applies to adversarial training only; "
-                                     "add --adversarial or leave it out")
+                    raise ValueError(
+                        f"{name}={getattr(self, name)!r} applies to adversarial training only; "
+                        "add --adversarial or leave it out"
+                    )
         return self
 
     def to_dict(self) -> dict[str, Any]:
@@ -205,7 +249,9 @@ class Config:
         """{modality: weight of its log-likelihood}: ``likelihood_weights`` in the order of ``names``, or all 1."""
         weights = self.likelihood_weights or (1.0,) * len(names)
         if len(weights) != len(names):
-            raise ValueError(f"likelihood_weights={self.likelihood_weights!r} needs one weight per modality {tuple(names)}")
+            raise ValueError(
+                f"likelihood_weights={self.likelihood_weights!r} needs one weight per modality {tuple(names)}"
+            )
         return {n: float(w) for n, w in zip(names, weights)}
 
     def differences(self, other: Config, ignore=RESUMABLE) -> dict[str, tuple[Any, Any]]:

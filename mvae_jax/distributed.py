@@ -33,12 +33,16 @@ def detect(environ: Mapping[str, str] | None = None) -> dict | None:
         for name, key in ((NUM_PROCESSES, "num_processes"), (PROCESS_ID, "process_id")):
             value = env.get(name, "")
             if not value.isdigit():
-                raise ValueError(f"{COORDINATOR}={env[COORDINATOR]!r} is set, so {name} must be set to an integer "
-                                 f">= 0 too (got {value!r})")
+                raise ValueError(
+                    f"{COORDINATOR}={env[COORDINATOR]!r} is set, so {name} must be set to an integer "
+                    f">= 0 too (got {value!r})"
+                )
             kwargs[key] = int(value)
         if kwargs["num_processes"] < 1 or kwargs["process_id"] >= kwargs["num_processes"]:
-            raise ValueError(f"{PROCESS_ID}={kwargs['process_id']} must be below "
-                             f"{NUM_PROCESSES}={kwargs['num_processes']} (and that at least 1)")
+            raise ValueError(
+                f"{PROCESS_ID}={kwargs['process_id']} must be below "
+                f"{NUM_PROCESSES}={kwargs['num_processes']} (and that at least 1)"
+            )
         return kwargs
     slurm = ("SLURM_JOB_ID", "SLURM_STEP_NODELIST", "SLURM_PROCID", "SLURM_LOCALID")  # what srun sets
     if all(k in env for k in slurm) and _int(env.get("SLURM_NTASKS")) > 1:

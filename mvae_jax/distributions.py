@@ -56,7 +56,10 @@ def kl_gaussians(mu1: jax.Array, logvar1: jax.Array, mu2: jax.Array, logvar2: ja
 
 
 def kl_standard_normal(mu: jax.Array, logvar: jax.Array) -> jax.Array:
-    """KL(N(mu, s) || N(0, I)) = 1/2 sum_j [mu^2 + exp(logvar) - logvar - 1] (Kingma & Welling 2014, Appendix B): (...,)."""
+    """KL(N(mu, s) || N(0, I)) = 1/2 sum_j [mu^2 + exp(logvar) - logvar - 1]: (...,).
+
+    Kingma & Welling 2014, Appendix B.
+    """
     return 0.5 * jnp.sum(mu**2 + jnp.exp(logvar) - logvar - 1.0, axis=-1)
 
 
@@ -120,4 +123,3 @@ def mixture_moments(mus: jax.Array, logvars: jax.Array) -> Gaussian:
     mean = jnp.mean(mus, axis=0)
     second = jnp.mean(jnp.exp(logvars) + mus**2, axis=0)
     return mean, jnp.log(jnp.maximum(second - mean**2, jnp.finfo(mus.dtype).tiny))
-

@@ -32,7 +32,9 @@ def tsne_embedding(means: np.ndarray, seed: int = 0) -> np.ndarray:
 def save_tsne(path: str | os.PathLike, embeddings: Mapping[str, np.ndarray], labels: np.ndarray) -> None:
     """Store embeddings {panel: (n, 2)} and labels (n,) in an .npz, atomically (for ``--compare``)."""
     buffer = io.BytesIO()
-    np.savez(buffer, labels=labels, panels=np.array(list(embeddings)), **{f"panel_{k}": v for k, v in embeddings.items()})
+    np.savez(
+        buffer, labels=labels, panels=np.array(list(embeddings)), **{f"panel_{k}": v for k, v in embeddings.items()}
+    )
     atomic_write_bytes(path, buffer.getvalue())
 
 
@@ -42,8 +44,11 @@ def load_tsne(path: str | os.PathLike) -> tuple[dict[str, np.ndarray], np.ndarra
         return {str(k): f[f"panel_{k}"] for k in f["panels"]}, f["labels"]
 
 
-def plot_tsne(rows: Sequence[tuple[str, Mapping[str, np.ndarray], np.ndarray]], path: str | os.PathLike,
-              titles: Mapping[str, str] | None = None) -> None:
+def plot_tsne(
+    rows: Sequence[tuple[str, Mapping[str, np.ndarray], np.ndarray]],
+    path: str | os.PathLike,
+    titles: Mapping[str, str] | None = None,
+) -> None:
     """One row per run (name, {panel: (n, 2)}, labels), one column per posterior, points coloured by class."""
     plt = _pyplot()
     columns = list(dict.fromkeys(k for _, emb, _ in rows for k in emb))
@@ -72,8 +77,15 @@ def _conditional_samples(model: Model, params, batch, present, rng, samples: int
     return {m.name: m.mean(logits[m.name]) for m in model.modalities}
 
 
-def plot_cross_modal(model: Model, params, data: Mapping[str, np.ndarray], labels: np.ndarray, rng: jax.Array,
-                     path: str | os.PathLike, samples: int = 4) -> None:
+def plot_cross_modal(
+    model: Model,
+    params,
+    data: Mapping[str, np.ndarray],
+    labels: np.ndarray,
+    rng: jax.Array,
+    path: str | os.PathLike,
+    samples: int = 4,
+) -> None:
     """Given each single modality s of one test example per class: ``samples`` draws of every other modality.
 
     One panel per s: its first row is the conditioning input (the image, or
@@ -89,8 +101,7 @@ def plot_cross_modal(model: Model, params, data: Mapping[str, np.ndarray], label
     fig, axes = plt.subplots(1, len(model.names), figsize=(4.2 * len(model.names), 6.5), squeeze=False)
     for p, source in enumerate(model.names):
         batch = {source: jnp.asarray(data[source][picks])}
-        out = jax.device_get(_conditional_samples(model, params, batch, (source,), jax.random.fold_in(rng, p),
-                                                  samples))
+        out = jax.device_get(_conditional_samples(model, params, batch, (source,), jax.random.fold_in(rng, p), samples))
         rows, texts, row_names = [], [], []
         rows.append(_row(kinds[source], data[source][picks], texts, len(rows), tile))
         row_names.append(f"given {source}")
@@ -105,8 +116,7 @@ def plot_cross_modal(model: Model, params, data: Mapping[str, np.ndarray], label
         ax.imshow(mosaic.squeeze(-1) if mosaic.shape[-1] == 1 else mosaic, cmap="gray", vmin=0, vmax=1)
         tile_h, tile_w = rows[0].shape[0], rows[0].shape[1] // len(picks)
         for r, col, text in texts:
-            ax.text((col + 0.5) * tile_w, (r + 0.5) * tile_h, text, ha="center", va="center", color="white",
-                    fontsize=9)
+            ax.text((col + 0.5) * tile_w, (r + 0.5) * tile_h, text, ha="center", va="center", color="white", fontsize=9)
         ax.set_yticks([(r + 0.5) * tile_h for r in range(len(rows))], row_names, fontsize=7)
         ax.set_xticks([(c + 0.5) * tile_w for c in range(len(picks))], [str(c) for c in classes], fontsize=7)
         ax.set_title(f"given {source}")
@@ -148,14 +158,16 @@ def image_grid(images: np.ndarray, columns: int = 8) -> np.ndarray:
     return padded.reshape(rows, columns, h, w, c).transpose(0, 2, 1, 3, 4).reshape(rows * h, columns * w, c)
 
 
-def plot_image_rows(rows: Sequence[tuple[str, np.ndarray]], path: str | os.PathLike, title: str = "",
-                    columns: int = 8) -> None:
+def plot_image_rows(
+    rows: Sequence[tuple[str, np.ndarray]], path: str | os.PathLike, title: str = "", columns: int = 8
+) -> None:
     """One titled mosaic per (name, images (n, H, W, C) in [0, 1]) stacked vertically, saved as a PNG."""
     plt = _pyplot()
     grids = [(name, image_grid(images, columns)) for name, images in rows]
     height = sum(g.shape[0] / g.shape[1] for _, g in grids)
-    fig, axes = plt.subplots(len(grids), 1, figsize=(columns * 0.9, max(2.0, columns * 0.9 * height + 0.4 * len(grids))),
-                             squeeze=False)
+    fig, axes = plt.subplots(
+        len(grids), 1, figsize=(columns * 0.9, max(2.0, columns * 0.9 * height + 0.4 * len(grids))), squeeze=False
+    )
     for ax, (name, grid) in zip(axes[:, 0], grids):
         ax.imshow(grid[..., 0] if grid.shape[-1] == 1 else grid, cmap="gray", vmin=0, vmax=1)
         ax.set_title(name, fontsize=9)

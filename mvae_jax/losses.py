@@ -85,9 +85,7 @@ def importance_weighted_bound(log_weights: jax.Array) -> jax.Array:
     return jax.nn.logsumexp(log_weights, axis=0) - jnp.log(log_weights.shape[0])
 
 
-def kl_to_experts(
-    joint: distributions.Gaussian, experts: Mapping[str, distributions.Gaussian]
-) -> dict[str, jax.Array]:
+def kl_to_experts(joint: distributions.Gaussian, experts: Mapping[str, distributions.Gaussian]) -> dict[str, jax.Array]:
     """KL(q(z|x_1..x_M) || q(z|x_m)) for each expert m: {name: (batch,)} (Suzuki et al. 2016, Sec. 3.3)."""
     mu, logvar = joint
     return {name: distributions.kl_gaussians(mu, logvar, e_mu, e_logvar) for name, (e_mu, e_logvar) in experts.items()}

@@ -5,7 +5,6 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 import dataclasses
 import math
-
 from typing import Any
 
 import flax.linen as nn
@@ -80,16 +79,20 @@ class ConvDecoder(nn.Module):
         height, width, channels = self.shape
         scale = 2 ** len(self.widths)
         if height % scale or width % scale:
-            raise ValueError(f"image shape {tuple(self.shape)} is not divisible by 2^{len(self.widths)} = {scale} "
-                             f"(one halving per conv width {tuple(self.widths)})")
+            raise ValueError(
+                f"image shape {tuple(self.shape)} is not divisible by 2^{len(self.widths)} = {scale} "
+                f"(one halving per conv width {tuple(self.widths)})"
+            )
         lead = z.shape[:-1]
-        h = nn.Dense(height // scale * width // scale * self.widths[-1], dtype=self.dtype,
-                     name="dense")(z.reshape(-1, z.shape[-1]))
+        h = nn.Dense(height // scale * width // scale * self.widths[-1], dtype=self.dtype, name="dense")(
+            z.reshape(-1, z.shape[-1])
+        )
         h = nn.relu(h).reshape(-1, height // scale, width // scale, self.widths[-1])
         outs = (*self.widths[-2::-1], channels)
         for i, features in enumerate(outs):
-            h = nn.ConvTranspose(features, (4, 4), strides=(2, 2), padding="SAME", dtype=self.dtype,
-                                 name=f"deconv_{i}")(h)
+            h = nn.ConvTranspose(
+                features, (4, 4), strides=(2, 2), padding="SAME", dtype=self.dtype, name=f"deconv_{i}"
+            )(h)
             if i < len(outs) - 1:
                 h = nn.relu(h)
         return _f32(h).reshape(*lead, height, width, channels)
@@ -133,7 +136,8 @@ class JointGaussianEncoder(nn.Module):
     def __call__(self, inputs) -> tuple[jax.Array, jax.Array]:
         parts = [features(inputs[n], self.conv.get(n, ()), f"conv_{n}", self.dtype) for n in self.names]
         h = MLP((*self.hidden, 2 * self.latent), self.dtype, name="mlp")(
-            jnp.concatenate(parts, axis=-1) if len(parts) > 1 else parts[0])
+            jnp.concatenate(parts, axis=-1) if len(parts) > 1 else parts[0]
+        )
         mu, logvar = jnp.split(_f32(h), 2, axis=-1)
         return mu, logvar
 
@@ -173,8 +177,11 @@ class FusionEncoder(nn.Module):
         if self.fusion not in ("tokens", "zero", "mean"):
             raise ValueError(f"fusion={self.fusion!r} is invalid; allowed: tokens, zero, mean")
         width = self.hidden[0]
-        tokens = self.param("mask_tokens", nn.initializers.zeros, (len(self.names), width)) \
-            if self.fusion == "tokens" else None
+        tokens = (
+            self.param("mask_tokens", nn.initializers.zeros, (len(self.names), width))
+            if self.fusion == "tokens"
+            else None
+        )
         batch = next(iter(inputs.values())).shape[0]
         h = jnp.broadcast_to(self.param("bias", nn.initializers.zeros, (width,)), (batch, width))
         total, count = jnp.zeros((batch, width), jnp.float32), jnp.zeros((batch,), jnp.float32)

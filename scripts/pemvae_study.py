@@ -65,15 +65,30 @@ VARIANTS = {
     "all_uni3_dropout": {"subset_sampling": "all", "unimodal_weight": 3.0, "modality_dropout": 0.5},
     "all_kl5": {"subset_sampling": "all", "subset_kl_weight": 5.0},
     "all_uni3_kl5": {"subset_sampling": "all", "unimodal_weight": 3.0, "subset_kl_weight": 5.0},
-    "all_uni3_dropout_kl5": {"subset_sampling": "all", "unimodal_weight": 3.0, "modality_dropout": 0.5,
-                             "subset_kl_weight": 5.0},
-    "all_uni3_dropout_kl5_warmup0": {"subset_sampling": "all", "unimodal_weight": 3.0, "modality_dropout": 0.5,
-                                     "subset_kl_weight": 5.0, "warmup_epochs": 0},
+    "all_uni3_dropout_kl5": {
+        "subset_sampling": "all",
+        "unimodal_weight": 3.0,
+        "modality_dropout": 0.5,
+        "subset_kl_weight": 5.0,
+    },
+    "all_uni3_dropout_kl5_warmup0": {
+        "subset_sampling": "all",
+        "unimodal_weight": 3.0,
+        "modality_dropout": 0.5,
+        "subset_kl_weight": 5.0,
+        "warmup_epochs": 0,
+    },
     "all_dropout_kl_only": {"subset_sampling": "all", "modality_dropout": 0.5, "subset_objective": "kl"},
 }
 BASELINES = ("jmvae", "telbo", "mvae")
-TARGETS = (("latent_accuracy", "x"), ("latent_accuracy", "y"), ("coherence", "x->w"), ("coherence", "y->w"),
-           ("coherence", "x->y"), ("coherence", "y->x"))
+TARGETS = (
+    ("latent_accuracy", "x"),
+    ("latent_accuracy", "y"),
+    ("coherence", "x->w"),
+    ("coherence", "y->w"),
+    ("coherence", "x->y"),
+    ("coherence", "y->x"),
+)
 SECTIONS = "coherence,latent_accuracy"
 
 
@@ -113,8 +128,15 @@ class Study:
         return proc.returncode == 0
 
     def train(self, workdir: Path, model: str, flags: dict, seed: int) -> bool:
-        command = [self.python, "train.py", f"--model={model}", f"--epochs={self.args.epochs}", f"--seed={seed}",
-                   f"--validation={self.args.validation}", f"--workdir={workdir}"]
+        command = [
+            self.python,
+            "train.py",
+            f"--model={model}",
+            f"--epochs={self.args.epochs}",
+            f"--seed={seed}",
+            f"--validation={self.args.validation}",
+            f"--workdir={workdir}",
+        ]
         command += [f"--{k}" if v is True else f"--{k}={v}" for k, v in flags.items()]
         if self.args.data_dir:
             command.append(f"--data_dir={self.args.data_dir}")
@@ -127,8 +149,15 @@ class Study:
 
     def evaluate(self, workdir: Path, split: str, tsne: bool = False) -> bool:
         sections = SECTIONS + (",tsne" if tsne else "")
-        command = [self.python, "eval.py", f"--workdir={workdir}", f"--split={split}", f"--sections={sections}",
-                   f"--latent_train_points={self.args.latent_train_points}", f"--tsne_points={self.args.tsne_points}"]
+        command = [
+            self.python,
+            "eval.py",
+            f"--workdir={workdir}",
+            f"--split={split}",
+            f"--sections={sections}",
+            f"--latent_train_points={self.args.latent_train_points}",
+            f"--tsne_points={self.args.tsne_points}",
+        ]
         if self.args.classifier_dir:
             command.append(f"--classifier_dir={self.args.classifier_dir}")
         command += shlex.split(self.args.eval_flags)
@@ -158,9 +187,12 @@ def _evaluated(workdir: Path, split: str, sections, args) -> bool:
         return False
     metrics = json.loads(path.read_text())
     flags = metrics.get("eval_flags", {})
-    return (metrics.get("epoch") == args.epochs and set(sections) <= set(flags.get("sections", ()))
-            and flags.get("latent_train_points") == args.latent_train_points and all(s in metrics for s in sections
-                                                                                     if s != "tsne"))
+    return (
+        metrics.get("epoch") == args.epochs
+        and set(sections) <= set(flags.get("sections", ()))
+        and flags.get("latent_train_points") == args.latent_train_points
+        and all(s in metrics for s in sections if s != "tsne")
+    )
 
 
 def _metrics(workdir: Path, split: str) -> dict | None:
@@ -178,9 +210,18 @@ def _mean_std(values):
 
 def summarize(study: Study, chosen: str | None, selection: dict) -> dict:
     args = study.args
-    out = {"epochs": args.epochs, "validation": args.validation, "seeds": args.seeds, "final_seeds": args.final_seeds,
-           "latent_train_points": args.latent_train_points, "chosen": chosen, "selection": selection,
-           "validation_runs": {}, "test": {}, "skipped": study.skipped}
+    out = {
+        "epochs": args.epochs,
+        "validation": args.validation,
+        "seeds": args.seeds,
+        "final_seeds": args.final_seeds,
+        "latent_train_points": args.latent_train_points,
+        "chosen": chosen,
+        "selection": selection,
+        "validation_runs": {},
+        "test": {},
+        "skipped": study.skipped,
+    }
     rows = [(f"pemvae:{v}", study.runs / "pemvae" / v, args.seeds) for v in VARIANTS]
     rows += [(m, study.runs / m, args.final_seeds) for m in BASELINES]
     for name, parent, seeds in rows:
@@ -200,29 +241,47 @@ def summarize(study: Study, chosen: str | None, selection: dict) -> dict:
             m = _metrics(workdir, "test")
             if m is not None:
                 epochs = [json.loads(line) for line in (workdir / "metrics.jsonl").read_text().splitlines()]
-                per_seed[seed] = {**_targets(m), "params": m["params"], "coherence": m["coherence"],
-                                  "latent_accuracy": m["latent_accuracy"],
-                                  "train_s": sum(e["time_s"] for e in epochs)}
+                per_seed[seed] = {
+                    **_targets(m),
+                    "params": m["params"],
+                    "coherence": m["coherence"],
+                    "latent_accuracy": m["latent_accuracy"],
+                    "train_s": sum(e["time_s"] for e in epochs),
+                }
         out["test"][name] = per_seed
     return out
 
 
 def markdown(summary: dict) -> str:
     keys = [f"{'acc' if s == 'latent_accuracy' else 'coh'} {k}" for s, k in TARGETS]
-    lines = ["**Validation** (each seed, then the mean; " f"{summary['validation']} held-out training pairs)", "",
-             "| run | seed | params | " + " | ".join(keys) + " | mean of six |", "|" + "---|" * (len(keys) + 4)]
+    lines = [
+        f"**Validation** (each seed, then the mean; {summary['validation']} held-out training pairs)",
+        "",
+        "| run | seed | params | " + " | ".join(keys) + " | mean of six |",
+        "|" + "---|" * (len(keys) + 4),
+    ]
     for name, per_seed in summary["validation_runs"].items():
         for seed, m in sorted(per_seed.items()):
             vals = [m[k] for k in keys]
-            lines.append(f"| {name} | {seed} | {m['params']:,} | " + " | ".join(f"{v:.4f}" for v in vals)
-                         + f" | {statistics.mean(vals):.4f} |")
+            lines.append(
+                f"| {name} | {seed} | {m['params']:,} | "
+                + " | ".join(f"{v:.4f}" for v in vals)
+                + f" | {statistics.mean(vals):.4f} |"
+            )
         if len(per_seed) > 1:
             means = [statistics.mean(m[k] for m in per_seed.values()) for k in keys]
-            lines.append(f"| **{name}** | mean | | " + " | ".join(f"{v:.4f}" for v in means)
-                         + f" | **{statistics.mean(means):.4f}** |")
+            lines.append(
+                f"| **{name}** | mean | | "
+                + " | ".join(f"{v:.4f}" for v in means)
+                + f" | **{statistics.mean(means):.4f}** |"
+            )
     lines += ["", f"Chosen on validation: **{summary['chosen']}**", ""]
-    lines += ["**Test** (mean ± std over seeds " + ",".join(map(str, summary["final_seeds"])) + ")", "",
-              "| model | seeds | params | " + " | ".join(keys) + " | train s |", "|" + "---|" * (len(keys) + 4)]
+    lines += [
+        "**Test** (mean ± std over seeds " + ",".join(map(str, summary["final_seeds"])) + ")",
+        "",
+        "| model | seeds | params | " + " | ".join(keys) + " | train s |",
+        "|" + "---|" * (len(keys) + 4),
+    ]
     for name, per_seed in summary["test"].items():
         if not per_seed:
             continue
@@ -256,6 +315,7 @@ def choose(study: Study) -> tuple[str | None, dict]:
 
 
 def main(argv=None) -> None:
+    """The script's steps in the order they run (long: a script, read top to bottom)."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--data_dir", default=None, help="as in train.py")
     parser.add_argument("--runs", default="runs/pemvae_study", help="parent of the workdirs")
@@ -264,19 +324,34 @@ def main(argv=None) -> None:
     parser.add_argument("--seeds", default="0,1", help="seeds of the ablation runs")
     parser.add_argument("--final_seeds", default="0,1,2", help="seeds of the test comparison")
     parser.add_argument("--variants", default=",".join(VARIANTS), help="comma separated subset of VARIANTS")
-    parser.add_argument("--latent_train_points", type=int, default=10_000,
-                        help="training pairs the latent-accuracy regressions are fit on (eval.py flag)")
+    parser.add_argument(
+        "--latent_train_points",
+        type=int,
+        default=10_000,
+        help="training pairs the latent-accuracy regressions are fit on (eval.py flag)",
+    )
     parser.add_argument("--tsne_points", type=int, default=2000)
     parser.add_argument("--classifier_dir", default=None, help="eval.py --classifier_dir")
     parser.add_argument("--train_flags", default="", help="more train.py flags for every run (e.g. smaller networks)")
     parser.add_argument("--eval_flags", default="", help="more eval.py flags for every evaluation")
     parser.add_argument("--jobs", type=int, default=1, help="commands run at once")
-    parser.add_argument("--summarize_only", action="store_true",
-                        help="run nothing: choose and tabulate from the evaluations already in --runs")
-    parser.add_argument("--deadline_s", type=float, default=0,
-                        help="start no command of the ablations and baselines after this many seconds (0: none)")
-    parser.add_argument("--final_deadline_s", type=float, default=0,
-                        help="once the variant is chosen, start no command after this many seconds (0: none)")
+    parser.add_argument(
+        "--summarize_only",
+        action="store_true",
+        help="run nothing: choose and tabulate from the evaluations already in --runs",
+    )
+    parser.add_argument(
+        "--deadline_s",
+        type=float,
+        default=0,
+        help="start no command of the ablations and baselines after this many seconds (0: none)",
+    )
+    parser.add_argument(
+        "--final_deadline_s",
+        type=float,
+        default=0,
+        help="once the variant is chosen, start no command after this many seconds (0: none)",
+    )
     args = parser.parse_args(argv)
     args.seeds = [int(s) for s in args.seeds.split(",")]
     args.final_seeds = [int(s) for s in args.final_seeds.split(",")]
@@ -305,25 +380,48 @@ def main(argv=None) -> None:
         for i in range(max(len(args.seeds), len(final_seeds))):  # seed by seed, so a deadline cuts whole seeds
             if i < len(final_seeds):
                 for model in BASELINES:
-                    baselines.append(pool.submit(study.job, study.runs / model / f"seed{final_seeds[i]}", model, {},
-                                                 final_seeds[i], ("validation", "test"), tsne=i == 0))
+                    baselines.append(
+                        pool.submit(
+                            study.job,
+                            study.runs / model / f"seed{final_seeds[i]}",
+                            model,
+                            {},
+                            final_seeds[i],
+                            ("validation", "test"),
+                            tsne=i == 0,
+                        )
+                    )
             if i < len(args.seeds):
                 for variant, flags in VARIANTS.items():
-                    ablations.append(pool.submit(study.job, study.runs / "pemvae" / variant / f"seed{args.seeds[i]}",
-                                                 "pemvae", flags, args.seeds[i], ("validation",)))
+                    ablations.append(
+                        pool.submit(
+                            study.job,
+                            study.runs / "pemvae" / variant / f"seed{args.seeds[i]}",
+                            "pemvae",
+                            flags,
+                            args.seeds[i],
+                            ("validation",),
+                        )
+                    )
         for f in ablations:
             f.result()
         chosen, scores = choose(study)
         study.deadline = args.final_deadline_s
-        print(f"[{time.monotonic() - study.start:6.0f} s] validation means: "
-              + ", ".join(f"{k} {v:.4f}" for k, v in sorted(scores.items(), key=lambda kv: -kv[1])), flush=True)
+        print(
+            f"[{time.monotonic() - study.start:6.0f} s] validation means: "
+            + ", ".join(f"{k} {v:.4f}" for k, v in sorted(scores.items(), key=lambda kv: -kv[1])),
+            flush=True,
+        )
         finals = []
         if chosen is not None:
             print(f"chosen on validation: {chosen} {VARIANTS[chosen]}", flush=True)
             for seed in final_seeds:
                 workdir = study.runs / "pemvae" / chosen / f"seed{seed}"
-                finals.append(pool.submit(study.job, workdir, "pemvae", VARIANTS[chosen], seed, ("test",),
-                                          tsne=seed == final_seeds[0]))
+                finals.append(
+                    pool.submit(
+                        study.job, workdir, "pemvae", VARIANTS[chosen], seed, ("test",), tsne=seed == final_seeds[0]
+                    )
+                )
         for f in baselines + finals:
             f.result()
 
@@ -332,8 +430,9 @@ def main(argv=None) -> None:
         seed0 = [study.runs / m / f"seed{final_seeds[0]}" for m in BASELINES]
         seed0.append(study.runs / "pemvae" / chosen / f"seed{final_seeds[0]}")
         if all((ROOT / w / "eval" / "tsne.npz").is_file() for w in seed0):
-            study.run([study.python, "eval.py", "--compare", *map(str, seed0),
-                       f"--out={study.runs / 'compare_tsne.png'}"])
+            study.run(
+                [study.python, "eval.py", "--compare", *map(str, seed0), f"--out={study.runs / 'compare_tsne.png'}"]
+            )
     summary["commands"] = [shlex.join(["python" if c == study.python else c for c in cmd]) for cmd in study.commands]
     summary["wall_s"] = round(time.monotonic() - study.start, 1)
     (ROOT / study.runs / "study.json").write_text(json.dumps(summary, indent=2) + "\n")

@@ -38,6 +38,7 @@ def run(command: list[str], log) -> float:
 
 
 def main(argv=None) -> None:
+    """The script's steps in the order they run (long: a script, read top to bottom)."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--data_dir", default=None, help="as in train.py")
     parser.add_argument("--models", default=",".join(MODELS), help="comma separated (default: all six)")
@@ -64,12 +65,26 @@ def main(argv=None) -> None:
     with open(ROOT / runs / "results.log", "a") as log:
         for model in models:
             workdir = runs / model
-            train = [python, "train.py", f"--model={model}", f"--beta={args.beta}", f"--epochs={args.epochs}",
-                     f"--seed={args.seed}", f"--workdir={workdir}"]
+            train = [
+                python,
+                "train.py",
+                f"--model={model}",
+                f"--beta={args.beta}",
+                f"--epochs={args.epochs}",
+                f"--seed={args.seed}",
+                f"--workdir={workdir}",
+            ]
             if args.data_dir:
                 train.append(f"--data_dir={args.data_dir}")
-            evaluate = [python, "eval.py", f"--workdir={workdir}", f"--iw_samples={args.iw_samples}",
-                        f"--ll_points={args.ll_points}", f"--tsne_points={args.tsne_points}", f"--seed={args.seed}"]
+            evaluate = [
+                python,
+                "eval.py",
+                f"--workdir={workdir}",
+                f"--iw_samples={args.iw_samples}",
+                f"--ll_points={args.ll_points}",
+                f"--tsne_points={args.tsne_points}",
+                f"--seed={args.seed}",
+            ]
             run(train, log)
             if evaluated(workdir, args):
                 print(f"  {workdir} was evaluated with these flags already: kept", flush=True)
@@ -106,18 +121,25 @@ def main(argv=None) -> None:
         "",
         table,
         "",
-        "Scoring classifiers (test accuracy): " + ", ".join(
-            f"{k} {v:.4f}" for k, v in json.loads((rows[0][1] / "eval" / "metrics.json").read_text())
-            .get("classifiers", {}).items()) + ".",
+        "Scoring classifiers (test accuracy): "
+        + ", ".join(
+            f"{k} {v:.4f}"
+            for k, v in json.loads((rows[0][1] / "eval" / "metrics.json").read_text()).get("classifiers", {}).items()
+        )
+        + ".",
         "",
         "Time (seconds, wall clock; other jobs shared the 2 cores, so these are upper bounds): training is the "
-        "sum of the epoch times in metrics.jsonl, evaluation the time eval.py spent on its sections (the first one also "
+        "sum of the epoch times in metrics.jsonl, evaluation the time eval.py spent on its sections "
+        "(the first one also "
         "trained the scoring CNNs unless they were cached).",
         "",
         "| model | train s | samples/s (best epoch) | eval s |",
         "|---|---|---|---|",
-        *[f"| {m} | {sum(e['time_s'] for e in epochs[m]):.0f} | {max(e['samples_per_s'] for e in epochs[m]):.0f} "
-          f"| {times[m]:.0f} |" for m, _ in rows],
+        *[
+            f"| {m} | {sum(e['time_s'] for e in epochs[m]):.0f} | {max(e['samples_per_s'] for e in epochs[m]):.0f} "
+            f"| {times[m]:.0f} |"
+            for m, _ in rows
+        ],
         "",
         f"![tSNE of posterior means]({figure.name})",
         "",
@@ -145,22 +167,37 @@ def main(argv=None) -> None:
 def evaluated(workdir: Path, args) -> bool:
     """Whether eval.py already wrote every section for the checkpoint of ``--epochs`` with these flags."""
     path = ROOT / workdir / "eval" / "metrics.json"
-    if not path.is_file() or not (path.parent / "tsne.npz").is_file() or not (path.parent / "cross_modal.png").is_file():
+    if (
+        not path.is_file()
+        or not (path.parent / "tsne.npz").is_file()
+        or not (path.parent / "cross_modal.png").is_file()
+    ):
         return False
     metrics = json.loads(path.read_text())
     flags = metrics.get("eval_flags", {})
-    wanted = {"iw_samples": args.iw_samples, "ll_points": args.ll_points, "tsne_points": args.tsne_points,
-              "seed": args.seed, "iw_proposal": "own", "classifier_epochs": 0, "latent_train_points": 0,
-              "prior_samples": 10_000}
+    wanted = {
+        "iw_samples": args.iw_samples,
+        "ll_points": args.ll_points,
+        "tsne_points": args.tsne_points,
+        "seed": args.seed,
+        "iw_proposal": "own",
+        "classifier_epochs": 0,
+        "latent_train_points": 0,
+        "prior_samples": 10_000,
+    }
     sections = {"coherence", "latent_accuracy", "log_likelihood", "tsne", "cross_modal"}
-    return (metrics.get("epoch") == args.epochs and sections <= set(flags.get("sections", ()))
-            and all(flags.get(k) == v for k, v in wanted.items()))
+    return (
+        metrics.get("epoch") == args.epochs
+        and sections <= set(flags.get("sections", ()))
+        and all(flags.get(k) == v for k, v in wanted.items())
+    )
 
 
 def _machine() -> str:
     import platform
 
-    return f"{platform.machine()} {os.cpu_count()} CPU cores, {platform.python_implementation()} {platform.python_version()}"
+    python = f"{platform.python_implementation()} {platform.python_version()}"
+    return f"{platform.machine()} {os.cpu_count()} CPU cores, {python}"
 
 
 if __name__ == "__main__":

@@ -51,8 +51,14 @@ def tiny_config(tiny_data_dir, tmp_path):
     """A small JMVAE run on the tiny data: fast enough for unit tests."""
     from mvae_jax.config import Config
 
-    return Config(data_dir=str(tiny_data_dir), workdir=str(tmp_path / "run"), hidden_dims=(32,), latent_dim=4,
-                  batch_size=20, epochs=2)
+    return Config(
+        data_dir=str(tiny_data_dir),
+        workdir=str(tmp_path / "run"),
+        hidden_dims=(32,),
+        latent_dim=4,
+        batch_size=20,
+        epochs=2,
+    )
 
 
 def write_tiny_celeba(root: Path, n: int = 24, seed: int = 0) -> Path:

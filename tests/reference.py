@@ -10,7 +10,11 @@ import numpy as np
 
 from mvae_jax.modality import Modality
 
-MODALITIES = (Modality("x", (2, 3, 1), "bernoulli"), Modality("y", (4,), "bernoulli"), Modality("w", (3,), "categorical"))
+MODALITIES = (
+    Modality("x", (2, 3, 1), "bernoulli"),
+    Modality("y", (4,), "bernoulli"),
+    Modality("w", (3,), "categorical"),
+)
 
 
 def batch(rng: np.random.Generator, n: int = 3) -> dict[str, np.ndarray]:

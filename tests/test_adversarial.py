@@ -43,7 +43,9 @@ def test_one_step_changes_generator_and_discriminator(tiny_config):
     assert adversary.names == ("x", "y")  # the two image modalities, not the label
     new, terms = jax.jit(training.make_train_step(model, tx, adversary))(state, batch)
     for before, after in ((state.params, new.params), (state.disc_params, new.disc_params)):
-        changed = [not np.allclose(a, b) for a, b in zip(jax.tree_util.tree_leaves(before), jax.tree_util.tree_leaves(after))]
+        changed = [
+            not np.allclose(a, b) for a, b in zip(jax.tree_util.tree_leaves(before), jax.tree_util.tree_leaves(after))
+        ]
         assert all(changed)
     assert {"disc_loss", "adv_generator", "vae_loss", "r1_x", "disc_prior_y"} <= set(terms)
     np.testing.assert_allclose(terms["loss"], terms["vae_loss"] + terms["adv_generator"], rtol=1e-5)

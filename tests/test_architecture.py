@@ -12,17 +12,41 @@ import pytest
 PACKAGE = Path(__file__).resolve().parent.parent / "mvae_jax"
 
 # Module -> the mvae_jax modules it must not import (docs/ARCHITECTURE.md, "The layers").
-HIGHER = ("mvae_jax.models", "mvae_jax.networks", "mvae_jax.data", "mvae_jax.training", "mvae_jax.evaluation",
-          "mvae_jax.cli", "mvae_jax.config", "mvae_jax.classifiers", "mvae_jax.figures", "mvae_jax.adversarial")
+HIGHER = (
+    "mvae_jax.models",
+    "mvae_jax.networks",
+    "mvae_jax.data",
+    "mvae_jax.training",
+    "mvae_jax.evaluation",
+    "mvae_jax.cli",
+    "mvae_jax.config",
+    "mvae_jax.classifiers",
+    "mvae_jax.figures",
+    "mvae_jax.adversarial",
+)
 FORBIDDEN = {
     "distributions.py": HIGHER,
     "losses.py": HIGHER,
     "modality.py": HIGHER,
     "networks.py": tuple(h for h in HIGHER if h != "mvae_jax.networks"),
-    "models": ("mvae_jax.data", "mvae_jax.training", "mvae_jax.evaluation", "mvae_jax.cli", "mvae_jax.config",
-               "mvae_jax.classifiers", "mvae_jax.figures"),
-    "data": ("mvae_jax.models", "mvae_jax.networks", "mvae_jax.training", "mvae_jax.evaluation", "mvae_jax.cli",
-             "mvae_jax.distributions", "mvae_jax.losses"),
+    "models": (
+        "mvae_jax.data",
+        "mvae_jax.training",
+        "mvae_jax.evaluation",
+        "mvae_jax.cli",
+        "mvae_jax.config",
+        "mvae_jax.classifiers",
+        "mvae_jax.figures",
+    ),
+    "data": (
+        "mvae_jax.models",
+        "mvae_jax.networks",
+        "mvae_jax.training",
+        "mvae_jax.evaluation",
+        "mvae_jax.cli",
+        "mvae_jax.distributions",
+        "mvae_jax.losses",
+    ),
     "training": ("mvae_jax.cli", "mvae_jax.evaluation"),
     "evaluation": ("mvae_jax.cli", "mvae_jax.training"),
 }
@@ -75,8 +99,9 @@ def test_a_toy_model_added_by_the_documented_steps_trains_and_evaluates(tiny_dat
 
         def loss(params, batch, rng, epoch=0, beta=float(config.beta)):
             kl_beta = losses.kl_weight(beta, epoch, config.kl_warmup_epochs)
-            elbo, terms = losses.multimodal_elbo(rng, joint.encode(params, batch),
-                                                 lambda z: experts.decode(params, z), batch, modalities, kl_beta)
+            elbo, terms = losses.multimodal_elbo(
+                rng, joint.encode(params, batch), lambda z: experts.decode(params, z), batch, modalities, kl_beta
+            )
             # the unimodal experts learn from the joint posterior, JMVAE-kl style
             target = jax.lax.stop_gradient(joint.encode(params, batch))
             kls = losses.kl_to_experts(target, {n: experts.encode(params, batch, n) for n in names})
@@ -88,8 +113,15 @@ def test_a_toy_model_added_by_the_documented_steps_trains_and_evaluates(tiny_dat
     monkeypatch.setitem(models.MODELS, "toy", build)
     monkeypatch.setitem(models.OPTIONS, "toy", OPTIONS)
 
-    config = Config(model="toy", data_dir=str(tiny_data_dir), workdir=str(tmp_path / "toy"), hidden_dims=(32,),
-                    latent_dim=4, batch_size=20, epochs=2)
+    config = Config(
+        model="toy",
+        data_dir=str(tiny_data_dir),
+        workdir=str(tmp_path / "toy"),
+        hidden_dims=(32,),
+        latent_dim=4,
+        batch_size=20,
+        epochs=2,
+    )
     state = training.train_and_evaluate(config)
     assert int(state.epoch) == 2 and training.saved_epochs(config.workdir) == [1, 2]
     with pytest.raises(ValueError, match="alpha=0.5 applies to model jmvae only, not to model='toy'"):
@@ -101,8 +133,9 @@ def test_a_toy_model_added_by_the_documented_steps_trains_and_evaluates(tiny_dat
 
     dataset = load_dataset(config)
     test = {k: v[:20] for k, v in dataset.test.items()}
-    latent = evaluation.latent_accuracy(model, restored.params, dataset.train, dataset.labels("train"), test,
-                                        dataset.labels("test")[:20])
+    latent = evaluation.latent_accuracy(
+        model, restored.params, dataset.train, dataset.labels("train"), test, dataset.labels("test")[:20]
+    )
     assert set(latent) == {"x", "y", "w", "x,y", "x,w", "y,w", "x,y,w"}
     mu = evaluation.posterior_means(model, restored.params, test, ("x", "w"))
     assert mu.shape == (20, 4) and np.all(np.isfinite(mu))

@@ -19,8 +19,15 @@ def test_attribute_file_parses_the_minus_one_one_format(tmp_path):
     np.testing.assert_array_equal(values, [[0, 1, 0], [1, 1, 0]])
 
 
-@pytest.mark.parametrize("text, line", [("x\nA\n", 1), ("1\nA B\n000001.jpg 1 0\n", 3), ("1\nA B\n000001.jpg 1\n", 3),
-                                        ("2\nA B\n000001.jpg 1 1\n\n000002.jpg 1 x\n", 5)])
+@pytest.mark.parametrize(
+    "text, line",
+    [
+        ("x\nA\n", 1),
+        ("1\nA B\n000001.jpg 1 0\n", 3),
+        ("1\nA B\n000001.jpg 1\n", 3),
+        ("2\nA B\n000001.jpg 1 1\n\n000002.jpg 1 x\n", 5),
+    ],
+)
 def test_attribute_file_errors_name_the_line(tmp_path, text, line):
     path = tmp_path / celeba.ATTRIBUTE_FILE
     path.write_text(text)
@@ -72,9 +79,18 @@ def test_tfds_source_under_mock_data():
 
 @pytest.mark.parametrize("model", ["jmvae", "pemvae"])
 def test_training_on_the_stream_writes_checkpoints(tiny_celeba_dir, tmp_path, model):
-    config = Config(model=model, dataset="celeba", data_dir=str(tiny_celeba_dir), workdir=str(tmp_path / "run"),
-                    conv_widths=(4, 8, 8, 8), hidden_dims=(16,), latent_dim=4, batch_size=4, epochs=2,
-                    warmup_epochs=1 if model == "pemvae" else Config.warmup_epochs)
+    config = Config(
+        model=model,
+        dataset="celeba",
+        data_dir=str(tiny_celeba_dir),
+        workdir=str(tmp_path / "run"),
+        conv_widths=(4, 8, 8, 8),
+        hidden_dims=(16,),
+        latent_dim=4,
+        batch_size=4,
+        epochs=2,
+        warmup_epochs=1 if model == "pemvae" else Config.warmup_epochs,
+    )
     state = training.train_and_evaluate(config)
     assert int(state.epoch) == 2 and int(state.step) == 8
     assert training.Checkpoints(config.workdir).all_steps() == [1, 2]
@@ -114,8 +130,9 @@ def test_query_keeps_named_attributes_and_imputes_the_rest():
     from mvae_jax import evaluation
 
     model = _identity_model()
-    values, named = evaluation.parse_query("Male=0,Smiling", ("Male", "Smiling", "Young"), celeba.ATTRIBUTES,
-                                           celeba.QUERY_ALIASES)
+    values, named = evaluation.parse_query(
+        "Male=0,Smiling", ("Male", "Smiling", "Young"), celeba.ATTRIBUTES, celeba.QUERY_ALIASES
+    )
     np.testing.assert_array_equal(values, [0, 1, 0])
     np.testing.assert_array_equal(named, [1, 1, 0])
     rng = jax.random.PRNGKey(0)
@@ -127,12 +144,15 @@ def test_query_keeps_named_attributes_and_imputes_the_rest():
     assert set(images) == {"image"} and images["image"].shape == (6, 4, 4, 3)
 
 
-@pytest.mark.parametrize("query, message", [
-    ("Femal", "unknown attribute 'Femal'; valid: .*Male.*aliases Female"),
-    ("Female,Male", "asks for Male=1 and Male=0"),
-    ("Young", "does not model 'Young'"),
-    ("Smiling=yes", "must be 0 or 1"),
-])
+@pytest.mark.parametrize(
+    "query, message",
+    [
+        ("Femal", "unknown attribute 'Femal'; valid: .*Male.*aliases Female"),
+        ("Female,Male", "asks for Male=1 and Male=0"),
+        ("Young", "does not model 'Young'"),
+        ("Smiling=yes", "must be 0 or 1"),
+    ],
+)
 def test_query_errors(query, message):
     from mvae_jax import evaluation
 
@@ -143,8 +163,17 @@ def test_query_errors(query, message):
 def test_eval_query_grid_samples_and_compare(tiny_celeba_dir, tmp_path, capsys):
     import eval as eval_cli
 
-    base = Config(model="mvae", dataset="celeba", data_dir=str(tiny_celeba_dir), conv_widths=(4, 8, 8, 8),
-                  hidden_dims=(16,), latent_dim=4, batch_size=8, epochs=1, attributes=("Male", "Heavy_Makeup"))
+    base = Config(
+        model="mvae",
+        dataset="celeba",
+        data_dir=str(tiny_celeba_dir),
+        conv_widths=(4, 8, 8, 8),
+        hidden_dims=(16,),
+        latent_dim=4,
+        batch_size=8,
+        epochs=1,
+        attributes=("Male", "Heavy_Makeup"),
+    )
     runs = [Config(**{**base.to_dict(), "beta": b, "workdir": str(tmp_path / f"b{b}")}) for b in (0.5, 2.0)]
     training.train_sweep(runs)
     for run in runs:
@@ -155,8 +184,10 @@ def test_eval_query_grid_samples_and_compare(tiny_celeba_dir, tmp_path, capsys):
     assert (eval_dir / "samples.png").is_file() and (eval_dir / "metrics.json").is_file()
     eval_cli.main(["--compare", runs[0].workdir, runs[1].workdir, f"--out={tmp_path / 'cmp.png'}"])
     assert (tmp_path / "cmp_samples.png").is_file() and not out.exists()
-    for argv, message in ((["--query=Smiling"], "does not model 'Smiling'"),
-                          (["--sections=coherence"], "require class labels")):
+    for argv, message in (
+        (["--query=Smiling"], "does not model 'Smiling'"),
+        (["--sections=coherence"], "require class labels"),
+    ):
         with pytest.raises(SystemExit) as exit_info:
             eval_cli.main([f"--workdir={runs[0].workdir}", *argv])
         assert exit_info.value.code == 2 and message in capsys.readouterr().err

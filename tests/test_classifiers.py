@@ -10,23 +10,26 @@ from mvae_jax import classifiers
 def test_classifier_is_cached_and_reused(tiny_data_dir, tmp_path):
     recipe = classifiers.Recipe(epochs=2, batch_size=20)
     epochs = []
-    params, info = classifiers.load_or_train("mnist", str(tiny_data_dir), tmp_path, recipe,
-                                             on_epoch=lambda e, loss: epochs.append((e, loss)))
-    assert [e for e, _ in epochs] == [1, 2] and all(np.isfinite(l) for _, l in epochs)
+    params, info = classifiers.load_or_train(
+        "mnist", str(tiny_data_dir), tmp_path, recipe, on_epoch=lambda e, loss: epochs.append((e, loss))
+    )
+    assert [e for e, _ in epochs] == [1, 2] and all(np.isfinite(loss) for _, loss in epochs)
     assert info["dataset"] == "mnist" and info["recipe"]["epochs"] == 2 and 0.0 <= info["test_accuracy"] <= 1.0
     folder = next(tmp_path.iterdir())
     assert json.loads((folder / classifiers.INFO_FILE).read_text()) == info
 
-    again, info_again = classifiers.load_or_train("mnist", str(tiny_data_dir), tmp_path, recipe,
-                                                  on_epoch=lambda e, loss: epochs.append((e, loss)))
+    again, info_again = classifiers.load_or_train(
+        "mnist", str(tiny_data_dir), tmp_path, recipe, on_epoch=lambda e, loss: epochs.append((e, loss))
+    )
     assert len(epochs) == 2 and info_again == info  # loaded, not trained
     images = np.random.default_rng(0).random((7, 28, 28, 1), dtype=np.float32)
     np.testing.assert_array_equal(classifiers.predict(again, images), classifiers.predict(params, images))
 
     # A folder without info.json (training interrupted before it was marked complete) is trained again.
     (folder / classifiers.INFO_FILE).unlink()
-    classifiers.load_or_train("mnist", str(tiny_data_dir), tmp_path, recipe,
-                              on_epoch=lambda e, loss: epochs.append((e, loss)))
+    classifiers.load_or_train(
+        "mnist", str(tiny_data_dir), tmp_path, recipe, on_epoch=lambda e, loss: epochs.append((e, loss))
+    )
     assert len(epochs) == 4 and (folder / classifiers.INFO_FILE).is_file()
 
 

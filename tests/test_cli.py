@@ -20,18 +20,32 @@ def run(*args, check=True):
 
 def test_help_lists_every_flag_with_defaults():
     out = run("train.py", "--help").stdout
-    for flag in ("--model", "--dataset", "--beta", "--alpha", "--epochs", "--batch_size", "--learning_rate",
-                 "--latent_dim", "--seed", "--data_dir", "--workdir"):
+    for flag in (
+        "--model",
+        "--dataset",
+        "--beta",
+        "--alpha",
+        "--epochs",
+        "--batch_size",
+        "--learning_rate",
+        "--latent_dim",
+        "--seed",
+        "--data_dir",
+        "--workdir",
+    ):
         assert flag in out
     assert "(default: 1.0)" in out and "(default: jmvae)" in out
 
 
-@pytest.mark.parametrize("flag,message", [
-    ("--beta=-2", "beta=-2.0 is invalid"),
-    ("--model=vae", "invalid choice: 'vae'"),
-    ("--batch_size=abc", "invalid int value: 'abc'"),
-    ("--hidden_dims=5x", "not comma-separated integers"),
-])
+@pytest.mark.parametrize(
+    "flag,message",
+    [
+        ("--beta=-2", "beta=-2.0 is invalid"),
+        ("--model=vae", "invalid choice: 'vae'"),
+        ("--batch_size=abc", "invalid int value: 'abc'"),
+        ("--hidden_dims=5x", "not comma-separated integers"),
+    ],
+)
 def test_bad_flags_fail_before_any_work(flag, message, tmp_path):
     proc = run("train.py", flag, f"--workdir={tmp_path / 'run'}", check=False)
     assert proc.returncode == 2 and message in proc.stderr
@@ -53,14 +67,27 @@ def test_train_resume_and_eval(tiny_data_dir, tmp_path, capsys):
     run("train.py", "--epochs=2", f"--workdir={workdir}")
     saved = json.loads((workdir / "config.json").read_text())
     assert saved["epochs"] == 2 and saved["beta"] == 2.0 and saved["hidden_dims"] == [32]
-    assert [json.loads(l)["epoch"] for l in (workdir / "metrics.jsonl").read_text().splitlines()] == [1, 2]
+    assert [json.loads(line)["epoch"] for line in (workdir / "metrics.jsonl").read_text().splitlines()] == [1, 2]
     refused = run("train.py", "--epochs=3", "--alpha=0.5", f"--workdir={workdir}", check=False)
     assert refused.returncode == 2 and "alpha: saved 0.1, asked 0.5" in refused.stderr
 
     out = json.loads(run("eval.py", f"--workdir={workdir}", *TINY_EVAL(tmp_path)).stdout)
     assert out["epoch"] == 2 and out["params"] > 0
-    assert set(out["coherence"]) == {"x->y", "x->w", "y->x", "y->w", "w->x", "w->y", "x,y->w", "x,w->y", "y,w->x",
-                                     "joint->x", "joint->y", "joint->w", "prior"}
+    assert set(out["coherence"]) == {
+        "x->y",
+        "x->w",
+        "y->x",
+        "y->w",
+        "w->x",
+        "w->y",
+        "x,y->w",
+        "x,w->y",
+        "y,w->x",
+        "joint->x",
+        "joint->y",
+        "joint->w",
+        "prior",
+    }
     assert all(0.0 <= v <= 1.0 for v in out["coherence"].values())
     assert set(out["classifiers"]) == {"mnist", "fashion_mnist"}
     assert set(out["latent_accuracy"]) == {"x", "y", "w", "x,y", "x,w", "y,w", "x,y,w"}
@@ -78,8 +105,11 @@ def test_train_resume_and_eval(tiny_data_dir, tmp_path, capsys):
     assert "| run | params | x->w | x->y |" in table
     import eval as eval_cli  # in-process: each refusal comes before any data is read
 
-    for flag, message in (("--model=mmvae", "--model=mmvae but workdir="), ("--dataset=celeba", "holds a dataset='trimodal'"),
-                          ("--step=7", "has no checkpoint of epoch 7 (it has [1, 2])")):
+    for flag, message in (
+        ("--model=mmvae", "--model=mmvae but workdir="),
+        ("--dataset=celeba", "holds a dataset='trimodal'"),
+        ("--step=7", "has no checkpoint of epoch 7 (it has [1, 2])"),
+    ):
         with pytest.raises(SystemExit) as exit_:
             eval_cli.main([f"--workdir={workdir}", flag])
         err = capsys.readouterr().err
@@ -89,16 +119,24 @@ def test_train_resume_and_eval(tiny_data_dir, tmp_path, capsys):
 
 def TINY_EVAL(tmp_path):
     """eval.py flags for the tiny data: few samples and points, classifiers cached under tmp_path."""
-    return [f"--classifier_dir={tmp_path / 'classifiers'}", "--classifier_epochs=1", "--iw_samples=4",
-            "--tsne_points=40", "--prior_samples=100"]
+    return [
+        f"--classifier_dir={tmp_path / 'classifiers'}",
+        "--classifier_epochs=1",
+        "--iw_samples=4",
+        "--tsne_points=40",
+        "--prior_samples=100",
+    ]
 
 
-@pytest.mark.parametrize("args,message", [
-    ((), "give --workdir=DIR"),
-    (("--workdir=x", "--iw_samples=0"), "--iw_samples=0 is invalid"),
-    (("--workdir=x", "--sections=coherence,fid"), "unknown sections ['fid']"),
-    (("--compare", "nowhere"), "run python eval.py --workdir=nowhere first"),
-])
+@pytest.mark.parametrize(
+    "args,message",
+    [
+        ((), "give --workdir=DIR"),
+        (("--workdir=x", "--iw_samples=0"), "--iw_samples=0 is invalid"),
+        (("--workdir=x", "--sections=coherence,fid"), "unknown sections ['fid']"),
+        (("--compare", "nowhere"), "run python eval.py --workdir=nowhere first"),
+    ],
+)
 def test_eval_flags_are_checked_first(args, message):
     proc = run("eval.py", *args, check=False)
     assert proc.returncode == 2 and message in proc.stderr, proc.stderr
@@ -122,8 +160,9 @@ def test_eval_scores_the_validation_split_into_its_own_folder(tiny_data_dir, tmp
     workdir = tmp_path / "run"
     train_cli.main(["--epochs=1", "--validation=30", f"--data_dir={tiny_data_dir}", f"--workdir={workdir}", *TINY])
     assert json.loads((workdir / "config.json").read_text())["validation"] == 30
-    eval_cli.main([f"--workdir={workdir}", "--split=validation", "--sections=coherence,latent_accuracy",
-                   *TINY_EVAL(tmp_path)])
+    eval_cli.main(
+        [f"--workdir={workdir}", "--split=validation", "--sections=coherence,latent_accuracy", *TINY_EVAL(tmp_path)]
+    )
     out = json.loads((workdir / "eval_validation" / "metrics.json").read_text())
     assert out["split"] == "validation" and not (workdir / "eval").exists()
     assert {"x->w", "y->w", "x->y", "y->x"} <= set(out["coherence"]) and {"x", "y"} <= set(out["latent_accuracy"])

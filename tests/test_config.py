@@ -7,30 +7,37 @@ import pytest
 from mvae_jax.config import Config, load_config, save_config
 
 
-@pytest.mark.parametrize("field,value,allowed", [
-    ("model", "vae", "jmvae, mmvae, mopoe, mvae, pemvae, telbo"),
-    ("dataset", "cifar", "trimodal"),
-    ("beta", -1.0, "finite number > 0"),
-    ("beta", float("nan"), "finite number > 0"),
-    ("alpha", "0.1", "finite number >= 0"),
-    ("learning_rate", 0.0, "number > 0"),
-    ("epochs", 0, "integer >= 1"),
-    ("batch_size", 1.5, "integer >= 1"),
-    ("latent_dim", True, "integer >= 1"),
-    ("seed", -3, "integer >= 0"),
-    ("hidden_dims", (512, 0), "integers >= 1"),
-    ("hidden_dims", (), "integers >= 1"),
-    ("likelihood_weights", (1.0, 2.0), "one per modality x,y,w"),
-    ("likelihood_weights", (1.0, -1.0, 1.0), "finite numbers >= 0"),
-    ("num_subsets", 0, "integer >= 1"),
-    ("num_samples", 0, "integer >= 1"),
-    ("warmup_epochs", -1, "integer >= 0"),
-    ("kl_warmup_epochs", -3, "integer >= 0"),
-    ("dataset", "mnist", "mnist_label, trimodal"),
-])
+@pytest.mark.parametrize(
+    "field,value,allowed",
+    [
+        ("model", "vae", "jmvae, mmvae, mopoe, mvae, pemvae, telbo"),
+        ("dataset", "cifar", "trimodal"),
+        ("beta", -1.0, "finite number > 0"),
+        ("beta", float("nan"), "finite number > 0"),
+        ("alpha", "0.1", "finite number >= 0"),
+        ("learning_rate", 0.0, "number > 0"),
+        ("epochs", 0, "integer >= 1"),
+        ("batch_size", 1.5, "integer >= 1"),
+        ("latent_dim", True, "integer >= 1"),
+        ("seed", -3, "integer >= 0"),
+        ("hidden_dims", (512, 0), "integers >= 1"),
+        ("hidden_dims", (), "integers >= 1"),
+        ("likelihood_weights", (1.0, 2.0), "one per modality x,y,w"),
+        ("likelihood_weights", (1.0, -1.0, 1.0), "finite numbers >= 0"),
+        ("num_subsets", 0, "integer >= 1"),
+        ("num_samples", 0, "integer >= 1"),
+        ("warmup_epochs", -1, "integer >= 0"),
+        ("kl_warmup_epochs", -3, "integer >= 0"),
+        ("dataset", "mnist", "mnist_label, trimodal"),
+    ],
+)
 def test_bad_values_are_named(field, value, allowed):
-    model = {"likelihood_weights": "mvae", "num_subsets": "mvae", "num_samples": "mmvae",
-             "warmup_epochs": "pemvae"}.get(field, "jmvae")
+    model = {
+        "likelihood_weights": "mvae",
+        "num_subsets": "mvae",
+        "num_samples": "mmvae",
+        "warmup_epochs": "pemvae",
+    }.get(field, "jmvae")
     with pytest.raises(ValueError) as err:
         Config(**{"model": model, field: value}).validate()
     assert f"{field}={value!r}" in str(err.value) and allowed in str(err.value)
@@ -56,10 +63,16 @@ def test_unknown_keys_in_a_saved_config_are_an_error():
         Config.from_dict({"beta": 1.0, "gamma": 2.0})
 
 
-@pytest.mark.parametrize("model,field,value", [
-    ("jmvae", "num_samples", 3), ("mvae", "alpha", 1.0), ("telbo", "warmup_epochs", 2), ("mmvae", "num_subsets", 2),
-    ("mmvae", "kl_warmup_epochs", 10),
-])
+@pytest.mark.parametrize(
+    "model,field,value",
+    [
+        ("jmvae", "num_samples", 3),
+        ("mvae", "alpha", 1.0),
+        ("telbo", "warmup_epochs", 2),
+        ("mmvae", "num_subsets", 2),
+        ("mmvae", "kl_warmup_epochs", 10),
+    ],
+)
 def test_an_option_of_another_model_is_refused(model, field, value):
     with pytest.raises(ValueError, match=f"{field}={value!r} applies to model .* only, not to model='{model}'"):
         Config(model=model, **{field: value}).validate()
@@ -86,12 +99,15 @@ def test_a_replaced_config_derives_its_workdir_again():
     assert dataclasses.replace(saved, beta=1.0).workdir == "runs/jmvae_beta3.0"  # a loaded workdir is a given one
 
 
-@pytest.mark.parametrize("given,message", [
-    ({"model": "mvae", "alpha": 0.1}, "alpha=0.1 applies to model jmvae only"),
-    ({"model": "jmvae", "num_subsets": 1}, "num_subsets=1 applies to model mvae or pemvae only"),
-    ({"conv_widths": (32, 64, 128, 256)}, "conv_widths=(32, 64, 128, 256) applies to dataset celeba only"),
-    ({"r1_weight": 1.0}, "r1_weight=1.0 applies to adversarial training only"),
-])
+@pytest.mark.parametrize(
+    "given,message",
+    [
+        ({"model": "mvae", "alpha": 0.1}, "alpha=0.1 applies to model jmvae only"),
+        ({"model": "jmvae", "num_subsets": 1}, "num_subsets=1 applies to model mvae or pemvae only"),
+        ({"conv_widths": (32, 64, 128, 256)}, "conv_widths=(32, 64, 128, 256) applies to dataset celeba only"),
+        ({"r1_weight": 1.0}, "r1_weight=1.0 applies to adversarial training only"),
+    ],
+)
 def test_an_option_given_at_its_default_for_a_model_that_ignores_it_is_refused(given, message):
     with pytest.raises(ValueError, match=message.replace("(", r"\(").replace(")", r"\)")):
         Config(**given).validate(given=given)
@@ -104,11 +120,11 @@ def test_readme_flag_table_help_and_config_agree():
     import dataclasses
     import re
 
-    import train
     from mvae_jax.models import MODELS, OPTIONS
+    import train
 
     readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
-    table = readme[readme.index("| flag | default | meaning |"):]
+    table = readme[readme.index("| flag | default | meaning |") :]
     table = table[: table.index("\n\n")]
     rows = dict(re.findall(r"^\| `--(\w+)` \| ([^|]*) \|", table, re.M))
     for field in dataclasses.fields(Config):

@@ -28,13 +28,16 @@ def test_idx_header_matches_the_standard_bytes(tmp_path):
     assert len(raw) == 16 + 2 * 784
 
 
-@pytest.mark.parametrize("damage,message", [
-    (lambda raw: raw[:-10], "truncated"),
-    (lambda raw: raw + b"\0", "trailing data"),
-    (lambda raw: b"\x00\x00\x08\x01" + raw[4:], "magic number 2049, expected 2051"),
-    (lambda raw: b"PK\x03\x04" + raw[4:], "not an IDX file"),
-    (lambda raw: raw[:10], "truncated IDX header"),
-])
+@pytest.mark.parametrize(
+    "damage,message",
+    [
+        (lambda raw: raw[:-10], "truncated"),
+        (lambda raw: raw + b"\0", "trailing data"),
+        (lambda raw: b"\x00\x00\x08\x01" + raw[4:], "magic number 2049, expected 2051"),
+        (lambda raw: b"PK\x03\x04" + raw[4:], "not an IDX file"),
+        (lambda raw: raw[:10], "truncated IDX header"),
+    ],
+)
 def test_idx_errors_name_the_file(tmp_path, damage, message):
     good = idx.write_idx(tmp_path / "good", np.zeros((3, 28, 28), np.uint8), compress=False).read_bytes()
     bad = tmp_path / "bad-images"
@@ -140,8 +143,7 @@ def test_tfds_source_with_mock_data():
     assert images.shape == (30, 28, 28, 1) and images.dtype == np.uint8
     assert labels.shape == (30,) and labels.max() < 10
     present = np.isin(mnist["test"][1], fashion["test"][1])
-    split = trimodal.make_trimodal(
-        (mnist["test"][0][present], mnist["test"][1][present]), fashion["test"], seed=0)
+    split = trimodal.make_trimodal((mnist["test"][0][present], mnist["test"][1][present]), fashion["test"], seed=0)
     assert split["x"].shape[1:] == (28, 28, 1) and split["w"].shape[1] == 10
 
 

@@ -1,4 +1,7 @@
-"""Every device and several processes: 8 forced CPU devices and 2 processes train like 1 device; bf16; launch detection."""
+"""Every device and several processes: 8 forced CPU devices and 2 processes train like 1 device.
+
+Also bf16 and launch detection.
+"""
 
 from __future__ import annotations
 
@@ -21,14 +24,28 @@ from mvae_jax.data import trimodal
 from mvae_jax.models import get_model
 from tests.conftest import ROOT
 
+
 def _env(devices: int, **extra) -> dict:
-    return {**os.environ, "XLA_FLAGS": f"--xla_force_host_platform_device_count={devices}", "JAX_PLATFORMS": "cpu",
-            "TF_CPP_MIN_LOG_LEVEL": "2", **extra}
+    return {
+        **os.environ,
+        "XLA_FLAGS": f"--xla_force_host_platform_device_count={devices}",
+        "JAX_PLATFORMS": "cpu",
+        "TF_CPP_MIN_LOG_LEVEL": "2",
+        **extra,
+    }
 
 
 def _train_flags(data_dir: Path, workdir: Path) -> list[str]:
-    return [sys.executable, "train.py", f"--data_dir={data_dir}", f"--workdir={workdir}", "--hidden_dims=32",
-            "--latent_dim=4", "--batch_size=40", "--epochs=2"]
+    return [
+        sys.executable,
+        "train.py",
+        f"--data_dir={data_dir}",
+        f"--workdir={workdir}",
+        "--hidden_dims=32",
+        "--latent_dim=4",
+        "--batch_size=40",
+        "--epochs=2",
+    ]
 
 
 def _losses(workdir: Path) -> list[float]:
@@ -59,8 +76,7 @@ def test_eight_devices_give_the_loss_curve_and_params_of_one(one_device_run, tin
     workdir = tmp_path / "eight"
     _run(_train_flags(tiny_data_dir, workdir), _env(8))
     np.testing.assert_allclose(_losses(workdir), _losses(one_device_run), rtol=1e-5)
-    np.testing.assert_allclose(_params(workdir), _params(one_device_run),
-                               rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(_params(workdir), _params(one_device_run), rtol=1e-4, atol=1e-5)
 
 
 def test_batch_size_not_divisible_by_the_devices_is_an_error_before_training(tiny_data_dir, tmp_path):
@@ -78,22 +94,27 @@ def _free_port() -> int:
 
 
 def test_two_processes_train_like_one(one_device_run, tiny_data_dir, tmp_path):
-    """Two processes of 2 CPU devices each (JAX's distributed runtime on localhost): the losses and params of 1 device."""
+    """Two processes of 2 CPU devices each (JAX's distributed runtime on localhost) train like 1 device."""
     workdir = tmp_path / "two"
     address = f"localhost:{_free_port()}"
-    procs = [subprocess.Popen(_train_flags(tiny_data_dir, workdir), cwd=ROOT, stdout=subprocess.PIPE,
-                              stderr=subprocess.PIPE, text=True,
-                              env=_env(2, JAX_COORDINATOR_ADDRESS=address, JAX_NUM_PROCESSES="2",
-                                       JAX_PROCESS_ID=str(i)))
-             for i in range(2)]
+    procs = [
+        subprocess.Popen(
+            _train_flags(tiny_data_dir, workdir),
+            cwd=ROOT,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=_env(2, JAX_COORDINATOR_ADDRESS=address, JAX_NUM_PROCESSES="2", JAX_PROCESS_ID=str(i)),
+        )
+        for i in range(2)
+    ]
     outputs = [p.communicate(timeout=240) for p in procs]
     for p, (_, err) in zip(procs, outputs):
         assert p.returncode == 0, err[-3000:]
     assert "epoch 2/2" in outputs[0][1] and "epoch 2/2" not in outputs[1][1]  # process 0 reports
     np.testing.assert_allclose(_losses(workdir), _losses(one_device_run), rtol=1e-5)
     assert training.Checkpoints(workdir).all_steps() == [1, 2]
-    np.testing.assert_allclose(_params(workdir), _params(one_device_run),
-                               rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(_params(workdir), _params(one_device_run), rtol=1e-4, atol=1e-5)
 
 
 def test_stream_shards_of_the_processes_stack_into_the_single_process_batches(tiny_celeba_dir):
@@ -111,28 +132,52 @@ def test_stream_shards_of_the_processes_stack_into_the_single_process_batches(ti
         stream.batches(9, seed=3, process_index=0, process_count=2)
 
 
-@pytest.mark.parametrize("environ, expected", [
-    ({}, None),
-    ({"JAX_COORDINATOR_ADDRESS": "10.0.0.1:1234", "JAX_NUM_PROCESSES": "4", "JAX_PROCESS_ID": "3"},
-     {"coordinator_address": "10.0.0.1:1234", "num_processes": 4, "process_id": 3}),
-    ({"SLURM_JOB_ID": "7", "SLURM_STEP_NODELIST": "n[1-2]", "SLURM_PROCID": "0", "SLURM_LOCALID": "0",
-      "SLURM_NTASKS": "2"}, {}),
-    ({"SLURM_JOB_ID": "7", "SLURM_STEP_NODELIST": "n1", "SLURM_PROCID": "0", "SLURM_LOCALID": "0",
-      "SLURM_NTASKS": "1"}, None),
-    ({"SLURM_JOB_ID": "7", "SLURM_NTASKS": "4"}, None),  # salloc without srun: one process
-    ({"OMPI_MCA_orte_hnp_uri": "1;tcp://10.0.0.1:1", "OMPI_COMM_WORLD_SIZE": "2"}, {}),
-    ({"TPU_WORKER_HOSTNAMES": "host-0,host-1"}, {}),
-    ({"TPU_WORKER_HOSTNAMES": "localhost"}, None),
-])
+@pytest.mark.parametrize(
+    "environ, expected",
+    [
+        ({}, None),
+        (
+            {"JAX_COORDINATOR_ADDRESS": "10.0.0.1:1234", "JAX_NUM_PROCESSES": "4", "JAX_PROCESS_ID": "3"},
+            {"coordinator_address": "10.0.0.1:1234", "num_processes": 4, "process_id": 3},
+        ),
+        (
+            {
+                "SLURM_JOB_ID": "7",
+                "SLURM_STEP_NODELIST": "n[1-2]",
+                "SLURM_PROCID": "0",
+                "SLURM_LOCALID": "0",
+                "SLURM_NTASKS": "2",
+            },
+            {},
+        ),
+        (
+            {
+                "SLURM_JOB_ID": "7",
+                "SLURM_STEP_NODELIST": "n1",
+                "SLURM_PROCID": "0",
+                "SLURM_LOCALID": "0",
+                "SLURM_NTASKS": "1",
+            },
+            None,
+        ),
+        ({"SLURM_JOB_ID": "7", "SLURM_NTASKS": "4"}, None),  # salloc without srun: one process
+        ({"OMPI_MCA_orte_hnp_uri": "1;tcp://10.0.0.1:1", "OMPI_COMM_WORLD_SIZE": "2"}, {}),
+        ({"TPU_WORKER_HOSTNAMES": "host-0,host-1"}, {}),
+        ({"TPU_WORKER_HOSTNAMES": "localhost"}, None),
+    ],
+)
 def test_multi_process_jobs_are_detected_from_the_environment(environ, expected):
     assert distributed.detect(environ) == expected
 
 
-@pytest.mark.parametrize("environ, message", [
-    ({"JAX_COORDINATOR_ADDRESS": "h:1"}, "JAX_NUM_PROCESSES must be set to an integer"),
-    ({"JAX_COORDINATOR_ADDRESS": "h:1", "JAX_NUM_PROCESSES": "2", "JAX_PROCESS_ID": "x"}, "JAX_PROCESS_ID must be"),
-    ({"JAX_COORDINATOR_ADDRESS": "h:1", "JAX_NUM_PROCESSES": "2", "JAX_PROCESS_ID": "2"}, "must be below"),
-])
+@pytest.mark.parametrize(
+    "environ, message",
+    [
+        ({"JAX_COORDINATOR_ADDRESS": "h:1"}, "JAX_NUM_PROCESSES must be set to an integer"),
+        ({"JAX_COORDINATOR_ADDRESS": "h:1", "JAX_NUM_PROCESSES": "2", "JAX_PROCESS_ID": "x"}, "JAX_PROCESS_ID must be"),
+        ({"JAX_COORDINATOR_ADDRESS": "h:1", "JAX_NUM_PROCESSES": "2", "JAX_PROCESS_ID": "2"}, "must be below"),
+    ],
+)
 def test_an_incomplete_launch_contract_is_an_error(environ, message):
     with pytest.raises(ValueError, match=message):
         distributed.detect(environ)
@@ -157,9 +202,11 @@ def _dot_dtypes(fn, *args) -> set[tuple[str, str]]:
 
 
 def test_bf16_runs_matmuls_in_bfloat16_and_keeps_params_optimizer_and_losses_float32():
-    batch = {"x": np.random.default_rng(0).random((16, 28, 28, 1), np.float32),
-             "y": np.random.default_rng(1).random((16, 28, 28, 1), np.float32),
-             "w": np.eye(10, dtype=np.float32)[np.arange(16) % 10]}
+    batch = {
+        "x": np.random.default_rng(0).random((16, 28, 28, 1), np.float32),
+        "y": np.random.default_rng(1).random((16, 28, 28, 1), np.float32),
+        "w": np.eye(10, dtype=np.float32)[np.arange(16) % 10],
+    }
     terms = {}
     for precision in ("fp32", "bf16"):
         config = Config(precision=precision, hidden_dims=(64,), latent_dim=8, batch_size=16).validate()
@@ -171,8 +218,9 @@ def test_bf16_runs_matmuls_in_bfloat16_and_keeps_params_optimizer_and_losses_flo
         assert dots == {("bfloat16", "bfloat16") if precision == "bf16" else ("float32", "float32")}
         new, terms[precision] = jax.jit(step)(state, batch)
         for tree in (new.params, new.opt_state):
-            assert {str(x.dtype) for x in jax.tree_util.tree_leaves(tree) if jnp.issubdtype(x.dtype, jnp.floating)} \
-                == {"float32"}
+            assert {str(x.dtype) for x in jax.tree_util.tree_leaves(tree) if jnp.issubdtype(x.dtype, jnp.floating)} == {
+                "float32"
+            }
         assert all(v.dtype == jnp.float32 for v in terms[precision].values())
     # Same initial parameters, so the first loss differs only by bfloat16 rounding.
     np.testing.assert_allclose(terms["bf16"]["loss"], terms["fp32"]["loss"], rtol=2e-2)
@@ -205,8 +253,13 @@ def test_nothing_is_compiled_after_the_first_epoch(dataset, tiny_config, tiny_ce
     """Epochs 2 and 3 (steps, metrics, checkpoint saves) reuse what epoch 1 compiled: in memory and streamed."""
     options = {"epochs": 3}
     if dataset == "celeba":
-        options.update(dataset="celeba", data_dir=str(tiny_celeba_dir), attributes=("Male",), conv_widths=(8, 8, 8, 8),
-                       batch_size=8)
+        options.update(
+            dataset="celeba",
+            data_dir=str(tiny_celeba_dir),
+            attributes=("Male",),
+            conv_widths=(8, 8, 8, 8),
+            batch_size=8,
+        )
     counter = _CompileCounter()
     training.train_and_evaluate(Config(**{**tiny_config.to_dict(), **options}), counter)
     assert counter.counting and counter.before > 0 and counter.compiles == 0

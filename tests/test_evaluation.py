@@ -18,8 +18,10 @@ MODALITIES = (
     Modality("w", (CLASSES,), "categorical"),
 )
 # A fake "image" of class c is the one-hot vector of c; its classifier reads the argmax.
-CLASSIFY = {"x": lambda images: np.argmax(images.reshape(len(images), -1), -1),
-            "y": lambda images: np.argmax(images.reshape(len(images), -1), -1)}
+CLASSIFY = {
+    "x": lambda images: np.argmax(images.reshape(len(images), -1), -1),
+    "y": lambda images: np.argmax(images.reshape(len(images), -1), -1),
+}
 
 
 def fake_data(n=1000):
@@ -48,8 +50,20 @@ def fake_model(decoder: str) -> Model:
 def test_coherence_of_an_exact_decoder_is_one_for_every_subset_and_target():
     data, labels = fake_data()
     scores = evaluation.coherence(fake_model("exact"), {}, data, labels, CLASSIFY, batch_size=300)
-    expected = {"x->y", "x->w", "y->x", "y->w", "w->x", "w->y", "x,y->w", "x,w->y", "y,w->x",
-                "joint->x", "joint->y", "joint->w"}
+    expected = {
+        "x->y",
+        "x->w",
+        "y->x",
+        "y->w",
+        "w->x",
+        "w->y",
+        "x,y->w",
+        "x,w->y",
+        "y,w->x",
+        "joint->x",
+        "joint->y",
+        "joint->w",
+    }
     assert set(scores) == expected
     assert all(v == 1.0 for v in scores.values()), scores
     assert evaluation.prior_coherence(fake_model("exact"), {}, jax.random.PRNGKey(0), CLASSIFY, 2500, 1000) == 1.0
@@ -101,9 +115,7 @@ def linear_gaussian_model(shift: float = 0.0, components: int = 1) -> Model:
     def decode(params, z, names=None):
         return {"x": z @ A.T.astype(np.float32) + B.astype(np.float32)}
 
-    return Model("linear", GAUSSIAN, lambda rng: {}, None, encode, decode,
-                 mixture=mixture if components > 1 else None)
-
+    return Model("linear", GAUSSIAN, lambda rng: {}, None, encode, decode, mixture=mixture if components > 1 else None)
 
 
 def exact_log_px(x):
@@ -117,8 +129,9 @@ def test_iw_estimate_with_the_exact_posterior_equals_the_closed_form_for_any_k()
     x = (RNG.normal(size=(50, LATENT)) @ A.T + B + RNG.normal(size=(50, D))).astype(np.float32)
     for components in (1, 3):
         model = linear_gaussian_model(components=components)
-        got = evaluation.iw_log_likelihood(model, {}, {"x": jnp.asarray(x)}, ("x",), ("x",), 7, 3,
-                                           jax.random.PRNGKey(1))
+        got = evaluation.iw_log_likelihood(
+            model, {}, {"x": jnp.asarray(x)}, ("x",), ("x",), 7, 3, jax.random.PRNGKey(1)
+        )
         np.testing.assert_allclose(np.asarray(got), exact_log_px(x), rtol=0, atol=2e-4)
 
 
@@ -128,8 +141,9 @@ def test_iw_estimate_with_a_poor_proposal_approaches_the_closed_form_from_below_
     exact = exact_log_px(x).mean()
     data = {"x": x}
     one = evaluation.log_likelihoods(model, {}, data, jax.random.PRNGKey(2), num_samples=1, batch_size=100)["x"]
-    many = evaluation.log_likelihoods(model, {}, data, jax.random.PRNGKey(2), num_samples=2000,
-                                      batch_size=100, max_elements=2**16)["x"]
+    many = evaluation.log_likelihoods(
+        model, {}, data, jax.random.PRNGKey(2), num_samples=2000, batch_size=100, max_elements=2**16
+    )["x"]
     assert one < many - 0.2  # K = 1 is the ELBO, looser
     assert many == pytest.approx(exact, abs=0.02)
     assert many < exact + 0.005

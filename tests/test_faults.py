@@ -15,10 +15,10 @@ import jax
 import numpy as np
 import pytest
 
-import train
 from mvae_jax import errors, training
 from mvae_jax.config import Config, load_config, save_config
 from tests.conftest import ROOT, write_tiny_idx_dataset
+import train
 
 TINY = dict(hidden_dims=(32,), latent_dim=4, batch_size=20)
 
@@ -42,21 +42,24 @@ def _epochs(workdir):
     return [json.loads(line)["epoch"] for line in (Path(workdir) / training.METRICS_FILE).read_text().splitlines()]
 
 
-@pytest.mark.parametrize("flag,message", [
-    ("--model=vae", "invalid choice: 'vae' (choose from"),
-    ("--dataset=cifar", "invalid choice: 'cifar' (choose from"),
-    ("--beta=0", "beta=0.0 is invalid; allowed: a finite number > 0"),
-    ("--beta=inf", "beta=inf is invalid; allowed: a finite number > 0"),
-    ("--alpha=nan", "alpha=nan is invalid; allowed: a finite number >= 0 (0: plain JMVAE)"),
-    ("--learning_rate=0", "learning_rate=0.0 is invalid; allowed: a number > 0"),
-    ("--batch_size=0", "batch_size=0 is invalid; allowed: an integer >= 1"),
-    ("--latent_dim=-3", "latent_dim=-3 is invalid; allowed: an integer >= 1"),
-    ("--epochs=0", "epochs=0 is invalid; allowed: an integer >= 1"),
-    ("--hidden_dims=512,0", "hidden_dims=(512, 0) is invalid"),
-    ("--nan_lr_factor=1", "nan_lr_factor=1.0 is invalid; allowed: a number strictly between 0 and 1"),
-    ("--num_samples=5", "num_samples=5 applies to model mmvae only"),
-    ("--alpha=0.1 --model=mvae", "alpha=0.1 applies to model jmvae only, not to model='mvae'"),
-])
+@pytest.mark.parametrize(
+    "flag,message",
+    [
+        ("--model=vae", "invalid choice: 'vae' (choose from"),
+        ("--dataset=cifar", "invalid choice: 'cifar' (choose from"),
+        ("--beta=0", "beta=0.0 is invalid; allowed: a finite number > 0"),
+        ("--beta=inf", "beta=inf is invalid; allowed: a finite number > 0"),
+        ("--alpha=nan", "alpha=nan is invalid; allowed: a finite number >= 0 (0: plain JMVAE)"),
+        ("--learning_rate=0", "learning_rate=0.0 is invalid; allowed: a number > 0"),
+        ("--batch_size=0", "batch_size=0 is invalid; allowed: an integer >= 1"),
+        ("--latent_dim=-3", "latent_dim=-3 is invalid; allowed: an integer >= 1"),
+        ("--epochs=0", "epochs=0 is invalid; allowed: an integer >= 1"),
+        ("--hidden_dims=512,0", "hidden_dims=(512, 0) is invalid"),
+        ("--nan_lr_factor=1", "nan_lr_factor=1.0 is invalid; allowed: a number strictly between 0 and 1"),
+        ("--num_samples=5", "num_samples=5 applies to model mmvae only"),
+        ("--alpha=0.1 --model=mvae", "alpha=0.1 applies to model jmvae only, not to model='mvae'"),
+    ],
+)
 def test_each_bad_flag_is_one_line_and_exit_2(flag, message, tmp_path, capsys):
     with pytest.raises(SystemExit) as exit_:
         train.main([*flag.split(), f"--workdir={tmp_path / 'run'}"])
@@ -84,9 +87,14 @@ def test_stop_mid_epoch_checkpoints_and_resumes_to_the_same_params(longer_data_d
     resumed = training.train_sweep([Config(**base, workdir=str(workdir))])[0]
     _assert_same_params(jax.tree_util.tree_leaves(straight.params), jax.tree_util.tree_leaves(resumed.params))
     assert not (workdir / training.INTERRUPTED_DIR).exists()  # removed once its epoch is complete
-    a, b = ([json.loads(l) for l in (d / training.METRICS_FILE).read_text().splitlines()] for d in (tmp_path / "straight", workdir))
+    a, b = (
+        [json.loads(line) for line in (d / training.METRICS_FILE).read_text().splitlines()]
+        for d in (tmp_path / "straight", workdir)
+    )
     assert [r["epoch"] for r in b] == [1, 2]
-    np.testing.assert_allclose(b[1]["loss"], a[1]["loss"], rtol=1e-5)  # the epoch's mean counts the steps before the stop
+    np.testing.assert_allclose(
+        b[1]["loss"], a[1]["loss"], rtol=1e-5
+    )  # the epoch's mean counts the steps before the stop
 
 
 def test_unreadable_mid_epoch_checkpoint_restarts_its_epoch(longer_data_dir, tmp_path, caplog):
@@ -105,8 +113,14 @@ def test_unreadable_mid_epoch_checkpoint_restarts_its_epoch(longer_data_dir, tmp
 
 
 def _launch(args, **kwargs):
-    return subprocess.Popen([sys.executable, "train.py", *args], cwd=ROOT, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.PIPE, text=True, **kwargs)
+    return subprocess.Popen(
+        [sys.executable, "train.py", *args],
+        cwd=ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        **kwargs,
+    )
 
 
 def _wait_for(proc, ready, timeout=300.0) -> bool:
@@ -132,8 +146,14 @@ def test_kills_at_random_points_and_during_a_save_then_resume_equals_uninterrupt
     training.train_sweep([Config(**TINY, data_dir=str(longer_data_dir), epochs=epochs, workdir=str(reference))])
     workdir = tmp_path / "run"
     metrics, checkpoints = workdir / training.METRICS_FILE, workdir / training.CHECKPOINT_DIR
-    args = [f"--data_dir={longer_data_dir}", f"--workdir={workdir}", "--hidden_dims=32", "--latent_dim=4",
-            "--batch_size=20", f"--epochs={epochs}"]
+    args = [
+        f"--data_dir={longer_data_dir}",
+        f"--workdir={workdir}",
+        "--hidden_dims=32",
+        "--latent_dim=4",
+        "--batch_size=20",
+        f"--epochs={epochs}",
+    ]
 
     # 1. During the first save: orbax writes into <epoch>.orbax-checkpoint-tmp, renamed when complete.
     proc = _launch(args)
@@ -172,14 +192,21 @@ def _fail_large_writes(limit):
     def preexec():
         signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a write past the limit fails with EFBIG, as on a full disk
         resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+
     return preexec
 
 
 def test_a_failed_checkpoint_write_is_an_error_and_earlier_ones_stay(tiny_data_dir, tmp_path):
     workdir = tmp_path / "run"
     training.train_sweep([Config(**TINY, data_dir=str(tiny_data_dir), epochs=1, workdir=str(workdir))])
-    proc = subprocess.run([sys.executable, "train.py", f"--workdir={workdir}", "--epochs=2"], cwd=ROOT,
-                          capture_output=True, text=True, timeout=300, preexec_fn=_fail_large_writes(20_000))
+    proc = subprocess.run(
+        [sys.executable, "train.py", f"--workdir={workdir}", "--epochs=2"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        preexec_fn=_fail_large_writes(20_000),
+    )
     assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr[-3000:]
     assert "could not write the checkpoint of epoch 2" in proc.stderr
     assert "the checkpoints of epochs [1] are intact" in proc.stderr
@@ -221,8 +248,11 @@ def _with_nan(epochs_hit, calls):
 def test_nan_stops_naming_the_epoch_and_keeps_the_last_good_checkpoint(tiny_data_dir, tmp_path, monkeypatch):
     monkeypatch.setattr(training.loop, "make_epoch_fn", _with_nan({2}, []))
     workdir = tmp_path / "run"
-    with pytest.raises(FloatingPointError, match=r"non-finite parameters in epoch 2 .* last good checkpoint "
-                                                 r"\(epoch 1\) .* kept; resume with a lower --learning_rate"):
+    with pytest.raises(
+        FloatingPointError,
+        match=r"non-finite parameters in epoch 2 .* last good checkpoint "
+        r"\(epoch 1\) .* kept; resume with a lower --learning_rate",
+    ):
         training.train_sweep([Config(**TINY, data_dir=str(tiny_data_dir), epochs=3, workdir=str(workdir))])
     assert training.saved_epochs(workdir) == [1] and _epochs(workdir) == [1]
     assert np.isfinite(np.asarray(_params(workdir)[0])).all()
@@ -242,8 +272,9 @@ def test_nan_in_the_data_stops_in_epoch_1(tiny_data_dir, tmp_path, monkeypatch):
     assert training.saved_epochs(tmp_path / "r") == []
 
 
-def test_nan_rollbacks_go_back_to_the_last_checkpoint_and_lower_the_learning_rate(tiny_data_dir, tmp_path,
-                                                                                 monkeypatch, caplog):
+def test_nan_rollbacks_go_back_to_the_last_checkpoint_and_lower_the_learning_rate(
+    tiny_data_dir, tmp_path, monkeypatch, caplog
+):
     calls = []
     monkeypatch.setattr(training.loop, "make_epoch_fn", _with_nan({2}, calls))
     workdir = tmp_path / "run"

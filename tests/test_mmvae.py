@@ -71,14 +71,20 @@ def test_gradients_are_dreg():
         np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
     # Encoder gradient: -(1/3) sum_i sum_k w~_ik^2 grad_phi log w_ik(z(phi)), q's parameters and decoders fixed.
     frozen = jax.lax.stop_gradient(params)
-    dreg = lambda p: -jnp.sum(jax.lax.stop_gradient(w**2) * log_weights(
-        {"encoders": p["encoders"], "decoders": frozen["decoders"]}, frozen)) / 3
+    dreg = lambda p: (
+        -jnp.sum(
+            jax.lax.stop_gradient(w**2)
+            * log_weights({"encoders": p["encoders"], "decoders": frozen["decoders"]}, frozen)
+        )
+        / 3
+    )
     enc_ref = jax.jit(jax.grad(dreg))(params)["encoders"]
     for a, b in zip(jax.tree_util.tree_leaves(grads["encoders"]), jax.tree_util.tree_leaves(enc_ref)):
         np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
     # And the loss value is the bound itself, not the surrogate.
-    assert float(jnp.sum(model.loss(params, batch, key)["loss"])) == pytest.approx(float(jax.jit(iwae)(params)),
-                                                                               rel=1e-5)
+    assert float(jnp.sum(model.loss(params, batch, key)["loss"])) == pytest.approx(
+        float(jax.jit(iwae)(params)), rel=1e-5
+    )
 
 
 def test_posterior_is_the_mixture_of_the_present_experts():

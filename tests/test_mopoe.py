@@ -48,8 +48,10 @@ def test_subset_posterior_is_the_mixture_of_its_subsets_products():
     flat = ref.flat(batch)
     experts = {m: ref.gaussian(params["encoders"][m], flat[m]) for m in "xyw"}
     mus, lvs = model.posterior(params, batch, ("x", "y"))
-    components = [ref.product([experts[m][0] for m in s], [experts[m][1] for m in s], prior=False)
-                  for s in [("x",), ("y",), ("x", "y")]]
+    components = [
+        ref.product([experts[m][0] for m in s], [experts[m][1] for m in s], prior=False)
+        for s in [("x",), ("y",), ("x", "y")]
+    ]
     np.testing.assert_allclose(mus, [c[0] for c in components], rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(lvs, [c[1] for c in components], rtol=1e-5, atol=1e-6)
     # encode: the mixture's mean and variance (law of total variance).

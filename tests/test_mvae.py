@@ -59,7 +59,8 @@ def test_subset_posteriors_are_the_product_of_experts_and_prior():
         for present in itertools.combinations("xyw", r):
             mu, lv = (np.asarray(a, np.float64) for a in model.encode(params, batch, present))
             log_product = stats.norm.logpdf(zs).sum(-1) + sum(
-                stats.norm.logpdf(zs, experts[m][0], np.exp(experts[m][1] / 2)).sum(-1) for m in present)
+                stats.norm.logpdf(zs, experts[m][0], np.exp(experts[m][1] / 2)).sum(-1) for m in present
+            )
             gap = ref.log_normal(zs, mu, lv) - log_product  # (40, batch)
             np.testing.assert_allclose(gap, np.broadcast_to(gap[0], gap.shape), atol=1e-4)
             ref_mu, ref_lv = ref.product([experts[m][0] for m in present], [experts[m][1] for m in present], True)

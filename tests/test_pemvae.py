@@ -41,8 +41,9 @@ def _encode(enc, flat, mask, fusion="tokens"):
 @pytest.mark.parametrize("epoch,beta,num_subsets", [(0, 1.0, 1), (1, 1.0, 1), (4, 2.0, 2)])
 def test_pemvae_loss_matches_hand_computation(epoch, beta, num_subsets):
     """The objective before the study's defaults: one random proper subset per example and draw, all weights 1."""
-    model, params = _model(beta=beta, num_subsets=num_subsets, warmup_epochs=1, subset_sampling="random",
-                           unimodal_weight=1.0)
+    model, params = _model(
+        beta=beta, num_subsets=num_subsets, warmup_epochs=1, subset_sampling="random", unimodal_weight=1.0
+    )
     batch = ref.batch(np.random.default_rng(0), n=6)
     flat = ref.flat(batch)
     key = jax.random.PRNGKey(7)
@@ -85,8 +86,13 @@ def test_with_every_modality_the_encoder_is_the_joint_mlp():
     enc = params["encoder"]
     batch = ref.batch(np.random.default_rng(2), n=4)
     kernel = jnp.concatenate([enc[f"features_{m}"]["kernel"] for m in "xyw"], axis=0)
-    joint = {"mlp": {"dense_0": {"kernel": kernel, "bias": enc["bias"]},
-                     "dense_1": enc["fusion"]["dense_0"], "dense_2": enc["fusion"]["dense_1"]}}
+    joint = {
+        "mlp": {
+            "dense_0": {"kernel": kernel, "bias": enc["bias"]},
+            "dense_1": enc["fusion"]["dense_0"],
+            "dense_2": enc["fusion"]["dense_1"],
+        }
+    }
     flat = jnp.concatenate([jnp.reshape(batch[m], (4, -1)) for m in "xyw"], axis=1)
     expected = networks.GaussianEncoder((5, 4), 2).apply({"params": joint}, flat)
     got = model.encode(params, batch, ("x", "y", "w"))
@@ -173,15 +179,18 @@ def test_pemvae_variants_match_hand_computation(options):
     if options.get("modality_dropout"):
         from mvae_jax.models.pemvae import modality_dropout_masks
 
-        source = np.asarray(modality_dropout_masks(jax.random.fold_in(key, 2), 3, n, options["modality_dropout"]),
-                            np.float64)
+        source = np.asarray(
+            modality_dropout_masks(jax.random.fold_in(key, 2), 3, n, options["modality_dropout"]), np.float64
+        )
         assert np.all(source.sum(0) >= 1) and np.any(source.sum(0) < 3)
     mu_j, lv_j = _encode(params["encoder"], flat, source, fusion)
     z = mu_j + np.exp(lv_j / 2) * noise(k_joint, mu_j)
     total = sum(ref.log_likelihoods(params["decoders"], z, flat).values()) - beta * ref.kl_prior(mu_j, lv_j)
     if sampling == "all":
-        draws = [(k, np.array(bits, np.float64)[:, None] * np.ones((3, n)))
-                 for k, bits in zip(jax.random.split(k_subsets, 6), PROPER)]
+        draws = [
+            (k, np.array(bits, np.float64)[:, None] * np.ones((3, n)))
+            for k, bits in zip(jax.random.split(k_subsets, 6), PROPER)
+        ]
     else:
         draws = []
         for k in jax.random.split(k_subsets, options.get("num_subsets", 1)):
@@ -236,11 +245,15 @@ def test_freeze_encoder_trains_only_the_mask_tokens_after_the_warm_up():
     state = training.create_train_state(model, tx, 0)
     step = jax.jit(training.make_train_step(model, tx))
     batch = {k: jnp.asarray(v) for k, v in ref.batch(np.random.default_rng(6), n=8).items()}
-    changed = lambda a, b: {path: bool(np.any(np.asarray(x) != np.asarray(y))) for (path, x), (_, y) in zip(
-        jax.tree_util.tree_leaves_with_path(a), jax.tree_util.tree_leaves_with_path(b))}
+    changed = lambda a, b: {
+        path: bool(np.any(np.asarray(x) != np.asarray(y)))
+        for (path, x), (_, y) in zip(jax.tree_util.tree_leaves_with_path(a), jax.tree_util.tree_leaves_with_path(b))
+    }
     first, _ = step(state, batch)  # epoch 0: the warm-up (the mask tokens are not used yet)
-    assert all(did != ("mask_tokens" in jax.tree_util.keystr(path))
-               for path, did in changed(state.params, first.params).items())
+    assert all(
+        did != ("mask_tokens" in jax.tree_util.keystr(path))
+        for path, did in changed(state.params, first.params).items()
+    )
     later = state.replace(epoch=jnp.int32(1))
     for _ in range(3):
         later, _ = step(later, batch)
@@ -253,14 +266,17 @@ def test_freeze_encoder_trains_only_the_mask_tokens_after_the_warm_up():
             assert did, name
 
 
-@pytest.mark.parametrize("options,message", [
-    (dict(num_subsets=2), "num_subsets=2"),
-    (dict(subset_objective="elbo", subset_kl_weight=0.5), "subset_kl_weight=0.5"),
-    (dict(subset_objective="kl", subset_kl_weight=0.0), "subset_kl_weight=0.0"),
-    (dict(fusion="sum"), "fusion='sum' is invalid; allowed: tokens, mean, zero"),
-    (dict(modality_dropout=1.0), "modality_dropout=1.0"),
-    (dict(unimodal_weight=-1.0), "unimodal_weight=-1.0"),
-])
+@pytest.mark.parametrize(
+    "options,message",
+    [
+        (dict(num_subsets=2), "num_subsets=2"),
+        (dict(subset_objective="elbo", subset_kl_weight=0.5), "subset_kl_weight=0.5"),
+        (dict(subset_objective="kl", subset_kl_weight=0.0), "subset_kl_weight=0.0"),
+        (dict(fusion="sum"), "fusion='sum' is invalid; allowed: tokens, mean, zero"),
+        (dict(modality_dropout=1.0), "modality_dropout=1.0"),
+        (dict(unimodal_weight=-1.0), "unimodal_weight=-1.0"),
+    ],
+)
 def test_bad_pemvae_options_are_refused(options, message):
     with pytest.raises(ValueError, match=message.replace("(", r"\(").replace(")", r"\)")):
         Config(model="pemvae", **options).validate()

@@ -45,15 +45,26 @@ def test_one_epoch_beta_sweep_of_jmvae_transfers_labels_and_evaluates(real_data_
         kls.append(record["kl"])
         model = get_model(config, dataset.modalities)
         acc_x, acc_y = (evaluation.label_accuracy(model, state.params, test, (m,)) for m in ("x", "y"))
-        print(f"beta {config.beta}: kl {record['kl']:.2f}, x->w {acc_x:.4f}, y->w {acc_y:.4f}, {record['time_s']:.1f} s")
+        print(
+            f"beta {config.beta}: kl {record['kl']:.2f}, x->w {acc_x:.4f}, y->w {acc_y:.4f}, {record['time_s']:.1f} s"
+        )
         assert acc_x >= (0.85 if config.beta == 1.0 else 0.80)
         if config.beta == 1.0:
             assert acc_y >= 0.70
     assert kls[0] > kls[1]
 
     workdir = tmp_path / "beta1.0"
-    eval_cli.main([f"--workdir={workdir}", f"--classifier_dir={tmp_path / 'classifiers'}", "--classifier_epochs=1",
-                   "--latent_train_points=5000", "--iw_samples=20", "--ll_points=100", "--tsne_points=300"])
+    eval_cli.main(
+        [
+            f"--workdir={workdir}",
+            f"--classifier_dir={tmp_path / 'classifiers'}",
+            "--classifier_epochs=1",
+            "--latent_train_points=5000",
+            "--iw_samples=20",
+            "--ll_points=100",
+            "--tsne_points=300",
+        ]
+    )
     metrics = json.loads((workdir / "eval" / "metrics.json").read_text())
     print(json.dumps(metrics))
     assert metrics["classifiers"]["mnist"] >= 0.97 and metrics["classifiers"]["fashion_mnist"] >= 0.80

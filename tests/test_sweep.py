@@ -12,7 +12,6 @@ from mvae_jax import training
 from mvae_jax.config import Config, load_config
 from mvae_jax.data import load_dataset
 from mvae_jax.models import get_model
-
 from tests.conftest import ROOT
 
 
@@ -55,8 +54,10 @@ def test_sweep_epoch_compiles_once_and_resumes(tiny_config, tmp_path):
         state, terms = epoch_fn(state, data)
     assert epoch_fn.chunk._cache_size() == 1 and terms["loss"].shape == (3,) and state.step.tolist() == [12] * 3
     # Resume: a 1-epoch sweep continued to 2 equals a straight 2-epoch sweep.
-    make = lambda d, e: [Config(**{**config.to_dict(), "beta": b, "epochs": e, "workdir": str(tmp_path / d / str(b))})
-                         for b in (1.0, 2.0)]
+    make = lambda d, e: [
+        Config(**{**config.to_dict(), "beta": b, "epochs": e, "workdir": str(tmp_path / d / str(b))})
+        for b in (1.0, 2.0)
+    ]
     straight = training.train_sweep(make("a", 2))
     training.train_sweep(make("b", 1))
     resumed = training.train_sweep(make("b", 2))
@@ -67,15 +68,26 @@ def test_sweep_epoch_compiles_once_and_resumes(tiny_config, tmp_path):
 def test_sweep_refuses_runs_that_differ_in_more_than_beta(tiny_config, tmp_path):
     a = Config(**{**tiny_config.to_dict(), "workdir": str(tmp_path / "a")})
     with pytest.raises(ValueError, match=r"differ only in beta; these differ in \['latent_dim'\]"):
-        training.train_sweep([a, Config(**{**a.to_dict(), "beta": 2.0, "latent_dim": 5, "workdir": str(tmp_path / "b")})])
+        training.train_sweep(
+            [a, Config(**{**a.to_dict(), "beta": 2.0, "latent_dim": 5, "workdir": str(tmp_path / "b")})]
+        )
     with pytest.raises(ValueError, match="distinct betas"):
         training.train_sweep([a, Config(**{**a.to_dict(), "workdir": str(tmp_path / "b")})])
 
 
 def test_train_py_beta_list_writes_a_workdir_per_beta(tiny_data_dir, tmp_path):
     out = tmp_path / "sweep"
-    cmd = [sys.executable, "train.py", "--beta=0.5,1", f"--data_dir={tiny_data_dir}", f"--workdir={out}",
-           "--hidden_dims=16", "--latent_dim=2", "--batch_size=40", "--epochs=1"]
+    cmd = [
+        sys.executable,
+        "train.py",
+        "--beta=0.5,1",
+        f"--data_dir={tiny_data_dir}",
+        f"--workdir={out}",
+        "--hidden_dims=16",
+        "--latent_dim=2",
+        "--batch_size=40",
+        "--epochs=1",
+    ]
     result = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-2000:]
     assert sorted(p.name for p in out.iterdir()) == ["beta0.5", "beta1.0"]
@@ -85,8 +97,10 @@ def test_train_py_beta_list_writes_a_workdir_per_beta(tiny_data_dir, tmp_path):
 def test_resuming_a_sweep_moves_a_members_later_checkpoints_aside(tiny_config, tmp_path, caplog):
     """A member ahead of the others (trained alone one more epoch) has its later checkpoint moved to
     superseded_checkpoints/, never deleted, and the sweep resumes from the epoch all members have."""
-    configs = [Config(**{**tiny_config.to_dict(), "beta": b, "workdir": str(tmp_path / f"b{b}"), "epochs": 1})
-               for b in (0.5, 2.0)]
+    configs = [
+        Config(**{**tiny_config.to_dict(), "beta": b, "workdir": str(tmp_path / f"b{b}"), "epochs": 1})
+        for b in (0.5, 2.0)
+    ]
     training.train_sweep(configs)
     training.train_and_evaluate(Config(**{**configs[0].to_dict(), "epochs": 2}))
     assert training.saved_epochs(configs[0].workdir) == [1, 2]

@@ -64,8 +64,10 @@ def test_epochs_use_different_batch_orders(tiny_config):
     epoch_fn = training.make_epoch_fn(model, tx, 120, 20)
     s1, t1 = epoch_fn(state, data)
     # Same params, next epoch counter: a new permutation gives another mean loss.
-    s1b = s1.replace(params=training.create_train_state(model, tx, tiny_config.seed).params,
-                     opt_state=training.create_train_state(model, tx, tiny_config.seed).opt_state)
+    s1b = s1.replace(
+        params=training.create_train_state(model, tx, tiny_config.seed).params,
+        opt_state=training.create_train_state(model, tx, tiny_config.seed).opt_state,
+    )
     _, t2 = epoch_fn(s1b, data)
     assert float(t1["loss"]) != float(t2["loss"])
 
@@ -92,8 +94,8 @@ def test_resume_after_one_epoch_equals_two_straight(tiny_config, tmp_path, model
     _assert_trees_equal(resumed.params, straight.params)
     _assert_trees_equal(resumed.opt_state, straight.opt_state)
     assert int(resumed.epoch) == 2 and int(resumed.step) == int(straight.step)
-    lines = [json.loads(l) for l in (tmp_path / "b" / "metrics.jsonl").read_text().splitlines()]
-    assert [l["epoch"] for l in lines] == [1, 2]
+    lines = [json.loads(line) for line in (tmp_path / "b" / "metrics.jsonl").read_text().splitlines()]
+    assert [record["epoch"] for record in lines] == [1, 2]
     assert {"loss", "kl", "time_s", "samples_per_s", "step"} <= set(lines[0])
     saved = json.loads((tmp_path / "b" / "config.json").read_text())
     assert saved["epochs"] == 2 and saved["model"] == model
@@ -134,8 +136,8 @@ def test_non_finite_loss_stops_without_saving(tiny_config):
 
 def test_binarized_modalities_are_fresh_bernoulli_draws_every_step():
     """A fake model whose loss is the batch's mean of x(1-x): 0 for binary x, about 1/6 for uniform gray x."""
-    from mvae_jax.models import Model
     from mvae_jax.modality import Modality
+    from mvae_jax.models import Model
 
     def loss(params, batch, rng, epoch=0):
         x = batch["x"]
@@ -157,9 +159,17 @@ def test_binarized_modalities_are_fresh_bernoulli_draws_every_step():
 
 @pytest.mark.parametrize("name", ["mvae", "pemvae", "mmvae", "mopoe"])  # the models that enumerate subsets
 def test_subset_models_train_on_the_two_modality_mnist_label_set(name, tiny_data_dir, tmp_path):
-    config = Config(model=name, dataset="mnist_label", data_dir=str(tiny_data_dir), workdir=str(tmp_path / name),
-                    hidden_dims=(16,), latent_dim=4, batch_size=20, epochs=1,
-                    **({"num_samples": 2} if name == "mmvae" else {}))
+    config = Config(
+        model=name,
+        dataset="mnist_label",
+        data_dir=str(tiny_data_dir),
+        workdir=str(tmp_path / name),
+        hidden_dims=(16,),
+        latent_dim=4,
+        batch_size=20,
+        epochs=1,
+        **({"num_samples": 2} if name == "mmvae" else {}),
+    )
     training.train_and_evaluate(config)
     record = json.loads((tmp_path / name / "metrics.jsonl").read_text())
     assert np.isfinite(record["loss"])

@@ -16,7 +16,6 @@ from mvae_jax.data import celeba, mnist_label, trimodal
 from mvae_jax.data.sources import DataNotFoundError
 from mvae_jax.modality import Modality
 
-
 VALIDATION_SEED = 0
 """Seed of the one permutation of the training pairs whose last N are the validation split (``--validation=N``)."""
 
@@ -33,12 +32,14 @@ def hold_out(train: dict[str, np.ndarray], num_validation: int) -> tuple[dict[st
     """
     n = len(next(iter(train.values())))
     if not 0 <= num_validation < n:
-        raise ValueError(f"validation={num_validation} is invalid; allowed: 0 to {n - 1} (the data set has {n} "
-                         "training pairs, and some must remain for training)")
+        raise ValueError(
+            f"validation={num_validation} is invalid; allowed: 0 to {n - 1} (the data set has {n} "
+            "training pairs, and some must remain for training)"
+        )
     if num_validation == 0:
         return train, {k: v[:0] for k, v in train.items()}
     order = np.random.default_rng(VALIDATION_SEED).permutation(n)
-    keep, held = np.sort(order[: n - num_validation]), np.sort(order[n - num_validation:])
+    keep, held = np.sort(order[: n - num_validation]), np.sort(order[n - num_validation :])
     return {k: v[keep] for k, v in train.items()}, {k: v[held] for k, v in train.items()}
 
 
@@ -47,8 +48,15 @@ class Stream(Protocol):
 
     def __len__(self) -> int: ...
 
-    def batches(self, batch_size: int, seed: int | None = None, drop_remainder: bool = True, process_index: int = 0,
-                process_count: int = 1, skip: int = 0) -> Iterator[dict[str, np.ndarray]]: ...
+    def batches(
+        self,
+        batch_size: int,
+        seed: int | None = None,
+        drop_remainder: bool = True,
+        process_index: int = 0,
+        process_count: int = 1,
+        skip: int = 0,
+    ) -> Iterator[dict[str, np.ndarray]]: ...
 
     def take(self, n: int) -> dict[str, np.ndarray]: ...
 
@@ -76,13 +84,15 @@ class Dataset:
     validation: dict[str, np.ndarray] | Stream | None = None
 
     def split(self, name: str):
-        """The split ``name`` (train, validation or test); ValueError if this data set has no such split or it is empty."""
+        """The split ``name`` (train, validation or test); ValueError if this data set lacks it or it is empty."""
         if name not in SPLITS:
             raise ValueError(f"split={name!r} is invalid; allowed: {', '.join(SPLITS)}")
         data = getattr(self, name)
         if data is None or (isinstance(data, dict) and not len(next(iter(data.values())))):
-            raise ValueError(f"this {self.name} run has no {name} split: train it with --validation=N (N > 0 "
-                             "training pairs held out), or evaluate --split=test")
+            raise ValueError(
+                f"this {self.name} run has no {name} split: train it with --validation=N (N > 0 "
+                "training pairs held out), or evaluate --split=test"
+            )
         return data
 
     @property

@@ -85,7 +85,9 @@ def parse_attribute_file(path: str | os.PathLike) -> tuple[list[str], list[str],
     path = Path(path)
     lines = path.read_text().splitlines()
     if len(lines) < 2:
-        raise ValueError(f"{path}: {len(lines)} lines; expected a count, a header of attribute names, then one line per image")
+        raise ValueError(
+            f"{path}: {len(lines)} lines; expected a count, a header of attribute names, then one line per image"
+        )
     try:
         count = int(lines[0].strip())
     except ValueError:
@@ -105,7 +107,10 @@ def parse_attribute_file(path: str | os.PathLike) -> tuple[list[str], list[str],
 
 
 def parse_partition_file(path: str | os.PathLike) -> dict[str, int]:
-    """{file name: partition (0 train, 1 validation, 2 test)} of ``list_eval_partition.txt``; ValueError naming a bad line."""
+    """{file name: partition (0 train, 1 validation, 2 test)} of ``list_eval_partition.txt``.
+
+    ValueError naming a bad line.
+    """
     path = Path(path)
     out = {}
     for i, line in enumerate(path.read_text().splitlines()):
@@ -129,9 +134,15 @@ def _candidates(data_dir: Path) -> tuple[Path, Path]:
 
 def _missing_files(folder: Path) -> list[str]:
     """The official files (the image folder with a trailing slash) that ``folder`` lacks."""
-    return [f for f, there in ((IMAGES_DIR + "/", (folder / IMAGES_DIR).is_dir()),
-                               (ATTRIBUTE_FILE, (folder / ATTRIBUTE_FILE).is_file()),
-                               (PARTITION_FILE, (folder / PARTITION_FILE).is_file())) if not there]
+    return [
+        f
+        for f, there in (
+            (IMAGES_DIR + "/", (folder / IMAGES_DIR).is_dir()),
+            (ATTRIBUTE_FILE, (folder / ATTRIBUTE_FILE).is_file()),
+            (PARTITION_FILE, (folder / PARTITION_FILE).is_file()),
+        )
+        if not there
+    ]
 
 
 def _what_is_missing(data_dir: Path) -> str:
@@ -140,8 +151,10 @@ def _what_is_missing(data_dir: Path) -> str:
         missing = _missing_files(folder)
         if len(missing) < 3:
             return f"{folder} has some of the official files but lacks {', '.join(missing)}"
-    return (f"expected {IMAGES_DIR}/, {ATTRIBUTE_FILE} and {PARTITION_FILE} in it or in its celeba/ folder "
-            "(the official layout)")
+    return (
+        f"expected {IMAGES_DIR}/, {ATTRIBUTE_FILE} and {PARTITION_FILE} in it or in its celeba/ folder "
+        "(the official layout)"
+    )
 
 
 def preprocess(image, attributes, columns: Sequence[int]):
@@ -174,8 +187,15 @@ class Stream:
     def __len__(self) -> int:
         return self.num_examples
 
-    def batches(self, batch_size: int, seed: int | None = None, drop_remainder: bool = True,
-                process_index: int = 0, process_count: int = 1, skip: int = 0) -> Iterator[dict[str, np.ndarray]]:
+    def batches(
+        self,
+        batch_size: int,
+        seed: int | None = None,
+        drop_remainder: bool = True,
+        process_index: int = 0,
+        process_count: int = 1,
+        skip: int = 0,
+    ) -> Iterator[dict[str, np.ndarray]]:
         """Batches {name: (batch_size / process_count, *shape) float32}, shuffled by ``seed`` (file order for None).
 
         The first ``skip`` batches of that order are left out, undecoded (the
@@ -250,15 +270,19 @@ def tfds_streams(attributes: Sequence[str], download: bool, data_dir: str | None
         except Exception as e:  # NonMatchingChecksumError: Google Drive's quota page (tensorflow/datasets#1482)
             raise sources.DataNotFoundError(
                 f"tensorflow-datasets could not download celeb_a ({type(e).__name__}: {e}). Download the official "
-                f"files by hand and pass their folder with --data_dir (see mvae_jax/data/celeba.py)") from e
+                f"files by hand and pass their folder with --data_dir (see mvae_jax/data/celeba.py)"
+            ) from e
     columns = [ATTRIBUTES.index(a) for a in attributes]
 
     def stream(split: str) -> Stream:
         def source(seed):
             # Images stay encoded until ``convert``, after the split into process shards.
-            ds = builder.as_dataset(split=split, shuffle_files=seed is not None,
-                                    read_config=tfds.ReadConfig(shuffle_seed=seed),
-                                    decoders={"image": tfds.decode.SkipDecoding()})
+            ds = builder.as_dataset(
+                split=split,
+                shuffle_files=seed is not None,
+                read_config=tfds.ReadConfig(shuffle_seed=seed),
+                decoders={"image": tfds.decode.SkipDecoding()},
+            )
             if seed is not None:
                 ds = ds.shuffle(SHUFFLE_BUFFER, seed=seed, reshuffle_each_iteration=False)
             return ds
@@ -285,8 +309,9 @@ def load(config):
     if config.data_dir is not None:
         folder = find_folder(config.data_dir)
         if folder is None:
-            raise sources.DataNotFoundError(f"no CelebA under data_dir={str(config.data_dir)!r}: "
-                                            + _what_is_missing(Path(config.data_dir)))
+            raise sources.DataNotFoundError(
+                f"no CelebA under data_dir={str(config.data_dir)!r}: " + _what_is_missing(Path(config.data_dir))
+            )
         streams = folder_streams(folder, attributes)
     elif sources.tfds_prepared("celeb_a"):
         streams = tfds_streams(attributes, download=False)
@@ -295,5 +320,6 @@ def load(config):
     else:
         raise sources.DataNotFoundError(
             "could not load CelebA: tensorflow-datasets has no prepared celeb_a and cannot download it here. "
-            f"Pass --data_dir=DIR where DIR holds {IMAGES_DIR}/, {ATTRIBUTE_FILE} and {PARTITION_FILE}")
+            f"Pass --data_dir=DIR where DIR holds {IMAGES_DIR}/, {ATTRIBUTE_FILE} and {PARTITION_FILE}"
+        )
     return Dataset("celeba", modalities(config), streams["train"], streams["test"], validation=streams["validation"])

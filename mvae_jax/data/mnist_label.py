@@ -48,5 +48,6 @@ def load(config):
         gray = splits[split]["x"]
         rng = np.random.default_rng(seed)
         splits[split]["x"] = (rng.random(gray.shape, dtype=np.float32) < gray).astype(np.float32)
-    return Dataset("mnist_label", MODALITIES, splits["train"], splits["test"], binarize=("x",),
-                   validation=splits["validation"])
+    return Dataset(
+        "mnist_label", MODALITIES, splits["train"], splits["test"], binarize=("x",), validation=splits["validation"]
+    )

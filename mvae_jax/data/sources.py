@@ -54,8 +54,9 @@ def load_image_classification(name: str, data_dir: str | os.PathLike | None = No
     if data_dir is not None:
         folder = find_idx_folder(Path(data_dir), name)
         if folder is None:
-            raise DataNotFoundError(f"no {name} IDX files under data_dir={str(data_dir)!r}: "
-                                    + _what_is_missing(Path(data_dir), name))
+            raise DataNotFoundError(
+                f"no {name} IDX files under data_dir={str(data_dir)!r}: " + _what_is_missing(Path(data_dir), name)
+            )
         return read_idx_folder(folder, name)
 
     tried = []
@@ -99,8 +100,9 @@ def _what_is_missing(root: Path, name: str) -> str:
         missing = _missing_idx_files(folder)
         if len(missing) < len(names):
             return f"{folder} has some but lacks {', '.join(missing)} (.gz or not)"
-    return (f"expected {root / name}/{IDX_FILES['train'][0]}.gz and the other three files "
-            f"({', '.join(names)}, .gz or not)")
+    return (
+        f"expected {root / name}/{IDX_FILES['train'][0]}.gz and the other three files ({', '.join(names)}, .gz or not)"
+    )
 
 
 def read_idx_folder(folder: Path, name: str) -> dict[str, Split]:

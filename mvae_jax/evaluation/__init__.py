@@ -6,16 +6,46 @@ classifiers passed in as functions (see :mod:`mvae_jax.classifiers`), so a
 test can pass exact ones.
 """
 
-from mvae_jax.evaluation.metrics import (classify_outputs, coherence, coherence_pairs, iw_log_likelihood,
-                                         label_accuracy, latent_accuracy, log_likelihoods, model_latent,
-                                         parse_query, posterior_means, predict_labels, prior_coherence, prior_images,
-                                         query_images, query_latents, subset_key)
+from mvae_jax.evaluation.metrics import (
+    classify_outputs,
+    coherence,
+    coherence_pairs,
+    iw_log_likelihood,
+    label_accuracy,
+    latent_accuracy,
+    log_likelihoods,
+    model_latent,
+    parse_query,
+    posterior_means,
+    predict_labels,
+    prior_coherence,
+    prior_images,
+    query_images,
+    query_latents,
+    subset_key,
+)
 from mvae_jax.evaluation.report import results_table
 from mvae_jax.evaluation.sections import LABELLED, SECTIONS, Context
 
 __all__ = [
-    "LABELLED", "SECTIONS", "Context", "classify_outputs", "coherence", "coherence_pairs", "iw_log_likelihood",
-    "label_accuracy", "latent_accuracy", "log_likelihoods", "model_latent", "parse_query", "posterior_means",
-    "predict_labels", "prior_coherence", "prior_images", "query_images", "query_latents", "results_table",
+    "LABELLED",
+    "SECTIONS",
+    "Context",
+    "classify_outputs",
+    "coherence",
+    "coherence_pairs",
+    "iw_log_likelihood",
+    "label_accuracy",
+    "latent_accuracy",
+    "log_likelihoods",
+    "model_latent",
+    "parse_query",
+    "posterior_means",
+    "predict_labels",
+    "prior_coherence",
+    "prior_images",
+    "query_images",
+    "query_latents",
+    "results_table",
     "subset_key",
 ]

@@ -25,7 +25,7 @@ Progress = Callable[[int], object] | None
 
 
 def subset_key(present: Sequence[str]) -> str:
-    """"x,y" for the subset ("x", "y")."""
+    """ "x,y" for the subset ("x", "y")."""
     return ",".join(present)
 
 
@@ -39,16 +39,19 @@ def _posterior_mean(model: Model, params, batch, present):
     return model.encode(params, batch, present)[0]
 
 
-def posterior_means(model: Model, params, data: Mapping[str, np.ndarray], present: Sequence[str],
-                    batch_size: int = 1000) -> np.ndarray:
+def posterior_means(
+    model: Model, params, data: Mapping[str, np.ndarray], present: Sequence[str], batch_size: int = 1000
+) -> np.ndarray:
     """Means of q(z | present) for every example of ``data``: (n, latent).
 
     For mixture posteriors (MMVAE, MoPoE) the mean of the mixture.
     """
     present = check_present(present, model.names)
     n = len(data[present[0]])
-    out = [np.asarray(_posterior_mean(model, params, {k: jnp.asarray(data[k][s]) for k in present}, present))
-           for s in _batches(n, batch_size)]
+    out = [
+        np.asarray(_posterior_mean(model, params, {k: jnp.asarray(data[k][s]) for k in present}, present))
+        for s in _batches(n, batch_size)
+    ]
     return np.concatenate(out)
 
 
@@ -85,8 +88,15 @@ def coherence_pairs(model: Model, classify: Mapping[str, Classify]) -> list[tupl
     return pairs
 
 
-def coherence(model: Model, params, data: Mapping[str, np.ndarray], labels: np.ndarray,
-              classify: Mapping[str, Classify], batch_size: int = 1000, progress: Progress = None) -> dict[str, float]:
+def coherence(
+    model: Model,
+    params,
+    data: Mapping[str, np.ndarray],
+    labels: np.ndarray,
+    classify: Mapping[str, Classify],
+    batch_size: int = 1000,
+    progress: Progress = None,
+) -> dict[str, float]:
     """Cross-modal coherence: accuracy of the class of x_t generated from x_S against the true class.
 
     For every non-empty subset S and modality t outside it, key ``"S->t"``
@@ -124,8 +134,14 @@ def model_latent(model: Model, params) -> int:
     return jax.eval_shape(lambda p, b: model.encode(p, b, model.names)[0], params, one).shape[-1]
 
 
-def prior_coherence(model: Model, params, rng: jax.Array, classify: Mapping[str, Classify],
-                    num_samples: int = 10_000, batch_size: int = 1000) -> float:
+def prior_coherence(
+    model: Model,
+    params,
+    rng: jax.Array,
+    classify: Mapping[str, Classify],
+    num_samples: int = 10_000,
+    batch_size: int = 1000,
+) -> float:
     """Fraction of z ~ p(z) whose decoded modalities all get the same class (every scorable modality)."""
     agree, done = 0, 0
     latent = model_latent(model, params)
@@ -139,9 +155,16 @@ def prior_coherence(model: Model, params, rng: jax.Array, classify: Mapping[str,
     return agree / done
 
 
-def latent_accuracy(model: Model, params, train: Mapping[str, np.ndarray], train_labels: np.ndarray,
-                    test: Mapping[str, np.ndarray], test_labels: np.ndarray, progress: Progress = None,
-                    seed: int = 0) -> dict[str, float]:
+def latent_accuracy(
+    model: Model,
+    params,
+    train: Mapping[str, np.ndarray],
+    train_labels: np.ndarray,
+    test: Mapping[str, np.ndarray],
+    test_labels: np.ndarray,
+    progress: Progress = None,
+    seed: int = 0,
+) -> dict[str, float]:
     """{"S": test accuracy} of a logistic regression on the means of q(z | S), fit on ``train``, per subset S.
 
     scikit-learn's multinomial ``LogisticRegression`` (lbfgs) on standardised
@@ -155,16 +178,25 @@ def latent_accuracy(model: Model, params, train: Mapping[str, np.ndarray], train
     for present in subsets(model.names):
         classifier = make_pipeline(StandardScaler(), LogisticRegression(max_iter=1000, random_state=seed))
         classifier.fit(posterior_means(model, params, train, present), np.asarray(train_labels))
-        out[subset_key(present)] = float(classifier.score(posterior_means(model, params, test, present),
-                                                          np.asarray(test_labels)))
+        out[subset_key(present)] = float(
+            classifier.score(posterior_means(model, params, test, present), np.asarray(test_labels))
+        )
         if progress is not None:
             progress(1)
     return out
 
 
 @per_model_jit(static_argnums=(0, 3, 4, 5, 6))
-def iw_log_likelihood(model: Model, params, batch, proposal: tuple[str, ...], targets: tuple[str, ...],
-                      num_samples: int, chunk: int, rng: jax.Array) -> jax.Array:
+def iw_log_likelihood(
+    model: Model,
+    params,
+    batch,
+    proposal: tuple[str, ...],
+    targets: tuple[str, ...],
+    num_samples: int,
+    chunk: int,
+    rng: jax.Array,
+) -> jax.Array:
     """Importance-weighted estimate of log p(x_targets) per example: (batch,). Burda et al. 2016, Eq. (8).
 
         log p(x_T) ~ log (1/K) sum_k p(x_T | z_k) p(z_k) / q(z_k | x_P),   z_k ~ q(z | x_P)
@@ -192,9 +224,17 @@ def iw_log_likelihood(model: Model, params, batch, proposal: tuple[str, ...], ta
     return jax.nn.logsumexp(lw, axis=0) - math.log(num_samples)
 
 
-def log_likelihoods(model: Model, params, data: Mapping[str, np.ndarray], rng: jax.Array,
-                    num_samples: int = 1000, proposal: str = "own", batch_size: int = 100,
-                    max_elements: int = 2**22, progress: Progress = None) -> dict[str, float]:
+def log_likelihoods(
+    model: Model,
+    params,
+    data: Mapping[str, np.ndarray],
+    rng: jax.Array,
+    num_samples: int = 1000,
+    proposal: str = "own",
+    batch_size: int = 100,
+    max_elements: int = 2**22,
+    progress: Progress = None,
+) -> dict[str, float]:
     """Mean IW estimates over ``data`` of log p(x_m) for each modality m and of the joint log p(x_1..x_M).
 
     ``proposal="own"`` draws z from q(z | x_m) for log p(x_m) (and from
@@ -220,8 +260,9 @@ def log_likelihoods(model: Model, params, data: Mapping[str, np.ndarray], rng: j
         for j, s in enumerate(_batches(n, batch_size)):
             batch = {k: jnp.asarray(data[k][s]) for k in model.names}
             step_rng = jax.random.fold_in(jax.random.fold_in(rng, i), j)
-            total += float(jnp.sum(iw_log_likelihood(model, params, batch, present, targets, num_samples, chunk,
-                                                     step_rng)))
+            total += float(
+                jnp.sum(iw_log_likelihood(model, params, batch, present, targets, num_samples, chunk, step_rng))
+            )
             if progress is not None:
                 progress(s.stop - s.start)
         out[key] = total / n
@@ -233,8 +274,15 @@ def predict_labels(model: Model, params, batch: Mapping[str, jax.Array], present
     return jnp.argmax(_conditional_means(model, params, batch, present, (target,))[target], axis=-1)
 
 
-def label_accuracy(model: Model, params, data: Mapping[str, np.ndarray], present: Sequence[str],
-                   target: str = "w", labels: np.ndarray | None = None, batch_size: int = 1000) -> float:
+def label_accuracy(
+    model: Model,
+    params,
+    data: Mapping[str, np.ndarray],
+    present: Sequence[str],
+    target: str = "w",
+    labels: np.ndarray | None = None,
+    batch_size: int = 1000,
+) -> float:
     """Fraction of examples whose class decoded from q(z | present) to the categorical ``target`` is the true class.
 
     ``labels`` default to the argmax of ``data[target]`` (the one-hot label).
@@ -242,8 +290,10 @@ def label_accuracy(model: Model, params, data: Mapping[str, np.ndarray], present
     present = check_present(present, model.names)
     kinds = {m.name: m.likelihood for m in model.modalities}
     if kinds.get(target) != "categorical":
-        raise ValueError(f"target={target!r} must be a categorical modality of {model.name}: "
-                         f"{[n for n, k in kinds.items() if k == 'categorical']}")
+        raise ValueError(
+            f"target={target!r} must be a categorical modality of {model.name}: "
+            f"{[n for n, k in kinds.items() if k == 'categorical']}"
+        )
     if target in present:
         raise ValueError(f"target={target!r} is among the present modalities {present}")
     labels = np.argmax(data[target], axis=-1) if labels is None else np.asarray(labels)
@@ -254,8 +304,12 @@ def label_accuracy(model: Model, params, data: Mapping[str, np.ndarray], present
     return correct / len(labels)
 
 
-def parse_query(text: str, attributes: Sequence[str], known: Sequence[str] = (),
-                aliases: Mapping[str, tuple[str, int]] | None = None) -> tuple[np.ndarray, np.ndarray]:
+def parse_query(
+    text: str,
+    attributes: Sequence[str],
+    known: Sequence[str] = (),
+    aliases: Mapping[str, tuple[str, int]] | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
     """("Female,Heavy_Makeup", the run's attributes) -> (values, named), each (len(attributes),) float32.
 
     Items are comma separated: ``Name`` (has it), ``Name=1``, ``Name=0`` (has
@@ -283,11 +337,14 @@ def parse_query(text: str, attributes: Sequence[str], known: Sequence[str] = (),
             name, alias_bit = aliases[name]
             bit = alias_bit if bit else 1 - alias_bit
         if name not in known:
-            raise ValueError(f"query item {item!r}: unknown attribute {name!r}; valid: "
-                             f"{', '.join(attributes)} and the aliases {', '.join(aliases)}")
+            raise ValueError(
+                f"query item {item!r}: unknown attribute {name!r}; valid: "
+                f"{', '.join(attributes)} and the aliases {', '.join(aliases)}"
+            )
         if name not in attributes:
-            raise ValueError(f"query item {item!r}: this run does not model {name!r}; it models "
-                             f"{', '.join(attributes)}")
+            raise ValueError(
+                f"query item {item!r}: this run does not model {name!r}; it models {', '.join(attributes)}"
+            )
         if given.get(name, bit) != bit:
             raise ValueError(f"query={text!r} asks for {name}=1 and {name}=0")
         given[name] = bit
@@ -297,8 +354,9 @@ def parse_query(text: str, attributes: Sequence[str], known: Sequence[str] = (),
 
 
 @per_model_jit(static_argnames=("name", "num_samples", "steps"))
-def query_latents(model: Model, params, rng: jax.Array, values: jax.Array, named: jax.Array, name: str,
-                  num_samples: int, steps: int) -> jax.Array:
+def query_latents(
+    model: Model, params, rng: jax.Array, values: jax.Array, named: jax.Array, name: str, num_samples: int, steps: int
+) -> jax.Array:
     """z (num_samples, latent) drawn given only the ``named`` entries of the vector modality ``name``.
 
     Missing entries are imputed by the model itself, by the pseudo-Gibbs chain
@@ -323,8 +381,16 @@ def query_latents(model: Model, params, rng: jax.Array, values: jax.Array, named
     return sample_z(jax.random.fold_in(rng, steps), x)
 
 
-def query_images(model: Model, params, rng: jax.Array, values: np.ndarray, named: np.ndarray,
-                 num_samples: int = 64, steps: int = 10, given: str = "attributes") -> dict[str, np.ndarray]:
+def query_images(
+    model: Model,
+    params,
+    rng: jax.Array,
+    values: np.ndarray,
+    named: np.ndarray,
+    num_samples: int = 64,
+    steps: int = 10,
+    given: str = "attributes",
+) -> dict[str, np.ndarray]:
     """{image modality: (num_samples, H, W, C) pixel means} generated from the query (values, named) on ``given``."""
     z = query_latents(model, params, rng, jnp.asarray(values), jnp.asarray(named), given, num_samples, steps)
     return _image_means(model, params, z)

@@ -6,8 +6,11 @@ from __future__ import annotations
 def results_table(runs) -> str:
     """Markdown tables of coherence, latent accuracy and log-likelihood (one each), a row per (name, metrics)."""
     tables = []
-    for section, title in (("coherence", "Coherence"), ("latent_accuracy", "Latent accuracy"),
-                           ("log_likelihood", "Log-likelihood (nats)")):
+    for section, title in (
+        ("coherence", "Coherence"),
+        ("latent_accuracy", "Latent accuracy"),
+        ("log_likelihood", "Log-likelihood (nats)"),
+    ):
         columns = []
         for _, m in runs:
             columns += [k for k, v in m.get(section, {}).items() if isinstance(v, float) and k not in columns]

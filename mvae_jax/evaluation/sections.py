@@ -44,7 +44,8 @@ class Context:
     out_dir: Path
     options: Any
     progress: Callable[[int, str], contextlib.AbstractContextManager] = lambda total, desc: contextlib.nullcontext(
-        lambda n=1: None)
+        lambda n=1: None
+    )
 
     @property
     def rng(self) -> jax.Array:
@@ -62,15 +63,17 @@ def coherence(ctx: Context) -> dict:
         if ctx.options.classifier_epochs:
             recipe = classifiers.Recipe(epochs=ctx.options.classifier_epochs)
         with ctx.progress(recipe.epochs, f"classifier {source}") as update:
-            params, info = classifiers.load_or_train(source, ctx.config.data_dir, ctx.options.classifier_dir, recipe,
-                                                     on_epoch=lambda e, loss: update(1))
+            params, info = classifiers.load_or_train(
+                source, ctx.config.data_dir, ctx.options.classifier_dir, recipe, on_epoch=lambda e, loss: update(1)
+            )
         accuracies[source] = info["test_accuracy"]
         classify[name] = lambda images, p=params: classifiers.predict(p, images)
     pairs = metrics.coherence_pairs(ctx.model, classify)
     with ctx.progress(len(pairs), "coherence") as update:
         scores = metrics.coherence(ctx.model, ctx.params, ctx.scored, ctx.scored_labels, classify, progress=update)
-    scores["prior"] = metrics.prior_coherence(ctx.model, ctx.params, jax.random.fold_in(ctx.rng, 1), classify,
-                                              ctx.options.prior_samples)
+    scores["prior"] = metrics.prior_coherence(
+        ctx.model, ctx.params, jax.random.fold_in(ctx.rng, 1), classify, ctx.options.prior_samples
+    )
     return {"classifiers": accuracies, "coherence": scores}
 
 
@@ -80,8 +83,15 @@ def latent_accuracy(ctx: Context) -> dict:
     if ctx.options.latent_train_points:
         train = {k: v[: ctx.options.latent_train_points] for k, v in train.items()}
     with ctx.progress(2 ** len(ctx.model.names) - 1, "latent accuracy") as update:
-        scores = metrics.latent_accuracy(ctx.model, ctx.params, train, labels[: len(train[ctx.model.names[0]])],
-                                         ctx.scored, ctx.scored_labels, progress=update)
+        scores = metrics.latent_accuracy(
+            ctx.model,
+            ctx.params,
+            train,
+            labels[: len(train[ctx.model.names[0]])],
+            ctx.scored,
+            ctx.scored_labels,
+            progress=update,
+        )
     return {"latent_accuracy": scores}
 
 
@@ -94,10 +104,18 @@ def log_likelihood(ctx: Context) -> dict:
         data = {k: v[: options.ll_points] for k, v in data.items()}
     n = len(data[ctx.model.names[0]])
     with ctx.progress(n * (len(ctx.model.names) + 1), f"log-likelihood (K={options.iw_samples})") as update:
-        ll = metrics.log_likelihoods(ctx.model, ctx.params, data, jax.random.fold_in(ctx.rng, 2), options.iw_samples,
-                                     options.iw_proposal, progress=update)
-    return {"log_likelihood": {**ll, "num_samples": options.iw_samples, "proposal": options.iw_proposal,
-                               "test_points": n}}
+        ll = metrics.log_likelihoods(
+            ctx.model,
+            ctx.params,
+            data,
+            jax.random.fold_in(ctx.rng, 2),
+            options.iw_samples,
+            options.iw_proposal,
+            progress=update,
+        )
+    return {
+        "log_likelihood": {**ll, "num_samples": options.iw_samples, "proposal": options.iw_proposal, "test_points": n}
+    }
 
 
 def panel_titles(names) -> dict[str, str]:
@@ -116,13 +134,17 @@ def tsne(ctx: Context) -> dict:
     embeddings = {}
     with ctx.progress(len(panels), f"tSNE of {n} points") as update:
         for panel, present in panels.items():
-            embeddings[panel] = figures.tsne_embedding(metrics.posterior_means(ctx.model, ctx.params, data, present),
-                                                       ctx.options.seed)
+            embeddings[panel] = figures.tsne_embedding(
+                metrics.posterior_means(ctx.model, ctx.params, data, present), ctx.options.seed
+            )
             update(1)
     ctx.out_dir.mkdir(parents=True, exist_ok=True)
     figures.save_tsne(ctx.out_dir / figures.TSNE_FILE, embeddings, ctx.scored_labels[:n])
-    figures.plot_tsne([(f"{ctx.config.model} (epoch {ctx.epoch})", embeddings, ctx.scored_labels[:n])],
-                      ctx.out_dir / "tsne.png", titles=panel_titles(ctx.model.names))
+    figures.plot_tsne(
+        [(f"{ctx.config.model} (epoch {ctx.epoch})", embeddings, ctx.scored_labels[:n])],
+        ctx.out_dir / "tsne.png",
+        titles=panel_titles(ctx.model.names),
+    )
     return {}
 
 
@@ -130,8 +152,14 @@ def cross_modal(ctx: Context) -> dict:
     """cross_modal.png: samples of each modality given each other, one example per class."""
     from mvae_jax import figures
 
-    figures.plot_cross_modal(ctx.model, ctx.params, ctx.scored, ctx.scored_labels, jax.random.fold_in(ctx.rng, 3),
-                             ctx.out_dir / "cross_modal.png")
+    figures.plot_cross_modal(
+        ctx.model,
+        ctx.params,
+        ctx.scored,
+        ctx.scored_labels,
+        jax.random.fold_in(ctx.rng, 3),
+        ctx.out_dir / "cross_modal.png",
+    )
     return {}
 
 
@@ -145,8 +173,11 @@ def samples(ctx: Context) -> dict:
     images = metrics.prior_images(ctx.model, ctx.params, jax.random.fold_in(ctx.rng, 4), 16)
     ctx.out_dir.mkdir(parents=True, exist_ok=True)
     figures.save_samples(ctx.out_dir / SAMPLES_FILE, images)
-    figures.plot_image_rows([(f"{n} ~ p({n}|z), z ~ p(z)", v) for n, v in images.items()],
-                            ctx.out_dir / "samples.png", f"{ctx.config.model} beta={ctx.config.beta} (epoch {ctx.epoch})")
+    figures.plot_image_rows(
+        [(f"{n} ~ p({n}|z), z ~ p(z)", v) for n, v in images.items()],
+        ctx.out_dir / "samples.png",
+        f"{ctx.config.model} beta={ctx.config.beta} (epoch {ctx.epoch})",
+    )
     return {}
 
 
@@ -155,13 +186,23 @@ def query(ctx: Context, text: str, values: np.ndarray, named: np.ndarray, given:
     from mvae_jax import figures
 
     options = ctx.options
-    images = metrics.query_images(ctx.model, ctx.params, jax.random.fold_in(ctx.rng, 5), values, named,
-                                  options.query_samples, options.query_steps, given)
+    images = metrics.query_images(
+        ctx.model,
+        ctx.params,
+        jax.random.fold_in(ctx.rng, 5),
+        values,
+        named,
+        options.query_samples,
+        options.query_steps,
+        given,
+    )
     slug = "-".join(item.strip().replace("=", "") for item in text.split(",") if item.strip())
     figure = ctx.out_dir / f"query_{slug}.png"
-    figures.plot_image_rows([(f"{n} | {text}", v) for n, v in images.items()], figure,
-                            f"{ctx.config.model} beta={ctx.config.beta}: {text} (others missing; "
-                            f"{options.query_steps} imputation steps)")
+    figures.plot_image_rows(
+        [(f"{n} | {text}", v) for n, v in images.items()],
+        figure,
+        f"{ctx.config.model} beta={ctx.config.beta}: {text} (others missing; {options.query_steps} imputation steps)",
+    )
     return {text: {"figure": figure.name, "samples": options.query_samples, "steps": options.query_steps}}
 
 

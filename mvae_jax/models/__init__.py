@@ -15,8 +15,14 @@ MODELS = {
 }
 """Registry name -> build(config, modalities) -> Model."""
 
-OPTIONS = {"jmvae": jmvae.OPTIONS, "telbo": telbo.OPTIONS, "mvae": mvae.OPTIONS, "pemvae": pemvae.OPTIONS,
-           "mmvae": mmvae.OPTIONS, "mopoe": mopoe.OPTIONS}
+OPTIONS = {
+    "jmvae": jmvae.OPTIONS,
+    "telbo": telbo.OPTIONS,
+    "mvae": mvae.OPTIONS,
+    "pemvae": pemvae.OPTIONS,
+    "mmvae": mmvae.OPTIONS,
+    "mopoe": mopoe.OPTIONS,
+}
 """Registry name -> the Config fields that model reads beyond the common ones (each declared beside its build)."""
 
 

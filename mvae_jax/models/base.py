@@ -25,8 +25,9 @@ class InitFn(Protocol):
 
 
 class LossFn(Protocol):
-    def __call__(self, params: Params, batch: Batch, rng: jax.Array, epoch: jax.Array | int = 0,
-                 beta: jax.Array | float = ...) -> dict[str, jax.Array]: ...
+    def __call__(
+        self, params: Params, batch: Batch, rng: jax.Array, epoch: jax.Array | int = 0, beta: jax.Array | float = ...
+    ) -> dict[str, jax.Array]: ...
 
 
 class EncodeFn(Protocol):
@@ -113,8 +114,9 @@ def per_model_jit(static_argnums: tuple[int, ...] = (), static_argnames: tuple[s
         def call(model: Model, *args, **kwargs):
             jitted = model._jitted.get(fn)
             if jitted is None:
-                jitted = model._jitted[fn] = jax.jit(functools.partial(fn, model), static_argnums=nums,
-                                                     static_argnames=names)
+                jitted = model._jitted[fn] = jax.jit(
+                    functools.partial(fn, model), static_argnums=nums, static_argnames=names
+                )
             return jitted(*args, **kwargs)
 
         return call
@@ -173,7 +175,7 @@ def compute_dtype(config):
 
 
 def make_encoder(config, modality: Modality) -> GaussianEncoder:
-    """q(z | x_m): an MLP of the run's ``hidden_dims``, or for a conv modality its ``conv_widths`` and one dense layer."""
+    """q(z | x_m): an MLP of the run's ``hidden_dims``; for a conv modality its ``conv_widths`` and a dense layer."""
     if modality.network == "conv":
         return GaussianEncoder((), config.latent_dim, tuple(config.conv_widths), compute_dtype(config))
     return GaussianEncoder(tuple(config.hidden_dims), config.latent_dim, dtype=compute_dtype(config))
@@ -209,10 +211,12 @@ class Experts:
     def init(self, k_encoders: jax.Array | None, k_decoders: jax.Array) -> dict:
         """{"encoders": {m: params}, "decoders": {m: params}} (no "encoders" if built without them)."""
         z = jnp.zeros((1, self.latent), jnp.float32)
-        params = {"decoders": {
-            m.name: self.decoders[m.name].init(k, z)["params"]
-            for m, k in zip(self.modalities, jax.random.split(k_decoders, len(self.modalities)))
-        }}
+        params = {
+            "decoders": {
+                m.name: self.decoders[m.name].init(k, z)["params"]
+                for m, k in zip(self.modalities, jax.random.split(k_decoders, len(self.modalities)))
+            }
+        }
         if self.encoders:
             one = {m.name: jnp.zeros((1, *m.shape), jnp.float32) for m in self.modalities}
             params["encoders"] = {
@@ -244,9 +248,13 @@ class JointEncoder:
 
     def __init__(self, config, modalities: Sequence[Modality]):
         self.modalities = tuple(modalities)
-        self.network = JointGaussianEncoder(tuple(m.name for m in self.modalities), tuple(config.hidden_dims),
-                                            config.latent_dim, conv_widths(config, self.modalities),
-                                            compute_dtype(config))
+        self.network = JointGaussianEncoder(
+            tuple(m.name for m in self.modalities),
+            tuple(config.hidden_dims),
+            config.latent_dim,
+            conv_widths(config, self.modalities),
+            compute_dtype(config),
+        )
 
     def init(self, rng: jax.Array) -> dict:
         one = {m.name: jnp.zeros((1, *m.shape), jnp.float32) for m in self.modalities}
@@ -277,7 +285,8 @@ def joint_and_experts(config, modalities: Sequence[Modality], prior_expert: bool
             return joint.encode(params, batch)
         if len(present) == 1:
             return experts.encode(params, batch, present[0])
-        return distributions.product_of_experts(*experts.encode_stack(params, batch, present),
-                                                prior_expert=prior_expert)
+        return distributions.product_of_experts(
+            *experts.encode_stack(params, batch, present), prior_expert=prior_expert
+        )
 
     return joint, experts, init, encode

@@ -16,11 +16,9 @@ or more modalities short of all, the product of their unimodal experts
 
 from __future__ import annotations
 
-
 from mvae_jax import losses
 from mvae_jax.modality import Modality
 from mvae_jax.models.base import Model, joint_and_experts
-
 
 OPTIONS = ("alpha", "kl_warmup_epochs")
 """The Config fields this model reads beyond those every model reads (a flag for another model is refused)."""
@@ -35,7 +33,9 @@ def build(config, modalities: tuple[Modality, ...]) -> Model:
     def loss(params, batch, rng, epoch=0, beta=beta):
         kl_beta = losses.kl_weight(beta, epoch, config.kl_warmup_epochs)
         posterior = joint.encode(params, batch)
-        elbo, terms = losses.multimodal_elbo(rng, posterior, lambda z: experts.decode(params, z), batch, modalities, kl_beta)
+        elbo, terms = losses.multimodal_elbo(
+            rng, posterior, lambda z: experts.decode(params, z), batch, modalities, kl_beta
+        )
         kl_experts = losses.kl_to_experts(posterior, {n: experts.encode(params, batch, n) for n in names})
         terms.update({f"kl_joint_to_{n}": kl for n, kl in kl_experts.items()})
         terms["loss"] = -(elbo - alpha * sum(kl_experts.values()))

@@ -33,7 +33,6 @@ from mvae_jax import distributions, losses
 from mvae_jax.modality import Modality
 from mvae_jax.models.base import Experts, Model, check_present, subsets
 
-
 OPTIONS = ("likelihood_weights", "kl_warmup_epochs")
 """The Config fields this model reads beyond those every model reads (a flag for another model is refused)."""
 

@@ -29,7 +29,6 @@ from mvae_jax import distributions, losses
 from mvae_jax.modality import Modality
 from mvae_jax.models.base import Experts, Model, check_present, random_subset_masks
 
-
 OPTIONS = ("likelihood_weights", "num_subsets", "kl_warmup_epochs")
 """The Config fields this model reads beyond those every model reads (a flag for another model is refused)."""
 
@@ -51,15 +50,25 @@ def build(config, modalities: tuple[Modality, ...]) -> Model:
         batch_size = mus.shape[1]
         k_joint, k_single, k_subsets = jax.random.split(rng, 3)
         elbo, terms = losses.multimodal_elbo(
-            k_joint, distributions.product_of_experts(mus, logvars, prior_expert=True),
-            lambda z: experts.decode(params, z), batch, modalities, kl_beta, weights,
+            k_joint,
+            distributions.product_of_experts(mus, logvars, prior_expert=True),
+            lambda z: experts.decode(params, z),
+            batch,
+            modalities,
+            kl_beta,
+            weights,
         )
         terms["elbo_joint"] = elbo
         total = elbo
         for i, (m, key) in enumerate(zip(modalities, jax.random.split(k_single, len(modalities)))):
             elbo_m, _ = losses.multimodal_elbo(
-                key, distributions.product_of_experts(mus[i : i + 1], logvars[i : i + 1], prior_expert=True),
-                lambda z: experts.decode(params, z, (m.name,)), batch, (m,), kl_beta, weights,
+                key,
+                distributions.product_of_experts(mus[i : i + 1], logvars[i : i + 1], prior_expert=True),
+                lambda z: experts.decode(params, z, (m.name,)),
+                batch,
+                (m,),
+                kl_beta,
+                weights,
             )
             terms[f"elbo_{m.name}"] = elbo_m
             total = total + elbo_m
@@ -67,8 +76,13 @@ def build(config, modalities: tuple[Modality, ...]) -> Model:
             k_mask, k_z = jax.random.split(key)
             mask = random_subset_masks(k_mask, len(modalities), batch_size)
             elbo_s, _ = losses.multimodal_elbo(
-                k_z, distributions.product_of_experts(mus, logvars, mask, prior_expert=True),
-                lambda z: experts.decode(params, z), batch, modalities, kl_beta, weights,
+                k_z,
+                distributions.product_of_experts(mus, logvars, mask, prior_expert=True),
+                lambda z: experts.decode(params, z),
+                batch,
+                modalities,
+                kl_beta,
+                weights,
                 mask=dict(zip(names, mask)),
             )
             terms[f"elbo_subset_{j}"] = elbo_s

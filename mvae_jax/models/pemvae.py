@@ -50,8 +50,7 @@ import jax.numpy as jnp
 
 from mvae_jax import distributions, losses
 from mvae_jax.modality import Modality
-from mvae_jax.models.base import (Experts, Model, check_present, compute_dtype, conv_widths, random_subset_masks,
-                                  subsets)
+from mvae_jax.models.base import Experts, Model, check_present, compute_dtype, conv_widths, random_subset_masks, subsets
 from mvae_jax.networks import FusionEncoder
 
 log = logging.getLogger(__name__)
@@ -60,8 +59,11 @@ log = logging.getLogger(__name__)
 def proper_subset_masks(num_modalities: int, batch_size: int) -> list[jax.Array]:
     """One (modalities, batch) 0/1 mask per proper non-empty subset, in the order of ``subsets``."""
     names = tuple(range(num_modalities))
-    return [jnp.broadcast_to(jnp.asarray([float(i in s) for i in names])[:, None], (num_modalities, batch_size))
-            for s in subsets(names) if len(s) < num_modalities]
+    return [
+        jnp.broadcast_to(jnp.asarray([float(i in s) for i in names])[:, None], (num_modalities, batch_size))
+        for s in subsets(names)
+        if len(s) < num_modalities
+    ]
 
 
 def modality_dropout_masks(rng: jax.Array, num_modalities: int, batch_size: int, rate: float) -> jax.Array:
@@ -72,27 +74,57 @@ def modality_dropout_masks(rng: jax.Array, num_modalities: int, batch_size: int,
     return jnp.where(jnp.sum(keep, axis=0, keepdims=True) > 0, keep, one)
 
 
-OPTIONS = ("num_subsets", "warmup_epochs", "kl_warmup_epochs", "subset_sampling", "unimodal_weight",
-           "subset_objective", "subset_kl_weight", "subset_targets", "freeze_encoder", "fusion", "modality_dropout")
+OPTIONS = (
+    "num_subsets",
+    "warmup_epochs",
+    "kl_warmup_epochs",
+    "subset_sampling",
+    "unimodal_weight",
+    "subset_objective",
+    "subset_kl_weight",
+    "subset_targets",
+    "freeze_encoder",
+    "fusion",
+    "modality_dropout",
+)
 """The Config fields this model reads beyond those every model reads (a flag for another model is refused)."""
 
 
 def build(config, modalities: tuple[Modality, ...]) -> Model:
-    """PEMVAE with MLP networks of widths ``config.hidden_dims``, latent ``config.latent_dim``."""
+    """PEMVAE with MLP networks of widths ``config.hidden_dims``, latent ``config.latent_dim``.
+
+    Long because the model is its closures: init, encode and the loss of the
+    module docstring share the networks and options built here.
+    """
     names = tuple(m.name for m in modalities)
     beta, num_subsets, warmup = float(config.beta), int(config.num_subsets), int(config.warmup_epochs)
     sampling, objective, targets = config.subset_sampling, config.subset_objective, config.subset_targets
-    unimodal_weight, kl_weight, dropout = (float(config.unimodal_weight), float(config.subset_kl_weight),
-                                           float(config.modality_dropout))
+    unimodal_weight, kl_weight, dropout = (
+        float(config.unimodal_weight),
+        float(config.subset_kl_weight),
+        float(config.modality_dropout),
+    )
     use_elbo, use_kl = objective in ("elbo_kl", "elbo"), objective in ("elbo_kl", "kl")
     if warmup >= config.epochs:
-        log.warning("warmup_epochs=%d >= epochs=%d: pemvae will only train the joint ELBO, and cannot yet "
-                    "infer from subsets; resume with more epochs", warmup, config.epochs)
+        log.warning(
+            "warmup_epochs=%d >= epochs=%d: pemvae will only train the joint ELBO, and cannot yet "
+            "infer from subsets; resume with more epochs",
+            warmup,
+            config.epochs,
+        )
     if config.freeze_encoder and config.fusion != "tokens":
-        raise ValueError(f"freeze_encoder=True with fusion={config.fusion!r} leaves nothing to learn the subsets: "
-                         "only the mask tokens of fusion=tokens train after the warm-up")
-    encoder = FusionEncoder(names, tuple(config.hidden_dims), config.latent_dim, conv_widths(config, modalities),
-                            compute_dtype(config), config.fusion)
+        raise ValueError(
+            f"freeze_encoder=True with fusion={config.fusion!r} leaves nothing to learn the subsets: "
+            "only the mask tokens of fusion=tokens train after the warm-up"
+        )
+    encoder = FusionEncoder(
+        names,
+        tuple(config.hidden_dims),
+        config.latent_dim,
+        conv_widths(config, modalities),
+        compute_dtype(config),
+        config.fusion,
+    )
     experts = Experts(config, modalities, encoders=False)
     proper = [s for s in subsets(names) if len(s) < len(names)]
 
@@ -117,10 +149,14 @@ def build(config, modalities: tuple[Modality, ...]) -> Model:
         k_drop = jax.random.fold_in(rng, 2)
         joint = encode(params, batch, names)
         size = batch[names[0]].shape[0]
-        source = joint if dropout == 0 else encode_masked(
-            params, batch, modality_dropout_masks(k_drop, len(names), size, dropout))
-        elbo, terms = losses.multimodal_elbo(k_joint, source, lambda z: experts.decode(params, z), batch, modalities,
-                                             kl_beta)
+        source = (
+            joint
+            if dropout == 0
+            else encode_masked(params, batch, modality_dropout_masks(k_drop, len(names), size, dropout))
+        )
+        elbo, terms = losses.multimodal_elbo(
+            k_joint, source, lambda z: experts.decode(params, z), batch, modalities, kl_beta
+        )
         terms["elbo_joint"] = elbo
         if sampling == "random":
             draws = [(str(j), key) for j, key in enumerate(jax.random.split(k_subsets, num_subsets))]
@@ -129,7 +165,11 @@ def build(config, modalities: tuple[Modality, ...]) -> Model:
 
         def joint_only():
             zero = jnp.zeros_like(elbo)
-            return {f"{kind}_{label}": zero for label, _ in draws for kind in ("subset", "elbo_subset", "kl_joint_to_subset")}
+            return {
+                f"{kind}_{label}": zero
+                for label, _ in draws
+                for kind in ("subset", "elbo_subset", "kl_joint_to_subset")
+            }
 
         def subset_terms():
             target = jax.lax.stop_gradient(joint)
@@ -138,16 +178,23 @@ def build(config, modalities: tuple[Modality, ...]) -> Model:
             out = {}
             for j, (label, key) in enumerate(draws):
                 k_mask, k_z = jax.random.split(key)
-                masks = random_subset_masks(k_mask, len(names), size, proper=True) if sampling == "random" \
-                    else all_masks[j]
+                masks = (
+                    random_subset_masks(k_mask, len(names), size, proper=True) if sampling == "random" else all_masks[j]
+                )
                 mask = dict(zip(names, masks))
                 posterior = encode_masked(params, batch, masks)
                 kl = distributions.kl_gaussians(*target, *posterior)
                 sub_elbo = jnp.zeros_like(elbo)
                 if use_elbo:
-                    sub_elbo, _ = losses.multimodal_elbo(k_z, posterior, lambda z: experts.decode(fixed, z), batch,
-                                                         modalities, kl_beta,
-                                                         mask=mask if targets == "present" else None)
+                    sub_elbo, _ = losses.multimodal_elbo(
+                        k_z,
+                        posterior,
+                        lambda z: experts.decode(fixed, z),
+                        batch,
+                        modalities,
+                        kl_beta,
+                        mask=mask if targets == "present" else None,
+                    )
                 weight = jnp.where(jnp.sum(masks, axis=0) == 1, unimodal_weight, 1.0)
                 out[f"subset_{label}"] = weight * (sub_elbo - (kl_weight * kl if use_kl else 0.0))
                 out[f"elbo_subset_{label}"], out[f"kl_joint_to_subset_{label}"] = sub_elbo, kl
@@ -162,9 +209,18 @@ def build(config, modalities: tuple[Modality, ...]) -> Model:
         ``freeze_encoder`` (its mask tokens still learn)."""
         learning = jnp.where(jnp.asarray(epoch) < warmup, 1.0, 0.0)
         mask = jax.tree_util.tree_map(lambda p: jnp.ones((), p.dtype), params)
-        mask["encoder"] = {k: (v if k == "mask_tokens" else jax.tree_util.tree_map(lambda m: m * learning, v))
-                           for k, v in mask["encoder"].items()}
+        mask["encoder"] = {
+            k: (v if k == "mask_tokens" else jax.tree_util.tree_map(lambda m: m * learning, v))
+            for k, v in mask["encoder"].items()
+        }
         return mask
 
-    return Model("pemvae", tuple(modalities), init, loss, encode, experts.decode,
-                 trainable=trainable if config.freeze_encoder else None)
+    return Model(
+        "pemvae",
+        tuple(modalities),
+        init,
+        loss,
+        encode,
+        experts.decode,
+        trainable=trainable if config.freeze_encoder else None,
+    )

@@ -30,7 +30,6 @@ from mvae_jax import losses
 from mvae_jax.modality import Modality
 from mvae_jax.models.base import Model, joint_and_experts
 
-
 OPTIONS = ("likelihood_weights", "kl_warmup_epochs")
 """The Config fields this model reads beyond those every model reads (a flag for another model is refused)."""
 
@@ -46,14 +45,25 @@ def build(config, modalities: tuple[Modality, ...]) -> Model:
         kl_beta = losses.kl_weight(beta, epoch, config.kl_warmup_epochs)
         keys = jax.random.split(rng, len(modalities) + 1)
         elbo, terms = losses.multimodal_elbo(
-            keys[0], joint.encode(params, batch), lambda z: experts.decode(params, z), batch, modalities, kl_beta, weights
+            keys[0],
+            joint.encode(params, batch),
+            lambda z: experts.decode(params, z),
+            batch,
+            modalities,
+            kl_beta,
+            weights,
         )
         fixed = {"decoders": jax.lax.stop_gradient(params["decoders"])}
         total = elbo
         for m, key in zip(modalities, keys[1:]):
             elbo_m, terms_m = losses.multimodal_elbo(
-                key, experts.encode(params, batch, m.name), lambda z: experts.decode(fixed, z, (m.name,)),
-                batch, (m,), kl_beta, weights,
+                key,
+                experts.encode(params, batch, m.name),
+                lambda z: experts.decode(fixed, z, (m.name,)),
+                batch,
+                (m,),
+                kl_beta,
+                weights,
             )
             total = total + elbo_m
             terms[f"elbo_{m.name}"] = elbo_m

@@ -14,19 +14,63 @@ replicated and sharded arrays), ``checkpoints`` (checkpoints, quarantine,
 resume, ``restore_model``, the workdir checks) and ``loop`` (``train_sweep``).
 """
 
-from mvae_jax.training.checkpoints import (CHECKPOINT_DIR, CORRUPT_DIR, INTERRUPTED_DIR, METRICS_FILE, SUPERSEDED_DIR,
-                                           Checkpoints, MidEpochCheckpoint, check_disk_space, check_workdir,
-                                           restore_model, saved_epochs, truncate_metrics)
+from mvae_jax.training.checkpoints import (
+    CHECKPOINT_DIR,
+    CORRUPT_DIR,
+    INTERRUPTED_DIR,
+    METRICS_FILE,
+    SUPERSEDED_DIR,
+    Checkpoints,
+    MidEpochCheckpoint,
+    check_disk_space,
+    check_workdir,
+    restore_model,
+    saved_epochs,
+    truncate_metrics,
+)
 from mvae_jax.training.epochs import EpochFn, epoch_seed, make_epoch_fn, stream_epoch
 from mvae_jax.training.loop import check_sweep, train_and_evaluate, train_sweep
 from mvae_jax.training.sharding import make_mesh, replicate, shard_batch, stack, unstack
-from mvae_jax.training.state import (Reporter, TrainState, create_train_state, make_optimizer, make_optimizers,
-                                     make_step_fn, make_train_step)
+from mvae_jax.training.state import (
+    Reporter,
+    TrainState,
+    create_train_state,
+    make_optimizer,
+    make_optimizers,
+    make_step_fn,
+    make_train_step,
+)
 
 __all__ = [
-    "CHECKPOINT_DIR", "CORRUPT_DIR", "INTERRUPTED_DIR", "METRICS_FILE", "SUPERSEDED_DIR", "Checkpoints", "EpochFn",
-    "MidEpochCheckpoint", "Reporter", "TrainState", "check_disk_space", "check_sweep", "check_workdir",
-    "create_train_state", "epoch_seed", "make_epoch_fn", "make_mesh", "make_optimizer", "make_optimizers",
-    "make_step_fn", "make_train_step", "replicate", "restore_model", "saved_epochs", "shard_batch", "stack",
-    "stream_epoch", "train_and_evaluate", "train_sweep", "truncate_metrics", "unstack",
+    "CHECKPOINT_DIR",
+    "CORRUPT_DIR",
+    "INTERRUPTED_DIR",
+    "METRICS_FILE",
+    "SUPERSEDED_DIR",
+    "Checkpoints",
+    "EpochFn",
+    "MidEpochCheckpoint",
+    "Reporter",
+    "TrainState",
+    "check_disk_space",
+    "check_sweep",
+    "check_workdir",
+    "create_train_state",
+    "epoch_seed",
+    "make_epoch_fn",
+    "make_mesh",
+    "make_optimizer",
+    "make_optimizers",
+    "make_step_fn",
+    "make_train_step",
+    "replicate",
+    "restore_model",
+    "saved_epochs",
+    "shard_batch",
+    "stack",
+    "stream_epoch",
+    "train_and_evaluate",
+    "train_sweep",
+    "truncate_metrics",
+    "unstack",
 ]

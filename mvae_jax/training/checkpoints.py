@@ -86,7 +86,8 @@ class Checkpoints:
         return errors.CheckpointError(
             f"could not write the checkpoint of epoch {epoch} in {self.directory} ({type(error).__name__}: "
             f"{str(error).splitlines()[0] if str(error) else ''}); {kept}. Free some space or fix the "
-            "permissions, then run the same command to resume.")
+            "permissions, then run the same command to resume."
+        )
 
     def restore(self, target: TrainState, epoch: int | None = None) -> TrainState:
         """The checkpoint of ``epoch`` (the latest by default), shaped and placed like ``target``."""
@@ -115,12 +116,14 @@ class Checkpoints:
     def __exit__(self, *exc):
         self.close()
 
+
 def _quarantine(path: Path, workdir: Path, name: str, folder: str = CORRUPT_DIR) -> Path:
     """Move ``path`` to ``<workdir>/<folder>/<name>-<time>`` (never delete what may be recoverable)."""
     target = workdir / folder / f"{name}-{time.strftime('%Y%m%dT%H%M%S')}"
     target.parent.mkdir(parents=True, exist_ok=True)
     os.replace(path, target)
     return target
+
 
 class MidEpochCheckpoint:
     """The state of an epoch stopped part-way (SIGINT/SIGTERM), in ``<workdir>/interrupted``, until that epoch ends.
@@ -140,13 +143,16 @@ class MidEpochCheckpoint:
         step = int(state.step)
         manager = self._manager()
         try:
-            manager.save(step, args=ocp.args.Composite(state=ocp.args.StandardSave(state),
-                                                       progress=ocp.args.JsonSave(dict(progress))))
+            manager.save(
+                step,
+                args=ocp.args.Composite(state=ocp.args.StandardSave(state), progress=ocp.args.JsonSave(dict(progress))),
+            )
             manager.wait_until_finished()
         except Exception as e:
             raise errors.CheckpointError(
                 f"could not write the checkpoint of step {step} in {self.directory} ({type(e).__name__}: {e}); "
-                "the epoch checkpoints are intact, and a new run restarts this epoch from its start") from e
+                "the epoch checkpoints are intact, and a new run restarts this epoch from its start"
+            ) from e
         finally:
             manager.close()
 
@@ -160,8 +166,9 @@ class MidEpochCheckpoint:
             if step is None:
                 return None
             abstract = jax.tree_util.tree_map(ocp.utils.to_shape_dtype_struct, target)
-            restored = manager.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract),
-                                                                      progress=ocp.args.JsonRestore()))
+            restored = manager.restore(
+                step, args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract), progress=ocp.args.JsonRestore())
+            )
             return restored.state, dict(restored.progress)
         finally:
             manager.close()
@@ -174,6 +181,7 @@ class MidEpochCheckpoint:
         if jax.process_index() == 0 and self.directory.exists():
             shutil.rmtree(self.directory, ignore_errors=True)
 
+
 def saved_epochs(workdir: str | os.PathLike) -> list[int]:
     """The epochs with a complete checkpoint in ``workdir``, creating nothing."""
     if not (Path(workdir) / CHECKPOINT_DIR).is_dir():
@@ -181,9 +189,11 @@ def saved_epochs(workdir: str | os.PathLike) -> list[int]:
     with Checkpoints(workdir) as checkpoints:
         return checkpoints.all_steps()
 
+
 @jax.jit
 def all_finite(tree) -> jax.Array:
     return jnp.all(jnp.asarray([jnp.all(jnp.isfinite(x)) for x in jax.tree_util.tree_leaves(tree)]))
+
 
 def resume_epoch(checkpoints: Sequence[Checkpoints]) -> int | None:
     """The latest epoch every run has a checkpoint of; None for a fresh start; ValueError if they share none."""
@@ -193,18 +203,28 @@ def resume_epoch(checkpoints: Sequence[Checkpoints]) -> int | None:
     common = set.intersection(*steps)
     if not common:
         have = {str(ck.directory): sorted(s) for ck, s in zip(checkpoints, steps)}
-        raise ValueError(f"the runs of this sweep have no checkpointed epoch in common ({have}); "
-                         "resume them one by one, or remove the stray workdirs")
+        raise ValueError(
+            f"the runs of this sweep have no checkpointed epoch in common ({have}); "
+            "resume them one by one, or remove the stray workdirs"
+        )
     start = max(common)
     for ck, have in zip(checkpoints, steps):
         for later in sorted(s for s in have if s > start):  # recomputed (identically) from ``start``
             target = ck.quarantine(later, SUPERSEDED_DIR)
-            log.warning("%s: moved the checkpoint of epoch %d to %s to resume the sweep from epoch %d, the "
-                        "latest epoch all its runs have", ck.directory, later, target, start)
+            log.warning(
+                "%s: moved the checkpoint of epoch %d to %s to resume the sweep from epoch %d, the "
+                "latest epoch all its runs have",
+                ck.directory,
+                later,
+                target,
+                start,
+            )
     return start
 
-def restore_latest_good(checkpoints: Sequence[Checkpoints], fresh: TrainState,
-                         start: int | None) -> tuple[int | None, list[TrainState]]:
+
+def restore_latest_good(
+    checkpoints: Sequence[Checkpoints], fresh: TrainState, start: int | None
+) -> tuple[int | None, list[TrainState]]:
     """(epoch, one state per run) of the latest checkpointed epoch, not after ``start``, that every run can read.
 
     A checkpoint that cannot be restored, or holds non-finite parameters, is
@@ -232,14 +252,23 @@ def restore_latest_good(checkpoints: Sequence[Checkpoints], fresh: TrainState,
             return epoch, states
         ck, reason = bad
         moved = ck.quarantine(epoch)
-        log.warning("%s: the checkpoint of epoch %d is unreadable (%s); moved to %s, falling back to the "
-                    "previous checkpoint", ck.directory, epoch, reason, moved)
+        log.warning(
+            "%s: the checkpoint of epoch %d is unreadable (%s); moved to %s, falling back to the previous checkpoint",
+            ck.directory,
+            epoch,
+            reason,
+            moved,
+        )
         tried.append(epoch)
-    raise ValueError(f"no readable checkpoint in {[str(ck.directory) for ck in checkpoints]} (unreadable: "
-                     f"epochs {tried}, moved to {CORRUPT_DIR}/). Move the checkpoints folder away to start afresh.")
+    raise ValueError(
+        f"no readable checkpoint in {[str(ck.directory) for ck in checkpoints]} (unreadable: "
+        f"epochs {tried}, moved to {CORRUPT_DIR}/). Move the checkpoints folder away to start afresh."
+    )
 
-def restore_mid_epoch(interrupted: Sequence[MidEpochCheckpoint], fresh: TrainState,
-                       epochs_done: int) -> tuple[list[TrainState], dict] | None:
+
+def restore_mid_epoch(
+    interrupted: Sequence[MidEpochCheckpoint], fresh: TrainState, epochs_done: int
+) -> tuple[list[TrainState], dict] | None:
     """(one state per run, the epoch's progress) of a mid-epoch checkpoint in epoch ``epochs_done + 1``.
 
     None if a run has none, or it is stale (of an epoch whose checkpoint was
@@ -252,14 +281,23 @@ def restore_mid_epoch(interrupted: Sequence[MidEpochCheckpoint], fresh: TrainSta
             got = mid.restore(fresh)
         except Exception as e:  # orbax / tensorstore raise many types for damaged files
             got = None
-            log.warning("%s is unreadable (%s: %s); moved to %s, the epoch restarts from its start", mid.directory,
-                        type(e).__name__, str(e).splitlines()[0] if str(e) else "", mid.quarantine())
+            log.warning(
+                "%s is unreadable (%s: %s); moved to %s, the epoch restarts from its start",
+                mid.directory,
+                type(e).__name__,
+                str(e).splitlines()[0] if str(e) else "",
+                mid.quarantine(),
+            )
         if got is not None and not bool(all_finite(got[0].params)):
             got = None
             log.warning("%s holds non-finite parameters; moved to %s", mid.directory, mid.quarantine())
         found.append(got)
-    usable = (all(g is not None for g in found) and all(g[1]["epoch"] == epochs_done + 1 for g in found)
-              and len({g[1]["step"] for g in found}) == 1 and all(int(g[0].epoch) == epochs_done for g in found))
+    usable = (
+        all(g is not None for g in found)
+        and all(g[1]["epoch"] == epochs_done + 1 for g in found)
+        and len({g[1]["step"] for g in found}) == 1
+        and all(int(g[0].epoch) == epochs_done for g in found)
+    )
     if not usable:
         for mid in interrupted:
             if mid.directory.exists():
@@ -268,6 +306,7 @@ def restore_mid_epoch(interrupted: Sequence[MidEpochCheckpoint], fresh: TrainSta
         return None
     progress = dict(found[0][1], means=[g[1]["means"] for g in found])
     return [g[0] for g in found], progress
+
 
 def restore_model(workdir: str | os.PathLike, epoch: int | None = None) -> tuple[config_lib.Config, Model, TrainState]:
     """(config, model, state) of the run in ``workdir`` at ``epoch`` (the latest by default), without its data."""
@@ -285,6 +324,7 @@ def restore_model(workdir: str | os.PathLike, epoch: int | None = None) -> tuple
         checkpoints.close()
     return config, model, state
 
+
 def truncate_metrics(path: Path, epoch: int) -> None:
     """Drop metric lines of epochs after ``epoch`` (written before a crash, their checkpoint lost)."""
     if not path.exists():
@@ -294,12 +334,14 @@ def truncate_metrics(path: Path, epoch: int) -> None:
     if len(kept) != len(lines):
         atomic_write_text(path, "".join(line + "\n" for line in kept))
 
+
 def epoch_of(line: str) -> int | None:
     """The epoch of a metrics line; None for a line cut short by a killed process."""
     try:
         return json.loads(line)["epoch"]
     except (ValueError, KeyError, TypeError):
         return None
+
 
 def check_workdir(config: config_lib.Config) -> Path:
     """Check, creating nothing, that the workdir can be written and holds no run with other settings."""
@@ -319,6 +361,7 @@ def check_workdir(config: config_lib.Config) -> Path:
             )
     return workdir
 
+
 def check_disk_space(configs: Sequence[config_lib.Config], workdirs: Sequence[Path]) -> None:
     """CheckpointError before any work if the workdirs' disk cannot hold two checkpoints of every run."""
     from mvae_jax.data import DATASETS
@@ -335,4 +378,5 @@ def check_disk_space(configs: Sequence[config_lib.Config], workdirs: Sequence[Pa
         raise errors.CheckpointError(
             f"{existing} has {free / 2**20:.1f} MiB free, but a checkpoint of this run takes about "
             f"{size / 2**20:.1f} MiB and training keeps room for 2 per run ({need / 2**20:.1f} MiB): "
-            "free some space or pick another --workdir")
+            "free some space or pick another --workdir"
+        )

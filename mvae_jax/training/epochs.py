@@ -13,7 +13,8 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
-from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+from jax.sharding import Mesh, NamedSharding
+from jax.sharding import PartitionSpec as P
 import numpy as np
 import optax
 
@@ -46,8 +47,15 @@ def make_epoch_fn(
     steps = num_examples // batch_size
     if steps < 1:
         raise ValueError(f"batch_size={batch_size} exceeds the {num_examples} training examples")
-    return EpochFn(make_step_fn(model, tx, mesh, binarize, adversary, betas), num_examples, batch_size, betas,
-                   on_step, chunk_steps or _REPORT_EVERY)
+    return EpochFn(
+        make_step_fn(model, tx, mesh, binarize, adversary, betas),
+        num_examples,
+        batch_size,
+        betas,
+        on_step,
+        chunk_steps or _REPORT_EVERY,
+    )
+
 
 class EpochFn:
     """One epoch as a few jitted ``lax.scan`` chunks of ``chunk_steps`` steps; Python runs between chunks only.
@@ -110,9 +118,18 @@ class EpochFn:
         if self.on_step is not None:
             self.on_step(index, loss)
 
-def stream_epoch(step_fn, state: TrainState, stream, batch_size: int, seed: int, mesh: Mesh | None = None,
-                 on_step: Callable[[Any, Any], None] | None = None, prefetch: int = 2,
-                 stop: Callable[[], bool] | None = None):
+
+def stream_epoch(
+    step_fn,
+    state: TrainState,
+    stream,
+    batch_size: int,
+    seed: int,
+    mesh: Mesh | None = None,
+    on_step: Callable[[Any, Any], None] | None = None,
+    prefetch: int = 2,
+    stop: Callable[[], bool] | None = None,
+):
     """One epoch over a streamed data set: (state, {term: mean over the steps run}).
 
     Batches come from ``stream.batches`` in an order drawn from ``seed``; each
@@ -138,8 +155,9 @@ def stream_epoch(step_fn, state: TrainState, stream, batch_size: int, seed: int,
         if on_step is not None and (start + count) % _REPORT_EVERY == 0:
             on_step(start + count, totals["loss"] / count)
 
-    batches = stream.batches(batch_size, seed, skip=start, process_index=jax.process_index(),
-                             process_count=jax.process_count())
+    batches = stream.batches(
+        batch_size, seed, skip=start, process_index=jax.process_index(), process_count=jax.process_count()
+    )
     for batch in batches:
         queue.append(shard_batch(batch, sharding))
         if len(queue) > prefetch:
@@ -153,13 +171,16 @@ def stream_epoch(step_fn, state: TrainState, stream, batch_size: int, seed: int,
         state = state.replace(epoch=state.epoch + 1)
     return state, jax.tree_util.tree_map(lambda t: t / max(count, 1), totals if totals is not None else {})
 
+
 def scalar(counter) -> int:
     """A counter of a run, or of the first run of a sweep."""
     return int(np.asarray(jax.device_get(counter)).reshape(-1)[0])
 
+
 def steps_done(state: TrainState, steps: int) -> int:
     """Steps of the state's current epoch already taken (> 0 after a stop mid-epoch)."""
     return scalar(state.step) - scalar(state.epoch) * steps
+
 
 def epoch_seed(seed: int, epoch: int) -> int:
     """The data-order seed of ``epoch`` for a streamed data set (a different order every epoch)."""

@@ -23,9 +23,18 @@ from mvae_jax import config as config_lib
 from mvae_jax import errors
 from mvae_jax.data import load_dataset
 from mvae_jax.models import get_model
-from mvae_jax.training.checkpoints import (METRICS_FILE, Checkpoints, MidEpochCheckpoint, all_finite,
-                                           check_disk_space, check_workdir, restore_latest_good, restore_mid_epoch,
-                                           resume_epoch, truncate_metrics)
+from mvae_jax.training.checkpoints import (
+    METRICS_FILE,
+    Checkpoints,
+    MidEpochCheckpoint,
+    all_finite,
+    check_disk_space,
+    check_workdir,
+    restore_latest_good,
+    restore_mid_epoch,
+    resume_epoch,
+    truncate_metrics,
+)
 from mvae_jax.training.epochs import epoch_seed, make_epoch_fn, scalar, stream_epoch
 from mvae_jax.training.sharding import make_mesh, replicate, stack, unstack
 from mvae_jax.training.state import Reporter, TrainState, create_train_state, make_optimizers, make_step_fn
@@ -57,8 +66,9 @@ def check_sweep(configs: Sequence[config_lib.Config]) -> None:
             raise ValueError(f"the runs of a sweep need distinct {name}s, got {values}")
 
 
-def train_sweep(configs: Sequence[config_lib.Config], reporter: Reporter | None = None,
-                stop: Callable[[], bool] | None = None) -> list[TrainState]:
+def train_sweep(
+    configs: Sequence[config_lib.Config], reporter: Reporter | None = None, stop: Callable[[], bool] | None = None
+) -> list[TrainState]:
     """Train one run per config, all in one compiled program: a beta sweep (Higgins et al. 2017's beta).
 
     The configs may differ in ``beta`` and ``workdir`` only. With more than
@@ -121,8 +131,9 @@ class _Sweep:
     Every check that can fail runs before anything is written or compiled.
     """
 
-    def __init__(self, configs: Sequence[config_lib.Config], reporter: Reporter | None,
-                 stop: Callable[[], bool] | None):
+    def __init__(
+        self, configs: Sequence[config_lib.Config], reporter: Reporter | None, stop: Callable[[], bool] | None
+    ):
         self.configs = [c.validate() for c in configs]
         check_sweep(self.configs)
         self.workdirs = [check_workdir(c) for c in self.configs]
@@ -163,13 +174,25 @@ class _Sweep:
         on_step = self.reporter.step if self.reporter is not None else None
         step_stop = None if self.several else self.stop  # processes must agree: they stop at an epoch's end
         if dataset.is_streamed:
-            step_fn = jax.jit(make_step_fn(self.model, self.tx, self.mesh, dataset.binarize, self.adversary,
-                                           self.betas), donate_argnums=0)
-            self._epoch = lambda state, seed: stream_epoch(step_fn, state, dataset.train, config.batch_size, seed,
-                                                           self.mesh, on_step, stop=step_stop)
+            step_fn = jax.jit(
+                make_step_fn(self.model, self.tx, self.mesh, dataset.binarize, self.adversary, self.betas),
+                donate_argnums=0,
+            )
+            self._epoch = lambda state, seed: stream_epoch(
+                step_fn, state, dataset.train, config.batch_size, seed, self.mesh, on_step, stop=step_stop
+            )
         else:
-            epoch_fn = make_epoch_fn(self.model, self.tx, dataset.num_train, config.batch_size, self.mesh, on_step,
-                                     dataset.binarize, self.adversary, self.betas)
+            epoch_fn = make_epoch_fn(
+                self.model,
+                self.tx,
+                dataset.num_train,
+                config.batch_size,
+                self.mesh,
+                on_step,
+                dataset.binarize,
+                self.adversary,
+                self.betas,
+            )
             self._epoch = lambda state, seed: epoch_fn(state, self.data, stop=step_stop)
 
     def resume(self, mid_epoch: bool, first: bool = False) -> int | None:
@@ -187,8 +210,12 @@ class _Sweep:
         self.state = replicate(states[0] if self.betas is None else stack(states), self.mesh)
         self.partial = partial
         if first and partial is not None:
-            log.info("resumed %s from step %d, in epoch %d", ", ".join(map(str, self.workdirs)), partial["step"],
-                     (start or 0) + 1)
+            log.info(
+                "resumed %s from step %d, in epoch %d",
+                ", ".join(map(str, self.workdirs)),
+                partial["step"],
+                (start or 0) + 1,
+            )
         elif first and start is not None:
             log.info("resumed %s from epoch %d", ", ".join(map(str, self.workdirs)), start)
         return start
@@ -203,8 +230,10 @@ class _Sweep:
         terms = jax.device_get(terms)
         finite_params = bool(all_finite(self.state.params))
         count, seconds = scalar(self.state.step) - step_before, time.perf_counter() - began
-        members = [{k: float(np.asarray(v) if self.betas is None else np.asarray(v)[i]) for k, v in terms.items()}
-                   for i in range(len(self.configs))]
+        members = [
+            {k: float(np.asarray(v) if self.betas is None else np.asarray(v)[i]) for k, v in terms.items()}
+            for i in range(len(self.configs))
+        ]
         members, count, seconds = self._merge_partial(members, count, seconds)
         bad = [w for w, m in zip(self.workdirs, members) if not all(math.isfinite(v) for v in m.values())]
         return EpochResult(epoch, members, count, seconds, self.epochs_done == epoch, bad, finite_params)
@@ -214,8 +243,10 @@ class _Sweep:
         if self.partial is None:
             return members, count, seconds
         before = self.partial["count"]
-        members = [{k: (v * count + self.partial["means"][i][k] * before) / (count + before) for k, v in m.items()}
-                   for i, m in enumerate(members)]
+        members = [
+            {k: (v * count + self.partial["means"][i][k] * before) / (count + before) for k, v in m.items()}
+            for i, m in enumerate(members)
+        ]
         return members, count + before, seconds + self.partial["time_s"]
 
     def roll_back(self, result: EpochResult) -> None:
@@ -228,42 +259,79 @@ class _Sweep:
                 f"{what} in epoch {result.epoch} of {', '.join(map(str, result.bad or self.workdirs))}. The last good "
                 f"checkpoint ({f'epoch {last}' if last is not None else 'none yet: the initial state'}) in "
                 f"{self.checkpoints[0].directory} is kept; resume with a lower --learning_rate, or with "
-                "--nan_rollbacks=N to roll back and lower it automatically.")
+                "--nan_rollbacks=N to roll back and lower it automatically."
+            )
         self.rollbacks += 1
-        self.configs = [dataclasses.replace(c, learning_rate=c.learning_rate * c.nan_lr_factor,
-                                            disc_learning_rate=c.disc_learning_rate * c.nan_lr_factor)
-                        for c in self.configs]
+        self.configs = [
+            dataclasses.replace(
+                c,
+                learning_rate=c.learning_rate * c.nan_lr_factor,
+                disc_learning_rate=c.disc_learning_rate * c.nan_lr_factor,
+            )
+            for c in self.configs
+        ]
         self._compile()
         for mid in self.interrupted:
             mid.clear()
         start = self.resume(mid_epoch=False)
-        log.warning("%s in epoch %d: rolled back to %s and lowered the learning rate to %g (rollback %d of %d; "
-                    "config.json updated)", what, result.epoch, f"epoch {start}" if start else "the initial state",
-                    self.config.learning_rate, self.rollbacks, self.config.nan_rollbacks)
+        log.warning(
+            "%s in epoch %d: rolled back to %s and lowered the learning rate to %g (rollback %d of %d; "
+            "config.json updated)",
+            what,
+            result.epoch,
+            f"epoch {start}" if start else "the initial state",
+            self.config.learning_rate,
+            self.rollbacks,
+            self.config.nan_rollbacks,
+        )
 
     def save_interrupted(self, result: EpochResult) -> None:
         """Checkpoint an epoch stopped part-way in each run's interrupted/, then raise errors.Interrupted."""
         step = scalar(self.state.step)
         for i, mid in enumerate(self.interrupted):
-            mid.save(self._member(i), {"epoch": result.epoch, "step": step, "count": result.count,
-                                       "time_s": result.seconds, "means": result.members[i]})
+            mid.save(
+                self._member(i),
+                {
+                    "epoch": result.epoch,
+                    "step": step,
+                    "count": result.count,
+                    "time_s": result.seconds,
+                    "means": result.members[i],
+                },
+            )
         raise errors.Interrupted(
             f"interrupted in epoch {result.epoch} after step {step - (result.epoch - 1) * self.steps} of "
             f"{self.steps}: the state is checkpointed in {self.interrupted[0].directory}; run the same command to "
-            "go on from there")
+            "go on from there"
+        )
 
     def finish_epoch(self, result: EpochResult) -> None:
         """Each run's metrics line, then its checkpoint (a checkpoint never lacks its line); report."""
-        records = [{"epoch": result.epoch, "step": scalar(self.state.step), **m, "time_s": result.seconds,
-                    "samples_per_s": result.count * self.config.batch_size / result.seconds} for m in result.members]
+        records = [
+            {
+                "epoch": result.epoch,
+                "step": scalar(self.state.step),
+                **m,
+                "time_s": result.seconds,
+                "samples_per_s": result.count * self.config.batch_size / result.seconds,
+            }
+            for m in result.members
+        ]
         self.partial = None
         for i, (w, ck, record) in enumerate(zip(self.workdirs, self.checkpoints, records)):
             if self.primary:
                 with (w / METRICS_FILE).open("a") as f:
                     f.write(json.dumps(record) + "\n")
             ck.save(self._member(i))
-            log.info("%s epoch %d/%d loss %.4f (%.1f s, %.0f samples/s)", w.name, result.epoch, self.config.epochs,
-                     record["loss"], result.seconds, record["samples_per_s"])
+            log.info(
+                "%s epoch %d/%d loss %.4f (%.1f s, %.0f samples/s)",
+                w.name,
+                result.epoch,
+                self.config.epochs,
+                record["loss"],
+                result.seconds,
+                record["samples_per_s"],
+            )
         for mid in self.interrupted:
             mid.clear()
         if self.reporter is not None:
@@ -274,8 +342,10 @@ class _Sweep:
         if self.stop is not None and epoch < self.config.epochs and _anyone(self.stop(), self.several):
             for ck in self.checkpoints:
                 ck.wait()
-            raise errors.Interrupted(f"interrupted after epoch {epoch}: its checkpoint is in "
-                                     f"{self.checkpoints[0].directory}; run the same command to go on from there")
+            raise errors.Interrupted(
+                f"interrupted after epoch {epoch}: its checkpoint is in "
+                f"{self.checkpoints[0].directory}; run the same command to go on from there"
+            )
 
     def _member(self, index: int) -> TrainState:
         return self.state if self.betas is None else unstack(self.state, index)

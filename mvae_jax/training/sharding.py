@@ -6,7 +6,8 @@ from collections.abc import Sequence
 
 import jax
 import jax.numpy as jnp
-from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+from jax.sharding import Mesh, NamedSharding
+from jax.sharding import PartitionSpec as P
 import numpy as np
 
 from mvae_jax.training.state import TrainState
@@ -16,6 +17,7 @@ def make_mesh(devices=None) -> Mesh:
     """A 1-D mesh over ``devices`` (all by default) with the batch axis ``"data"``."""
     devices = jax.devices() if devices is None else devices
     return Mesh(np.asarray(devices), ("data",))
+
 
 def replicate(tree, mesh: Mesh):
     """Place every array of ``tree`` on all devices of ``mesh``, those of other processes included.
@@ -32,13 +34,16 @@ def replicate(tree, mesh: Mesh):
 
     return jax.tree_util.tree_map(put, tree)
 
+
 def shard_batch(batch, sharding: NamedSharding):
     """A global batch sharded along ``"data"`` from this process's rows of it (all rows with one process)."""
     return jax.tree_util.tree_map(lambda x: jax.make_array_from_process_local_data(sharding, x), batch)
 
+
 def stack(states: Sequence[TrainState]) -> TrainState:
     """The states of a sweep stacked along a new leading axis."""
     return jax.tree_util.tree_map(lambda *xs: jnp.stack(xs), *states)
+
 
 def unstack(state: TrainState, index: int) -> TrainState:
     """Member ``index`` of a stacked sweep state."""

@@ -13,7 +13,8 @@ from typing import Any, Protocol
 from flax import struct
 import jax
 import jax.numpy as jnp
-from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+from jax.sharding import Mesh, NamedSharding
+from jax.sharding import PartitionSpec as P
 import optax
 
 from mvae_jax import adversarial, losses
@@ -40,6 +41,7 @@ class TrainState(struct.PyTreeNode):
     disc_params: Any = None
     disc_opt_state: Any = None
 
+
 class Reporter(Protocol):
     """Progress hooks a command line implements (the library itself only logs).
 
@@ -52,18 +54,23 @@ class Reporter(Protocol):
 
     def epoch_end(self, metrics: Mapping[str, Any]) -> None: ...
 
+
 def make_optimizer(config: config_lib.Config) -> optax.GradientTransformation:
     """Adam (Kingma & Ba 2015) with the run's learning rate."""
     return optax.adam(config.learning_rate)
 
-def make_optimizers(config: config_lib.Config, modalities) -> tuple[optax.GradientTransformation,
-                                                                     adversarial.Adversary | None]:
+
+def make_optimizers(
+    config: config_lib.Config, modalities
+) -> tuple[optax.GradientTransformation, adversarial.Adversary | None]:
     """(the generator's optimizer, the discriminators' ``Adversary`` or None): both from ``config``'s learning rates,
     so a NaN rollback that lowers them rebuilds both."""
     return make_optimizer(config), adversarial.make_adversary(config, modalities)
 
-def create_train_state(model: Model, tx: optax.GradientTransformation, seed: int,
-                       adversary: adversarial.Adversary | None = None) -> TrainState:
+
+def create_train_state(
+    model: Model, tx: optax.GradientTransformation, seed: int, adversary: adversarial.Adversary | None = None
+) -> TrainState:
     """Fresh parameters and optimizer state(s) for ``seed``."""
     rng = jax.random.PRNGKey(seed)
     init_rng, rng = jax.random.split(rng)
@@ -74,6 +81,7 @@ def create_train_state(model: Model, tx: optax.GradientTransformation, seed: int
         disc_params = adversary.init(jax.random.fold_in(rng, DISC_INIT_STREAM), shapes)
         state = state.replace(disc_params=disc_params, disc_opt_state=adversary.tx.init(disc_params))
     return state
+
 
 def make_train_step(model: Model, tx: optax.GradientTransformation, adversary: adversarial.Adversary | None = None):
     """(state, batch, beta=None) -> (state, {term: batch mean}): one gradient step on the mean per-example loss.
@@ -93,8 +101,12 @@ def make_train_step(model: Model, tx: optax.GradientTransformation, adversary: a
             if adversary is not None:
                 fakes = adversary.fakes(model, params, batch, jax.random.fold_in(rng, _ADVERSARY_STREAM))
                 adv = adversary.generator_terms(state.disc_params, fakes, state.epoch)
-                terms = {**terms, **adv, "vae_loss": terms["loss"],
-                         "loss": terms["loss"] + adv["adv_weight"] * adv["adv_generator"]}
+                terms = {
+                    **terms,
+                    **adv,
+                    "vae_loss": terms["loss"],
+                    "loss": terms["loss"] + adv["adv_weight"] * adv["adv_generator"],
+                }
             terms = losses.mean_terms(terms)
             return terms["loss"], (terms, fakes)
 
@@ -105,16 +117,24 @@ def make_train_step(model: Model, tx: optax.GradientTransformation, adversary: a
         params = optax.apply_updates(state.params, updates)
         new = state.replace(step=state.step + 1, params=params, opt_state=opt_state)
         if adversary is not None:
-            disc_params, disc_opt_state, disc_terms = adversary.step(state.disc_params, state.disc_opt_state, batch, fakes)
+            disc_params, disc_opt_state, disc_terms = adversary.step(
+                state.disc_params, state.disc_opt_state, batch, fakes
+            )
             new = new.replace(disc_params=disc_params, disc_opt_state=disc_opt_state)
             terms = {**terms, **disc_terms}
         return new, terms
 
     return train_step
 
-def make_step_fn(model: Model, tx: optax.GradientTransformation, mesh: Mesh | None = None,
-                 binarize: tuple[str, ...] = (), adversary: adversarial.Adversary | None = None,
-                 betas: tuple[float, ...] | None = None):
+
+def make_step_fn(
+    model: Model,
+    tx: optax.GradientTransformation,
+    mesh: Mesh | None = None,
+    binarize: tuple[str, ...] = (),
+    adversary: adversarial.Adversary | None = None,
+    betas: tuple[float, ...] | None = None,
+):
     """(state, batch) -> (state, terms): the step of a run, or of a beta sweep, on one batch (not jitted).
 
     With ``betas`` the state is stacked (one member per beta, leading axis) and
@@ -140,6 +160,7 @@ def make_step_fn(model: Model, tx: optax.GradientTransformation, mesh: Mesh | No
         return jax.vmap(train_step, in_axes=(0, None, 0))(state, batch, jnp.asarray(betas, jnp.float32))
 
     return step
+
 
 def first_member(counter: jax.Array, betas) -> jax.Array:
     """A counter or key of a run, or of the first run of a sweep (all runs of a sweep share them)."""
