@@ -212,7 +212,23 @@ def check_request(args):
 
 
 def evaluate(args) -> dict:
-    """Run the sections asked for on the workdir's checkpoint; write and return metrics.json's content."""
+    """Run the sections asked for on the workdir's checkpoint; write and return metrics.json's content.
+
+    Everything is checked first (``check_request``); the run's workdir lock is held shared meanwhile, so a
+    train.py writing the run refuses to start, and this refuses while one writes it.
+    """
+    from mvae_jax.training.lock import WorkdirLock
+
+    sections, labelled, query = check_request(args)
+    lock = WorkdirLock(args.workdir, shared=True).acquire(create=False)
+    try:
+        return _evaluate(args, sections, labelled, query)
+    finally:
+        lock.release()
+
+
+def _evaluate(args, sections, labelled, query) -> dict:
+    """``evaluate`` after its checks, with the lock held."""
     import contextlib
     import dataclasses
 
@@ -223,7 +239,6 @@ def evaluate(args) -> dict:
     from mvae_jax.evaluation import sections as registry
     from mvae_jax.files import atomic_write_text
 
-    sections, labelled, query = check_request(args)
     config, model, state = training.restore_model(args.workdir, args.step)
     if args.data_dir is not None:
         config = dataclasses.replace(config, data_dir=args.data_dir)

@@ -89,6 +89,9 @@ class Config:
     def __post_init__(self):
         for name in _TUPLES:
             object.__setattr__(self, name, tuple(getattr(self, name)))
+        if self.data_dir is not None and str(self.data_dir):
+            # stored absolute, so that eval.py and restore_model find the data from any directory
+            object.__setattr__(self, "data_dir", os.path.abspath(os.path.expanduser(str(self.data_dir))))
         if self.workdir is None or isinstance(self.workdir, _DerivedWorkdir):
             # Derived here only: dataclasses.replace(config, beta=2.0) passes the old derived workdir back in,
             # and it is derived again from the new model and beta; a workdir someone gave stays as given.

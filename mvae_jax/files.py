@@ -6,6 +6,10 @@ import os
 from pathlib import Path
 import tempfile
 
+# The process's umask, read once at import (reading it means setting it, which is not safe once threads run).
+_UMASK = os.umask(0)
+os.umask(_UMASK)
+
 
 def atomic_write_text(path: Path, text: str) -> None:
     """Replace ``path`` with ``text`` so that readers see the old or the new file, never half of one."""
@@ -13,11 +17,15 @@ def atomic_write_text(path: Path, text: str) -> None:
 
 
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
-    """Replace ``path`` with ``data`` so that readers see the old or the new file, never half of one."""
+    """Replace ``path`` with ``data`` so that readers see the old or the new file, never half of one.
+
+    The file gets the permissions the umask gives a new file (0644 under umask 022), as ``open`` would.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        os.fchmod(fd, 0o666 & ~_UMASK)  # mkstemp makes 0600; a file written normally honours the umask
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()

@@ -137,3 +137,23 @@ def test_readme_flag_table_help_and_config_agree():
         assert cell.strip("`") == shown, f"--{field.name}: README says {cell}, the code {shown}"
     assert set(OPTIONS) == set(MODELS)
     assert all(o in {f.name for f in dataclasses.fields(Config)} for opts in OPTIONS.values() for o in opts)
+
+
+def test_data_dir_is_stored_absolute(tmp_path, monkeypatch):
+    """A relative --data_dir (the README's ../shared/datasets) is saved absolute: eval.py finds the data from
+    any directory."""
+    monkeypatch.chdir(tmp_path)
+    config = Config(data_dir="../data", workdir=str(tmp_path / "run"))
+    assert config.data_dir == str(tmp_path.parent / "data")
+    save_config(config, tmp_path / "run")
+    monkeypatch.chdir(tmp_path.parent)
+    assert load_config(tmp_path / "run").data_dir == str(tmp_path.parent / "data")
+
+
+@pytest.mark.parametrize("umask,mode", [(0o022, 0o644), (0o077, 0o600)])
+def test_written_files_honour_the_umask(tmp_path, monkeypatch, umask, mode):
+    from mvae_jax import files
+
+    monkeypatch.setattr(files, "_UMASK", umask)
+    files.atomic_write_text(tmp_path / "a.json", "{}")
+    assert (tmp_path / "a.json").stat().st_mode & 0o777 == mode

@@ -29,6 +29,7 @@ from mvae_jax.training.checkpoints import (
     truncate_metrics,
 )
 from mvae_jax.training.epochs import EpochFn, epoch_seed, make_epoch_fn, stream_epoch
+from mvae_jax.training.lock import LOCK_FILE, WorkdirBusy, WorkdirLock
 from mvae_jax.training.loop import check_sweep, train_and_evaluate, train_sweep
 from mvae_jax.training.sharding import make_mesh, replicate, shard_batch, stack, unstack
 from mvae_jax.training.state import (
@@ -43,6 +44,9 @@ from mvae_jax.training.state import (
 
 __all__ = [
     "CHECKPOINT_DIR",
+    "LOCK_FILE",
+    "WorkdirBusy",
+    "WorkdirLock",
     "CORRUPT_DIR",
     "INTERRUPTED_DIR",
     "METRICS_FILE",

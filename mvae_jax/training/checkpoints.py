@@ -326,11 +326,13 @@ def restore_model(workdir: str | os.PathLike, epoch: int | None = None) -> tuple
 
 
 def truncate_metrics(path: Path, epoch: int) -> None:
-    """Drop metric lines of epochs after ``epoch`` (written before a crash, their checkpoint lost)."""
+    """Drop metric lines of epochs after ``epoch`` (written before a crash, their checkpoint lost), lines cut short,
+    and all but the last line of an epoch written twice (two runs in one workdir, before the workdir lock)."""
     if not path.exists():
         return
     lines = [line for line in path.read_text().splitlines() if line.strip()]
-    kept = [line for line in lines if (epoch_of(line) or math.inf) <= epoch]
+    last = {epoch_of(line): i for i, line in enumerate(lines)}
+    kept = [line for i, line in enumerate(lines) if (epoch_of(line) or math.inf) <= epoch and last[epoch_of(line)] == i]
     if len(kept) != len(lines):
         atomic_write_text(path, "".join(line + "\n" for line in kept))
 

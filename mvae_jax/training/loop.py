@@ -36,6 +36,7 @@ from mvae_jax.training.checkpoints import (
     truncate_metrics,
 )
 from mvae_jax.training.epochs import epoch_seed, make_epoch_fn, scalar, stream_epoch
+from mvae_jax.training.lock import WorkdirLock, check_unlocked
 from mvae_jax.training.sharding import make_mesh, replicate, stack, unstack
 from mvae_jax.training.state import Reporter, TrainState, create_train_state, make_optimizers, make_step_fn
 
@@ -142,19 +143,23 @@ class _Sweep:
         if config.batch_size % self.mesh.size:
             raise ValueError(f"batch_size={config.batch_size} must be a multiple of the {self.mesh.size} devices")
         check_disk_space(self.configs, self.workdirs)
+        self.primary = jax.process_index() == 0  # reports, writes config and metrics; all write checkpoints
+        if self.primary:  # one train.py per workdir: refuse at once if another holds it
+            for w in self.workdirs:
+                check_unlocked(w)
         self.dataset = load_dataset(config)
         self.steps = self.dataset.num_train // config.batch_size
         if self.steps < 1:
             raise ValueError(f"batch_size={config.batch_size} exceeds the {self.dataset.num_train} training examples")
         self.model = get_model(config, self.dataset.modalities)
         self.betas = tuple(float(c.beta) for c in self.configs) if len(self.configs) > 1 else None
-        self.primary = jax.process_index() == 0  # reports, writes config and metrics; all write checkpoints
         self.several = jax.process_count() > 1
         self.reporter = reporter if self.primary else None
         self.stop = stop
         self.rollbacks = 0
         self.data = None if self.dataset.is_streamed else replicate(self.dataset.train, self.mesh)
         self._compile()
+        self.locks = [WorkdirLock(w).acquire() for w in self.workdirs] if self.primary else []
         self.checkpoints = [Checkpoints(w, config.keep_checkpoints) for w in self.workdirs]
         self.interrupted = [MidEpochCheckpoint(w) for w in self.workdirs]
         self.state, self.partial = None, None
@@ -354,8 +359,12 @@ class _Sweep:
         return [self._member(i) for i in range(len(self.configs))]
 
     def close(self) -> None:
-        for ck in getattr(self, "checkpoints", ()):
-            ck.close()
+        try:
+            for ck in getattr(self, "checkpoints", ()):
+                ck.close()
+        finally:
+            for lock in getattr(self, "locks", ()):
+                lock.release()
 
 
 def _anyone(flag: bool, several: bool) -> bool:
