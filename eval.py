@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 from pathlib import Path
 import sys
 import time
@@ -131,8 +132,10 @@ def make_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--out",
-        default="compare.png",
-        help="with --compare: the tSNE figure written (default compare.png); prior samples go to <out>_samples.png",
+        default=None,
+        help="with --workdir: the folder the evaluation is written to (default <workdir>/eval, or eval_validation; "
+        "for a run you cannot write to); with --compare: the tSNE figure written (default compare.png), prior "
+        "samples going to <out>_samples.png",
     )
     parser.add_argument("--verbose", action="store_true", help="also show INFO logs of JAX, orbax and TensorFlow")
     return parser
@@ -158,6 +161,53 @@ def check_args(args) -> None:
         value = getattr(args, name)
         if value < low:
             raise ValueError(f"--{name}={value} is invalid; allowed: an integer >= {low}")
+
+
+def out_dir(args) -> Path:
+    """Where the evaluation of ``args.workdir`` is written: ``--out``, or the run's eval folder of the split."""
+    return Path(args.out) if args.out else eval_dir(args.workdir, args.split)
+
+
+def restore(args, training):
+    """(config, model, state) of the checkpoint asked for. Without --step, the newest readable one: a damaged
+    newer one is skipped with a warning naming it. With --step, a damaged one is one line naming the epoch
+    and the readable ones."""
+    import logging
+
+    steps = training.saved_epochs(args.workdir)
+    wanted = [args.step] if args.step is not None else sorted(steps, reverse=True)
+    skipped = []
+    for epoch in wanted:
+        try:
+            restored = training.restore_model(args.workdir, epoch)
+        except Exception as e:  # orbax / tensorstore raise many types for damaged files
+            skipped.append((epoch, f"{type(e).__name__}: {(str(e).splitlines() or [''])[0][:160]}"))
+            continue
+        for bad, reason in skipped:
+            logging.getLogger("eval").warning(
+                "the checkpoint of epoch %d in %s is unreadable (%s); evaluating epoch %d, the newest readable one",
+                bad,
+                args.workdir,
+                reason,
+                epoch,
+            )
+        return restored
+    readable = []
+    for epoch in (s for s in steps if s not in wanted):
+        try:
+            training.restore_model(args.workdir, epoch)
+            readable.append(epoch)
+        except Exception:  # listing the readable ones only
+            continue
+    epoch, reason = skipped[0]
+    what = (
+        f"the checkpoint of epoch {epoch} in {args.workdir} is unreadable ({reason})"
+        if args.step is not None
+        else f"no checkpoint in {args.workdir} is readable (epoch {epoch}: {reason})"
+    )
+    raise ValueError(
+        f"{what}; readable checkpoints: {readable or 'none'}" + ("; evaluate one with --step=N" if readable else "")
+    )
 
 
 def check_request(args):
@@ -208,6 +258,13 @@ def check_request(args):
             )
         names = data_module.check_attributes(config.attributes)
         query = (given, evaluation.parse_query(args.query, names, data_module.ATTRIBUTES, data_module.QUERY_ALIASES))
+    target = out_dir(args).absolute()
+    existing = next(p for p in (target, *target.parents) if p.exists())
+    if not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK):
+        reason = "is not a directory" if not existing.is_dir() else "is not writable"
+        raise PermissionError(
+            f"cannot write the evaluation into {target}: {existing} {reason}; write it elsewhere with --out=DIR"
+        )
     return sections, labelled, query
 
 
@@ -239,7 +296,7 @@ def _evaluate(args, sections, labelled, query) -> dict:
     from mvae_jax.evaluation import sections as registry
     from mvae_jax.files import atomic_write_text
 
-    config, model, state = training.restore_model(args.workdir, args.step)
+    config, model, state = restore(args, training)
     if args.data_dir is not None:
         config = dataclasses.replace(config, data_dir=args.data_dir)
     dataset = load_dataset(config) if set(sections) - {"samples"} else None
@@ -259,7 +316,7 @@ def _evaluate(args, sections, labelled, query) -> dict:
         scored=dataset.split(args.split) if dataset is not None else None,
         scored_labels=dataset.labels(args.split) if dataset is not None and labelled else None,
         train_labels=dataset.labels("train") if dataset is not None and labelled else None,
-        out_dir=eval_dir(args.workdir, args.split),
+        out_dir=out_dir(args),
         options=args,
         progress=progress,
     )
@@ -324,7 +381,7 @@ def compare(args) -> str:
             rows.append((name, *figures.load_tsne(eval_dir / figures.TSNE_FILE)))
         if (eval_dir / SAMPLES_FILE).is_file():
             samples.append((name, figures.load_samples(eval_dir / SAMPLES_FILE)))
-    out = Path(args.out)
+    out = Path(args.out or "compare.png")
     if rows:
         if len(rows) != len(args.compare):
             raise FileNotFoundError(
@@ -351,7 +408,7 @@ def main(argv=None) -> None:
             return
         metrics = evaluate(args)
         print(json.dumps(metrics, indent=2))
-        print(f"eval.py: wrote {Path(args.workdir) / 'eval'} in {metrics['eval_seconds']:.0f} s", file=sys.stderr)
+        print(f"eval.py: wrote {out_dir(args)} in {metrics['eval_seconds']:.0f} s", file=sys.stderr)
 
 
 if __name__ == "__main__":

@@ -222,3 +222,39 @@ def test_eval_sections_are_the_registrys():
     from mvae_jax.evaluation import LABELLED, SECTIONS
 
     assert eval_cli.SECTIONS == tuple(SECTIONS) and set(LABELLED) <= set(SECTIONS)
+
+
+def test_eval_falls_back_past_a_damaged_checkpoint_and_writes_where_told(tiny_data_dir, tmp_path, capsys, caplog):
+    """A damaged newest checkpoint: eval.py evaluates the newest readable one with a warning naming the skipped
+    one; --step=<damaged> is one line listing the readable ones. An unwritable eval folder is refused before
+    any work, and --out writes the evaluation elsewhere."""
+    import eval as eval_cli
+    from mvae_jax import training
+    from mvae_jax.config import Config
+
+    workdir = tmp_path / "run"
+    training.train_and_evaluate(
+        Config(
+            data_dir=str(tiny_data_dir), workdir=str(workdir), hidden_dims=(16,), latent_dim=4, batch_size=20, epochs=2
+        )
+    )
+    next((workdir / "checkpoints" / "2").rglob("manifest.ocdbt")).unlink()
+    eval_cli.main([f"--workdir={workdir}", "--sections=samples"])
+    assert json.loads((workdir / "eval" / "metrics.json").read_text())["epoch"] == 1
+    assert "the checkpoint of epoch 2" in caplog.text and "evaluating epoch 1" in caplog.text
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as exit_:
+        eval_cli.main([f"--workdir={workdir}", "--sections=samples", "--step=2"])
+    err = capsys.readouterr().err
+    assert exit_.value.code == 2 and "Traceback" not in err and len(err.strip().splitlines()) == 1, err
+    assert "the checkpoint of epoch 2 in" in err and "readable checkpoints: [1]" in err and len(err) < 600, err
+
+    blocked = tmp_path / "blocked"
+    (workdir / "eval").rename(blocked)
+    (workdir / "eval").write_text("a file where the eval folder goes")
+    with pytest.raises(SystemExit) as exit_:
+        eval_cli.main([f"--workdir={workdir}", "--sections=samples"])
+    err = capsys.readouterr().err
+    assert exit_.value.code == 2 and "cannot write the evaluation into" in err and "--out=DIR" in err, err
+    eval_cli.main([f"--workdir={workdir}", "--sections=samples", f"--out={tmp_path / 'elsewhere'}"])
+    assert (tmp_path / "elsewhere" / "samples.png").is_file()
