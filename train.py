@@ -98,7 +98,10 @@ def _str_tuple(text: str) -> tuple[str, ...]:
 
 
 def _betas(text: str):
-    values = _float_tuple(text)
+    try:
+        values = _float_tuple(text)
+    except argparse.ArgumentTypeError:
+        values = ()
     if not values:
         raise argparse.ArgumentTypeError(f"{text!r} is not a number or comma-separated numbers, e.g. 0.5,1,2")
     return values[0] if len(values) == 1 else values
@@ -194,12 +197,26 @@ def main(argv=None) -> None:
         configs = [c.validate(given=flags) for c in configs_from_flags(flags)]
         from mvae_jax import training
 
+        done = [max(training.saved_epochs(c.workdir), default=0) for c in configs]
+        if all(d >= c.epochs for d, c in zip(done, configs)):
+            print(
+                f"train.py: nothing to do: {', '.join(str(c.workdir) for c in configs)} has {min(done)} epochs "
+                f"(--epochs={configs[0].epochs}); give a larger --epochs to train on",
+                file=sys.stderr,
+            )
+            return
         reporter = cli.TqdmReporter()  # shown by process 0 only
         try:
             with cli.stop_on_signals() as stop:
                 training.train_sweep(configs, reporter, stop=stop)
         finally:
             reporter.close()
+        if primary:
+            for c in configs:
+                print(
+                    f"train.py: the run is in {c.workdir}; evaluate it with: python eval.py --workdir={c.workdir}",
+                    file=sys.stderr,
+                )
 
 
 if __name__ == "__main__":

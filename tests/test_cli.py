@@ -258,3 +258,20 @@ def test_eval_falls_back_past_a_damaged_checkpoint_and_writes_where_told(tiny_da
     assert exit_.value.code == 2 and "cannot write the evaluation into" in err and "--out=DIR" in err, err
     eval_cli.main([f"--workdir={workdir}", "--sections=samples", f"--out={tmp_path / 'elsewhere'}"])
     assert (tmp_path / "elsewhere" / "samples.png").is_file()
+
+
+def test_train_says_where_the_run_is_and_that_a_finished_run_has_nothing_to_do(tiny_data_dir, tmp_path, capsys):
+    import train as train_cli
+
+    workdir = tmp_path / "run"
+    args = ["--epochs=1", f"--data_dir={tiny_data_dir}", f"--workdir={workdir}", *TINY]
+    train_cli.main(args)
+    assert f"evaluate it with: python eval.py --workdir={workdir}" in capsys.readouterr().err
+    before = (workdir / "config.json").stat().st_mtime_ns
+    train_cli.main(args)
+    assert f"nothing to do: {workdir} has 1 epochs (--epochs=1)" in capsys.readouterr().err
+    assert (workdir / "config.json").stat().st_mtime_ns == before
+    with pytest.raises(SystemExit):
+        train_cli.main(["--beta=abc"])
+    err = capsys.readouterr().err
+    assert "e.g. 0.5,1,2" in err and "1,1,50" not in err
