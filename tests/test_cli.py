@@ -18,6 +18,7 @@ def run(*args, check=True):
     return proc
 
 
+@pytest.mark.slow
 def test_help_lists_every_flag_with_defaults():
     out = run("train.py", "--help").stdout
     for flag in (
@@ -37,6 +38,7 @@ def test_help_lists_every_flag_with_defaults():
     assert "(default: 1.0)" in out and "(default: jmvae)" in out
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "flag,message",
     [
@@ -53,6 +55,7 @@ def test_bad_flags_fail_before_any_work(flag, message, tmp_path):
     assert not (tmp_path / "run").exists()
 
 
+@pytest.mark.slow
 def test_missing_data_dir_is_one_clear_line(tmp_path):
     proc = run("train.py", f"--data_dir={tmp_path / 'nothing'}", f"--workdir={tmp_path / 'run'}", check=False)
     assert proc.returncode == 2 and "no mnist IDX files under data_dir=" in proc.stderr
@@ -60,6 +63,7 @@ def test_missing_data_dir_is_one_clear_line(tmp_path):
     assert not (tmp_path / "run").exists()  # a failed start leaves nothing behind
 
 
+@pytest.mark.slow
 def test_train_resume_and_eval(tiny_data_dir, tmp_path, capsys):
     workdir = tmp_path / "run"
     run("train.py", "--epochs=1", "--beta=2.0", f"--data_dir={tiny_data_dir}", f"--workdir={workdir}", *TINY)
@@ -128,6 +132,7 @@ def TINY_EVAL(tmp_path):
     ]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "args,message",
     [
@@ -143,6 +148,7 @@ def test_eval_flags_are_checked_first(args, message):
     assert "Traceback" not in proc.stderr
 
 
+@pytest.mark.slow
 def test_eval_of_a_missing_workdir_is_one_clear_line(tmp_path):
     proc = run("eval.py", f"--workdir={tmp_path}", check=False)
     assert proc.returncode == 2 and "no config.json" in proc.stderr

@@ -87,6 +87,7 @@ def test_trimodal_from_an_idx_folder(tiny_data_dir):
     np.testing.assert_array_equal(cls(ds.train["y"]), ds.labels("train"))
 
 
+@pytest.mark.slow
 def test_real_pairs_share_the_class(real_data_dir):
     mnist = sources.load_image_classification("mnist", real_data_dir)
     fashion = sources.load_image_classification("fashion_mnist", real_data_dir)

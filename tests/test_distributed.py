@@ -24,6 +24,8 @@ from mvae_jax.data import trimodal
 from mvae_jax.models import get_model
 from tests.conftest import ROOT
 
+pytestmark = pytest.mark.slow  # subprocesses, real data, faults or several processes: `-m "not slow"` skips
+
 
 def _env(devices: int, **extra) -> dict:
     return {

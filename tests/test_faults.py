@@ -20,6 +20,8 @@ from mvae_jax.config import Config, load_config, save_config
 from tests.conftest import ROOT, write_tiny_idx_dataset
 import train
 
+pytestmark = pytest.mark.slow  # subprocesses, real data, faults or several processes: `-m "not slow"` skips
+
 TINY = dict(hidden_dims=(32,), latent_dim=4, batch_size=20)
 
 

@@ -16,6 +16,8 @@ from mvae_jax.config import Config
 from tests.conftest import ROOT
 import train
 
+pytestmark = pytest.mark.slow  # subprocesses, real data, faults or several processes: `-m "not slow"` skips
+
 TINY = dict(hidden_dims=(16,), latent_dim=4, batch_size=20)
 HOLD = (
     "import sys, time; from mvae_jax.training.lock import WorkdirLock; "

@@ -10,6 +10,8 @@ from mvae_jax.config import Config
 from mvae_jax.data import load_dataset
 from mvae_jax.models import get_model
 
+pytestmark = pytest.mark.slow  # subprocesses, real data, faults or several processes: `-m "not slow"` skips
+
 
 def _train_and_score(config):
     """Train ``config``; label accuracy of q(z|x) and of q(z|y) decoded to w on the first 2,000 test pairs."""

@@ -75,6 +75,7 @@ def test_sweep_refuses_runs_that_differ_in_more_than_beta(tiny_config, tmp_path)
         training.train_sweep([a, Config(**{**a.to_dict(), "workdir": str(tmp_path / "b")})])
 
 
+@pytest.mark.slow
 def test_train_py_beta_list_writes_a_workdir_per_beta(tiny_data_dir, tmp_path):
     out = tmp_path / "sweep"
     cmd = [
