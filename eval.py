@@ -285,7 +285,11 @@ def evaluate(args) -> dict:
 
 
 def _evaluate(args, sections, labelled, query) -> dict:
-    """``evaluate`` after its checks, with the lock held."""
+    """``evaluate`` after its checks, with the lock held.
+
+    Long (about 70 lines) because it lays out the run for the sections in one place: restore, data, the
+    progress bars, the Context, the metrics file kept from earlier sections, then one loop over the registry.
+    """
     import contextlib
     import dataclasses
 
