@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 from pathlib import Path
 import sys
 import time
@@ -217,6 +216,7 @@ def check_request(args):
     from mvae_jax.config import load_config
     from mvae_jax.data import DATASETS
     from mvae_jax.evaluation import sections as registry
+    from mvae_jax.files import unwritable
 
     config = load_config(args.workdir)
     for name in ("model", "dataset"):
@@ -258,12 +258,10 @@ def check_request(args):
             )
         names = data_module.check_attributes(config.attributes)
         query = (given, evaluation.parse_query(args.query, names, data_module.ATTRIBUTES, data_module.QUERY_ALIASES))
-    target = out_dir(args).absolute()
-    existing = next(p for p in (target, *target.parents) if p.exists())
-    if not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK):
-        reason = "is not a directory" if not existing.is_dir() else "is not writable"
+    reason = unwritable(out_dir(args))
+    if reason is not None:
         raise PermissionError(
-            f"cannot write the evaluation into {target}: {existing} {reason}; write it elsewhere with --out=DIR"
+            f"cannot write the evaluation into {out_dir(args).absolute()}: {reason}; write it elsewhere with --out=DIR"
         )
     return sections, labelled, query
 

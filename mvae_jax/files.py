@@ -34,3 +34,17 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def unwritable(path: str | os.PathLike) -> str | None:
+    """Why ``path`` (which need not exist yet) could not be created and written, or None if it could.
+
+    Checks the nearest existing ancestor, creating nothing: "<it> is not a directory" or "<it> is not writable".
+    """
+    path = Path(path).absolute()
+    existing = next(p for p in (path, *path.parents) if p.exists())
+    if not existing.is_dir():
+        return f"{existing} is not a directory"
+    if not os.access(existing, os.W_OK | os.X_OK):
+        return f"{existing} is not writable"
+    return None

@@ -29,15 +29,7 @@ FORBIDDEN = {
     "losses.py": HIGHER,
     "modality.py": HIGHER,
     "networks.py": tuple(h for h in HIGHER if h != "mvae_jax.networks"),
-    "models": (
-        "mvae_jax.data",
-        "mvae_jax.training",
-        "mvae_jax.evaluation",
-        "mvae_jax.cli",
-        "mvae_jax.config",
-        "mvae_jax.classifiers",
-        "mvae_jax.figures",
-    ),
+    "models": tuple(h for h in HIGHER if h not in ("mvae_jax.models", "mvae_jax.networks", "mvae_jax.adversarial")),
     "data": (
         "mvae_jax.models",
         "mvae_jax.networks",
@@ -74,7 +66,7 @@ def test_layers_import_only_what_the_architecture_allows(part):
             assert not any(i.startswith("flax") for i in _imports(path)), path
 
 
-def test_a_toy_model_added_by_the_documented_steps_trains_and_evaluates(tiny_data_dir, tmp_path, monkeypatch):
+def test_a_toy_model_added_by_the_documented_steps_trains_and_evaluates(tiny_config, tmp_path, monkeypatch):
     """Step 1: a module-like build with OPTIONS; step 2: register it; then train.py's path and eval work."""
     from mvae_jax import distributions, evaluation, losses, models, training
     from mvae_jax.config import Config
@@ -113,15 +105,7 @@ def test_a_toy_model_added_by_the_documented_steps_trains_and_evaluates(tiny_dat
     monkeypatch.setitem(models.MODELS, "toy", build)
     monkeypatch.setitem(models.OPTIONS, "toy", OPTIONS)
 
-    config = Config(
-        model="toy",
-        data_dir=str(tiny_data_dir),
-        workdir=str(tmp_path / "toy"),
-        hidden_dims=(32,),
-        latent_dim=4,
-        batch_size=20,
-        epochs=2,
-    )
+    config = Config(**{**tiny_config.to_dict(), "model": "toy", "workdir": str(tmp_path / "toy")})
     state = training.train_and_evaluate(config)
     assert int(state.epoch) == 2 and training.saved_epochs(config.workdir) == [1, 2]
     with pytest.raises(ValueError, match="alpha=0.5 applies to model jmvae only, not to model='toy'"):

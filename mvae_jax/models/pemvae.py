@@ -56,14 +56,9 @@ from mvae_jax.networks import FusionEncoder
 log = logging.getLogger(__name__)
 
 
-def proper_subset_masks(num_modalities: int, batch_size: int) -> list[jax.Array]:
-    """One (modalities, batch) 0/1 mask per proper non-empty subset, in the order of ``subsets``."""
-    names = tuple(range(num_modalities))
-    return [
-        jnp.broadcast_to(jnp.asarray([float(i in s) for i in names])[:, None], (num_modalities, batch_size))
-        for s in subsets(names)
-        if len(s) < num_modalities
-    ]
+def subset_mask(subset, names, batch_size: int) -> jax.Array:
+    """(modalities, batch) 0/1: the same subset for every example, modality order of ``names``."""
+    return jnp.broadcast_to(jnp.asarray([[float(n in subset)] for n in names]), (len(names), batch_size))
 
 
 def modality_dropout_masks(rng: jax.Array, num_modalities: int, batch_size: int, rate: float) -> jax.Array:
@@ -158,28 +153,30 @@ def build(config, modalities: tuple[Modality, ...]) -> Model:
             k_joint, source, lambda z: experts.decode(params, z), batch, modalities, kl_beta
         )
         terms["elbo_joint"] = elbo
+        # (label, key, subset): a fixed subset per draw with "all", one drawn per example (None) with "random"
         if sampling == "random":
-            draws = [(str(j), key) for j, key in enumerate(jax.random.split(k_subsets, num_subsets))]
+            draws = [(str(j), key, None) for j, key in enumerate(jax.random.split(k_subsets, num_subsets))]
         else:
-            draws = [("_".join(s), key) for s, key in zip(proper, jax.random.split(k_subsets, len(proper)))]
+            draws = [("_".join(s), key, s) for s, key in zip(proper, jax.random.split(k_subsets, len(proper)))]
 
         def joint_only():
             zero = jnp.zeros_like(elbo)
             return {
                 f"{kind}_{label}": zero
-                for label, _ in draws
+                for label, _, _ in draws
                 for kind in ("subset", "elbo_subset", "kl_joint_to_subset")
             }
 
         def subset_terms():
             target = jax.lax.stop_gradient(joint)
             fixed = {"decoders": jax.lax.stop_gradient(params["decoders"])}
-            all_masks = proper_subset_masks(len(names), size)
             out = {}
-            for j, (label, key) in enumerate(draws):
+            for label, key, subset in draws:
                 k_mask, k_z = jax.random.split(key)
                 masks = (
-                    random_subset_masks(k_mask, len(names), size, proper=True) if sampling == "random" else all_masks[j]
+                    random_subset_masks(k_mask, len(names), size, proper=True)
+                    if subset is None
+                    else subset_mask(subset, names, size)
                 )
                 mask = dict(zip(names, masks))
                 posterior = encode_masked(params, batch, masks)
@@ -201,7 +198,7 @@ def build(config, modalities: tuple[Modality, ...]) -> Model:
             return out
 
         terms.update(jax.lax.cond(epoch < warmup, joint_only, subset_terms))
-        terms["loss"] = -(elbo + sum(terms[f"subset_{label}"] for label, _ in draws))
+        terms["loss"] = -(elbo + sum(terms[f"subset_{label}"] for label, _, _ in draws))
         return terms
 
     def trainable(params, epoch):

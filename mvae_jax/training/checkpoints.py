@@ -23,7 +23,7 @@ import orbax.checkpoint as ocp
 
 from mvae_jax import config as config_lib
 from mvae_jax import errors
-from mvae_jax.files import atomic_write_text
+from mvae_jax.files import atomic_write_text, unwritable
 from mvae_jax.models import Model, get_model
 from mvae_jax.training.state import TrainState, create_train_state, make_optimizers
 
@@ -348,10 +348,9 @@ def epoch_of(line: str) -> int | None:
 def check_workdir(config: config_lib.Config) -> Path:
     """Check, creating nothing, that the workdir can be written and holds no run with other settings."""
     workdir = Path(config.workdir).absolute()
-    existing = next(p for p in (workdir, *workdir.parents) if p.exists())
-    if not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK):
-        reason = "is not a directory" if not existing.is_dir() else "is not writable"
-        raise PermissionError(f"workdir={config.workdir!r} is not writable: {existing} {reason}")
+    reason = unwritable(workdir)
+    if reason is not None:
+        raise PermissionError(f"workdir={config.workdir!r} is not writable: {reason}")
     if (workdir / config_lib.CONFIG_FILE).exists():
         saved = config_lib.load_config(workdir)
         diffs = saved.differences(config)
