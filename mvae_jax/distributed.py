@@ -81,5 +81,26 @@ def is_primary() -> bool:
     return jax.process_index() == 0
 
 
+BARRIER_TIMEOUT_S = 1800  # how long a process waits at a barrier for the slowest one (compiling, reading data)
+
+
+def barrier(name: str, timeout_s: float = BARRIER_TIMEOUT_S) -> None:
+    """Wait until every process reaches ``name`` (each name once per run); nothing with one process.
+
+    It waits on the coordination service of ``jax.distributed``, not with a
+    collective: XLA's CPU (Gloo) collectives give up after 30 s if one process
+    arrives late, as a process starved of CPU or still compiling does, while this
+    waits up to ``timeout_s``. ``multihost_utils.sync_global_devices`` and orbax's
+    default barrier are collectives, so they have the same 30 s limit.
+    """
+    import jax
+    from jax._src import distributed as jax_distributed  # the client has no public handle
+
+    client = jax_distributed.global_state.client
+    if jax.process_count() == 1 or client is None:
+        return
+    client.wait_at_barrier(name, timeout_in_ms=int(timeout_s * 1000))
+
+
 def _int(value: str | None) -> int:
     return int(value) if value is not None and value.isdigit() else 0

@@ -95,13 +95,27 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+# train.py in a process whose data takes 35 s to load: a slow host, or one starved of CPU by the others.
+_LATE = (
+    "import runpy, sys, time; import mvae_jax.training.loop as loop; load = loop.load_dataset; "
+    "loop.load_dataset = lambda config: (time.sleep(35), load(config))[1]; "
+    "sys.argv = sys.argv[1:]; runpy.run_path('train.py', run_name='__main__')"
+)
+
+
 def test_two_processes_train_like_one(one_device_run, tiny_data_dir, tmp_path):
-    """Two processes of 2 CPU devices each (JAX's distributed runtime on localhost) train like 1 device."""
+    """Two processes of 2 CPU devices each (JAX's distributed runtime on localhost) train like 1 device.
+
+    Process 1 reaches the first step 35 s after process 0, beyond the 30 s after
+    which XLA's CPU collectives give up: the processes must wait for each other.
+    """
     workdir = tmp_path / "two"
     address = f"localhost:{_free_port()}"
     procs = [
         subprocess.Popen(
-            _train_flags(tiny_data_dir, workdir),
+            _train_flags(tiny_data_dir, workdir)
+            if i == 0
+            else [sys.executable, "-c", _LATE, *_train_flags(tiny_data_dir, workdir)[1:]],
             cwd=ROOT,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,

@@ -58,6 +58,21 @@ def test_epoch_compiles_once_and_counts(tiny_config):
     assert sorted(seen) == [10, 20, 24]  # every 10th step and the last
 
 
+def test_epoch_programs_compile_ahead_and_the_epoch_reuses_them(tiny_config):
+    """``compile`` builds the chunk programs of the rest of the epoch without running them; ``ready`` runs between."""
+    ds, model, tx, state = _setup(tiny_config)
+    data = jax.device_put(ds.train)
+    epoch_fn = training.make_epoch_fn(model, tx, 120, 5)  # 24 steps: chunks of 10, 10 and 4
+    assert epoch_fn.lengths(state) == [4, 10]
+    programs = epoch_fn.compile(state, data)
+    assert sorted(programs) == [4, 10] and programs[10].memory_analysis() is not None
+    assert int(state.step) == 0  # nothing ran
+    calls = []
+    state, _ = epoch_fn(state, data, ready=lambda: calls.append(epoch_fn.chunk._cache_size()))
+    assert calls == [0] and epoch_fn.chunk._cache_size() == 2  # ready came before any step; no other program
+    assert int(state.step) == 24
+
+
 def test_epochs_use_different_batch_orders(tiny_config):
     ds, model, tx, state = _setup(tiny_config)
     data = jax.device_put(ds.train)

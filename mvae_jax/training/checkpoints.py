@@ -36,6 +36,24 @@ SUPERSEDED_DIR = "superseded_checkpoints"  # a sweep member's epochs past the sw
 INTERRUPTED_DIR = "interrupted"  # the mid-epoch checkpoint of a run stopped by SIGINT/SIGTERM
 
 
+def open_manager(directory: Path, max_to_keep: int) -> ocp.CheckpointManager:
+    """An orbax manager of ``directory`` (created if missing) keeping the latest ``max_to_keep`` steps.
+
+    With several processes, naming all of them active makes orbax wait at its
+    barriers on the coordination service (up to 300 s) rather than with a
+    collective, which on CPU gives up after 30 s when one process is late;
+    orbax then leaves the folder to us.
+    """
+    if jax.process_count() == 1:
+        return ocp.CheckpointManager(
+            directory, options=ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, create=True)
+        )
+    directory.mkdir(parents=True, exist_ok=True)
+    every = ocp.options.MultiprocessingOptions(active_processes=set(range(jax.process_count())))
+    options = ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, create=False, multiprocessing_options=every)
+    return ocp.CheckpointManager(directory, options=options)
+
+
 class Checkpoints:
     """orbax checkpoints of the TrainState in ``workdir/checkpoints``, one per epoch, the latest ``keep`` kept.
 
@@ -45,9 +63,7 @@ class Checkpoints:
 
     def __init__(self, workdir: str | os.PathLike, keep: int = 3):
         self.directory = Path(workdir).absolute() / CHECKPOINT_DIR
-        self.manager = ocp.CheckpointManager(
-            self.directory, options=ocp.CheckpointManagerOptions(max_to_keep=keep, create=True)
-        )
+        self.manager = open_manager(self.directory, keep)
         self._pending = None
 
     def latest(self) -> int | None:
@@ -136,7 +152,7 @@ class MidEpochCheckpoint:
         self.directory = Path(workdir).absolute() / INTERRUPTED_DIR
 
     def _manager(self) -> ocp.CheckpointManager:
-        return ocp.CheckpointManager(self.directory, options=ocp.CheckpointManagerOptions(max_to_keep=1, create=True))
+        return open_manager(self.directory, 1)
 
     def save(self, state: TrainState, progress: Mapping[str, Any]) -> None:
         """Write ``state`` and ``progress`` and wait until they are complete; CheckpointError if that fails."""

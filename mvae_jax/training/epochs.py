@@ -92,7 +92,32 @@ class EpochFn:
         self.order = jax.jit(order)
         self.chunk = jax.jit(chunk, donate_argnums=0, static_argnames="length")
 
-    def __call__(self, state: TrainState, data, stop: Callable[[], bool] | None = None):
+    def lengths(self, state: TrainState) -> list[int]:
+        """The chunk lengths the rest of the state's epoch runs (each is one program)."""
+        left = self.steps - steps_done(state, self.steps)
+        return sorted({n for n in (min(self.chunk_steps, left), left % self.chunk_steps) if n > 0})
+
+    def compile(self, state: TrainState, data) -> dict[int, jax.stages.Compiled]:
+        """Compile, without running, the programs the rest of the state's epoch runs: {chunk length: program}.
+
+        A later call of the epoch reuses them (JAX caches what ``lower().compile()``
+        built). Their ``memory_analysis()`` and ``cost_analysis()`` measure a chunk.
+        """
+        order = self.order.lower(state).compile()
+        order_spec = jax.ShapeDtypeStruct(order.out_info.shape, order.out_info.dtype, sharding=order.output_shardings)
+        return {n: self.chunk.lower(state, data, order_spec, length=n).compile() for n in self.lengths(state)}
+
+    def __call__(
+        self,
+        state: TrainState,
+        data,
+        stop: Callable[[], bool] | None = None,
+        ready: Callable[[], None] | None = None,
+    ):
+        """``ready()``, if given, runs once the programs are compiled, before any step (a barrier of processes)."""
+        if ready is not None:
+            self.compile(state, data)
+            ready()
         order = self.order(state)
         start = done = steps_done(state, self.steps)
         sums, waiting = None, None
@@ -129,6 +154,7 @@ def stream_epoch(
     on_step: Callable[[Any, Any], None] | None = None,
     prefetch: int = 2,
     stop: Callable[[], bool] | None = None,
+    ready: Callable[[], None] | None = None,
 ):
     """One epoch over a streamed data set: (state, {term: mean over the steps run}).
 
@@ -139,6 +165,7 @@ def stream_epoch(
     Steps of the epoch already taken (``state.step``; an epoch interrupted and
     checkpointed) are skipped; ``stop()`` True ends the epoch after the step
     just queued, and ``state.epoch`` is incremented only if the epoch is complete.
+    ``ready()``, if given, runs once the step is compiled, before it first runs.
     """
     sharding = NamedSharding(mesh if mesh is not None else make_mesh(jax.local_devices()[:1]), P("data"))
     steps = len(stream) // batch_size
@@ -149,6 +176,9 @@ def stream_epoch(
 
     def run(batch):
         nonlocal state, totals, count
+        if count == 0 and ready is not None:
+            step_fn.lower(state, batch).compile()  # the call below reuses it
+            ready()
         state, terms = step_fn(state, batch)
         totals = terms if totals is None else jax.tree_util.tree_map(jnp.add, totals, terms)
         count += 1

@@ -20,7 +20,7 @@ import jax
 import numpy as np
 
 from mvae_jax import config as config_lib
-from mvae_jax import errors
+from mvae_jax import distributed, errors
 from mvae_jax.data import load_dataset
 from mvae_jax.models import get_model
 from mvae_jax.training.checkpoints import (
@@ -157,6 +157,7 @@ class _Sweep:
         self.reporter = reporter if self.primary else None
         self.stop = stop
         self.rollbacks = 0
+        self.barriers = 0  # barriers passed, for their unique names
         self.data = None if self.dataset.is_streamed else replicate(self.dataset.train, self.mesh)
         self._compile()
         self.locks = [WorkdirLock(w).acquire() for w in self.workdirs] if self.primary else []
@@ -178,13 +179,14 @@ class _Sweep:
         self.tx, self.adversary = make_optimizers(config, dataset.modalities)
         on_step = self.reporter.step if self.reporter is not None else None
         step_stop = None if self.several else self.stop  # processes must agree: they stop at an epoch's end
+        ready = self._barrier if self.several else None  # compiled everywhere before a step runs
         if dataset.is_streamed:
             step_fn = jax.jit(
                 make_step_fn(self.model, self.tx, self.mesh, dataset.binarize, self.adversary, self.betas),
                 donate_argnums=0,
             )
             self._epoch = lambda state, seed: stream_epoch(
-                step_fn, state, dataset.train, config.batch_size, seed, self.mesh, on_step, stop=step_stop
+                step_fn, state, dataset.train, config.batch_size, seed, self.mesh, on_step, stop=step_stop, ready=ready
             )
         else:
             epoch_fn = make_epoch_fn(
@@ -198,7 +200,12 @@ class _Sweep:
                 self.adversary,
                 self.betas,
             )
-            self._epoch = lambda state, seed: epoch_fn(state, self.data, stop=step_stop)
+            self._epoch = lambda state, seed: epoch_fn(state, self.data, stop=step_stop, ready=ready)
+
+    def _barrier(self) -> None:
+        """All processes wait here for the slowest, whose first collective would otherwise time out (Gloo: 30 s)."""
+        self.barriers += 1
+        distributed.barrier(f"mvae_jax: epoch programs compiled ({self.barriers})")
 
     def resume(self, mid_epoch: bool, first: bool = False) -> int | None:
         """Restore the latest good checkpoint (with ``mid_epoch``, a stopped epoch's state too), or start fresh;
