@@ -52,7 +52,14 @@ def make_parser() -> argparse.ArgumentParser:
     from mvae_jax.models import MODELS
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], prog="eval.py")
-    parser.add_argument("--workdir", help="a workdir written by train.py")
+    runs = parser.add_mutually_exclusive_group(required=True)
+    runs.add_argument("--workdir", help="the run to evaluate: a workdir written by train.py (required, or --compare)")
+    runs.add_argument(
+        "--compare",
+        nargs="+",
+        metavar="WORKDIR",
+        help="evaluated workdirs to draw side by side (tSNE) and tabulate; nothing is recomputed",
+    )
     parser.add_argument("--step", type=int, default=None, help="epoch of the checkpoint to evaluate (default: latest)")
     parser.add_argument(
         "--model",
@@ -78,7 +85,7 @@ def make_parser() -> argparse.ArgumentParser:
         "--sections",
         type=_sections,
         default=None,
-        help=f"what to compute, comma separated, from {','.join(SECTIONS)} (default: all; for data "
+        help=f"what to compute, comma separated, from: {', '.join(SECTIONS)} (default: all; for data "
         "without class labels, samples only)",
     )
     parser.add_argument(
@@ -97,16 +104,20 @@ def make_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--classifier_dir",
         default=None,
-        help="cache of the scoring CNNs (default: $MVAE_JAX_CACHE/classifiers or "
-        "~/.cache/mvae_jax/classifiers); trained there once if absent",
+        help="score with CNNs trained here and cached in DIR (trained once if absent) instead of the ones "
+        "shipped in mvae_jax/weights (the default: the same scorers for every user, checksum verified)",
     )
     parser.add_argument(
         "--classifier_epochs",
         type=int,
         default=0,
-        help="epochs of the scoring CNNs (default 0: 5 for MNIST, 10 for Fashion-MNIST)",
+        help="train scoring CNNs of this many epochs (cached in --classifier_dir, default "
+        "$MVAE_JAX_CACHE/classifiers or ~/.cache/mvae_jax/classifiers) instead of using the shipped ones "
+        "(default 0: the shipped ones, 5 epochs for MNIST, 10 for Fashion-MNIST)",
     )
-    parser.add_argument("--prior_samples", type=int, default=10_000, help="z ~ p(z) for prior coherence")
+    parser.add_argument(
+        "--prior_samples", type=int, default=10_000, help="z ~ p(z) for prior coherence (default 10000)"
+    )
     parser.add_argument(
         "--latent_train_points",
         type=int,
@@ -118,17 +129,11 @@ def make_parser() -> argparse.ArgumentParser:
         "--iw_proposal",
         choices=("own", "joint"),
         default="own",
-        help="z for log p(x_m) from q(z|x_m) (own) or q(z|all) (joint: JMVAE paper)",
+        help="z for log p(x_m) from q(z|x_m) (own) or q(z|all) (joint: JMVAE paper) (default: own)",
     )
     parser.add_argument("--ll_points", type=int, default=0, help="test pairs the likelihoods average (default 0: all)")
     parser.add_argument("--tsne_points", type=int, default=5000, help="test pairs in tsne.png (default 5000)")
-    parser.add_argument("--seed", type=int, default=0, help="seed of samples and estimates")
-    parser.add_argument(
-        "--compare",
-        nargs="+",
-        metavar="WORKDIR",
-        help="evaluated workdirs to draw side by side (tSNE) and tabulate; nothing is recomputed",
-    )
+    parser.add_argument("--seed", type=int, default=0, help="seed of samples and estimates (default 0)")
     parser.add_argument(
         "--out",
         default=None,
@@ -291,8 +296,6 @@ def _evaluate(args, sections, labelled, query) -> dict:
     import contextlib
     import dataclasses
 
-    from tqdm import tqdm
-
     from mvae_jax import evaluation, networks, training
     from mvae_jax.data import load_dataset
     from mvae_jax.evaluation import sections as registry
@@ -305,7 +308,7 @@ def _evaluate(args, sections, labelled, query) -> dict:
 
     @contextlib.contextmanager
     def progress(total, desc):
-        with tqdm(total=total, desc=desc, dynamic_ncols=True, leave=True) as bar:
+        with cli.progress_bar(total, desc) as bar:
             yield bar.update
             bar.update(bar.total - bar.n)
 

@@ -13,19 +13,22 @@ from __future__ import annotations
 from collections.abc import Callable
 import dataclasses
 import functools
+import hashlib
+import io
 import json
 import logging
 import os
 from pathlib import Path
 import shutil
 
+from flax import traverse_util
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
 import orbax.checkpoint as ocp
 
-from mvae_jax.files import atomic_write_text
+from mvae_jax.files import atomic_write_bytes, atomic_write_text
 from mvae_jax.networks import Classifier
 
 log = logging.getLogger(__name__)
@@ -177,6 +180,57 @@ def load_or_train(
     checkpointer.wait_until_finished()
     atomic_write_text(info_path, json.dumps(info, indent=2) + "\n")
     log.info("classifier %s: test accuracy %.4f", name, test_accuracy)
+    return params, info
+
+
+SHIPPED_DIR = Path(__file__).parent / "weights"  # the shipped scorers: <name>.npz and their record
+SHIPPED_RECORD = "classifiers.json"  # per data set: recipe, test accuracy, SHA-256 of the .npz, how it was made
+
+
+def sha256(path: str | os.PathLike) -> str:
+    """Hex SHA-256 of a file's bytes."""
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+def save_weights(params, path: str | os.PathLike) -> str:
+    """Write ``params`` as one .npz of float32 arrays keyed by their path ('conv_0/kernel'); returns its SHA-256.
+
+    The bytes depend on the values only (fixed key order, no timestamps), so
+    the same parameters give the same checksum.
+    """
+    flat = traverse_util.flatten_dict(jax.device_get(params), sep="/")
+    buffer = io.BytesIO()
+    np.savez(buffer, **{k: np.asarray(flat[k], np.float32) for k in sorted(flat)})
+    atomic_write_bytes(Path(path), buffer.getvalue())
+    return sha256(path)
+
+
+def load_weights(path: str | os.PathLike, expected_sha256: str | None = None):
+    """The parameters a ``save_weights`` file holds; ValueError if its SHA-256 is not ``expected_sha256``."""
+    path = Path(path)
+    if expected_sha256 is not None and (actual := sha256(path)) != expected_sha256:
+        raise ValueError(
+            f"{path} has SHA-256 {actual}, not the recorded {expected_sha256}: the file is damaged or was "
+            "changed; restore it (git checkout) or regenerate it with scripts/train_classifiers.py"
+        )
+    with np.load(path) as arrays:
+        return traverse_util.unflatten_dict({k: jnp.asarray(arrays[k]) for k in arrays.files}, sep="/")
+
+
+def shipped_record(directory: str | os.PathLike | None = None) -> dict:
+    """{data set name: record} of the shipped scorers (empty if none are shipped)."""
+    path = Path(directory if directory is not None else SHIPPED_DIR) / SHIPPED_RECORD
+    return json.loads(path.read_text()) if path.is_file() else {}
+
+
+def load_shipped(name: str, directory: str | os.PathLike | None = None):
+    """(params, info) of the scorer of ``name`` shipped with the package, checksum verified; None if none ships."""
+    directory = Path(directory if directory is not None else SHIPPED_DIR)
+    info = shipped_record(directory).get(name)
+    if info is None:
+        return None
+    params = load_weights(directory / info["file"], info["sha256"])
+    log.info("classifier %s: shipped weights %s (test accuracy %.4f)", name, info["file"], info["test_accuracy"])
     return params, info
 
 

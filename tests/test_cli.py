@@ -136,7 +136,8 @@ def TINY_EVAL(tmp_path):
 @pytest.mark.parametrize(
     "args,message",
     [
-        ((), "give --workdir=DIR"),
+        ((), "one of the arguments --workdir --compare is required"),
+        (("--workdir=x", "--compare", "y"), "not allowed with argument"),
         (("--workdir=x", "--iw_samples=0"), "--iw_samples=0 is invalid"),
         (("--workdir=x", "--sections=coherence,fid"), "unknown sections ['fid']"),
         (("--compare", "nowhere"), "run python eval.py --workdir=nowhere first"),
@@ -281,3 +282,33 @@ def test_train_says_where_the_run_is_and_that_a_finished_run_has_nothing_to_do(t
         train_cli.main(["--beta=abc"])
     err = capsys.readouterr().err
     assert "e.g. 0.5,1,2" in err and "1,1,50" not in err
+
+
+def test_progress_off_a_terminal_is_plain_lines_with_an_eta(caplog, monkeypatch):
+    """No carriage returns in a log file: a line at each quarter with the ETA, and 'done' at the end."""
+    import logging
+
+    from mvae_jax import cli
+
+    monkeypatch.setattr(sys.stderr, "isatty", lambda: False, raising=False)
+    with caplog.at_level(logging.INFO, logger="mvae_jax"):
+        with cli.progress_bar(8, "coherence") as bar:
+            for _ in range(8):
+                bar.update(1)
+    lines = [r.getMessage() for r in caplog.records]
+    assert [line.split(",")[0] for line in lines] == [
+        f"coherence: {n}/8 it ({p}%)" for n, p in ((2, 25), (4, 50), (6, 75), (8, 100))
+    ]
+    assert "ETA" in lines[0] and lines[-1].endswith("done") and not any("\r" in line for line in lines)
+    caplog.clear()
+    reporter = cli.TqdmReporter()
+    with caplog.at_level(logging.INFO, logger="mvae_jax"):
+        reporter.epoch_start(1, 3, 4)
+        for i in range(1, 5):
+            reporter.step(i, 10.0)
+        reporter.epoch_end({"loss": 9.0, "samples_per_s": 100.0})
+    assert [r.getMessage().split(",")[0] for r in caplog.records] == [
+        "epoch 1/3: 1/4 step (25%)",
+        "epoch 1/3: 2/4 step (50%)",
+        "epoch 1/3: 3/4 step (75%)",
+    ]

@@ -53,19 +53,29 @@ class Context:
 
 
 def coherence(ctx: Context) -> dict:
-    """Cross-modal and prior coherence, scored by the data set's CNNs (trained once and cached)."""
+    """Cross-modal and prior coherence, scored by the data set's CNNs.
+
+    By default the CNNs shipped in ``mvae_jax/weights`` (checksum verified), so
+    every user scores with the same ones; with ``--classifier_dir`` or
+    ``--classifier_epochs``, ones trained here once and cached.
+    """
     from mvae_jax import classifiers
     from mvae_jax.data import DATASETS
 
+    own = ctx.options.classifier_dir is not None or bool(ctx.options.classifier_epochs)
     classify, accuracies = {}, {}
     for name, source in getattr(DATASETS[ctx.config.dataset], "CLASSIFIED_BY", {}).items():
-        recipe = classifiers.default_recipe(source)
-        if ctx.options.classifier_epochs:
-            recipe = classifiers.Recipe(epochs=ctx.options.classifier_epochs)
-        with ctx.progress(recipe.epochs, f"classifier {source}") as update:
-            params, info = classifiers.load_or_train(
-                source, ctx.config.data_dir, ctx.options.classifier_dir, recipe, on_epoch=lambda e, loss: update(1)
-            )
+        shipped = None if own else classifiers.load_shipped(source)
+        if shipped is not None:
+            params, info = shipped
+        else:
+            recipe = classifiers.default_recipe(source)
+            if ctx.options.classifier_epochs:
+                recipe = classifiers.Recipe(epochs=ctx.options.classifier_epochs)
+            with ctx.progress(recipe.epochs, f"classifier {source}") as update:
+                params, info = classifiers.load_or_train(
+                    source, ctx.config.data_dir, ctx.options.classifier_dir, recipe, on_epoch=lambda e, loss: update(1)
+                )
         accuracies[source] = info["test_accuracy"]
         classify[name] = lambda images, p=params: classifiers.predict(p, images)
     pairs = metrics.coherence_pairs(ctx.model, classify)
