@@ -1,6 +1,7 @@
 """IDX reading, the trimodal pairing, tfds through mock data, and failing fast without data."""
 
 import gzip
+import os
 import time
 
 import numpy as np
@@ -8,7 +9,7 @@ import pytest
 
 from mvae_jax.config import Config
 from mvae_jax.data import DataNotFoundError, idx, load_dataset, sources, trimodal
-from tests.conftest import write_tiny_idx_dataset
+from tests.conftest import ROOT, write_tiny_idx_dataset
 
 
 def test_idx_round_trip(tmp_path):
@@ -211,3 +212,23 @@ def test_validation_larger_than_the_training_set_is_refused(tiny_data_dir):
         Config(validation=-1).validate()
     with pytest.raises(ValueError, match="validation=10 applies to dataset trimodal or mnist_label only"):
         Config(dataset="celeba", validation=10).validate()
+
+
+@pytest.mark.slow
+def test_tensorflow_and_tfds_start_without_their_noise():
+    """No oneDNN lines at TensorFlow's import, and tfds's 'no dataset_info.json' warning is dropped."""
+    import logging
+    import subprocess
+    import sys
+
+    code = "from mvae_jax.data import sources; sources.import_tfds()"
+    env = {k: v for k, v in os.environ.items() if k not in ("TF_ENABLE_ONEDNN_OPTS", "TF_CPP_MIN_LOG_LEVEL")}
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, cwd=ROOT)
+    assert done.returncode == 0 and "oneDNN" not in done.stderr, done.stderr
+
+    def record(msg, *args):
+        return logging.LogRecord("absl", logging.WARNING, __file__, 1, msg, args, None)
+
+    assert not sources._not_prepared_warning(record("Variant folder %s has no dataset_info.json", "/t/mnist/3.0.1"))
+    assert sources._not_prepared_warning(record("Variant folder %s is in use", "/t"))
+    assert sources._not_prepared_warning(record("another warning"))

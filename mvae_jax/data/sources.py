@@ -149,7 +149,14 @@ def load_tfds(name: str, download: bool) -> dict[str, Split]:
 
 
 def import_tf():
-    """tensorflow, kept off every GPU and TPU (they belong to JAX)."""
+    """tensorflow, kept off every GPU and TPU (they belong to JAX), without its oneDNN start-up lines.
+
+    TensorFlow only reads and decodes data here, so its oneDNN kernels, which
+    print two lines at import that TF_CPP_MIN_LOG_LEVEL no longer hides, are off
+    unless TF_ENABLE_ONEDNN_OPTS is set.
+    """
+    os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     import tensorflow as tf
 
     for kind in ("GPU", "TPU"):
@@ -161,11 +168,24 @@ def import_tf():
 
 
 def import_tfds():
-    """tensorflow_datasets, with TensorFlow kept off every GPU and TPU (``import_tf``)."""
+    """tensorflow_datasets, with TensorFlow kept off every GPU and TPU (``import_tf``).
+
+    Its warning that a data set's folder has no dataset_info.json (a data set
+    not prepared, which ``load_image_classification`` reports itself) is dropped.
+    """
     import_tf()
     import tensorflow_datasets as tfds
 
+    absl_log = logging.getLogger("absl")
+    if _not_prepared_warning not in absl_log.filters:
+        absl_log.addFilter(_not_prepared_warning)
+
     return tfds
+
+
+def _not_prepared_warning(record: logging.LogRecord) -> bool:
+    """False (drop it) for tfds's 'Variant folder ... has no dataset_info.json'."""
+    return not str(record.msg).startswith("Variant folder") or "dataset_info.json" not in record.getMessage()
 
 
 def _tfds_data_dir() -> str:
