@@ -12,8 +12,9 @@ out, for model selection; the test pairs are for the final numbers) with the sec
   log_likelihood   importance-weighted log p(x_m) per modality and the joint
   params           parameter count
 and the figures tsne.png (posterior means), cross_modal.png (conditional
-samples) and samples.png (images decoded from z ~ p(z)). Data sets without
-class labels (CelebA) have samples and log_likelihood only; there
+samples), samples.png (images decoded from z ~ p(z)) and curves.png (the
+training loss terms of metrics.jsonl against the epoch). Data sets without
+class labels (CelebA) have samples, curves and log_likelihood only; there
 ``--query="Female,Heavy_Makeup"`` draws faces generated from the named
 attributes into query_<query>.png.
 ``python eval.py --compare runs/a runs/b`` draws evaluated runs side by side.
@@ -29,7 +30,15 @@ import time
 
 from mvae_jax import cli
 
-SECTIONS = ("coherence", "latent_accuracy", "log_likelihood", "tsne", "cross_modal", "samples")  # = the registry's
+SECTIONS = (
+    "coherence",
+    "latent_accuracy",
+    "log_likelihood",
+    "tsne",
+    "cross_modal",
+    "samples",
+    "curves",
+)  # = the registry's
 SPLITS = ("validation", "test")
 
 
@@ -86,7 +95,7 @@ def make_parser() -> argparse.ArgumentParser:
         type=_sections,
         default=None,
         help=f"what to compute, comma separated, from: {', '.join(SECTIONS)} (default: all; for data "
-        "without class labels, samples only)",
+        "without class labels, samples and curves)",
     )
     parser.add_argument(
         "--query",
@@ -246,12 +255,12 @@ def check_request(args):
     data_module = DATASETS[config.dataset]
     modalities = data_module.modalities(config)
     labelled = any(m.likelihood == "categorical" for m in modalities)
-    sections = args.sections or (SECTIONS if labelled else ("samples",))
+    sections = args.sections or (SECTIONS if labelled else ("samples", "curves"))
     if not labelled and set(sections) & set(registry.LABELLED):
         raise ValueError(
             f"--sections={','.join(sections)}: "
             f"{', '.join(s for s in sections if s in registry.LABELLED)} require class labels, which "
-            f"dataset={config.dataset!r} has not; allowed: log_likelihood, samples"
+            f"dataset={config.dataset!r} has not; allowed: log_likelihood, samples, curves"
         )
     query = None
     if args.query is not None:

@@ -12,6 +12,7 @@ from typing import Any
 from mvae_jax.files import atomic_write_bytes, atomic_write_text  # noqa: F401 (re-exported)
 
 CONFIG_FILE = "config.json"
+METRICS_FILE = "metrics.jsonl"  # one JSON line per epoch: the mean loss terms, time and samples/s
 
 # Settings that may change when a run is resumed: everything else defines the
 # model, its data or its optimisation, and must match the saved run.

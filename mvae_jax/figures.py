@@ -48,8 +48,10 @@ def plot_tsne(
     rows: Sequence[tuple[str, Mapping[str, np.ndarray], np.ndarray]],
     path: str | os.PathLike,
     titles: Mapping[str, str] | None = None,
+    class_names: Sequence[str] | None = None,
 ) -> None:
-    """One row per run (name, {panel: (n, 2)}, labels), one column per posterior, points coloured by class."""
+    """One row per run (name, {panel: (n, 2)}, labels), one column per posterior, points coloured by class
+    (the colour bar names them with ``class_names``)."""
     plt = _pyplot()
     columns = list(dict.fromkeys(k for _, emb, _ in rows for k in emb))
     fig, axes = plt.subplots(len(rows), len(columns), figsize=(3.2 * len(columns), 3.2 * len(rows)), squeeze=False)
@@ -65,7 +67,9 @@ def plot_tsne(
                 ax.set_title((titles or {}).get(panel, panel))
             if c == 0:
                 ax.set_ylabel(name)
-    fig.colorbar(scatter, ax=axes, ticks=range(10), shrink=0.6, label="class")
+    bar = fig.colorbar(scatter, ax=axes, ticks=range(10), shrink=0.6, label="class")
+    if class_names is not None:
+        bar.set_ticklabels(list(class_names)[:10])
     _save(fig, path)
 
 
@@ -85,12 +89,15 @@ def plot_cross_modal(
     rng: jax.Array,
     path: str | os.PathLike,
     samples: int = 4,
+    title: str = "",
+    class_names: Sequence[str] | None = None,
 ) -> None:
     """Given each single modality s of one test example per class: ``samples`` draws of every other modality.
 
     One panel per s: its first row is the conditioning input (the image, or
-    the class for a label), then ``samples`` rows per generated modality
-    (pixel probabilities; for a label, the argmax class of each draw).
+    the class for a label), then ``samples`` rows per generated modality, one
+    per z ~ q(z|s): the decoder's mean (pixel probabilities; for a label, the
+    argmax class). Columns are named by ``class_names`` (default the label).
     """
     plt = _pyplot()
     labels = np.asarray(labels)
@@ -98,7 +105,11 @@ def plot_cross_modal(
     picks = np.array([np.flatnonzero(labels == c)[0] for c in classes])
     kinds = {m.name: m for m in model.modalities}
     tile = next((m.shape for m in model.modalities if m.likelihood == "bernoulli"), (28, 28, 1))
-    fig, axes = plt.subplots(1, len(model.names), figsize=(4.2 * len(model.names), 6.5), squeeze=False)
+    tiles_down = 1 + samples * (len(model.names) - 1)  # the mosaic's rows of tiles, of len(picks) columns
+    height = 3.8 * tiles_down / len(picks) + 1.3  # the images' aspect, plus the titles and the rotated names
+    fig, axes = plt.subplots(
+        1, len(model.names), figsize=(4.6 * len(model.names), height), squeeze=False, layout="constrained"
+    )
     for p, source in enumerate(model.names):
         batch = {source: jnp.asarray(data[source][picks])}
         out = jax.device_get(_conditional_samples(model, params, batch, (source,), jax.random.fold_in(rng, p), samples))
@@ -108,9 +119,10 @@ def plot_cross_modal(
         for t in model.names:
             if t == source:
                 continue
+            shown = "argmax" if kinds[t].likelihood == "categorical" else "mean"
             for k in range(samples):
                 rows.append(_row(kinds[t], out[t][k], texts, len(rows), tile))
-                row_names.append(f"{t} sample {k + 1}")
+                row_names.append(f"{t} {shown}, z #{k + 1}")
         ax = axes[0, p]
         mosaic = np.concatenate(rows, axis=0)
         ax.imshow(mosaic.squeeze(-1) if mosaic.shape[-1] == 1 else mosaic, cmap="gray", vmin=0, vmax=1)
@@ -118,9 +130,48 @@ def plot_cross_modal(
         for r, col, text in texts:
             ax.text((col + 0.5) * tile_w, (r + 0.5) * tile_h, text, ha="center", va="center", color="white", fontsize=9)
         ax.set_yticks([(r + 0.5) * tile_h for r in range(len(rows))], row_names, fontsize=7)
-        ax.set_xticks([(c + 0.5) * tile_w for c in range(len(picks))], [str(c) for c in classes], fontsize=7)
-        ax.set_title(f"given {source}")
+        names = [class_names[c] if class_names is not None else str(c) for c in classes]
+        ax.set_xticks([(c + 0.5) * tile_w for c in range(len(picks))], names, fontsize=7, rotation=60, ha="right")
+        ax.set_title(f"given {source}: z ~ q(z|{source})", fontsize=10)
+    if title:
+        fig.suptitle(title, fontsize=11)
     _save(fig, path)
+
+
+CURVE_SKIP = ("epoch", "step", "time_s", "samples_per_s")  # metrics.jsonl entries that are not loss terms
+VALIDATION_PREFIX = "validation_"  # a term measured on the validation split, drawn beside its training twin
+
+
+def plot_curves(records: Sequence[Mapping[str, float]], path: str | os.PathLike, title: str = "") -> list[str]:
+    """Every loss term of metrics.jsonl's ``records`` against the epoch, one panel each; a
+    ``validation_<term>`` entry is drawn dashed in the panel of ``<term>``. Returns the terms drawn."""
+    plt = _pyplot()
+    terms = [
+        k
+        for k in dict.fromkeys(k for r in records for k in r)
+        if k not in CURVE_SKIP and not k.startswith(VALIDATION_PREFIX)
+    ]
+    columns = min(4, max(len(terms), 1))
+    rows = -(-len(terms) // columns) or 1
+    fig, axes = plt.subplots(rows, columns, figsize=(3.4 * columns, 2.6 * rows), squeeze=False, layout="constrained")
+    epochs = [r.get("epoch", i + 1) for i, r in enumerate(records)]
+    for ax, term in zip(axes.ravel(), terms):
+        for key, style, name in ((term, "-", "train"), (VALIDATION_PREFIX + term, "--", "validation")):
+            points = [(e, r[key]) for e, r in zip(epochs, records) if isinstance(r.get(key), (int, float))]
+            if points:
+                ax.plot(*zip(*points), style, marker="." if len(points) < 30 else None, label=name)
+        ax.set_title(term, fontsize=9)
+        ax.set_xlabel("epoch", fontsize=8)
+        ax.xaxis.get_major_locator().set_params(integer=True)
+        ax.tick_params(labelsize=7)
+        if any(VALIDATION_PREFIX + term in r for r in records):
+            ax.legend(fontsize=7)
+    for ax in axes.ravel()[len(terms) :]:
+        ax.axis("off")
+    if title:
+        fig.suptitle(title, fontsize=10)
+    _save(fig, path)
+    return terms
 
 
 def _row(modality, values: np.ndarray, texts: list, index: int, shape) -> np.ndarray:

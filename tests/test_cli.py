@@ -99,7 +99,7 @@ def test_train_resume_and_eval(tiny_data_dir, tmp_path, capsys):
     assert {"x", "y", "w", "joint"} <= set(ll) and ll["num_samples"] == 4 and ll["test_points"] == 40
     assert all(ll[k] < 0 for k in ("x", "y", "w", "joint"))
     assert json.loads((workdir / "eval" / "metrics.json").read_text()) == out
-    for figure in ("tsne.png", "cross_modal.png"):
+    for figure in ("tsne.png", "cross_modal.png", "curves.png", "samples.png"):
         assert (workdir / "eval" / figure).stat().st_size > 10_000
 
     table = run("eval.py", "--compare", str(workdir), str(workdir), f"--out={tmp_path / 'both.png'}").stdout
@@ -312,3 +312,14 @@ def test_progress_off_a_terminal_is_plain_lines_with_an_eta(caplog, monkeypatch)
         "epoch 1/3: 2/4 step (50%)",
         "epoch 1/3: 3/4 step (75%)",
     ]
+
+
+def test_curves_draw_every_loss_term_with_its_validation_twin(tmp_path):
+    from mvae_jax import figures
+
+    records = [
+        {"epoch": e, "step": 10 * e, "loss": 9.0 - e, "kl": 1.0 + e, "validation_loss": 9.5 - e, "time_s": 1.0}
+        for e in (1, 2, 3)
+    ]
+    assert figures.plot_curves(records, tmp_path / "curves.png", "jmvae") == ["loss", "kl"]
+    assert (tmp_path / "curves.png").stat().st_size > 10_000

@@ -111,7 +111,8 @@ class Dataset:
 
 DATASETS = {"trimodal": trimodal, "mnist_label": mnist_label, "celeba": celeba}
 """Name -> module with ``modalities(config)``, ``CLASSIFIED_BY`` ({image modality:
-the classification set whose classifier scores it}) and ``load(config) -> Dataset``."""
+the classification set whose classifier scores it}), ``load(config) -> Dataset`` and,
+for labelled sets, ``CLASS_NAMES`` (by label, for figures)."""
 
 
 def load_dataset(config) -> Dataset:

@@ -23,6 +23,7 @@ MODALITIES = (
     Modality("w", (sources.NUM_CLASSES,), "categorical"),
 )
 CLASSIFIED_BY = {"x": "mnist"}
+CLASS_NAMES = tuple(str(c) for c in range(sources.NUM_CLASSES))
 TEST_BINARIZATION_SEED = 0
 VALIDATION_BINARIZATION_SEED = 1
 

@@ -148,6 +148,12 @@ def load_tfds(name: str, download: bool) -> dict[str, Split]:
     return out
 
 
+FASHION_MNIST_CLASSES = (
+    "T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot",
+)  # fmt: skip
+"""Fashion-MNIST's class names, by label (Xiao et al. 2017, Table 1)."""
+
+
 def import_tf():
     """tensorflow, kept off every GPU and TPU (they belong to JAX), without its oneDNN start-up lines.
 

@@ -29,6 +29,8 @@ MODALITIES = (
     Modality("w", (sources.NUM_CLASSES,), "categorical"),
 )
 CLASSIFIED_BY = {"x": "mnist", "y": "fashion_mnist"}
+CLASS_NAMES = tuple(f"{c} {name}" for c, name in enumerate(sources.FASHION_MNIST_CLASSES))
+"""Class c pairs the digit c with the Fashion-MNIST class c: '0 T-shirt/top', '1 Trouser', ..."""
 
 
 def pair_by_class(labels_a: np.ndarray, labels_b: np.ndarray, seed: int) -> np.ndarray:

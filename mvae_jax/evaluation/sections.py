@@ -154,6 +154,7 @@ def tsne(ctx: Context) -> dict:
         [(f"{ctx.config.model} (epoch {ctx.epoch})", embeddings, ctx.scored_labels[:n])],
         ctx.out_dir / "tsne.png",
         titles=panel_titles(ctx.model.names),
+        class_names=class_names(ctx.config.dataset),
     )
     return {}
 
@@ -169,11 +170,25 @@ def cross_modal(ctx: Context) -> dict:
         ctx.scored_labels,
         jax.random.fold_in(ctx.rng, 3),
         ctx.out_dir / "cross_modal.png",
+        title=run_title(ctx),
+        class_names=class_names(ctx.config.dataset),
     )
     return {}
 
 
 SAMPLES_FILE = "samples.npz"
+
+
+def run_title(ctx: Context) -> str:
+    """A figure's title: the model, beta and the epoch evaluated."""
+    return f"{ctx.config.model} beta={ctx.config.beta} (epoch {ctx.epoch})"
+
+
+def class_names(dataset: str) -> tuple[str, ...] | None:
+    """The data set's class names by label (figures), or None."""
+    from mvae_jax.data import DATASETS
+
+    return getattr(DATASETS[dataset], "CLASS_NAMES", None)
 
 
 def samples(ctx: Context) -> dict:
@@ -184,10 +199,25 @@ def samples(ctx: Context) -> dict:
     ctx.out_dir.mkdir(parents=True, exist_ok=True)
     figures.save_samples(ctx.out_dir / SAMPLES_FILE, images)
     figures.plot_image_rows(
-        [(f"{n} ~ p({n}|z), z ~ p(z)", v) for n, v in images.items()],
+        [(f"{n}: mean of p({n}|z), z ~ p(z)", v) for n, v in images.items()],
         ctx.out_dir / "samples.png",
-        f"{ctx.config.model} beta={ctx.config.beta} (epoch {ctx.epoch})",
+        run_title(ctx),
     )
+    return {}
+
+
+def curves(ctx: Context) -> dict:
+    """curves.png: every loss term of the run's metrics.jsonl against the epoch (validation dashed, if logged)."""
+    import json
+
+    from mvae_jax import figures
+    from mvae_jax.config import METRICS_FILE
+
+    path = Path(ctx.options.workdir) / METRICS_FILE
+    records = [json.loads(line) for line in path.read_text().splitlines() if line.strip()] if path.is_file() else []
+    if records:
+        ctx.out_dir.mkdir(parents=True, exist_ok=True)
+        figures.plot_curves(records, ctx.out_dir / "curves.png", f"{ctx.config.model} beta={ctx.config.beta}")
     return {}
 
 
@@ -209,7 +239,7 @@ def query(ctx: Context, text: str, values: np.ndarray, named: np.ndarray, given:
     slug = "-".join(item.strip().replace("=", "") for item in text.split(",") if item.strip())
     figure = ctx.out_dir / f"query_{slug}.png"
     figures.plot_image_rows(
-        [(f"{n} | {text}", v) for n, v in images.items()],
+        [(f"{n}: mean of p({n}|z), z ~ q(z | {text})", v) for n, v in images.items()],
         figure,
         f"{ctx.config.model} beta={ctx.config.beta}: {text} (others missing; {options.query_steps} imputation steps)",
     )
@@ -223,6 +253,7 @@ SECTIONS: dict[str, Callable[[Context], dict]] = {
     "tsne": tsne,
     "cross_modal": cross_modal,
     "samples": samples,
+    "curves": curves,
 }
 """Section name -> fn(context) -> the entries it adds to metrics.json, in the order eval.py runs them."""
 

@@ -29,7 +29,7 @@ from mvae_jax.training.state import TrainState, create_train_state, make_optimiz
 
 log = logging.getLogger("mvae_jax.training")
 
-METRICS_FILE = "metrics.jsonl"
+METRICS_FILE = config_lib.METRICS_FILE
 CHECKPOINT_DIR = "checkpoints"
 CORRUPT_DIR = "corrupt_checkpoints"  # unreadable checkpoints are moved here, never deleted
 SUPERSEDED_DIR = "superseded_checkpoints"  # a sweep member's epochs past the sweep's common epoch, never deleted
