@@ -38,6 +38,8 @@ HELP = {
     "data_dir": "folder with mnist/ (and fashion_mnist/ for trimodal) IDX files (default: tensorflow-datasets)",
     "workdir": "where config, metrics and checkpoints go (default: runs/<model>_beta<beta>)",
     "keep_checkpoints": "how many of the latest epoch checkpoints to keep",
+    "tensorboard_images": "TensorBoard event files in the workdir hold the epoch's loss terms and the config; every "
+    "N epochs also a grid of cross-modal samples (0: none)",
     "likelihood_weights": "telbo, mvae, mmvae, mopoe: weight lambda of each modality's log-likelihood, "
     "comma separated in the data set's modality order (x,y,w); empty = all 1",
     "num_subsets": "mvae: random-subset ELBOs per example and step; pemvae: random subsets per example and step",

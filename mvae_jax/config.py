@@ -17,7 +17,16 @@ METRICS_FILE = "metrics.jsonl"  # one JSON line per epoch: the mean loss terms, 
 # Settings that may change when a run is resumed: everything else defines the
 # model, its data or its optimisation, and must match the saved run.
 RESUMABLE = frozenset(
-    {"epochs", "data_dir", "workdir", "keep_checkpoints", "precision", "nan_rollbacks", "nan_lr_factor"}
+    {
+        "epochs",
+        "data_dir",
+        "workdir",
+        "keep_checkpoints",
+        "precision",
+        "nan_rollbacks",
+        "nan_lr_factor",
+        "tensorboard_images",
+    }
 )
 
 PRECISIONS = ("fp32", "bf16")
@@ -62,6 +71,7 @@ class Config:
     data_dir: str | None = None
     workdir: str | None = None
     keep_checkpoints: int = 3
+    tensorboard_images: int = 5
     likelihood_weights: tuple[float, ...] = ()
     num_subsets: int = 1
     warmup_epochs: int = 1
@@ -127,7 +137,7 @@ class Config:
         need(_is_float(self.learning_rate) and 0 < self.learning_rate < math.inf, "learning_rate", "a number > 0")
         for name in ("epochs", "batch_size", "latent_dim", "keep_checkpoints"):
             need(_is_int(getattr(self, name)) and getattr(self, name) >= 1, name, "an integer >= 1")
-        for name in ("seed", "pair_seed", "validation"):
+        for name in ("seed", "pair_seed", "validation", "tensorboard_images"):
             need(_is_int(getattr(self, name)) and getattr(self, name) >= 0, name, "an integer >= 0")
         for name, example in (
             ("hidden_dims", "512,512"),

@@ -138,6 +138,27 @@ def plot_cross_modal(
     _save(fig, path)
 
 
+def cross_modal_grid(model: Model, params, data: Mapping[str, np.ndarray], rng: jax.Array, samples: int = 2):
+    """One image (H, W, C) in [0, 1] of cross-modal generation, for TensorBoard: for each single modality s,
+    its images (if s is an image) above ``samples`` rows of decoder means of each other image modality,
+    z ~ q(z|s); the blocks of the sources side by side. ``data`` holds the examples (a few, one per column)."""
+    images = [m for m in model.modalities if len(m.shape) == 3]  # (H, W, C); not labels or attributes
+    names = {m.name for m in images}
+    blocks = []
+    for p, source in enumerate(model.names):
+        batch = {source: jnp.asarray(data[source])}
+        out = jax.device_get(_conditional_samples(model, params, batch, (source,), jax.random.fold_in(rng, p), samples))
+        rows = [np.concatenate(list(np.asarray(data[source], np.float32)), axis=1)] if source in names else []
+        rows += [
+            np.concatenate(list(out[t.name][k]), axis=1) for t in images if t.name != source for k in range(samples)
+        ]
+        blocks.append(np.concatenate(rows, axis=0))
+    height = max(b.shape[0] for b in blocks)
+    gap = np.ones((height, 4, blocks[0].shape[2]), np.float32)
+    padded = [np.pad(b, ((0, height - b.shape[0]), (0, 0), (0, 0)), constant_values=1.0) for b in blocks]
+    return np.concatenate([x for b in padded for x in (b, gap)][:-1], axis=1)
+
+
 CURVE_SKIP = ("epoch", "step", "time_s", "samples_per_s")  # metrics.jsonl entries that are not loss terms
 VALIDATION_PREFIX = "validation_"  # a term measured on the validation split, drawn beside its training twin
 

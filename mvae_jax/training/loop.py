@@ -23,6 +23,7 @@ from mvae_jax import config as config_lib
 from mvae_jax import distributed, errors
 from mvae_jax.data import load_dataset
 from mvae_jax.models import get_model
+from mvae_jax.training import tensorboard
 from mvae_jax.training.checkpoints import (
     METRICS_FILE,
     Checkpoints,
@@ -163,6 +164,9 @@ class _Sweep:
         self.locks = [WorkdirLock(w).acquire() for w in self.workdirs] if self.primary else []
         self.checkpoints = [Checkpoints(w, config.keep_checkpoints) for w in self.workdirs]
         self.interrupted = [MidEpochCheckpoint(w) for w in self.workdirs]
+        examples = tensorboard.examples(self.dataset) if self.primary else None
+        self.boards = [tensorboard.TensorBoard(w, c, examples) for w, c in zip(self.workdirs, self.configs)]
+        self.boards = self.boards if self.primary else []
         self.state, self.partial = None, None
 
     @property
@@ -334,6 +338,7 @@ class _Sweep:
             if self.primary:
                 with (w / METRICS_FILE).open("a") as f:
                     f.write(json.dumps(record) + "\n")
+                self.boards[i].epoch(record, self.model, self._member(i).params)
             ck.save(self._member(i))
             log.info(
                 "%s epoch %d/%d loss %.4f (%.1f s, %.0f samples/s)",
@@ -370,6 +375,8 @@ class _Sweep:
             for ck in getattr(self, "checkpoints", ()):
                 ck.close()
         finally:
+            for board in getattr(self, "boards", ()):
+                board.close()
             for lock in getattr(self, "locks", ()):
                 lock.release()
 
