@@ -135,6 +135,8 @@ def test_readme_flag_table_help_and_config_agree():
             continue
         shown = ",".join(map(str, default)) if isinstance(default, tuple) else str(default)
         assert cell.strip("`") == shown, f"--{field.name}: README says {cell}, the code {shown}"
+    flags = {o[2:] for a in train.make_parser()._actions for o in a.option_strings if o.startswith("--")}
+    assert flags - {"help"} <= set(rows), f"README flag table lacks {sorted(flags - {'help'} - set(rows))}"
     assert set(OPTIONS) == set(MODELS)
     assert all(o in {f.name for f in dataclasses.fields(Config)} for opts in OPTIONS.values() for o in opts)
 
