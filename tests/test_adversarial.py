@@ -38,6 +38,7 @@ def _setup(tiny_config, **kw):
     return model, tx, adversary, state, batch
 
 
+@pytest.mark.slow
 def test_one_step_changes_generator_and_discriminator(tiny_config):
     model, tx, adversary, state, batch = _setup(tiny_config)
     assert adversary.names == ("x", "y")  # the two image modalities, not the label
@@ -51,6 +52,7 @@ def test_one_step_changes_generator_and_discriminator(tiny_config):
     np.testing.assert_allclose(terms["loss"], terms["vae_loss"] + terms["adv_generator"], rtol=1e-5)
 
 
+@pytest.mark.slow
 def test_generator_gradient_flows_through_the_generated_images(tiny_config):
     model, _, adversary, state, batch = _setup(tiny_config)
 
@@ -84,6 +86,7 @@ def test_warmup_zeroes_the_generator_weight(tiny_config):
     assert float(adversary.generator_terms(state.disc_params, fakes, 2)["adv_weight"][0]) == 3.0
 
 
+@pytest.mark.slow
 def test_resume_carries_both_parameter_sets_and_optimizer_states(tiny_config, tmp_path):
     base = {**tiny_config.to_dict(), "adversarial": True, "disc_widths": (4,), "epochs": 2}
     straight = training.train_and_evaluate(Config(**{**base, "workdir": str(tmp_path / "a")}))

@@ -66,6 +66,7 @@ def test_layers_import_only_what_the_architecture_allows(part):
             assert not any(i.startswith("flax") for i in _imports(path)), path
 
 
+@pytest.mark.slow
 def test_a_toy_model_added_by_the_documented_steps_trains_and_evaluates(tiny_config, tmp_path, monkeypatch):
     """Step 1: a module-like build with OPTIONS; step 2: register it; then train.py's path and eval work."""
     from mvae_jax import distributions, evaluation, losses, models, training

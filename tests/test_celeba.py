@@ -77,6 +77,7 @@ def test_tfds_source_under_mock_data():
     assert 0.0 <= batch["image"].min() and batch["image"].max() <= 1.0
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("model", ["jmvae", "pemvae"])
 def test_training_on_the_stream_writes_checkpoints(tiny_celeba_dir, tmp_path, model):
     config = Config(
@@ -160,6 +161,7 @@ def test_query_errors(query, message):
         evaluation.parse_query(query, ("Male", "Smiling"), celeba.ATTRIBUTES, celeba.QUERY_ALIASES)
 
 
+@pytest.mark.slow
 def test_eval_query_grid_samples_and_compare(tiny_celeba_dir, tmp_path, capsys):
     import eval as eval_cli
 

@@ -9,6 +9,7 @@ import pytest
 from mvae_jax import classifiers
 
 
+@pytest.mark.slow
 def test_classifier_is_cached_and_reused(tiny_data_dir, tmp_path):
     recipe = classifiers.Recipe(epochs=2, batch_size=20)
     epochs = []
@@ -46,13 +47,15 @@ def test_classifier_learns_a_separable_task():
     assert classifiers.accuracy(params, images, labels) == 1.0
 
 
-def _small_params():
+@pytest.fixture(scope="module")
+def small_params():
+    """A classifier after one epoch on 40 noise images (trained once for the tests of the weights file)."""
     images = np.random.default_rng(1).random((40, 28, 28, 1), dtype=np.float32)
     return classifiers.train_classifier(images, np.arange(40) % 10, classifiers.Recipe(epochs=1, batch_size=20))
 
 
-def test_weights_file_round_trips_with_a_stable_checksum(tmp_path):
-    params = _small_params()
+def test_weights_file_round_trips_with_a_stable_checksum(small_params, tmp_path):
+    params = small_params
     digest = classifiers.save_weights(params, tmp_path / "a.npz")
     assert classifiers.save_weights(params, tmp_path / "b.npz") == digest == classifiers.sha256(tmp_path / "b.npz")
     loaded = classifiers.load_weights(tmp_path / "a.npz", digest)
@@ -60,8 +63,8 @@ def test_weights_file_round_trips_with_a_stable_checksum(tmp_path):
     np.testing.assert_array_equal(classifiers.predict(loaded, images), classifiers.predict(params, images))
 
 
-def test_a_changed_weights_file_is_refused_with_its_checksums(tmp_path):
-    digest = classifiers.save_weights(_small_params(), tmp_path / "a.npz")
+def test_a_changed_weights_file_is_refused_with_its_checksums(small_params, tmp_path):
+    digest = classifiers.save_weights(small_params, tmp_path / "a.npz")
     data = bytearray((tmp_path / "a.npz").read_bytes())
     data[-100] ^= 1
     (tmp_path / "a.npz").write_bytes(bytes(data))
@@ -103,6 +106,7 @@ def test_the_regeneration_script_writes_weights_eval_can_load(tiny_data_dir, tmp
     assert classifiers.predict(params, np.zeros((3, 28, 28, 1), np.float32)).shape == (3,)
 
 
+@pytest.mark.slow
 def test_eval_scores_with_the_shipped_weights_by_default(tiny_config, tmp_path, monkeypatch):
     """The coherence section trains nothing unless asked to (``--classifier_dir`` or ``--classifier_epochs``)."""
     import types

@@ -158,6 +158,7 @@ def test_eval_of_a_missing_workdir_is_one_clear_line(tmp_path):
     assert proc.returncode == 2 and "has no checkpoint in checkpoints/" in proc.stderr, proc.stderr
 
 
+@pytest.mark.slow
 def test_eval_scores_the_validation_split_into_its_own_folder(tiny_data_dir, tmp_path, capsys):
     """train.py --validation=N, then eval.py --split=validation writes eval_validation/ and leaves eval/ alone;
     a run without a validation split refuses --split=validation before any work."""
@@ -231,6 +232,7 @@ def test_eval_sections_are_the_registrys():
     assert eval_cli.SECTIONS == tuple(SECTIONS) and set(LABELLED) <= set(SECTIONS)
 
 
+@pytest.mark.slow
 def test_eval_falls_back_past_a_damaged_checkpoint_and_writes_where_told(tiny_data_dir, tmp_path, capsys, caplog):
     """A damaged newest checkpoint: eval.py evaluates the newest readable one with a warning naming the skipped
     one; --step=<damaged> is one line listing the readable ones. An unwritable eval folder is refused before
@@ -267,6 +269,7 @@ def test_eval_falls_back_past_a_damaged_checkpoint_and_writes_where_told(tiny_da
     assert (tmp_path / "elsewhere" / "samples.png").is_file()
 
 
+@pytest.mark.slow
 def test_train_says_where_the_run_is_and_that_a_finished_run_has_nothing_to_do(tiny_data_dir, tmp_path, capsys):
     import train as train_cli
 

@@ -40,6 +40,7 @@ def test_mmvae_loss_matches_hand_computation(beta, weights):
     np.testing.assert_allclose(terms["loss"], -np.mean(bounds, axis=0), rtol=2e-5)
 
 
+@pytest.mark.slow
 def test_gradients_are_dreg():
     """Decoders: the IWAE gradient sum_k w~_k grad log w_k. Encoders: sum_k w~_k^2 d log w_k/dz dz/dphi,
     with q's parameters held fixed inside log w (Tucker et al. 2019, Eq. 8)."""

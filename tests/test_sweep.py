@@ -20,6 +20,7 @@ def _close(a, b):
         np.testing.assert_allclose(np.asarray(x), np.asarray(y), rtol=2e-4, atol=2e-5)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("model", ["jmvae", "mmvae"])
 def test_sweep_equals_separate_runs(tiny_config, tmp_path, model):
     base = {**tiny_config.to_dict(), "model": model}
@@ -42,6 +43,7 @@ def test_sweep_equals_separate_runs(tiny_config, tmp_path, model):
     assert not np.allclose(jax.tree_util.tree_leaves(swept[0].params)[0], jax.tree_util.tree_leaves(swept[1].params)[0])
 
 
+@pytest.mark.slow
 def test_sweep_epoch_compiles_once_and_resumes(tiny_config, tmp_path):
     config = Config(**{**tiny_config.to_dict(), "epochs": 1})
     ds = load_dataset(config)
@@ -95,6 +97,7 @@ def test_train_py_beta_list_writes_a_workdir_per_beta(tiny_data_dir, tmp_path):
     assert load_config(out / "beta0.5").beta == 0.5 and training.Checkpoints(out / "beta1.0").all_steps() == [1]
 
 
+@pytest.mark.slow
 def test_resuming_a_sweep_moves_a_members_later_checkpoints_aside(tiny_config, tmp_path, caplog):
     """A member ahead of the others (trained alone one more epoch) has its later checkpoint moved to
     superseded_checkpoints/, never deleted, and the sweep resumes from the epoch all members have."""

@@ -5,6 +5,7 @@ from pathlib import Path
 
 import jax
 import numpy as np
+import pytest
 
 from mvae_jax import figures, training
 from mvae_jax.config import Config
@@ -24,6 +25,7 @@ def _events(workdir):
     return out
 
 
+@pytest.mark.slow
 def test_event_files_hold_the_scalars_config_and_images(tiny_config):
     config = Config(**{**tiny_config.to_dict(), "epochs": 2, "tensorboard_images": 2})
     training.train_and_evaluate(config)

@@ -98,6 +98,7 @@ def test_checkpoint_restores_equal_state(tiny_config, tmp_path):
     assert type(restored.opt_state) is type(state.opt_state)  # named tuples, not lists
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("model", ["jmvae", "pemvae"])
 def test_resume_after_one_epoch_equals_two_straight(tiny_config, tmp_path, model):
     """pemvae: its second epoch is the subset stage (warm-up 1 epoch), so the schedule must survive resume."""
@@ -172,6 +173,7 @@ def test_binarized_modalities_are_fresh_bernoulli_draws_every_step():
     assert float(again["mean_x"]) != float(terms["mean_x"])  # the next epoch draws again
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", ["mvae", "pemvae", "mmvae", "mopoe"])  # the models that enumerate subsets
 def test_subset_models_train_on_the_two_modality_mnist_label_set(name, tiny_data_dir, tmp_path):
     config = Config(
@@ -197,6 +199,7 @@ def _damage(checkpoint: Path) -> None:
             f.write_bytes(f.read_bytes()[: f.stat().st_size // 2])
 
 
+@pytest.mark.slow
 def test_a_corrupted_latest_checkpoint_falls_back_to_the_previous_one(tiny_config, caplog):
     training.train_and_evaluate(Config(**{**tiny_config.to_dict(), "epochs": 3}))
     workdir = Path(tiny_config.workdir)
