@@ -1,6 +1,6 @@
 """Where the time of one JMVAE training step goes: the parts timed alone, and epoch variants side by side.
 
-    python bench/step_breakdown.py [--batch_size=128] [--rounds=5]
+    python bench/step_breakdown.py [--batch_size=128] [--rounds=5] [--steps=60] [--calls=40]
 
 Parts, each jitted alone on one batch (best of 5 x 40 calls): the loss
 gradient (forward + backward of every network), the Adam update, and the
@@ -49,8 +49,10 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--batch_size", type=int, default=128)
     parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--steps", type=int, default=60, help="steps of each timed epoch")
+    parser.add_argument("--calls", type=int, default=40, help="calls per timing of each part (best of 5)")
     args = parser.parse_args()
-    b, steps = args.batch_size, 60
+    b, steps = args.batch_size, args.steps
     config = Config(batch_size=b).validate()
     model = get_model(config, trimodal.MODALITIES)
     tx = training.make_optimizer(config)
@@ -64,14 +66,15 @@ def main():
 
     grads = jax.grad(loss)(state.params, batch)
     print(f"float32 matmul peak: {matmul_peak_gflops():.1f} GFLOP/s")
-    print(f"gradient (forward + backward): {best_ms(jax.jit(jax.grad(loss)), state.params, batch):.2f} ms")
+    gradient_ms = best_ms(jax.jit(jax.grad(loss)), state.params, batch, calls=args.calls)
+    print(f"gradient (forward + backward): {gradient_ms:.2f} ms")
     adam = jax.jit(lambda g, o, p: optax.apply_updates(p, tx.update(g, o, p)[0]))
     print(
         f"Adam update of {sum(x.size for x in jax.tree_util.tree_leaves(state.params)):,} params: "
-        f"{best_ms(adam, grads, state.opt_state, state.params):.2f} ms"
+        f"{best_ms(adam, grads, state.opt_state, state.params, calls=args.calls):.2f} ms"
     )
     draws = jax.jit(lambda k, x, y: (jax.random.bernoulli(k, x), jax.random.bernoulli(k, y)))
-    print(f"binarization draws (x and y): {best_ms(draws, key, batch['x'], batch['y']):.2f} ms")
+    print(f"binarization draws (x and y): {best_ms(draws, key, batch['x'], batch['y'], calls=args.calls):.2f} ms")
 
     variants = {
         "no binarization, chunks of 10": ((), None, 10),

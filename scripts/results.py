@@ -50,6 +50,11 @@ def main(argv=None) -> None:
     parser.add_argument("--ll_points", type=int, default=500, help="test pairs of the likelihoods (0: all 10,000)")
     parser.add_argument("--tsne_points", type=int, default=2000)
     parser.add_argument("--out", default="docs/RESULTS.md")
+    parser.add_argument(
+        "--train_flags",
+        default="",
+        help="more train.py flags for every run (e.g. smaller networks; the report says so)",
+    )
     args = parser.parse_args(argv)
     models = [m.strip() for m in args.models.split(",") if m.strip()]
     unknown = [m for m in models if m not in MODELS]
@@ -76,6 +81,7 @@ def main(argv=None) -> None:
             ]
             if args.data_dir:
                 train.append(f"--data_dir={args.data_dir}")
+            train += shlex.split(args.train_flags)
             evaluate = [
                 python,
                 "eval.py",
@@ -106,7 +112,13 @@ def main(argv=None) -> None:
         "# Results: every model on the trimodal data, one budget",
         "",
         f"Budget: {args.epochs} epochs of the 60,000 training pairs, batch 128, Adam 1e-3, beta {args.beta}, "
-        f"seed {args.seed}, default widths (512, 512) and latent 20; each model's own defaults otherwise "
+        f"seed {args.seed}, "
+        + (
+            f"train.py flags `{args.train_flags}`, "
+            if args.train_flags
+            else "default widths (512, 512) and latent 20; "
+        )
+        + "each model's own defaults otherwise "
         "(MMVAE K = 10, PEMVAE 1 warm-up epoch, MVAE 1 random subset). Coherence and latent accuracy on all "
         f"10,000 test pairs; log-likelihoods on the first {args.ll_points or 10000} test pairs with "
         f"K = {args.iw_samples} importance samples, z for log p(x_m) from q(z|x_m) and for the joint from "

@@ -1,0 +1,93 @@
+"""Every script in bench/ and scripts/ runs on a tiny setting and prints its numbers, so a refactor that
+breaks one breaks a test (scripts/train_classifiers.py: tests/test_classifiers.py; examples/: test_examples.py)."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from tests.conftest import ROOT
+
+pytestmark = pytest.mark.slow  # subprocesses that train and evaluate
+
+TINY_TRAIN = "--hidden_dims=32 --latent_dim=4 --batch_size=20"
+
+
+def _run(*args, timeout=900):
+    done = subprocess.run([sys.executable, *args], cwd=ROOT, capture_output=True, text=True, timeout=timeout)
+    assert done.returncode == 0, f"{args} exited {done.returncode}:\n{done.stdout[-2000:]}\n{done.stderr[-3000:]}"
+    return done.stdout
+
+
+def test_throughput_benchmark_prints_training_and_eval_numbers():
+    out = _run(
+        "bench/throughput.py",
+        "--models=jmvae,pemvae",
+        "--examples=256",
+        "--batch_size=64",
+        "--epochs=1",
+        "--eval_points=200",
+        "--tsne_points=60",
+    )
+    records = [json.loads(line) for line in out.splitlines() if line.startswith("{")]
+    training = {r["model"]: r for r in records if "samples_per_s" in r}
+    assert set(training) == {"jmvae", "pemvae"}
+    for r in training.values():
+        assert r["samples_per_s"] > 0 and r["xla_gflop_per_step"] > 0 and r["xla_buffers_mib"] > 0
+        assert r["chunk_steps"] == 4 and 0 < r["fraction_of_peak"] < 1.5  # 256 / 64 = 4 steps in one chunk
+    evaluation = [r for r in records if "coherence_s" in r]
+    assert [r["model"] for r in evaluation] == ["jmvae", "pemvae"] and "tsne_s" in evaluation[0]
+    assert "float32 matmul peak:" in out and "process peak resident memory" in out
+
+
+def test_throughput_benchmark_with_forced_device_counts():
+    out = _run(
+        "bench/throughput.py", "--models=jmvae", "--examples=256", "--batch_size=64", "--epochs=1", "--devices=2"
+    )
+    (record,) = [json.loads(line) for line in out.splitlines() if line.startswith("{")]
+    assert record["devices"].endswith("x2") and record["samples_per_s"] > 0
+
+
+def test_step_breakdown_prints_every_part_and_epoch_variant():
+    out = _run("bench/step_breakdown.py", "--batch_size=32", "--steps=10", "--rounds=1", "--calls=2")
+    for text in ("gradient (forward + backward):", "Adam update of", "binarization draws", "chunks of 1: median"):
+        assert text in out
+
+
+def test_results_script_trains_evaluates_and_writes_the_report(tiny_data_dir, tmp_path):
+    report = tmp_path / "RESULTS.md"
+    _run(
+        "scripts/results.py",
+        f"--data_dir={tiny_data_dir}",
+        "--models=jmvae,pemvae",
+        "--epochs=1",
+        f"--runs={tmp_path / 'runs'}",
+        f"--out={report}",
+        "--iw_samples=4",
+        "--ll_points=10",
+        "--tsne_points=40",
+        f"--train_flags={TINY_TRAIN}",
+    )
+    text = report.read_text()
+    assert "| jmvae |" in text and "| pemvae |" in text and f"train.py flags `{TINY_TRAIN}`" in text
+    assert (tmp_path / "results_tsne.png").stat().st_size > 10_000
+
+
+def test_pemvae_study_runs_an_ablation_chooses_and_scores_the_test_pairs(tiny_data_dir, tmp_path):
+    out = _run(
+        "scripts/pemvae_study.py",
+        f"--data_dir={tiny_data_dir}",
+        f"--runs={tmp_path / 'runs'}",
+        "--epochs=2",
+        "--validation=20",
+        "--seeds=0",
+        "--final_seeds=0",
+        "--variants=baseline,all_subsets_uni3",
+        "--tsne_points=40",
+        f"--train_flags={TINY_TRAIN}",
+        "--eval_flags=--iw_samples=4 --prior_samples=100",
+        "--jobs=2",
+    )
+    assert "chosen" in out.lower()
+    assert (tmp_path / "runs").is_dir()
