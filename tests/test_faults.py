@@ -233,9 +233,9 @@ def _with_nan(epochs_hit, calls):
     def make(*args, **kwargs):
         epoch_fn = real(*args, **kwargs)
 
-        def run(state, data, stop=None):
+        def run(state, data, stop=None, ready=None):
             epoch = int(state.epoch) + 1
-            state, terms = epoch_fn(state, data, stop)
+            state, terms = epoch_fn(state, data, stop, ready)
             calls.append(epoch)
             if epoch in epochs_hit:
                 epochs_hit.remove(epoch)
