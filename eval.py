@@ -162,6 +162,13 @@ def make_parser() -> argparse.ArgumentParser:
         "samples going to <out>_samples.png",
     )
     parser.add_argument("--verbose", action="store_true", help="also show INFO logs of JAX, orbax and TensorFlow")
+    parser.add_argument(
+        "--compilation_cache",
+        default=None,
+        metavar="DIR|off",
+        help="JAX's persistent compilation cache, so that a later start reuses compiled programs (default: "
+        "$MVAE_JAX_COMPILATION_CACHE, else ~/.cache/mvae_jax/jax; off: compile everything afresh)",
+    )
     return parser
 
 
@@ -431,6 +438,7 @@ def main(argv=None) -> None:
     cli.setup_logging(args.verbose)
     with cli.user_errors("eval.py"):
         check_args(args)
+        cli.enable_compilation_cache(args.compilation_cache)
         if args.compare is not None:
             print(compare(args))
             return

@@ -155,6 +155,13 @@ def make_parser() -> argparse.ArgumentParser:
         "srun, mpirun, a GKE TPU pod); on = always (Cloud TPU VM pod slices) (default: auto)",
     )
     parser.add_argument("--verbose", action="store_true", help="also show INFO logs of JAX, orbax and TensorFlow")
+    parser.add_argument(
+        "--compilation_cache",
+        default=None,
+        metavar="DIR|off",
+        help="JAX's persistent compilation cache, so that a later start reuses compiled programs (default: "
+        "$MVAE_JAX_COMPILATION_CACHE, else ~/.cache/mvae_jax/jax; off: compile everything afresh)",
+    )
     return parser
 
 
@@ -189,10 +196,11 @@ def configs_from_flags(flags: dict) -> list[config_lib.Config]:
 
 def main(argv=None) -> None:
     flags = vars(make_parser().parse_args(argv))
-    verbose, mode = flags.pop("verbose"), flags.pop("distributed")
+    verbose, mode, cache = flags.pop("verbose"), flags.pop("distributed"), flags.pop("compilation_cache")
     cli.setup_logging(verbose)
     with cli.user_errors("train.py"):
         distributed.initialize(mode)  # before any computation
+        cli.enable_compilation_cache(cache)
         primary = distributed.is_primary()
         if not primary:  # one process reports; the others log warnings and errors only
             cli.setup_logging(verbose, level="WARNING")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+from pathlib import Path
 import signal
 import sys
 import threading
@@ -72,6 +73,54 @@ def _drop_orbax_traceback(record: logging.LogRecord) -> bool:
     if record.exc_info and record.exc_info[0] is not None and _from_orbax(*record.exc_info):
         record.exc_info, record.exc_text = None, None
     return True
+
+
+COMPILATION_CACHE_ENV = "MVAE_JAX_COMPILATION_CACHE"  # a folder, or "off"; --compilation_cache overrides it
+_OFF = ("off", "none", "0", "false")
+
+
+def compilation_cache_dir(setting: str | None = None) -> Path | None:
+    """The folder of JAX's persistent compilation cache, None when off.
+
+    ``setting`` (``--compilation_cache``: a folder or ``off``), else
+    ``$MVAE_JAX_COMPILATION_CACHE``, else ``$MVAE_JAX_CACHE/jax`` (default
+    ``~/.cache/mvae_jax/jax``), beside the scoring classifiers' cache.
+    """
+    value = setting if setting is not None else os.environ.get(COMPILATION_CACHE_ENV)
+    if value is not None and value.strip().lower() in _OFF:
+        return None
+    if value:
+        return Path(value).expanduser().absolute()
+    return Path(os.environ.get("MVAE_JAX_CACHE", Path.home() / ".cache" / "mvae_jax")).expanduser() / "jax"
+
+
+def enable_compilation_cache(setting: str | None = None) -> Path | None:
+    """Turn on JAX's persistent compilation cache in ``compilation_cache_dir(setting)``; the folder, or None.
+
+    A later train.py or eval.py start then loads the programs it compiled
+    before instead of compiling them again (keyed by the program, the jax
+    version and the device). A folder that cannot be created or written
+    leaves the cache off with a warning: it is a speed-up, never a reason to fail.
+    """
+    folder = compilation_cache_dir(setting)
+    if folder is None:
+        return None
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        logging.getLogger("mvae_jax").warning("compilation cache off: cannot create %s (%s)", folder, e)
+        return None
+    if not os.access(folder, os.W_OK):
+        logging.getLogger("mvae_jax").warning("compilation cache off: %s is not writable", folder)
+        return None
+    import jax
+
+    jax.config.update("jax_compilation_cache_dir", str(folder))
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", MIN_COMPILE_S)
+    return folder
+
+
+MIN_COMPILE_S = 0.2  # programs that compile faster are not worth a file (JAX's default is 1 s)
 
 
 @contextlib.contextmanager

@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+import tempfile
 
 import numpy as np
 import pytest
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+# train.py and eval.py started by the tests share one compilation cache, not the user's ~/.cache/mvae_jax/jax.
+os.environ.setdefault("MVAE_JAX_COMPILATION_CACHE", str(Path(tempfile.gettempdir()) / "mvae_jax_tests_jax_cache"))
 
 ROOT = Path(__file__).resolve().parent.parent
 REAL_DATA = ROOT.parent / "shared" / "datasets"
