@@ -228,7 +228,7 @@ def summarize(study: Study, chosen: str | None, selection: dict) -> dict:
         "skipped": study.skipped,
     }
     rows = [(f"pemvae:{v}", study.runs / "pemvae" / v, args.seeds) for v in VARIANTS]
-    rows += [(m, study.runs / m, args.final_seeds) for m in BASELINES]
+    rows += [(m, study.runs / m, args.final_seeds) for m in args.baselines]
     for name, parent, seeds in rows:
         per_seed = {}
         for seed in seeds:
@@ -236,7 +236,7 @@ def summarize(study: Study, chosen: str | None, selection: dict) -> dict:
             if m is not None:
                 per_seed[seed] = {**_targets(m), "params": m["params"]}
         out["validation_runs"][name] = per_seed
-    finals = [(m, study.runs / m) for m in BASELINES]
+    finals = [(m, study.runs / m) for m in args.baselines]
     if chosen is not None:
         finals.append((f"pemvae:{chosen}", study.runs / "pemvae" / chosen))
     for name, parent in finals:
@@ -337,6 +337,9 @@ def main(argv=None) -> None:
     )
     parser.add_argument("--tsne_points", type=int, default=2000)
     parser.add_argument("--classifier_dir", default=None, help="eval.py --classifier_dir")
+    parser.add_argument(
+        "--baselines", default=",".join(BASELINES), help=f"comma separated, of {','.join(BASELINES)} (default: all)"
+    )
     parser.add_argument("--train_flags", default="", help="more train.py flags for every run (e.g. smaller networks)")
     parser.add_argument("--eval_flags", default="", help="more eval.py flags for every evaluation")
     parser.add_argument("--jobs", type=int, default=1, help="commands run at once")
@@ -368,13 +371,17 @@ def main(argv=None) -> None:
         if v not in variants:
             del VARIANTS[v]
 
+    args.baselines = tuple(b.strip() for b in args.baselines.split(",") if b.strip())
+    if bad := [b for b in args.baselines if b not in BASELINES]:
+        parser.error(f"--baselines: unknown {bad}; allowed: {','.join(BASELINES)}")
     study = Study(args)
-    # The scoring CNNs once, before parallel evaluations could race to train them.
+    # Own scoring CNNs (--classifier_dir or --classifier_epochs) once, before parallel evaluations could race to
+    # train them; by default eval.py scores with the shipped ones and nothing is trained.
     from mvae_jax import classifiers
 
-    if not args.summarize_only:
-        flags = shlex.split(args.eval_flags)
-        epochs = next((int(f.split("=")[1]) for f in flags if f.startswith("--classifier_epochs=")), 0)
+    flags = shlex.split(args.eval_flags)
+    epochs = next((int(f.split("=")[1]) for f in flags if f.startswith("--classifier_epochs=")), 0)
+    if not args.summarize_only and (args.classifier_dir or epochs):
         for name in ("mnist", "fashion_mnist"):
             recipe = classifiers.Recipe(epochs=epochs) if epochs else classifiers.default_recipe(name)
             classifiers.load_or_train(name, args.data_dir, args.classifier_dir, recipe)
@@ -384,7 +391,7 @@ def main(argv=None) -> None:
         final_seeds = args.final_seeds
         for i in range(max(len(args.seeds), len(final_seeds))):  # seed by seed, so a deadline cuts whole seeds
             if i < len(final_seeds):
-                for model in BASELINES:
+                for model in args.baselines:
                     baselines.append(
                         pool.submit(
                             study.job,
@@ -432,7 +439,7 @@ def main(argv=None) -> None:
 
     summary = summarize(study, chosen, scores)
     if chosen is not None:
-        seed0 = [study.runs / m / f"seed{final_seeds[0]}" for m in BASELINES]
+        seed0 = [study.runs / m / f"seed{final_seeds[0]}" for m in args.baselines]
         seed0.append(study.runs / "pemvae" / chosen / f"seed{final_seeds[0]}")
         if all((ROOT / w / "eval" / "tsne.npz").is_file() for w in seed0):
             study.run(

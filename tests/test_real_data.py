@@ -29,8 +29,8 @@ def test_one_epoch_beta_sweep_of_jmvae_transfers_labels_and_evaluates(real_data_
     (the defaults: alpha 0.1, latent 20, batch 128, seed 0; the same parameters
     as training it alone, tests/test_sweep.py) decodes q(z|x) to w >= 0.85 and
     q(z|y) to w >= 0.70 on 2,000 test pairs (measured: 0.91 and 0.82). Then
-    eval.py writes every section and figure, with scoring CNNs trained 1 epoch
-    (>= 0.97 on MNIST, >= 0.80 on Fashion-MNIST).
+    eval.py writes every section and figure, scored by the shipped CNNs (MNIST
+    0.9908, Fashion-MNIST 0.9155; asserted >= 0.99 and >= 0.91).
     """
     import eval as eval_cli
 
@@ -59,8 +59,6 @@ def test_one_epoch_beta_sweep_of_jmvae_transfers_labels_and_evaluates(real_data_
     eval_cli.main(
         [
             f"--workdir={workdir}",
-            f"--classifier_dir={tmp_path / 'classifiers'}",
-            "--classifier_epochs=1",
             "--latent_train_points=5000",
             "--iw_samples=20",
             "--ll_points=100",
@@ -69,7 +67,7 @@ def test_one_epoch_beta_sweep_of_jmvae_transfers_labels_and_evaluates(real_data_
     )
     metrics = json.loads((workdir / "eval" / "metrics.json").read_text())
     print(json.dumps(metrics))
-    assert metrics["classifiers"]["mnist"] >= 0.97 and metrics["classifiers"]["fashion_mnist"] >= 0.80
+    assert metrics["classifiers"]["mnist"] >= 0.99 and metrics["classifiers"]["fashion_mnist"] >= 0.91
     coherence = metrics["coherence"]
     assert len(coherence) == 13 and coherence["x->w"] >= 0.85 and coherence["x,y->w"] >= coherence["y->w"]
     assert coherence["joint->w"] >= 0.9 and coherence["prior"] > 0.1

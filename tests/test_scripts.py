@@ -84,6 +84,7 @@ def test_pemvae_study_runs_an_ablation_chooses_and_scores_the_test_pairs(tiny_da
         "--seeds=0",
         "--final_seeds=0",
         "--variants=baseline,all_subsets_uni3",
+        "--baselines=jmvae",
         "--tsne_points=40",
         f"--train_flags={TINY_TRAIN}",
         "--eval_flags=--iw_samples=4 --prior_samples=100",
