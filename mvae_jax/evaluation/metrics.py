@@ -214,7 +214,7 @@ def iw_log_likelihood(
         z = distributions.sample_mixture(jax.random.fold_in(rng, index), mus, logvars, (chunk,))  # (chunk, B, latent)
         log_q = distributions.mixture_log_density(z, mus[:, None], logvars[:, None])
         log_prior = distributions.gaussian_log_density(z, jnp.zeros_like(z), jnp.zeros_like(z))
-        logits = model.decode(params, z)
+        logits = model.decode(params, z, targets)  # only the decoders of the targets: log p(w) needs w's alone
         log_lik = sum(m.log_likelihood(logits[m.name], batch[m.name]) for m in model.modalities if m.name in targets)
         lw = log_lik + log_prior - log_q  # (chunk, B)
         valid = (index * chunk + jnp.arange(chunk)) < num_samples
