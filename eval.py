@@ -162,13 +162,7 @@ def make_parser() -> argparse.ArgumentParser:
         "samples going to <out>_samples.png",
     )
     parser.add_argument("--verbose", action="store_true", help="also show INFO logs of JAX, orbax and TensorFlow")
-    parser.add_argument(
-        "--compilation_cache",
-        default=None,
-        metavar="DIR|off",
-        help="JAX's persistent compilation cache, so that a later start reuses compiled programs (default: "
-        "$MVAE_JAX_COMPILATION_CACHE, else ~/.cache/mvae_jax/jax; off: compile everything afresh)",
-    )
+    cli.add_compilation_cache_flag(parser)
     return parser
 
 

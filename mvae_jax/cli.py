@@ -120,6 +120,17 @@ def enable_compilation_cache(setting: str | None = None) -> Path | None:
     return folder
 
 
+def add_compilation_cache_flag(parser) -> None:
+    """train.py's and eval.py's ``--compilation_cache=DIR|off`` (``enable_compilation_cache`` reads it)."""
+    parser.add_argument(
+        "--compilation_cache",
+        default=None,
+        metavar="DIR|off",
+        help="JAX's persistent compilation cache, so that a later start reuses compiled programs (default: "
+        "$MVAE_JAX_COMPILATION_CACHE, else ~/.cache/mvae_jax/jax; off: compile everything afresh)",
+    )
+
+
 MIN_COMPILE_S = 0.2  # programs that compile faster are not worth a file (JAX's default is 1 s)
 
 

@@ -81,6 +81,13 @@ def _conditional_samples(model: Model, params, batch, present, rng, samples: int
     return {m.name: m.mean(logits[m.name]) for m in model.modalities}
 
 
+def first_of_each_class(labels: np.ndarray) -> tuple[list[int], np.ndarray]:
+    """(the classes present, in order; the index of the first example of each)."""
+    labels = np.asarray(labels)
+    classes = [int(c) for c in np.unique(labels)]
+    return classes, np.array([np.flatnonzero(labels == c)[0] for c in classes])
+
+
 def plot_cross_modal(
     model: Model,
     params,
@@ -100,9 +107,7 @@ def plot_cross_modal(
     argmax class). Columns are named by ``class_names`` (default the label).
     """
     plt = _pyplot()
-    labels = np.asarray(labels)
-    classes = [c for c in range(int(labels.max()) + 1) if np.any(labels == c)]
-    picks = np.array([np.flatnonzero(labels == c)[0] for c in classes])
+    classes, picks = first_of_each_class(labels)
     kinds = {m.name: m for m in model.modalities}
     tile = next((m.shape for m in model.modalities if m.likelihood == "bernoulli"), (28, 28, 1))
     tiles_down = 1 + samples * (len(model.names) - 1)  # the mosaic's rows of tiles, of len(picks) columns

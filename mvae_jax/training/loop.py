@@ -164,9 +164,10 @@ class _Sweep:
         self.locks = [WorkdirLock(w).acquire() for w in self.workdirs] if self.primary else []
         self.checkpoints = [Checkpoints(w, config.keep_checkpoints) for w in self.workdirs]
         self.interrupted = [MidEpochCheckpoint(w) for w in self.workdirs]
-        examples = tensorboard.examples(self.dataset) if self.primary else None
-        self.boards = [tensorboard.TensorBoard(w, c, examples) for w, c in zip(self.workdirs, self.configs)]
-        self.boards = self.boards if self.primary else []
+        self.boards = []  # TensorBoard writers: the primary process's only (the others write no event files)
+        if self.primary:
+            examples = tensorboard.examples(self.dataset)
+            self.boards = [tensorboard.TensorBoard(w, c, examples) for w, c in zip(self.workdirs, self.configs)]
         self.state, self.partial = None, None
 
     @property

@@ -54,5 +54,5 @@ def examples(dataset) -> dict[str, np.ndarray] | None:
     if labels is None:
         picks = np.arange(min(IMAGE_EXAMPLES, len(next(iter(test.values())))))
     else:
-        picks = np.array([np.flatnonzero(labels == c)[0] for c in np.unique(labels)[:IMAGE_EXAMPLES]])
+        picks = figures.first_of_each_class(labels)[1][:IMAGE_EXAMPLES]
     return {k: v[picks] for k, v in test.items()}
