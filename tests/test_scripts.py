@@ -55,6 +55,37 @@ def test_step_breakdown_prints_every_part_and_epoch_variant():
         assert text in out
 
 
+def test_peer_benchmark_runs_its_mvae_jax_half_and_refuses_bad_flags():
+    out = _run(
+        "bench/peer_multivae.py",
+        "--libraries=mvae_jax",
+        "--models=jmvae,telbo",
+        "--examples=128",
+        "--batch_size=64",
+        "--epochs=1",
+        "--rounds=1",
+    )
+    records = [json.loads(line) for line in out.splitlines() if line.startswith("{")]
+    assert [(r["library"], r["model"]) for r in records] == [("mvae_jax", "jmvae"), ("mvae_jax", "telbo")]
+    assert all(r["samples_per_s"] > 0 and 0 < r["fraction_of_peak"] < 1.5 for r in records)
+    assert "| jmvae |" in out and "| model | mvae_jax samples/s |" in out
+    bad = subprocess.run(
+        [sys.executable, "bench/peer_multivae.py", "--models=vae"], cwd=ROOT, capture_output=True, text=True
+    )
+    assert bad.returncode == 2 and "unknown models ['vae']; allowed: jmvae, telbo, mvae, mopoe, mmvae" in bad.stderr
+
+
+def test_peer_benchmark_races_multivae_when_the_bench_extra_is_installed():
+    pytest.importorskip("multivae", reason="MultiVae is an optional extra: pip install -e '.[bench]'")
+    out = _run(
+        "bench/peer_multivae.py", "--models=mvae,telbo", "--examples=128", "--batch_size=64", "--epochs=1", "--rounds=1"
+    )
+    records = [json.loads(line) for line in out.splitlines() if line.startswith("{")]
+    theirs = {(r["model"], r["omp_wait_policy"]) for r in records if r["library"] == "multivae"}
+    assert theirs == {(m, p) for m in ("mvae", "telbo", "telbo (stage 2)") for p in ("PASSIVE", "ACTIVE")}
+    assert "| mvae |" in out and "x |" in out  # a ratio in the table
+
+
 def test_results_script_trains_evaluates_and_writes_the_report(tiny_data_dir, tmp_path):
     report = tmp_path / "RESULTS.md"
     _run(

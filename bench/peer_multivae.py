@@ -1,0 +1,366 @@
+"""Training speed of mvae_jax against MultiVae (PyTorch), same models, architectures, data and machine.
+
+    pip install -e '.[bench]'      # torch and multivae: an optional extra, never a core dependency
+    python bench/peer_multivae.py [--models=jmvae,telbo,mvae,mopoe,mmvae] [--batch_size=128]
+                                  [--examples=25600] [--epochs=2] [--rounds=2] [--threads=N]
+                                  [--libraries=mvae_jax,multivae]
+
+Both sides train on the same trimodal-shaped data (x, y: 28 x 28 pixel
+probabilities, binarized afresh at every step; w: one-hot labels of 10 classes;
+``--examples`` pairs, reshuffled every epoch) with the same networks: the
+models' default MLPs, 512-512 with ReLU, latent 20, a linear output of
+2 x latent (mean, log-variance) for the encoders and of the modality's size
+(logits) for the decoders; JMVAE's and TELBO's joint encoder concatenates the
+flattened modalities into one such MLP. Batch ``--batch_size``, Adam 1e-3,
+beta 1, likelihood weights 1, MVAE with one random subset, MMVAE with K = 10
+and DReG gradients.
+
+- **mvae_jax**: the ``EpochFn`` that ``train.py`` runs (``bench/throughput.py``'s
+  ``measure_training``): compiled once, then the best of ``--epochs`` epochs.
+  It also reports XLA's FLOPs per step, so every model's GFLOP/s against the
+  float32 matmul peak measured in the same run.
+- **MultiVae**: MultiVae's own training step, as its ``BaseTrainer.train_step``
+  runs it (``model(inputs, epoch=..., dataset_size=..., uses_ddp=False,
+  batch_ratio=...)``, zero_grad, backward, Adam step, ``loss.item()``), over
+  batches sliced from tensors held in memory: its DataLoader and callbacks are
+  left out, so this is an upper bound on its speed through its trainer. One
+  warm-up epoch, then the best of ``--epochs`` epochs, each run once with
+  ``OMP_WAIT_POLICY=PASSIVE`` and once with ``ACTIVE`` (on 2 cores this alone
+  changes torch's speed by up to 1.5x); the best is reported.
+
+Where MultiVae's models differ from ours (stated in the table's notes):
+TELBO trains in two stages there (the joint ELBO first, then the unimodal
+ELBOs with the joint encoder and decoders frozen): both stages are timed and
+the ratio is taken against its faster one. MMVAE sums its loss over the batch
+(ours averages; the cost is the same). MultiVae's TELBO computes the
+unimodal KL with the joint posterior's variance (see mvae_jax/models/telbo.py).
+
+Each library runs in its own subprocess, alternating (mvae_jax, MultiVae
+passive, MultiVae active; ``--rounds`` times), so neither warms the other's
+caches or threads. ``--threads`` (default: the machine's cores) sets torch's
+intra-op threads; XLA uses every core. Every result is printed as one JSON line,
+then a Markdown table for docs/PERFORMANCE.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+
+MODELS = ("jmvae", "telbo", "mvae", "mopoe", "mmvae")
+LIBRARIES = ("mvae_jax", "multivae")
+LATENT = 20
+HIDDEN = (512, 512)
+LEARNING_RATE = 1e-3
+SHAPES = {"x": (1, 28, 28), "y": (1, 28, 28), "w": (10,)}
+DISTRIBUTIONS = {"x": "bernoulli", "y": "bernoulli", "w": "categorical"}
+
+
+# ----------------------------------------------------------------------------- the MultiVae side (torch)
+
+
+def _torch_networks():
+    """MultiVae encoder, joint encoder and decoder classes with mvae_jax's default MLPs (imports torch)."""
+    from multivae.models.nn.base_architectures import BaseJointEncoder
+    from pythae.models.base.base_utils import ModelOutput
+    from pythae.models.nn.base_architectures import BaseDecoder, BaseEncoder
+    import torch
+
+    def mlp(fan_in: int, fan_out: int):
+        layers, width = [], fan_in
+        for h in HIDDEN:
+            layers += [torch.nn.Linear(width, h), torch.nn.ReLU()]
+            width = h
+        return torch.nn.Sequential(*layers, torch.nn.Linear(width, fan_out))
+
+    class Encoder(BaseEncoder):
+        def __init__(self, shape):
+            super().__init__()
+            self.latent_dim = LATENT
+            self.net = mlp(int(torch.tensor(shape).prod()), 2 * LATENT)
+
+        def forward(self, x):
+            mean, log_var = self.net(x.flatten(1)).chunk(2, dim=-1)
+            return ModelOutput(embedding=mean, log_covariance=log_var)
+
+    class JointEncoder(BaseJointEncoder):
+        def __init__(self):
+            super().__init__()
+            self.latent_dim = LATENT
+            self.net = mlp(sum(int(torch.tensor(s).prod()) for s in SHAPES.values()), 2 * LATENT)
+
+        def forward(self, x: dict):
+            mean, log_var = self.net(torch.cat([x[m].flatten(1) for m in SHAPES], dim=-1)).chunk(2, dim=-1)
+            return ModelOutput(embedding=mean, log_covariance=log_var)
+
+    class Decoder(BaseDecoder):
+        def __init__(self, shape):
+            super().__init__()
+            self.shape = tuple(shape)
+            self.net = mlp(LATENT, int(torch.tensor(shape).prod()))
+
+        def forward(self, z):
+            return ModelOutput(reconstruction=self.net(z).reshape(*z.shape[:-1], *self.shape))
+
+    return Encoder, JointEncoder, Decoder
+
+
+def multivae_model(name: str):
+    """MultiVae's ``name`` with the networks and options of the module docstring."""
+    from multivae import models as mv
+
+    Encoder, JointEncoder, Decoder = _torch_networks()
+    common = dict(
+        n_modalities=len(SHAPES),
+        latent_dim=LATENT,
+        input_dims=dict(SHAPES),
+        decoders_dist=dict(DISTRIBUTIONS),
+        uses_likelihood_rescaling=False,
+    )
+    encoders = {m: Encoder(s) for m, s in SHAPES.items()}
+    decoders = {m: Decoder(s) for m, s in SHAPES.items()}
+    if name == "jmvae":
+        config = mv.JMVAEConfig(**common, alpha=0.1, warmup=10)
+        return mv.JMVAE(config, encoders=encoders, decoders=decoders, joint_encoder=JointEncoder())
+    if name == "telbo":
+        config = mv.TELBOConfig(**common, warmup=1)
+        return mv.TELBO(config, encoders=encoders, decoders=decoders, joint_encoder=JointEncoder())
+    if name == "mvae":
+        return mv.MVAE(mv.MVAEConfig(**common, use_subsampling=True, k=1, warmup=10), encoders, decoders)
+    if name == "mopoe":
+        return mv.MoPoE(mv.MoPoEConfig(**common), encoders, decoders)
+    if name == "mmvae":
+        config = mv.MMVAEConfig(**common, K=10, prior_and_posterior_dist="normal", learn_prior=False)
+        return mv.MMVAE(config, encoders, decoders)
+    raise ValueError(f"unknown model {name!r}; allowed: {', '.join(MODELS)}")
+
+
+def measure_multivae(name: str, batch_size: int, epochs: int, n: int, threads: int, stage: int = 1) -> dict:
+    """Samples/s of MultiVae's training step for ``name`` (module docstring); ``stage`` 2 is TELBO's second."""
+    from multivae.data.datasets.base import MultimodalBaseDataset
+    import numpy as np
+    import torch
+
+    torch.set_num_threads(threads)
+    torch.manual_seed(0)
+    model = multivae_model(name)
+    model.train()
+    optimizer = torch.optim.Adam(model.parameters(), lr=LEARNING_RATE)
+    rng = np.random.default_rng(0)
+    data = {
+        "x": torch.from_numpy(rng.random((n, *SHAPES["x"]), np.float32)),
+        "y": torch.from_numpy(rng.random((n, *SHAPES["y"]), np.float32)),
+        "w": torch.from_numpy(np.eye(10, dtype=np.float32)[rng.integers(0, 10, n)]),
+    }
+    steps = n // batch_size
+    # TELBO's stage is chosen by the epoch MultiVae passes (epoch <= warmup: the joint ELBO; after: the unimodal ones).
+    epoch = 1 if stage == 1 else 2
+    if stage == 2:  # what MultistageTrainer does when the second stage starts: a fresh optimizer for what still learns
+        model._set_torch_no_grad_on_joint_vae()
+        optimizer = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=LEARNING_RATE)
+
+    def one_epoch(limit: int | None = None) -> float:
+        order = torch.randperm(n)
+        start = time.perf_counter()
+        for i in range(steps if limit is None else limit):
+            idx = order[i * batch_size : (i + 1) * batch_size]
+            batch = {m: v[idx] for m, v in data.items()}
+            batch["x"], batch["y"] = torch.bernoulli(batch["x"]), torch.bernoulli(batch["y"])  # dynamic binarization
+            inputs = MultimodalBaseDataset(data=batch, labels=None)
+            out = model(inputs, epoch=epoch, dataset_size=n, uses_ddp=False, batch_ratio=i / steps)
+            optimizer.zero_grad()
+            out.loss.backward()
+            optimizer.step()
+            loss = out.loss_sum if hasattr(out, "loss_sum") else out.loss
+            if loss.item() != loss.item():
+                raise ArithmeticError(f"MultiVae {name}: NaN loss at step {i}")
+        return time.perf_counter() - start
+
+    one_epoch(limit=min(steps, 20))  # warm-up: allocator, threads, first-call paths
+    times = [one_epoch() for _ in range(epochs)]
+    return {
+        "library": "multivae",
+        "model": name if stage == 1 else f"{name} (stage 2)",
+        "samples_per_s": steps * batch_size / min(times),
+        "epoch_s": times,
+        "steps": steps,
+        "torch": torch.__version__,
+        "threads": threads,
+        "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY", "(unset)"),
+    }
+
+
+# ----------------------------------------------------------------------------- the mvae_jax side
+
+
+def measure_mvae_jax(name: str, batch_size: int, epochs: int, n: int) -> dict:
+    """``bench/throughput.py``'s measurement: the EpochFn train.py runs, on the same data."""
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    import jax
+    from throughput import matmul_peak_gflops, measure_training
+
+    result = measure_training(name, batch_size, epochs, n=n)
+    peak = matmul_peak_gflops()
+    return {
+        "library": "mvae_jax",
+        "model": name,
+        "samples_per_s": result["samples_per_s"],
+        "epoch_s": result["epoch_s"],
+        "steps": n // batch_size,
+        "compile_s": result["compile_s"],
+        "xla_gflop_per_step": result["xla_gflop_per_step"],
+        "gflops": result["gflops"],
+        "matmul_peak_gflops": peak,
+        "fraction_of_peak": result["gflops"] / peak,
+        "jax": jax.__version__,
+    }
+
+
+# ----------------------------------------------------------------------------- the driver
+
+
+def _worker(args) -> None:
+    if args.worker == "mvae_jax":
+        result = measure_mvae_jax(args.models, args.batch_size, args.epochs, args.examples)
+    else:
+        result = measure_multivae(args.models, args.batch_size, args.epochs, args.examples, args.threads, args.stage)
+    print(json.dumps(result), flush=True)
+
+
+def _run_worker(library: str, model: str, args, env: dict, stage: int = 1) -> dict:
+    cmd = [
+        sys.executable,
+        os.path.abspath(__file__),
+        f"--worker={library}",
+        f"--models={model}",
+        f"--batch_size={args.batch_size}",
+        f"--examples={args.examples}",
+        f"--epochs={args.epochs}",
+        f"--threads={args.threads}",
+        f"--stage={stage}",
+    ]
+    proc = subprocess.run(cmd, env={**os.environ, **env}, capture_output=True, text=True)
+    if proc.returncode:
+        raise SystemExit(f"{library} {model} failed (exit {proc.returncode}):\n{proc.stderr[-3000:]}")
+    lines = [line for line in proc.stdout.splitlines() if line.startswith("{")]
+    return json.loads(lines[-1])
+
+
+def _best(results: list[dict], library: str, model: str, policy: str | None = None) -> dict | None:
+    mine = [
+        r
+        for r in results
+        if r["library"] == library and r["model"] == model and policy in (None, r.get("omp_wait_policy"))
+    ]
+    return max(mine, key=lambda r: r["samples_per_s"]) if mine else None
+
+
+def table(results: list[dict], names: list[str]) -> str:
+    """The Markdown table of the best samples/s per library and model, and the ratio.
+
+    MultiVae's cell gives its best with OMP_WAIT_POLICY=PASSIVE / ACTIVE; the
+    ratio is against the better of the two. For TELBO, whose step here does
+    the work of both of MultiVae's stages, the ratio is given against its
+    second stage alone (the closer in work, still less than ours) and against
+    one step of each stage per batch (1 / (1/r1 + 1/r2) samples/s).
+    """
+    rows = [
+        "| model | mvae_jax samples/s | % of matmul peak | MultiVae samples/s (passive / active) | ratio |",
+        "|---|---|---|---|---|",
+    ]
+    for name in names:
+        ours = _best(results, "mvae_jax", name)
+        stages = [name, f"{name} (stage 2)"] if name == "telbo" else [name]
+        cells, best = [], []
+        for i, model in enumerate(stages):
+            by_policy = [_best(results, "multivae", model, p) for p in ("PASSIVE", "ACTIVE")]
+            if any(by_policy):
+                text = " / ".join(f"{r['samples_per_s']:,.0f}" if r else "-" for r in by_policy)
+                cells.append(f"stage {i + 1}: {text}" if len(stages) > 1 else text)
+                best.append(max(r["samples_per_s"] for r in by_policy if r))
+        ratio = "-"
+        if ours and best:
+            mine = ours["samples_per_s"]
+            if len(best) == 2:
+                both = 1 / (1 / best[0] + 1 / best[1])
+                ratio = f"{mine / best[1]:.2f}x vs stage 2; {mine / both:.2f}x vs stages 1 + 2"
+            else:
+                ratio = f"{mine / best[0]:.2f}x"
+        rows.append(
+            "| "
+            + " | ".join(
+                [
+                    name,
+                    f"{ours['samples_per_s']:,.0f}" if ours else "-",
+                    f"{100 * ours['fraction_of_peak']:.0f}%" if ours else "-",
+                    "; ".join(cells) or "-",
+                    ratio,
+                ]
+            )
+            + " |"
+        )
+    return "\n".join(rows)
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--models", default=",".join(MODELS), help=f"comma-separated, of {', '.join(MODELS)}")
+    parser.add_argument("--libraries", default=",".join(LIBRARIES), help="comma-separated, of mvae_jax, multivae")
+    parser.add_argument("--batch_size", type=int, default=128)
+    parser.add_argument("--examples", type=int, default=25_600, help="training pairs per epoch (both libraries)")
+    parser.add_argument("--epochs", type=int, default=2, help="timed epochs per run, after a warm-up (best is kept)")
+    parser.add_argument("--rounds", type=int, default=2, help="times each library runs each model, alternating")
+    parser.add_argument("--threads", type=int, default=os.cpu_count(), help="torch's intra-op threads")
+    parser.add_argument("--worker", choices=LIBRARIES, help=argparse.SUPPRESS)
+    parser.add_argument("--stage", type=int, default=1, choices=(1, 2), help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.worker:
+        return _worker(args)
+
+    names = [m for m in args.models.split(",") if m]
+    libraries = [lib for lib in args.libraries.split(",") if lib]
+    for bad, allowed, what in (
+        (set(names) - set(MODELS), MODELS, "models"),
+        (set(libraries) - set(LIBRARIES), LIBRARIES, "libraries"),
+    ):
+        if bad:
+            parser.error(f"unknown {what} {sorted(bad)}; allowed: {', '.join(allowed)}")
+    for flag in ("batch_size", "examples", "epochs", "rounds", "threads"):
+        if getattr(args, flag) < 1:
+            parser.error(f"--{flag}={getattr(args, flag)} must be >= 1")
+    if args.examples < args.batch_size:
+        parser.error(f"--examples={args.examples} must be at least --batch_size={args.batch_size}")
+    if "multivae" in libraries and importlib.util.find_spec("multivae") is None:
+        parser.error("MultiVae is not installed: pip install -e '.[bench]' (or --libraries=mvae_jax)")
+
+    print(
+        f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores; "
+        f"{args.examples} examples, batch {args.batch_size}, {args.epochs} timed epochs, {args.rounds} rounds; "
+        f"{time.strftime('%Y-%m-%d')}",
+        flush=True,
+    )
+    results = []
+    for _ in range(args.rounds):
+        for name in names:
+            runs = []
+            if "mvae_jax" in libraries:
+                runs.append(("mvae_jax", {}, 1))
+            if "multivae" in libraries:
+                for stage in (1, 2) if name == "telbo" else (1,):
+                    runs += [("multivae", {"OMP_WAIT_POLICY": p}, stage) for p in ("PASSIVE", "ACTIVE")]
+            for library, env, stage in runs:
+                r = _run_worker(library, name, args, env, stage)
+                results.append(r)
+                print(json.dumps(r), flush=True)
+    print()
+    print(table(results, names))
+
+
+if __name__ == "__main__":
+    main()
