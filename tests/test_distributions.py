@@ -111,3 +111,16 @@ def test_sample_mixture_draws_each_component_equally_and_then_its_gaussian():
         np.testing.assert_allclose(z[nearest == c].var(0), np.exp(np.asarray(logvars[c, 0])), rtol=0.05)
     one = distributions.sample_mixture(jax.random.PRNGKey(1), mus, logvars)
     assert one.shape == (1, 2)
+
+
+@pytest.mark.parametrize("event_ndims", [0, 1, 3])
+def test_bernoulli_log_likelihood_broadcasts_samples_over_targets(event_ndims):
+    """K samples of logits (K, B, 28, 28, 1) against targets (B, 28, 28, 1), as the IW estimates call it."""
+    rng = np.random.default_rng(1)
+    logits = rng.normal(size=(3, 4, 28, 28, 1)).astype(np.float32) * 3
+    targets = rng.integers(0, 2, (4, 28, 28, 1)).astype(np.float32)
+    per_pixel = targets * np.log(1 / (1 + np.exp(-logits))) + (1 - targets) * np.log(1 / (1 + np.exp(logits)))
+    expected = per_pixel.sum(axis=tuple(range(per_pixel.ndim - event_ndims, per_pixel.ndim)))
+    got = D.bernoulli_log_likelihood(jnp.asarray(logits), jnp.asarray(targets), event_ndims=event_ndims)
+    assert got.shape == expected.shape
+    np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-4)
