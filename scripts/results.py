@@ -194,7 +194,7 @@ def evaluated(workdir: Path, args) -> bool:
         "seed": args.seed,
         "iw_proposal": "own",
         "classifier_epochs": 0,
-        "latent_train_points": 0,
+        "latent_train_points": 20_000,  # eval.py's default
         "prior_samples": 10_000,
     }
     sections = {"coherence", "latent_accuracy", "log_likelihood", "tsne", "cross_modal"}
