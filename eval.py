@@ -34,6 +34,7 @@ from mvae_jax import cli
 log = logging.getLogger("eval")
 
 LL_POINTS = 1000  # default --ll_points: the first 1000 pairs, so that a first eval.py takes minutes
+FID_POINTS = 5000  # default --fid_points
 LATENT_TRAIN_POINTS = 20_000
 """Default --latent_train_points: the regressions fit on the first 20,000 training pairs in 5.4 s against 12.9 s
 for all 60,000, every subset's accuracy within 0.0015 of the full fit (JMVAE, docs/PERFORMANCE.md)."""
@@ -42,6 +43,7 @@ SECTIONS = (
     "coherence",
     "latent_accuracy",
     "log_likelihood",
+    "fid",
     "tsne",
     "cross_modal",
     "samples",
@@ -155,6 +157,12 @@ def make_parser() -> argparse.ArgumentParser:
         help=f"pairs of the split the likelihoods average: the first N (default {LL_POINTS}, a few minutes with "
         "K = 1000; 0: all, the published estimate, about ten times longer)",
     )
+    parser.add_argument(
+        "--fid_points",
+        type=int,
+        default=FID_POINTS,
+        help=f"pairs of the split the FIDs compare with as many generated images: the first N (default {FID_POINTS})",
+    )
     parser.add_argument("--tsne_points", type=int, default=5000, help="test pairs in tsne.png (default 5000)")
     parser.add_argument("--seed", type=int, default=0, help="seed of samples and estimates (default 0)")
     parser.add_argument(
@@ -180,6 +188,7 @@ def check_args(args) -> None:
         ("prior_samples", 1),
         ("iw_samples", 1),
         ("tsne_points", 5),
+        ("fid_points", 2),
         ("latent_train_points", 0),
         ("ll_points", 0),
         ("seed", 0),
@@ -358,6 +367,7 @@ def _evaluate(args, sections, labelled, query) -> dict:
             "iw_samples",
             "iw_proposal",
             "ll_points",
+            "fid_points",
             "tsne_points",
             "seed",
         )

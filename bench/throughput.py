@@ -21,7 +21,7 @@ training pairs, dynamic binarization of x and y as in train.py):
   and this process's peak resident memory;
 - evaluation (unless ``--no_eval``): coherence of every subset -> modality
   pair over 10,000 test pairs (images scored by the evaluation classifier
-  CNN; its weights do not change the time), and a scikit-learn tSNE of
+  CNN; its weights do not change the time), and the tSNE of eval.py (openTSNE) of
   5,000 posterior means (eval.py's default; one panel, eval.py draws three).
 
 ``--devices=1,8`` runs the training measurement again in a subprocess per

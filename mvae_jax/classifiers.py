@@ -117,6 +117,28 @@ def _logits(classes: int, params, images):
     return Classifier(classes).apply({"params": params}, images)
 
 
+@functools.partial(jax.jit, static_argnums=0)
+def _features(classes: int, params, images):
+    _, state = Classifier(classes).apply(
+        {"params": params}, images, capture_intermediates=lambda module, method: module.name == "dense_0"
+    )
+    return jax.nn.relu(state["intermediates"]["dense_0"]["__call__"][0])
+
+
+def features(params, images, batch_size: int = 2000) -> np.ndarray:
+    """The CNN's penultimate layer (after its ReLU) for images (n, H, W, C) in [0, 1]: (n, 128) float32.
+
+    The feature space of ``metrics.frechet_distance`` (eval.py's ``fid``), as
+    FID uses Inception's pool layer.
+    """
+    classes = params["dense_1"]["bias"].shape[0]
+    images = np.asarray(images, np.float32)
+    out = [
+        np.asarray(_features(classes, params, images[i : i + batch_size])) for i in range(0, len(images), batch_size)
+    ]
+    return np.concatenate(out) if out else np.zeros((0, params["dense_0"]["bias"].shape[0]), np.float32)
+
+
 def predict(params, images, batch_size: int = 2000) -> np.ndarray:
     """argmax class of each image (n, H, W, C) in [0, 1]: (n,) int."""
     classes = params["dense_1"]["bias"].shape[0]

@@ -19,14 +19,20 @@ TSNE_FILE = "tsne.npz"
 
 
 def tsne_embedding(means: np.ndarray, seed: int = 0) -> np.ndarray:
-    """2-D scikit-learn TSNE (PCA init, perplexity 30 or less for few points) of (n, latent) means: (n, 2)."""
-    from sklearn.manifold import TSNE
+    """2-D openTSNE embedding (Barnes-Hut, PCA init, perplexity 30 or less for few points) of (n, latent) means.
+
+    openTSNE rather than scikit-learn's TSNE: 9.5 against 13.1 s for 5,000
+    posterior means on 2 cores, with the same 10-nearest-neighbour accuracy in
+    2-D (docs/PERFORMANCE.md). Deterministic for a given ``seed``. Returns (n, 2).
+    """
+    from openTSNE import TSNE
 
     n = len(means)
     if n < 5:
         raise ValueError(f"tSNE needs at least 5 points, got {n}")
     perplexity = min(30.0, (n - 1) / 3)
-    return TSNE(2, perplexity=perplexity, init="pca", random_state=seed).fit_transform(np.asarray(means, np.float64))
+    embedding = TSNE(perplexity=perplexity, initialization="pca", n_jobs=-1, random_state=seed)
+    return np.asarray(embedding.fit(np.asarray(means, np.float64)))
 
 
 def save_tsne(path: str | os.PathLike, embeddings: Mapping[str, np.ndarray], labels: np.ndarray) -> None:

@@ -194,10 +194,11 @@ def evaluated(workdir: Path, args) -> bool:
         "seed": args.seed,
         "iw_proposal": "own",
         "classifier_epochs": 0,
-        "latent_train_points": 20_000,  # eval.py's default
+        "latent_train_points": 20_000,  # eval.py's defaults
+        "fid_points": 5000,
         "prior_samples": 10_000,
     }
-    sections = {"coherence", "latent_accuracy", "log_likelihood", "tsne", "cross_modal"}
+    sections = {"coherence", "latent_accuracy", "log_likelihood", "fid", "tsne", "cross_modal"}
     return (
         metrics.get("epoch") == args.epochs
         and sections <= set(flags.get("sections", ()))

@@ -98,13 +98,17 @@ def test_train_resume_and_eval(tiny_data_dir, tmp_path, capsys):
     ll = out["log_likelihood"]
     assert {"x", "y", "w", "joint"} <= set(ll) and ll["num_samples"] == 4 and ll["test_points"] == 40
     assert all(ll[k] < 0 for k in ("x", "y", "w", "joint"))
+    fid = dict(out["fid"])
+    assert fid.pop("points") == 40  # the tiny test split
+    generated = {"x->y", "y->x", "w->x", "w->y", "x,w->y", "y,w->x", "joint->x", "joint->y", "prior->x", "prior->y"}
+    assert set(fid) == generated and all(v >= 0 for v in fid.values())
     assert json.loads((workdir / "eval" / "metrics.json").read_text()) == out
     for figure in ("tsne.png", "cross_modal.png", "curves.png", "samples.png"):
         assert (workdir / "eval" / figure).stat().st_size > 10_000
 
     table = run("eval.py", "--compare", str(workdir), str(workdir), f"--out={tmp_path / 'both.png'}").stdout
-    assert table.count("| jmvae beta=2.0 |") == 6  # 2 runs in each of the 3 tables
-    for title in ("**Coherence**", "**Latent accuracy**", "**Log-likelihood (nats)**"):
+    assert table.count("| jmvae beta=2.0 |") == 8  # 2 runs in each of the 4 tables
+    for title in ("**Coherence**", "**Latent accuracy**", "**Log-likelihood (nats)**", "**FID in the scoring CNN"):
         assert title in table
     assert "| run | params | x->w | x->y |" in table
     import eval as eval_cli  # in-process: each refusal comes before any data is read
@@ -139,7 +143,7 @@ def TINY_EVAL(tmp_path):
         ((), "one of the arguments --workdir --compare is required"),
         (("--workdir=x", "--compare", "y"), "not allowed with argument"),
         (("--workdir=x", "--iw_samples=0"), "--iw_samples=0 is invalid"),
-        (("--workdir=x", "--sections=coherence,fid"), "unknown sections ['fid']"),
+        (("--workdir=x", "--sections=coherence,is"), "unknown sections ['is']"),
         (("--compare", "nowhere"), "run python eval.py --workdir=nowhere first"),
     ],
 )

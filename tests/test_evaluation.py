@@ -179,3 +179,71 @@ def test_compiled_evaluation_programs_belong_to_their_model():
         del model, params, jitted
     gc.collect()
     assert [r() for r in refs] == [None, None, None]
+
+
+def test_frechet_distance_of_gaussians_matches_closed_forms():
+    d = evaluation.frechet_distance_gaussians
+    # 1-D: (m1 - m2)^2 + (s1 - s2)^2 = 9 + (1 - 2)^2.
+    assert d([0.0], [[1.0]], [3.0], [[4.0]]) == pytest.approx(10.0)
+    # Commuting (diagonal) covariances: ||dm||^2 + sum (s1 - s2)^2.
+    assert d([1.0, 2.0], np.diag([4.0, 9.0]), [0.0, 0.0], np.diag([1.0, 16.0])) == pytest.approx(5 + 1 + 1)
+    # Non-commuting: against scipy's matrix square root of C1 C2.
+    from scipy import linalg
+
+    rng = np.random.default_rng(0)
+    a, b = rng.normal(size=(4, 4)), rng.normal(size=(4, 4))
+    c1, c2, m1, m2 = a @ a.T, b @ b.T, rng.normal(size=4), rng.normal(size=4)
+    expected = np.sum((m1 - m2) ** 2) + np.trace(c1 + c2 - 2 * linalg.sqrtm(c1 @ c2).real)
+    assert d(m1, c1, m2, c2) == pytest.approx(expected, rel=1e-9)
+    assert d(m1, c1, m1, c1) == pytest.approx(0.0, abs=1e-9)
+
+
+def test_frechet_distance_of_feature_sets():
+    rng = np.random.default_rng(1)
+    same = rng.normal(size=(500, 3))
+    assert evaluation.frechet_distance(same, same) == pytest.approx(0.0, abs=1e-8)
+    # Large samples of N(0, I) and N(mu, 4 I) in 3-D: ||mu||^2 + 3 (2 - 1)^2.
+    mu = np.array([1.0, -2.0, 0.5])
+    a, b = rng.normal(size=(200_000, 3)), mu + 2 * rng.normal(size=(200_000, 3))
+    assert evaluation.frechet_distance(a, b) == pytest.approx(np.sum(mu**2) + 3, rel=0.01)
+    with pytest.raises(ValueError, match=r"feature sets of shapes \(5, 3\) and \(5, 2\)"):
+        evaluation.frechet_distance(a[:5], b[:5, :2])
+
+
+def test_fid_of_an_exact_model_is_zero_and_of_a_constant_one_is_not():
+    data, _ = fake_data(1000)
+    identity = {
+        "x": lambda images: images.reshape(len(images), -1),
+        "y": lambda images: images.reshape(len(images), -1),
+    }
+    rng = jax.random.PRNGKey(0)
+    exact = evaluation.fid(fake_model("exact"), {}, data, rng, identity)
+    assert set(exact) == {
+        "x->y",
+        "y->x",
+        "w->x",
+        "w->y",
+        "x,w->y",
+        "y,w->x",
+        "joint->x",
+        "joint->y",
+        "prior->x",
+        "prior->y",
+    }
+    # The fake posterior has unit variance, so samples are noisy one-hots: far from 0, but all the same kind.
+    constant = evaluation.fid(fake_model("constant"), {}, data, rng, identity)
+    assert all(constant[k] > exact[k] for k in exact if not k.startswith("prior")), (constant, exact)
+
+
+def test_classifier_features_are_the_penultimate_layer():
+    from mvae_jax import classifiers
+    from mvae_jax.networks import Classifier
+
+    params = Classifier(10).init(jax.random.PRNGKey(0), jnp.zeros((1, 28, 28, 1)))["params"]
+    images = np.random.default_rng(2).random((7, 28, 28, 1)).astype(np.float32)
+    feats = classifiers.features(params, images, batch_size=3)
+    assert feats.shape == (7, 128) and (feats >= 0).all()
+    logits = Classifier(10).apply({"params": params}, images)
+    np.testing.assert_allclose(
+        feats @ params["dense_1"]["kernel"] + params["dense_1"]["bias"], logits, rtol=1e-4, atol=1e-5
+    )

@@ -396,6 +396,98 @@ def query_images(
     return _image_means(model, params, z)
 
 
+def frechet_distance_gaussians(mu1, cov1, mu2, cov2) -> float:
+    """||mu1 - mu2||^2 + tr(C1 + C2 - 2 (C1 C2)^(1/2)): the FID of Heusel et al. 2017 (arXiv:1706.08500, Sec. 4).
+
+    In float64, with tr((C1 C2)^(1/2)) = tr((C1^(1/2) C2 C1^(1/2))^(1/2)): the
+    square roots of symmetric positive semi-definite matrices, by eigenvalues
+    (negative round-off clipped to 0), so no complex parts arise.
+    """
+    mu1, mu2 = np.asarray(mu1, np.float64), np.asarray(mu2, np.float64)
+    cov1, cov2 = np.atleast_2d(np.asarray(cov1, np.float64)), np.atleast_2d(np.asarray(cov2, np.float64))
+    values, vectors = np.linalg.eigh(cov1)
+    root1 = (vectors * np.sqrt(np.clip(values, 0, None))) @ vectors.T
+    cross = np.sqrt(np.clip(np.linalg.eigvalsh(root1 @ cov2 @ root1), 0, None)).sum()
+    distance = float(np.sum((mu1 - mu2) ** 2) + np.trace(cov1) + np.trace(cov2) - 2 * cross)
+    return max(distance, 0.0)
+
+
+def frechet_distance(features1: np.ndarray, features2: np.ndarray) -> float:
+    """FID between two feature sets (n, d) and (m, d): Gaussians fitted to each (mean, unbiased covariance)."""
+    a, b = np.asarray(features1, np.float64), np.asarray(features2, np.float64)
+    if a.ndim != 2 or b.ndim != 2 or a.shape[1] != b.shape[1] or min(len(a), len(b)) < 2:
+        raise ValueError(f"feature sets of shapes {a.shape} and {b.shape}: need (n >= 2, d) and (m >= 2, d)")
+    return frechet_distance_gaussians(a.mean(0), np.cov(a, rowvar=False), b.mean(0), np.cov(b, rowvar=False))
+
+
+@per_model_jit(static_argnums=(0, 3))
+def _decoded_means(model: Model, params, z, targets):
+    """{t: E[x_t | z]} for z (n, latent)."""
+    logits = model.decode(params, z, targets)
+    return {m.name: m.mean(logits[m.name]) for m in model.modalities if m.name in targets}
+
+
+@per_model_jit(static_argnums=(0, 3, 4))
+def _sampled_means(model: Model, params, batch, present, targets, rng):
+    """{t: E[x_t | z]} at one z ~ q(z | present) per example (a mixture's component drawn as in training)."""
+    mus, logvars = model.posterior(params, batch, present)
+    return _decoded_means(model, params, distributions.sample_mixture(rng, mus, logvars, (1,))[0], targets)
+
+
+def fid_pairs(model: Model, targets: Sequence[str]) -> list[tuple[tuple[str, ...], tuple[str, ...]]]:
+    """(present, generated) of ``fid``: each proper subset and the ``targets`` it lacks, then all and ``targets``."""
+    pairs = [(p, tuple(t for t in targets if t not in p)) for p in subsets(model.names) if p != model.names]
+    return [(p, ts) for p, ts in pairs if ts] + [(model.names, tuple(targets))]
+
+
+def fid(
+    model: Model,
+    params,
+    data: Mapping[str, np.ndarray],
+    rng: jax.Array,
+    features: Mapping[str, Callable[[np.ndarray], np.ndarray]],
+    batch_size: int = 1000,
+    progress: Progress = None,
+) -> dict[str, float]:
+    """{"S->t": FID} of generated images of each modality t in ``features`` against the real ones of ``data``.
+
+    ``progress(1)`` after each of ``fid_pairs`` and after the prior samples.
+
+    For every non-empty subset S without t: x_t's pixel means at one
+    z ~ q(z | x_S) per pair (cross-modal generation); "joint->t": z ~ q(z | all)
+    (reconstruction); "prior->t": as many z ~ p(z). The real set is ``data[t]``;
+    ``features[t]`` maps images to the feature space (``classifiers.features``).
+    """
+    n = len(data[model.names[0]])
+    targets = tuple(t for t in model.names if t in features)
+    generated = {t: {"prior": []} for t in targets}
+    pairs = fid_pairs(model, targets)
+    for i, (present, wanted) in enumerate(pairs):
+        key = "joint" if present == model.names else subset_key(present)
+        for j, s in enumerate(_batches(n, batch_size)):
+            batch = {k: jnp.asarray(data[k][s]) for k in present}
+            means = _sampled_means(
+                model, params, batch, present, wanted, jax.random.fold_in(jax.random.fold_in(rng, i), j)
+            )
+            for t in wanted:
+                generated[t].setdefault(key, []).append(features[t](np.asarray(means[t])))
+        if progress is not None:
+            progress(1)
+    latent, prior_rng = model_latent(model, params), jax.random.fold_in(rng, len(pairs))
+    for j, s in enumerate(_batches(n, batch_size)):
+        z = jax.random.normal(jax.random.fold_in(prior_rng, j), (s.stop - s.start, latent))
+        for t, images in _decoded_means(model, params, z, targets).items():
+            generated[t]["prior"].append(features[t](np.asarray(images)))
+    if progress is not None:
+        progress(1)
+    out = {}
+    for t in targets:
+        real = features[t](np.asarray(data[t]))
+        for key, chunks in generated[t].items():
+            out[f"{key}->{t}"] = frechet_distance(real, np.concatenate(chunks))
+    return out
+
+
 def prior_images(model: Model, params, rng: jax.Array, num_samples: int = 16) -> dict[str, np.ndarray]:
     """{image modality: (num_samples, H, W, C) pixel means} decoded from z ~ p(z)."""
     return _image_means(model, params, jax.random.normal(rng, (num_samples, model_latent(model, params))))

@@ -60,10 +60,25 @@ def coherence(ctx: Context) -> dict:
     ``--classifier_epochs``, ones trained here once and cached.
     """
     from mvae_jax import classifiers
+
+    cnns, accuracies = scoring_cnns(ctx)
+    classify = {name: lambda images, p=params: classifiers.predict(p, images) for name, params in cnns.items()}
+    pairs = metrics.coherence_pairs(ctx.model, classify)
+    with ctx.progress(len(pairs), "coherence") as update:
+        scores = metrics.coherence(ctx.model, ctx.params, ctx.scored, ctx.scored_labels, classify, progress=update)
+    scores["prior"] = metrics.prior_coherence(
+        ctx.model, ctx.params, jax.random.fold_in(ctx.rng, 1), classify, ctx.options.prior_samples
+    )
+    return {"classifiers": accuracies, "coherence": scores}
+
+
+def scoring_cnns(ctx: Context) -> tuple[dict, dict]:
+    """({image modality: CNN params}, {source: test accuracy}): the shipped scorers, or --classifier_dir's."""
+    from mvae_jax import classifiers
     from mvae_jax.data import DATASETS
 
     own = ctx.options.classifier_dir is not None or bool(ctx.options.classifier_epochs)
-    classify, accuracies = {}, {}
+    cnns, accuracies = {}, {}
     for name, source in getattr(DATASETS[ctx.config.dataset], "CLASSIFIED_BY", {}).items():
         shipped = None if own else classifiers.load_shipped(source)
         if shipped is not None:
@@ -77,14 +92,30 @@ def coherence(ctx: Context) -> dict:
                     source, ctx.config.data_dir, ctx.options.classifier_dir, recipe, on_epoch=lambda e, loss: update(1)
                 )
         accuracies[source] = info["test_accuracy"]
-        classify[name] = lambda images, p=params: classifiers.predict(p, images)
-    pairs = metrics.coherence_pairs(ctx.model, classify)
-    with ctx.progress(len(pairs), "coherence") as update:
-        scores = metrics.coherence(ctx.model, ctx.params, ctx.scored, ctx.scored_labels, classify, progress=update)
-    scores["prior"] = metrics.prior_coherence(
-        ctx.model, ctx.params, jax.random.fold_in(ctx.rng, 1), classify, ctx.options.prior_samples
-    )
-    return {"classifiers": accuracies, "coherence": scores}
+        cnns[name] = params
+    return cnns, accuracies
+
+
+def fid(ctx: Context) -> dict:
+    """Frechet distances of generated to real images in the scoring CNN's penultimate features (lower: closer).
+
+    Per image modality t with a scoring CNN: "S->t" from one z ~ q(z | x_S)
+    per pair, "joint->t" (reconstruction) and "prior->t", each over the first
+    ``--fid_points`` pairs of the split and as many generated images, against
+    those pairs' real images (``metrics.fid``). Values from different
+    ``--fid_points`` are not comparable (the estimate is biased with n).
+    """
+    from mvae_jax import classifiers
+
+    cnns, _ = scoring_cnns(ctx)
+    if not cnns:
+        return {}
+    n = min(ctx.options.fid_points, len(ctx.scored[ctx.model.names[0]]))
+    data = {k: v[:n] for k, v in ctx.scored.items()}
+    features = {name: lambda images, p=params: classifiers.features(p, images) for name, params in cnns.items()}
+    with ctx.progress(len(metrics.fid_pairs(ctx.model, tuple(features))) + 1, f"FID of {n} images") as update:
+        scores = metrics.fid(ctx.model, ctx.params, data, jax.random.fold_in(ctx.rng, 6), features, progress=update)
+    return {"fid": {**scores, "points": n}}
 
 
 def latent_accuracy(ctx: Context) -> dict:
@@ -250,6 +281,7 @@ SECTIONS: dict[str, Callable[[Context], dict]] = {
     "coherence": coherence,
     "latent_accuracy": latent_accuracy,
     "log_likelihood": log_likelihood,
+    "fid": fid,
     "tsne": tsne,
     "cross_modal": cross_modal,
     "samples": samples,
