@@ -125,29 +125,31 @@ def _features(classes: int, params, images):
     return jax.nn.relu(state["intermediates"]["dense_0"]["__call__"][0])
 
 
+def _in_batches(fn, params, images, batch_size: int, empty: np.ndarray) -> np.ndarray:
+    """``fn(classes, params, batch)`` over ``images`` (n, H, W, C) ``batch_size`` at a time, concatenated."""
+    classes = params["dense_1"]["bias"].shape[0]
+    images = np.asarray(images, np.float32)
+    out = [np.asarray(fn(classes, params, images[i : i + batch_size])) for i in range(0, len(images), batch_size)]
+    return np.concatenate(out) if out else empty
+
+
 def features(params, images, batch_size: int = 2000) -> np.ndarray:
     """The CNN's penultimate layer (after its ReLU) for images (n, H, W, C) in [0, 1]: (n, 128) float32.
 
     The feature space of ``metrics.frechet_distance`` (eval.py's ``fid``), as
     FID uses Inception's pool layer.
     """
-    classes = params["dense_1"]["bias"].shape[0]
-    images = np.asarray(images, np.float32)
-    out = [
-        np.asarray(_features(classes, params, images[i : i + batch_size])) for i in range(0, len(images), batch_size)
-    ]
-    return np.concatenate(out) if out else np.zeros((0, params["dense_0"]["bias"].shape[0]), np.float32)
+    empty = np.zeros((0, params["dense_0"]["bias"].shape[0]), np.float32)
+    return _in_batches(_features, params, images, batch_size, empty)
+
+
+def _predicted(classes: int, params, images):
+    return jnp.argmax(_logits(classes, params, images), -1)
 
 
 def predict(params, images, batch_size: int = 2000) -> np.ndarray:
     """argmax class of each image (n, H, W, C) in [0, 1]: (n,) int."""
-    classes = params["dense_1"]["bias"].shape[0]
-    images = np.asarray(images, np.float32)
-    out = [
-        np.asarray(jnp.argmax(_logits(classes, params, images[i : i + batch_size]), -1))
-        for i in range(0, len(images), batch_size)
-    ]
-    return np.concatenate(out) if out else np.zeros((0,), np.int64)
+    return _in_batches(_predicted, params, images, batch_size, np.zeros((0,), np.int64))
 
 
 def accuracy(params, images, labels) -> float:

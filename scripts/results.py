@@ -187,17 +187,17 @@ def evaluated(workdir: Path, args) -> bool:
         return False
     metrics = json.loads(path.read_text())
     flags = metrics.get("eval_flags", {})
-    wanted = {
-        "iw_samples": args.iw_samples,
-        "ll_points": args.ll_points,
-        "tsne_points": args.tsne_points,
-        "seed": args.seed,
-        "iw_proposal": "own",
-        "classifier_epochs": 0,
-        "latent_train_points": 20_000,  # eval.py's defaults
-        "fid_points": 5000,
-        "prior_samples": 10_000,
-    }
+    import eval as eval_cli
+
+    defaults = vars(eval_cli.make_parser().parse_args(["--workdir=."]))  # the flags this script leaves to eval.py
+    wanted = {k: defaults[k] for k in ("iw_proposal", "classifier_epochs", "latent_train_points", "fid_points")}
+    wanted.update(
+        iw_samples=args.iw_samples,
+        ll_points=args.ll_points,
+        tsne_points=args.tsne_points,
+        seed=args.seed,
+        prior_samples=defaults["prior_samples"],
+    )
     sections = {"coherence", "latent_accuracy", "log_likelihood", "fid", "tsne", "cross_modal"}
     return (
         metrics.get("epoch") == args.epochs

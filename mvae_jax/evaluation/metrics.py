@@ -451,12 +451,11 @@ def fid(
 ) -> dict[str, float]:
     """{"S->t": FID} of generated images of each modality t in ``features`` against the real ones of ``data``.
 
-    ``progress(1)`` after each of ``fid_pairs`` and after the prior samples.
-
     For every non-empty subset S without t: x_t's pixel means at one
     z ~ q(z | x_S) per pair (cross-modal generation); "joint->t": z ~ q(z | all)
     (reconstruction); "prior->t": as many z ~ p(z). The real set is ``data[t]``;
     ``features[t]`` maps images to the feature space (``classifiers.features``).
+    ``progress(1)`` after each of ``fid_pairs`` and after the prior samples.
     """
     n = len(data[model.names[0]])
     targets = tuple(t for t in model.names if t in features)
