@@ -65,6 +65,15 @@ def _sections(text: str) -> tuple[str, ...]:
     return names
 
 
+def _step(text: str) -> int | str:
+    if text == "best":
+        return text
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: allowed: an epoch (an integer) or best") from None
+
+
 def make_parser() -> argparse.ArgumentParser:
     """eval.py's flags: one add_argument per flag, which is why this function is long."""
     from mvae_jax.data import DATASETS
@@ -79,7 +88,13 @@ def make_parser() -> argparse.ArgumentParser:
         metavar="WORKDIR",
         help="evaluated workdirs to draw side by side (tSNE) and tabulate; nothing is recomputed",
     )
-    parser.add_argument("--step", type=int, default=None, help="epoch of the checkpoint to evaluate (default: latest)")
+    parser.add_argument(
+        "--step",
+        type=_step,
+        default=None,
+        help="epoch of the checkpoint to evaluate, or best: the epoch of the lowest validation objective "
+        "(a run trained with --validation=N keeps it in best_checkpoint/) (default: latest)",
+    )
     parser.add_argument(
         "--model",
         default=None,
@@ -210,6 +225,9 @@ def restore(args, training):
     newer one is skipped with a warning naming it. With --step, a damaged one is one line naming the epoch
     and the readable ones."""
 
+    if args.step == "best":
+        (epoch,) = training.saved_epochs(args.workdir, training.BEST_DIR)
+        return training.restore_model(args.workdir, epoch, training.BEST_DIR)
     steps = training.saved_epochs(args.workdir)
     wanted = [args.step] if args.step is not None else sorted(steps, reverse=True)
     skipped = []
@@ -263,8 +281,13 @@ def check_request(args):
                 f"--{name}={asked} but workdir={args.workdir} holds a {name}={getattr(config, name)!r} "
                 f"run (its config.json); evaluate that run without --{name}, or pick its workdir"
             )
+    if args.step == "best" and not training.saved_epochs(args.workdir, training.BEST_DIR):
+        raise FileNotFoundError(
+            f"--step=best: workdir={args.workdir} has no {training.BEST_DIR}/: it is written by a run trained with "
+            "--validation=N (the epoch of the lowest validation objective); evaluate the latest with no --step"
+        )
     steps = training.saved_epochs(args.workdir)
-    if not steps or (args.step is not None and args.step not in steps):
+    if args.step != "best" and (not steps or (args.step is not None and args.step not in steps)):
         wanted = "no checkpoint" if not steps else f"no checkpoint of epoch {args.step} (it has {steps})"
         raise FileNotFoundError(
             f"workdir={args.workdir} has {wanted} in {training.CHECKPOINT_DIR}/: a checkpoint is "
@@ -370,6 +393,7 @@ def _evaluate(args, sections, labelled, query) -> dict:
             "fid_points",
             "tsne_points",
             "seed",
+            "step",
         )
     }
     metrics = {"epoch": ctx.epoch, "params": networks.count_params(state.params), "split": args.split}

@@ -34,7 +34,8 @@ HELP = {
     "seed": "seed of initialisation, noise and batch order",
     "pair_seed": "seed of the MNIST / Fashion-MNIST pairing",
     "validation": "trimodal, mnist_label: training pairs held out as the validation split (the last N of a fixed "
-    "permutation, the same for every run); eval.py --split=validation scores them; 0 = none",
+    "permutation, the same for every run), scored after every epoch (validation_<term> in metrics.jsonl) and the "
+    "best epoch kept in best_checkpoint/ (eval.py --step=best); eval.py --split=validation scores them; 0 = none",
     "data_dir": "folder with mnist/ (and fashion_mnist/ for trimodal) IDX files (default: tensorflow-datasets)",
     "workdir": "where config, metrics and checkpoints go (default: runs/<model>_beta<beta>)",
     "keep_checkpoints": "how many of the latest epoch checkpoints to keep",

@@ -15,6 +15,7 @@ resume, ``restore_model``, the workdir checks) and ``loop`` (``train_sweep``).
 """
 
 from mvae_jax.training.checkpoints import (
+    BEST_DIR,
     CHECKPOINT_DIR,
     CORRUPT_DIR,
     INTERRUPTED_DIR,
@@ -43,6 +44,7 @@ from mvae_jax.training.state import (
 )
 
 __all__ = [
+    "BEST_DIR",
     "CHECKPOINT_DIR",
     "LOCK_FILE",
     "WorkdirBusy",

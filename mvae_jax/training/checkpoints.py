@@ -34,6 +34,7 @@ CHECKPOINT_DIR = "checkpoints"
 CORRUPT_DIR = "corrupt_checkpoints"  # unreadable checkpoints are moved here, never deleted
 SUPERSEDED_DIR = "superseded_checkpoints"  # a sweep member's epochs past the sweep's common epoch, never deleted
 INTERRUPTED_DIR = "interrupted"  # the mid-epoch checkpoint of a run stopped by SIGINT/SIGTERM
+BEST_DIR = "best_checkpoint"  # the epoch of the lowest validation objective (``mvae_jax.training.validation``)
 
 
 def open_manager(directory: Path, max_to_keep: int) -> ocp.CheckpointManager:
@@ -57,12 +58,13 @@ def open_manager(directory: Path, max_to_keep: int) -> ocp.CheckpointManager:
 class Checkpoints:
     """orbax checkpoints of the TrainState in ``workdir/checkpoints``, one per epoch, the latest ``keep`` kept.
 
-    orbax writes each into a temporary folder and renames it when complete,
-    so a process killed during a save leaves no checkpoint that reads as good.
+    ``folder=BEST_DIR`` (keep 1) holds the best-validation epoch instead. orbax
+    writes each into a temporary folder and renames it when complete, so a
+    process killed during a save leaves no checkpoint that reads as good.
     """
 
-    def __init__(self, workdir: str | os.PathLike, keep: int = 3):
-        self.directory = Path(workdir).absolute() / CHECKPOINT_DIR
+    def __init__(self, workdir: str | os.PathLike, keep: int = 3, folder: str = CHECKPOINT_DIR):
+        self.directory = Path(workdir).absolute() / folder
         self.manager = open_manager(self.directory, keep)
         self._pending = None
 
@@ -115,7 +117,8 @@ class Checkpoints:
 
     def quarantine(self, epoch: int, folder: str = CORRUPT_DIR) -> Path:
         """Move the checkpoint of ``epoch`` out of the manager's folder, to ``<workdir>/<folder>/`` (never deleted)."""
-        target = _quarantine(self.directory / str(epoch), self.directory.parent, f"epoch{epoch}", folder)
+        name = f"epoch{epoch}" if self.directory.name == CHECKPOINT_DIR else f"{self.directory.name}-epoch{epoch}"
+        target = _quarantine(self.directory / str(epoch), self.directory.parent, name, folder)
         self.manager.reload()
         return target
 
@@ -198,11 +201,11 @@ class MidEpochCheckpoint:
             shutil.rmtree(self.directory, ignore_errors=True)
 
 
-def saved_epochs(workdir: str | os.PathLike) -> list[int]:
-    """The epochs with a complete checkpoint in ``workdir``, creating nothing."""
-    if not (Path(workdir) / CHECKPOINT_DIR).is_dir():
+def saved_epochs(workdir: str | os.PathLike, folder: str = CHECKPOINT_DIR) -> list[int]:
+    """The epochs with a complete checkpoint in ``workdir`` (in ``folder``), creating nothing."""
+    if not (Path(workdir) / folder).is_dir():
         return []
-    with Checkpoints(workdir) as checkpoints:
+    with Checkpoints(workdir, folder=folder) as checkpoints:
         return checkpoints.all_steps()
 
 
@@ -324,8 +327,11 @@ def restore_mid_epoch(
     return [g[0] for g in found], progress
 
 
-def restore_model(workdir: str | os.PathLike, epoch: int | None = None) -> tuple[config_lib.Config, Model, TrainState]:
-    """(config, model, state) of the run in ``workdir`` at ``epoch`` (the latest by default), without its data."""
+def restore_model(
+    workdir: str | os.PathLike, epoch: int | None = None, folder: str = CHECKPOINT_DIR
+) -> tuple[config_lib.Config, Model, TrainState]:
+    """(config, model, state) of the run in ``workdir`` at ``epoch`` (the latest by default), without its data;
+    ``folder=BEST_DIR``: its best-validation checkpoint."""
     from mvae_jax.data import DATASETS
 
     config = config_lib.load_config(workdir)
@@ -333,7 +339,7 @@ def restore_model(workdir: str | os.PathLike, epoch: int | None = None) -> tuple
     model = get_model(config, modalities)
     tx, adversary = make_optimizers(config, modalities)
     target = create_train_state(model, tx, config.seed, adversary)
-    checkpoints = Checkpoints(workdir, config.keep_checkpoints)
+    checkpoints = Checkpoints(workdir, config.keep_checkpoints if folder == CHECKPOINT_DIR else 1, folder)
     try:
         state = checkpoints.restore(target, epoch)
     finally:

@@ -24,8 +24,11 @@ from mvae_jax import distributed, errors
 from mvae_jax.data import load_dataset
 from mvae_jax.models import get_model
 from mvae_jax.training import tensorboard
+from mvae_jax.training import validation as validation_lib
 from mvae_jax.training.checkpoints import (
+    BEST_DIR,
     METRICS_FILE,
+    SUPERSEDED_DIR,
     Checkpoints,
     MidEpochCheckpoint,
     all_finite,
@@ -160,9 +163,12 @@ class _Sweep:
         self.rollbacks = 0
         self.barriers = 0  # barriers passed, for their unique names
         self.data = None if self.dataset.is_streamed else replicate(self.dataset.train, self.mesh)
+        self._setup_validation()
         self._compile()
         self.locks = [WorkdirLock(w).acquire() for w in self.workdirs] if self.primary else []
         self.checkpoints = [Checkpoints(w, config.keep_checkpoints) for w in self.workdirs]
+        self.best = [Checkpoints(w, 1, BEST_DIR) for w in self.workdirs] if self.validate is not None else []
+        self.best_loss = [math.inf for _ in self.workdirs]
         self.interrupted = [MidEpochCheckpoint(w) for w in self.workdirs]
         self.boards = []  # TensorBoard writers: the primary process's only (the others write no event files)
         if self.primary:
@@ -177,6 +183,19 @@ class _Sweep:
     @property
     def epochs_done(self) -> int:
         return scalar(self.state.epoch)
+
+    def _setup_validation(self) -> None:
+        """The per-epoch validation objective (``mvae_jax.training.validation``) of a run with an in-memory
+        validation split (``--validation=N``); streamed data sets (CelebA) are scored by eval.py instead."""
+        self.validate = None
+        held = None if self.dataset.is_streamed else self.dataset.validation
+        count = len(next(iter(held.values()))) if held else 0
+        if count:
+            self.validate = validation_lib.make_validation_fn(
+                self.model, count, self.config.batch_size, validation_lib.AFTER_WARMUPS, self.betas
+            )
+            self.validation_data = replicate(held, self.mesh)
+            self.validation_key = replicate(validation_lib.validation_key(self.config.seed), self.mesh)
 
     def _compile(self) -> None:
         """The optimizers of the configs' learning rates and the epoch function that uses them."""
@@ -224,6 +243,7 @@ class _Sweep:
             for c, w in zip(self.configs, self.workdirs):
                 config_lib.save_config(c, w)
                 truncate_metrics(w / METRICS_FILE, start or 0)
+        self._resume_best(start or 0)
         self.state = replicate(states[0] if self.betas is None else stack(states), self.mesh)
         self.partial = partial
         if first and partial is not None:
@@ -236,6 +256,34 @@ class _Sweep:
         elif first and start is not None:
             log.info("resumed %s from epoch %d", ", ".join(map(str, self.workdirs)), start)
         return start
+
+    def _resume_best(self, start: int) -> None:
+        """The validation loss of each run's best checkpoint, the bar a later epoch must beat (inf if it has
+        none); a best checkpoint of an epoch after ``start`` (lost, recomputed now) goes to superseded_checkpoints/."""
+        for i, (w, best) in enumerate(zip(self.workdirs, self.best)):
+            for later in [e for e in best.all_steps() if e > start]:
+                moved = best.quarantine(later, SUPERSEDED_DIR)
+                log.warning("%s: moved the best checkpoint of epoch %d to %s", w, later, moved)
+            kept = best.latest()
+            records = [r for r in validation_lib.read_records(w / METRICS_FILE) if r.get("epoch") == kept]
+            value = records[-1].get(validation_lib.SELECTION_TERM) if records else None
+            self.best_loss[i] = value if isinstance(value, (int, float)) and math.isfinite(value) else math.inf
+
+    def _validation_terms(self) -> list[dict[str, float]]:
+        """Per run: {``validation_<term>``: mean over the validation split}, and the seconds it took."""
+        began = time.perf_counter()
+        terms = jax.device_get(self.validate(self.state.params, self.validation_key, self.validation_data))
+        seconds = time.perf_counter() - began
+        return [
+            {
+                **{
+                    validation_lib.PREFIX + k: float(np.asarray(v) if self.betas is None else np.asarray(v)[i])
+                    for k, v in terms.items()
+                },
+                validation_lib.PREFIX + "time_s": seconds,
+            }
+            for i in range(len(self.configs))
+        ]
 
     def run_epoch(self) -> EpochResult:
         """Run the rest of the current epoch (all of it, unless it resumed a stopped one, or ``stop`` asks)."""
@@ -334,6 +382,9 @@ class _Sweep:
             }
             for m in result.members
         ]
+        if self.validate is not None:
+            for record, held in zip(records, self._validation_terms()):
+                record.update(held)
         self.partial = None
         for i, (w, ck, record) in enumerate(zip(self.workdirs, self.checkpoints, records)):
             if self.primary:
@@ -341,12 +392,17 @@ class _Sweep:
                     f.write(json.dumps(record) + "\n")
                 self.boards[i].epoch(record, self.model, self._member(i).params)
             ck.save(self._member(i))
+            held = record.get(validation_lib.SELECTION_TERM)
+            if held is not None and math.isfinite(held) and held < self.best_loss[i]:
+                self.best[i].save(self._member(i))
+                self.best_loss[i] = held
             log.info(
-                "%s epoch %d/%d loss %.4f (%.1f s, %.0f samples/s)",
+                "%s epoch %d/%d loss %.4f%s (%.1f s, %.0f samples/s)",
                 w.name,
                 result.epoch,
                 self.config.epochs,
                 record["loss"],
+                "" if held is None else f", validation {held:.4f}" + (" (best)" if self.best_loss[i] == held else ""),
                 result.seconds,
                 record["samples_per_s"],
             )
@@ -373,7 +429,7 @@ class _Sweep:
 
     def close(self) -> None:
         try:
-            for ck in getattr(self, "checkpoints", ()):
+            for ck in (*getattr(self, "checkpoints", ()), *getattr(self, "best", ())):
                 ck.close()
         finally:
             for board in getattr(self, "boards", ()):
