@@ -206,6 +206,41 @@ def plot_curves(records: Sequence[Mapping[str, float]], path: str | os.PathLike,
     return terms
 
 
+def plot_validation_curves(
+    runs: Mapping[str, Mapping[int, Sequence[Mapping[str, float]]]],
+    path: str | os.PathLike,
+    term: str = VALIDATION_PREFIX + "loss",
+) -> None:
+    """``term`` of metrics.jsonl against the epoch: a panel per model (``runs``: {model: {seed: records}}), a line
+    per seed, its lowest point marked (the epoch model selection keeps)."""
+    plt = _pyplot()
+    columns = min(3, max(len(runs), 1))
+    rows = -(-len(runs) // columns) or 1
+    fig, axes = plt.subplots(rows, columns, figsize=(3.6 * columns, 2.8 * rows), squeeze=False, layout="constrained")
+    for ax, (model, seeds) in zip(axes.ravel(), runs.items()):
+        shown = []
+        for seed, records in sorted(seeds.items()):
+            points = [(r["epoch"], r[term]) for r in records if isinstance(r.get(term), (int, float))]
+            if not points:
+                continue
+            (line,) = ax.plot(*zip(*points), label=f"seed {seed}", linewidth=1)
+            best = min(points, key=lambda p: p[1])
+            ax.plot(*best, "o", color=line.get_color(), markersize=4)
+            shown.extend(v for _, v in points[len(points) // 10 :])  # the first epochs would flatten the rest
+        if shown:
+            low, high = min(shown), max(shown)
+            ax.set_ylim(low - 0.05 * (high - low or 1), high + 0.05 * (high - low or 1))
+        ax.set_title(model, fontsize=9)
+        ax.set_xlabel("epoch", fontsize=8)
+        ax.set_ylabel(term, fontsize=8)
+        ax.xaxis.get_major_locator().set_params(integer=True)
+        ax.tick_params(labelsize=7)
+        ax.legend(fontsize=7)
+    for ax in axes.ravel()[len(runs) :]:
+        ax.axis("off")
+    _save(fig, path)
+
+
 def _row(modality, values: np.ndarray, texts: list, index: int, shape) -> np.ndarray:
     """One mosaic row: images side by side, or dark tiles with the class written on them (appended to texts)."""
     if modality.likelihood == "categorical":

@@ -1,13 +1,19 @@
-"""Train every model on the trimodal data with one budget and seed, evaluate each, write docs/RESULTS.md.
+"""Train every model on the trimodal data over several seeds, select on validation, score the test pairs once,
+write docs/RESULTS.md.
 
     python scripts/results.py --data_dir=../shared/datasets
 
-Runs ``train.py`` and ``eval.py`` (the same commands a user types, printed
-as they start) for each model into ``--runs/<model>``, then ``eval.py
---compare`` for the side-by-side tSNE figure, and writes a Markdown report
-with the table, the figure and every command. A run already trained to
-``--epochs`` is resumed, not retrained, so an interrupted script can simply
-be started again.
+For each model and seed (``--seeds``, default 0,1,2) it runs ``train.py``
+with ``--validation`` held-out training pairs, which scores them after every
+epoch and keeps the best epoch, then ``eval.py --step=best`` on the test pairs
+(``--select=last``: the last epoch instead). The commands are the ones a user
+types, printed as they start, into ``--runs/<model>/seed<s>``. Then
+``eval.py --compare`` draws the tSNE comparison of the first seed. The report
+has every table as mean ± std over the seeds, the validation curves that show
+whether ``--epochs`` is enough (docs/results_validation.png), the parameters,
+the times and every command. A run already trained, or evaluated with the same
+flags, is kept, so an interrupted script resumes by being started again;
+``--summarize_only`` writes the report from the runs there are.
 """
 
 from __future__ import annotations
@@ -25,6 +31,8 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 MODELS = ("jmvae", "telbo", "mvae", "pemvae", "mmvae", "mopoe")
+SELECTIONS = ("best", "last")
+FLAT_WINDOW = 10  # epochs: the report gives the validation objective's change over the last ones
 
 
 def run(command: list[str], log) -> float:
@@ -37,14 +45,21 @@ def run(command: list[str], log) -> float:
     return time.perf_counter() - start
 
 
-def main(argv=None) -> None:
-    """The script's steps in the order they run (long: a script, read top to bottom)."""
+def make_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--data_dir", default=None, help="as in train.py")
     parser.add_argument("--models", default=",".join(MODELS), help="comma separated (default: all six)")
-    parser.add_argument("--epochs", type=int, default=4)
+    parser.add_argument("--epochs", type=int, default=50, help="the budget of every run")
     parser.add_argument("--beta", type=float, default=1.0)
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seeds", default="0,1,2", help="comma separated; tables give mean ± std over them")
+    parser.add_argument("--validation", type=int, default=5000, help="training pairs held out (train.py --validation)")
+    parser.add_argument(
+        "--select",
+        choices=SELECTIONS,
+        default="best",
+        help="which epoch is scored on the test pairs: best = the lowest validation objective (eval.py "
+        "--step=best), last = the last one (default: best)",
+    )
     parser.add_argument("--runs", default="runs/results", help="parent of the per-model workdirs")
     parser.add_argument("--iw_samples", type=int, default=1000)
     parser.add_argument("--ll_points", type=int, default=500, help="test pairs of the likelihoods (0: all 10,000)")
@@ -55,132 +70,234 @@ def main(argv=None) -> None:
         default="",
         help="more train.py flags for every run (e.g. smaller networks; the report says so)",
     )
-    args = parser.parse_args(argv)
+    parser.add_argument(
+        "--summarize_only", action="store_true", help="run nothing: write the report from the runs already done"
+    )
+    return parser
+
+
+def check_args(parser: argparse.ArgumentParser, args) -> tuple[list[str], list[int]]:
+    """(models, seeds), or parser.error naming the bad flag and what is allowed, before any work."""
     models = [m.strip() for m in args.models.split(",") if m.strip()]
     unknown = [m for m in models if m not in MODELS]
-    if unknown:
-        parser.error(f"--models: unknown {unknown}; allowed: {','.join(MODELS)}")
+    if unknown or not models:
+        parser.error(f"--models={args.models}: unknown {unknown}; allowed: {','.join(MODELS)}")
+    try:
+        seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
+    except ValueError:
+        parser.error(f"--seeds={args.seeds!r} is not comma-separated integers, e.g. 0,1,2")
+    if not seeds or len(set(seeds)) != len(seeds) or min(seeds) < 0:
+        parser.error(f"--seeds={args.seeds!r}: allowed: distinct integers >= 0, e.g. 0,1,2")
+    if args.epochs < 1:
+        parser.error(f"--epochs={args.epochs} is invalid; allowed: an integer >= 1")
+    if args.select == "best" and args.validation < 1:
+        parser.error(f"--validation={args.validation} with --select=best: model selection needs a validation split")
+    return models, seeds
+
+
+def main(argv=None) -> None:
+    """The script's steps in the order they run (long: a script, read top to bottom)."""
+    parser = make_parser()
+    args = parser.parse_args(argv)
+    models, seeds = check_args(parser, args)
 
     python = sys.executable
     runs = Path(args.runs)  # paths relative to the repository root, where the commands run
     (ROOT / runs).mkdir(parents=True, exist_ok=True)
-    out = ROOT / args.out
     figure = Path(args.out).parent / "results_tsne.png"
-    commands, rows, times = [], [], {}
+    curves = Path(args.out).parent / "results_validation.png"
+    commands, done = [], {}  # done: {model: {seed: workdir}} of the runs evaluated
     with open(ROOT / runs / "results.log", "a") as log:
         for model in models:
-            workdir = runs / model
-            train = [
-                python,
-                "train.py",
-                f"--model={model}",
-                f"--beta={args.beta}",
-                f"--epochs={args.epochs}",
-                f"--seed={args.seed}",
-                f"--workdir={workdir}",
-            ]
-            if args.data_dir:
-                train.append(f"--data_dir={args.data_dir}")
-            train += shlex.split(args.train_flags)
-            evaluate = [
-                python,
-                "eval.py",
-                f"--workdir={workdir}",
-                f"--iw_samples={args.iw_samples}",
-                f"--ll_points={args.ll_points}",
-                f"--tsne_points={args.tsne_points}",
-                f"--seed={args.seed}",
-            ]
-            run(train, log)
-            if evaluated(workdir, args):
-                print(f"  {workdir} was evaluated with these flags already: kept", flush=True)
-            else:
-                run(evaluate, log)
-            times[model] = json.loads((ROOT / workdir / "eval" / "metrics.json").read_text())["eval_seconds"]
-            commands += [train, evaluate]
-            rows.append((model, workdir))
-        compare = [python, "eval.py", "--compare", *[str(w) for _, w in rows], f"--out={figure}"]
-        run(compare, log)
+            for seed in seeds:
+                workdir = runs / model / f"seed{seed}"
+                train, evaluate = commands_of(args, model, seed, workdir, python)
+                commands += [train, evaluate]
+                if not args.summarize_only:
+                    run(train, log)
+                    if evaluated(workdir, args, seed):
+                        print(f"  {workdir} was evaluated with these flags already: kept", flush=True)
+                    else:
+                        run(evaluate, log)
+                if evaluated(workdir, args, seed):
+                    done.setdefault(model, {})[seed] = workdir
+        first = [done[m][seeds[0]] for m in models if seeds[0] in done.get(m, {})]
+        compare = [python, "eval.py", "--compare", *map(str, first), f"--out={figure}"]
         commands.append(compare)
+        if first and not args.summarize_only:
+            run(compare, log)
+    write_report(args, models, seeds, done, commands, figure, curves, python)
 
-    from mvae_jax.evaluation import results_table
 
-    rows = [(m, ROOT / w) for m, w in rows]
-    table = results_table([(m, json.loads((w / "eval" / "metrics.json").read_text())) for m, w in rows])
-    epochs = {m: [json.loads(line) for line in (w / "metrics.jsonl").read_text().splitlines()] for m, w in rows}
-    lines = [
-        "# Results: every model on the trimodal data, one budget",
-        "",
-        f"Budget: {args.epochs} epochs of the 60,000 training pairs, batch 128, Adam 1e-3, beta {args.beta}, "
-        f"seed {args.seed}, "
-        + (
-            f"train.py flags `{args.train_flags}`, "
-            if args.train_flags
-            else "default widths (512, 512) and latent 20; "
+def commands_of(args, model: str, seed: int, workdir: Path, python: str) -> tuple[list[str], list[str]]:
+    """The train.py and eval.py commands of one run."""
+    train = [
+        python,
+        "train.py",
+        f"--model={model}",
+        f"--beta={args.beta}",
+        f"--epochs={args.epochs}",
+        f"--seed={seed}",
+        f"--validation={args.validation}",
+        f"--workdir={workdir}",
+    ]
+    if args.data_dir:
+        train.append(f"--data_dir={args.data_dir}")
+    train += shlex.split(args.train_flags)
+    evaluate = [
+        python,
+        "eval.py",
+        f"--workdir={workdir}",
+        f"--iw_samples={args.iw_samples}",
+        f"--ll_points={args.ll_points}",
+        f"--tsne_points={args.tsne_points}",
+        f"--seed={seed}",
+    ]
+    if args.select == "best":
+        evaluate.append("--step=best")
+    return train, evaluate
+
+
+def write_report(args, models, seeds, done, commands, figure: Path, curves: Path, python: str) -> None:
+    """docs/RESULTS.md (and the validation-curve figure) from the evaluated runs in ``done``."""
+    from mvae_jax import figures
+    from mvae_jax.evaluation import report
+    from mvae_jax.training.validation import SELECTION_TERM, best_record, read_records
+
+    metrics = {m: [_metrics(w) for _, w in sorted(s.items())] for m, s in done.items()}
+    records = {m: {seed: read_records(ROOT / w / "metrics.jsonl") for seed, w in s.items()} for m, s in done.items()}
+    figures.plot_validation_curves(records, ROOT / curves)
+    table = report.results_table([(m, metrics[m]) for m in models if m in metrics])
+    missing = [f"{m} seed {s}" for m in models for s in seeds if s not in done.get(m, {})]
+
+    def cell(values, digits=0):
+        return report.format_cell(values, digits) if values else ""
+
+    convergence = []
+    for m in models:
+        per_seed = [r for _, r in sorted(records.get(m, {}).items())]
+        bests = [best_record(r) for r in per_seed]
+        changes = []
+        for r in per_seed:
+            held = [x[SELECTION_TERM] for x in r if SELECTION_TERM in x]
+            if len(held) > FLAT_WINDOW:
+                changes.append(held[-1] - held[-1 - FLAT_WINDOW])
+        convergence.append(
+            f"| {m} | {', '.join(str(b['epoch']) for b in bests if b)} | "
+            f"{cell([b[SELECTION_TERM] for b in bests if b], 2)} | {cell(changes, 2)} |"
         )
-        + "each model's own defaults otherwise "
-        "(MMVAE K = 10, PEMVAE 1 warm-up epoch, MVAE 1 random subset). Coherence and latent accuracy on all "
-        f"10,000 test pairs; log-likelihoods on the first {args.ll_points or 10000} test pairs with "
-        f"K = {args.iw_samples} importance samples, z for log p(x_m) from q(z|x_m) and for the joint from "
-        "q(z|x,y,w). Machine: " + _machine() + ".",
+    timing, total_s = [], 0.0
+    for m in models:
+        per_seed = [r for _, r in sorted(records.get(m, {}).items())]
+        train_s = [sum(e["time_s"] + e.get("validation_time_s", 0.0) for e in r) for r in per_seed if r]
+        rates = [max(e["samples_per_s"] for e in r) for r in per_seed if r]
+        eval_s = [x["eval_seconds"] for x in metrics.get(m, [])]
+        params = f"{metrics[m][0]['params']:,}" if m in metrics else ""
+        timing.append(f"| {m} | {params} | {cell(train_s)} | {cell(rates)} | {cell(eval_s)} |")
+        total_s += sum(train_s) + sum(eval_s)
+    flags = (
+        f"train.py flags `{args.train_flags}`, " if args.train_flags else "default widths (512, 512) and latent 20, "
+    )
+    selection = (
+        "the epoch of the lowest validation objective (`eval.py --step=best`)"
+        if args.select == "best"
+        else "the last epoch"
+    )
+    lines = [
+        "# Results: every model on the trimodal data, several seeds, selected on validation",
         "",
+        f"Budget: {args.epochs} epochs of the training pairs less {args.validation:,} held out for validation "
+        f"(60,000 - N on the real data), batch 128, Adam 1e-3, beta {args.beta}, "
+        f"seeds {', '.join(map(str, seeds))}, {flags}"
+        "each model's own defaults otherwise (MMVAE K = 10, PEMVAE its defaults of docs/PEMVAE.md, MVAE 1 "
+        f"random subset). Scored on the test pairs once per run: {selection}. Coherence, latent accuracy and FID "
+        f"on the 10,000 test pairs (FID: the first 5,000); log-likelihoods on the first {args.ll_points or 10000} "
+        f"with K = {args.iw_samples} importance samples. Every cell is mean ± sample std over the seeds. "
+        f"Machine: {_machine()}.",
+        "",
+        *([f"**Missing runs** (not yet trained or evaluated): {', '.join(missing)}.", ""] if missing else []),
         "Columns: coherence `S->t` is the accuracy of the class of x_t generated from the subset S (scored by "
         "the CNNs below), `joint->t` the same from all three (reconstruction), `prior` the agreement of x, y, w "
         "decoded from z ~ p(z); latent accuracy `S` is a logistic regression on the means of q(z|S); "
-        "log-likelihood `m` is log p(x_m). "
-        "The trimodal images are gray levels scored with the Bernoulli likelihood (not binarized), so `ll x` "
-        "is not comparable with binarized-MNIST numbers (see the README's JMVAE reproduction for those).",
+        "log-likelihood `m` is log p(x_m); FID compares generated with real test images in the scoring CNN's "
+        "penultimate features. The trimodal images are gray levels scored with the Bernoulli likelihood (not "
+        "binarized), so `ll x` is not comparable with binarized-MNIST numbers (the README's JMVAE "
+        "reproduction has those).",
         "",
         table,
         "",
-        "Scoring classifiers (test accuracy): "
-        + ", ".join(
-            f"{k} {v:.4f}"
-            for k, v in json.loads((rows[0][1] / "eval" / "metrics.json").read_text()).get("classifiers", {}).items()
-        )
-        + ".",
+        "**Convergence**: the validation objective (the model's loss with its final weights, on the held-out "
+        f"pairs) per epoch is in [{curves.name}]({curves.name}). Best epoch per seed, its validation loss, and "
+        f"the change of the validation loss over the last {FLAT_WINDOW} epochs (negative: still falling).",
         "",
-        "Time (seconds, wall clock; other jobs shared the 2 cores, so these are upper bounds): training is the "
-        "sum of the epoch times in metrics.jsonl, evaluation the time eval.py spent on its sections "
-        "(the first one also "
-        "trained the scoring CNNs unless they were cached).",
-        "",
-        "| model | train s | samples/s (best epoch) | eval s |",
+        f"| model | best epoch (per seed) | best validation loss | change over the last {FLAT_WINDOW} epochs |",
         "|---|---|---|---|",
-        *[
-            f"| {m} | {sum(e['time_s'] for e in epochs[m]):.0f} | {max(e['samples_per_s'] for e in epochs[m]):.0f} "
-            f"| {times[m]:.0f} |"
-            for m, _ in rows
-        ],
+        *convergence,
+        "",
+        f"![validation objective against the epoch]({curves.name})",
+        "",
+        "**Cost** (seconds, wall clock, other jobs may have shared the machine): training is the sum of the "
+        "epoch and validation times in metrics.jsonl, evaluation the time eval.py spent on its sections.",
+        "",
+        "| model | params | train s | samples/s (best epoch) | eval s |",
+        "|---|---|---|---|---|",
+        *timing,
+        "",
+        f"In all {total_s / 3600:.1f} hours of training and evaluation.",
         "",
         f"![tSNE of posterior means]({figure.name})",
         "",
-        "tSNE of the posterior means of the first "
-        f"{args.tsne_points} test pairs: rows are models, columns q(z|x,y,w), q(z|x), q(z|y); colour = class.",
+        f"tSNE of the posterior means of the first {args.tsne_points} test pairs, seed {seeds[0]}: rows are "
+        "models, columns q(z|x,y,w), q(z|x), q(z|y); colour = class.",
         "",
         "## Commands",
         "",
-        "Everything above comes from these commands, which "
-        f"`python scripts/results.py{' --data_dir=' + args.data_dir if args.data_dir else ''}"
-        f"{'' if args.epochs == 4 else f' --epochs={args.epochs}'}` runs in this order (from the repository "
-        "root). A training already at its epochs, or an evaluation already done with the same flags, is kept, "
-        "so an interrupted script resumes where it stopped.",
+        f"`{_invocation(args)}` runs these, in this order, from the repository root. A training already at its "
+        "epochs, or an evaluation already done with the same flags, is kept, so an interrupted script resumes "
+        "where it stopped.",
         "",
         "```",
         *[shlex.join([("python" if c[0] == python else c[0]), *c[1:]]) for c in commands],
         "```",
         "",
     ]
+    out = ROOT / args.out
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text("\n".join(lines))
-    print(f"wrote {out} and {figure}")
+    print(f"wrote {out}, {ROOT / curves} and {ROOT / figure}")
 
 
-def evaluated(workdir: Path, args) -> bool:
-    """Whether eval.py already wrote every section for the checkpoint of ``--epochs`` with these flags."""
+def _invocation(args) -> str:
+    """The script's command line, with the flags that differ from the defaults."""
+    defaults = vars(make_parser().parse_args([]))
+    given = [f"--{k}={v}" for k, v in vars(args).items() if v != defaults[k] and k not in ("summarize_only",)]
+    return shlex.join(["python", "scripts/results.py", *given])
+
+
+def _metrics(workdir: Path) -> dict:
+    return json.loads((ROOT / workdir / "eval" / "metrics.json").read_text())
+
+
+def _best_epoch(workdir: Path) -> int | None:
+    """The epoch held in the run's best_checkpoint/ (None if there is none)."""
+    folder = ROOT / workdir / "best_checkpoint"
+    epochs = [int(p.name) for p in folder.iterdir() if p.name.isdigit()] if folder.is_dir() else []
+    return max(epochs) if epochs else None
+
+
+def _epochs_done(workdir: Path) -> int:
+    path = ROOT / workdir / "metrics.jsonl"
+    lines = path.read_text().splitlines() if path.is_file() else []
+    return max((json.loads(line)["epoch"] for line in lines if line.strip()), default=0)
+
+
+def evaluated(workdir: Path, args, seed: int) -> bool:
+    """Whether eval.py already wrote every section for the selected checkpoint of the finished run, with these
+    flags."""
     path = ROOT / workdir / "eval" / "metrics.json"
     if (
-        not path.is_file()
+        _epochs_done(workdir) < args.epochs
+        or not path.is_file()
         or not (path.parent / "tsne.npz").is_file()
         or not (path.parent / "cross_modal.png").is_file()
     ):
@@ -195,12 +312,14 @@ def evaluated(workdir: Path, args) -> bool:
         iw_samples=args.iw_samples,
         ll_points=args.ll_points,
         tsne_points=args.tsne_points,
-        seed=args.seed,
+        seed=seed,
         prior_samples=defaults["prior_samples"],
+        step="best" if args.select == "best" else None,
     )
+    epoch = _best_epoch(workdir) if args.select == "best" else args.epochs
     sections = {"coherence", "latent_accuracy", "log_likelihood", "fid", "tsne", "cross_modal"}
     return (
-        metrics.get("epoch") == args.epochs
+        metrics.get("epoch") == epoch
         and sections <= set(flags.get("sections", ()))
         and all(flags.get(k) == v for k, v in wanted.items())
     )

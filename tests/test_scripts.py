@@ -86,23 +86,61 @@ def test_peer_benchmark_races_multivae_when_the_bench_extra_is_installed():
     assert "| mvae |" in out and "x |" in out  # a ratio in the table
 
 
-def test_results_script_trains_evaluates_and_writes_the_report(tiny_data_dir, tmp_path):
+def test_results_script_trains_seeds_selects_on_validation_and_reports_mean_and_std(tiny_data_dir, tmp_path):
+    """One run per seed, each scored at its best-validation epoch; every table cell is mean ± std over seeds."""
     report = tmp_path / "RESULTS.md"
-    _run(
-        "scripts/results.py",
+    runs = tmp_path / "runs"
+    flags = [
         f"--data_dir={tiny_data_dir}",
-        "--models=jmvae,pemvae",
-        "--epochs=1",
-        f"--runs={tmp_path / 'runs'}",
+        "--models=jmvae",
+        "--epochs=2",
+        "--seeds=0,1",
+        "--validation=20",
+        f"--runs={runs}",
         f"--out={report}",
         "--iw_samples=4",
         "--ll_points=10",
         "--tsne_points=40",
         f"--train_flags={TINY_TRAIN}",
-    )
+    ]
+    _run("scripts/results.py", *flags)
     text = report.read_text()
-    assert "| jmvae |" in text and "| pemvae |" in text and f"train.py flags `{TINY_TRAIN}`" in text
+    for seed in (0, 1):
+        workdir = runs / "jmvae" / f"seed{seed}"
+        config = json.loads((workdir / "config.json").read_text())
+        assert config["seed"] == seed and config["validation"] == 20 and config["epochs"] == 2
+        metrics = json.loads((workdir / "eval" / "metrics.json").read_text())
+        assert (
+            metrics["eval_flags"]["step"] == "best" and (workdir / "best_checkpoint" / str(metrics["epoch"])).is_dir()
+        )
+    row = next(line for line in text.split("**Coherence**")[1].splitlines() if line.startswith("| jmvae |"))
+    assert row.count(" ± ") >= 3, row  # the coherence row: mean ± std of each column
+    assert "seeds 0, 1" in text and "best validation loss" in text and "Missing runs" not in text
+    assert "--step=best" in text and "--seed=1" in text
     assert (tmp_path / "results_tsne.png").stat().st_size > 10_000
+    assert (tmp_path / "results_validation.png").stat().st_size > 10_000
+    # Again: everything is kept, nothing retrained; --summarize_only lists what is missing.
+    out = _run("scripts/results.py", *flags)
+    assert out.count("evaluated with these flags already: kept") == 2
+    _run("scripts/results.py", *[f for f in flags if not f.startswith("--seeds")], "--seeds=0,1,2", "--summarize_only")
+    assert "**Missing runs** (not yet trained or evaluated): jmvae seed 2." in report.read_text()
+
+
+def test_results_script_refuses_bad_flags_before_any_work(tmp_path):
+    for flag, message in (
+        ("--seeds=0,0", "distinct integers"),
+        ("--seeds=a", "not comma-separated integers"),
+        ("--models=vae", "unknown ['vae']; allowed: jmvae,telbo"),
+        ("--validation=0", "model selection needs a validation split"),
+    ):
+        proc = subprocess.run(
+            [sys.executable, "scripts/results.py", flag, f"--runs={tmp_path / 'r'}"],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+        )
+        assert proc.returncode == 2 and message in proc.stderr, proc.stderr
+    assert not (tmp_path / "r").exists()
 
 
 def test_pemvae_study_runs_an_ablation_chooses_and_scores_the_test_pairs(tiny_data_dir, tmp_path):

@@ -2,29 +2,56 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
+import statistics
+
+SECTIONS = (
+    ("coherence", "Coherence"),
+    ("latent_accuracy", "Latent accuracy"),
+    ("log_likelihood", "Log-likelihood (nats)"),
+    ("fid", "FID in the scoring CNN's features (lower is closer to the real images)"),
+)
+
+
+def mean_std(values: Sequence[float]) -> tuple[float, float]:
+    """(mean, sample standard deviation); the deviation of a single value is 0."""
+    values = [float(v) for v in values]
+    return statistics.mean(values), statistics.stdev(values) if len(values) > 1 else 0.0
+
+
+def format_cell(values: Sequence[float], digits: int) -> str:
+    """One value as is; several (one per seed) as ``mean ± std``; none as an empty cell."""
+    if not values:
+        return ""
+    if len(values) == 1:
+        return f"{values[0]:.{digits}f}"
+    mean, std = mean_std(values)
+    return f"{mean:.{digits}f} ± {std:.{digits}f}"
+
 
 def results_table(runs) -> str:
-    """Markdown tables of coherence, latent accuracy, log-likelihood and FID (one each), a row per (name, metrics)."""
+    """Markdown tables of coherence, latent accuracy, log-likelihood and FID (one each), a row per run.
+
+    ``runs``: (name, metrics) pairs, metrics one eval/metrics.json, or a list of
+    them (one per seed: each cell is then mean ± sample std over the seeds).
+    """
+    runs = [(name, [m] if isinstance(m, Mapping) else list(m)) for name, m in runs]
     tables = []
-    for section, title in (
-        ("coherence", "Coherence"),
-        ("latent_accuracy", "Latent accuracy"),
-        ("log_likelihood", "Log-likelihood (nats)"),
-        ("fid", "FID in the scoring CNN's features (lower is closer to the real images)"),
-    ):
+    for section, title in SECTIONS:
         columns = []
-        for _, m in runs:
-            columns += [k for k, v in m.get(section, {}).items() if isinstance(v, float) and k not in columns]
+        for _, seeds in runs:
+            for m in seeds:
+                columns += [k for k, v in m.get(section, {}).items() if isinstance(v, float) and k not in columns]
         if not columns:
             continue
         head = ["run", "params", *columns]
         lines = [f"**{title}**", "", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-        for name, m in runs:
-            values = [m.get(section, {}).get(k) for k in columns]
+        digits = 2 if section in ("log_likelihood", "fid") else 4
+        for name, seeds in runs:
             cells = [
-                "" if v is None else (f"{v:.2f}" if section in ("log_likelihood", "fid") else f"{v:.4f}")
-                for v in values
+                format_cell([m[section][k] for m in seeds if m.get(section, {}).get(k) is not None], digits)
+                for k in columns
             ]
-            lines.append("| " + " | ".join([name, f"{m.get('params', 0):,}", *cells]) + " |")
+            lines.append("| " + " | ".join([name, f"{seeds[0].get('params', 0):,}", *cells]) + " |")
         tables.append("\n".join(lines))
     return "\n\n".join(tables)
