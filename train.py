@@ -31,6 +31,8 @@ HELP = {
     "learning_rate": "Adam learning rate",
     "latent_dim": "size of z",
     "hidden_dims": "widths of the hidden layers of every MLP, comma separated",
+    "decoder_hidden_dims": "widths of the hidden layers of the MLP decoders, comma separated",
+    "activation": "nonlinearity of every MLP: relu, or swish = x sigmoid(x) (MVAE's)",
     "seed": "seed of initialisation, noise and batch order",
     "pair_seed": "seed of the MNIST / Fashion-MNIST pairing",
     "validation": "trimodal, mnist_label: training pairs held out as the validation split (the last N of a fixed "
@@ -87,6 +89,10 @@ def _int_tuple(text: str) -> tuple[int, ...]:
         raise argparse.ArgumentTypeError(f"{text!r} is not comma-separated integers, e.g. 512,512") from None
 
 
+def _widths_or_empty(text: str) -> tuple[int, ...]:
+    return _int_tuple(text) if text.strip() else ()
+
+
 def _float_tuple(text: str) -> tuple[float, ...]:
     if not text.strip():
         return ()
@@ -117,6 +123,7 @@ def make_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], prog="train.py")
     types = {
         "hidden_dims": _int_tuple,
+        "decoder_hidden_dims": _widths_or_empty,
         "likelihood_weights": _float_tuple,
         "conv_widths": _int_tuple,
         "disc_widths": _int_tuple,
@@ -127,6 +134,7 @@ def make_parser() -> argparse.ArgumentParser:
         "model": sorted(MODELS),
         "dataset": sorted(DATASETS),
         "precision": config_lib.PRECISIONS,
+        "activation": config_lib.ACTIVATIONS,
         "subset_sampling": config_lib.SUBSET_SAMPLINGS,
         "subset_objective": config_lib.SUBSET_OBJECTIVES,
         "subset_targets": config_lib.SUBSET_TARGETS,
@@ -135,7 +143,8 @@ def make_parser() -> argparse.ArgumentParser:
     for field in dataclasses.fields(config_lib.Config):
         default = field.default
         kind = types.get(field.name) or (str if default is None else type(default))
-        shown = (",".join(map(str, default)) or "all 1") if isinstance(default, tuple) else default
+        empty = {"likelihood_weights": "all 1", "decoder_hidden_dims": "hidden_dims reversed"}.get(field.name, "")
+        shown = (",".join(map(str, default)) or empty) if isinstance(default, tuple) else default
         help_text = HELP[field.name] + (
             "" if default is None or default == () and field.name == "attributes" else f" (default: {shown})"
         )

@@ -30,6 +30,7 @@ RESUMABLE = frozenset(
 )
 
 PRECISIONS = ("fp32", "bf16")
+ACTIVATIONS = ("relu", "swish")  # of the MLPs (mvae_jax.networks.ACTIVATIONS)
 
 # PEMVAE's choices (mvae_jax.models.pemvae says what each does).
 SUBSET_SAMPLINGS = ("random", "all")
@@ -65,6 +66,8 @@ class Config:
     learning_rate: float = 1e-3
     latent_dim: int = 20
     hidden_dims: tuple[int, ...] = (512, 512)
+    decoder_hidden_dims: tuple[int, ...] = ()
+    activation: str = "relu"
     seed: int = 0
     pair_seed: int = 0
     validation: int = 0
@@ -150,6 +153,12 @@ class Config:
                 name,
                 f"one or more integers >= 1, e.g. {example}",
             )
+        need(
+            all(_is_int(h) and h >= 1 for h in self.decoder_hidden_dims),
+            "decoder_hidden_dims",
+            "empty (the mirror of hidden_dims) or integers >= 1, e.g. 512,512,512",
+        )
+        need(self.activation in ACTIVATIONS, "activation", ", ".join(ACTIVATIONS))
         need(bool(self.workdir), "workdir", "a directory path")
         names = [m.name for m in DATASETS[self.dataset].modalities(self)]
         need(
@@ -161,8 +170,13 @@ class Config:
             "likelihood_weights",
             f"empty (all 1) or {len(names)} finite numbers >= 0, one per modality {','.join(names)}",
         )
-        for name in ("num_subsets", "num_samples"):
-            need(_is_int(getattr(self, name)) and getattr(self, name) >= 1, name, "an integer >= 1")
+        need(_is_int(self.num_samples) and self.num_samples >= 1, "num_samples", "an integer >= 1")
+        low = 0 if self.model == "mvae" else 1  # MVAE with 2 modalities: its joint and unimodal ELBOs are every subset
+        need(
+            _is_int(self.num_subsets) and self.num_subsets >= low,
+            "num_subsets",
+            "an integer >= 1 (mvae: >= 0, 0 = the joint and unimodal ELBOs only)",
+        )
         for name in ("warmup_epochs", "kl_warmup_epochs", "adv_warmup_epochs"):
             need(_is_int(getattr(self, name)) and getattr(self, name) >= 0, name, "an integer >= 0")
         need(isinstance(self.adversarial, bool), "adversarial", "true or false")
@@ -278,7 +292,7 @@ class Config:
 # a config.json written then lacks them, and resumes or evaluates as it was trained.
 _PEMVAE_BEFORE_OPTIONS = {"subset_sampling": "random", "unimodal_weight": 1.0}
 
-_TUPLES = ("hidden_dims", "likelihood_weights", "attributes", "conv_widths", "disc_widths")
+_TUPLES = ("hidden_dims", "decoder_hidden_dims", "likelihood_weights", "attributes", "conv_widths", "disc_widths")
 
 
 class _DerivedWorkdir(str):

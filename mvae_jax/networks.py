@@ -21,18 +21,23 @@ def _f32(x: jax.Array) -> jax.Array:
     return x.astype(jnp.float32)
 
 
+ACTIVATIONS = {"relu": nn.relu, "swish": nn.swish}
+"""The nonlinearities of the MLPs (``Config.activation``); swish(x) = x sigmoid(x) (Ramachandran et al. 2017)."""
+
+
 class MLP(nn.Module):
-    """Dense layers with ReLU between them; the last layer is linear."""
+    """Dense layers with ``activation`` (ReLU by default) between them; the last layer is linear."""
 
     features: Sequence[int]
     dtype: Dtype = None
+    activation: str = "relu"
 
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
         for i, width in enumerate(self.features):
             x = nn.Dense(width, dtype=self.dtype, name=f"dense_{i}")(x)
             if i < len(self.features) - 1:
-                x = nn.relu(x)
+                x = ACTIVATIONS[self.activation](x)
         return x
 
 
@@ -109,10 +114,13 @@ class GaussianEncoder(nn.Module):
     latent: int
     conv: Sequence[int] = ()
     dtype: Dtype = None
+    activation: str = "relu"
 
     @nn.compact
     def __call__(self, x: jax.Array) -> tuple[jax.Array, jax.Array]:
-        h = MLP((*self.hidden, 2 * self.latent), self.dtype, name="mlp")(features(x, self.conv, "conv", self.dtype))
+        h = MLP((*self.hidden, 2 * self.latent), self.dtype, self.activation, name="mlp")(
+            features(x, self.conv, "conv", self.dtype)
+        )
         mu, logvar = jnp.split(_f32(h), 2, axis=-1)
         return mu, logvar
 
@@ -131,11 +139,12 @@ class JointGaussianEncoder(nn.Module):
     latent: int
     conv: Mapping[str, Sequence[int]] = dataclasses.field(default_factory=dict)
     dtype: Dtype = None
+    activation: str = "relu"
 
     @nn.compact
     def __call__(self, inputs) -> tuple[jax.Array, jax.Array]:
         parts = [features(inputs[n], self.conv.get(n, ()), f"conv_{n}", self.dtype) for n in self.names]
-        h = MLP((*self.hidden, 2 * self.latent), self.dtype, name="mlp")(
+        h = MLP((*self.hidden, 2 * self.latent), self.dtype, self.activation, name="mlp")(
             jnp.concatenate(parts, axis=-1) if len(parts) > 1 else parts[0]
         )
         mu, logvar = jnp.split(_f32(h), 2, axis=-1)
@@ -145,7 +154,7 @@ class JointGaussianEncoder(nn.Module):
 class FusionEncoder(nn.Module):
     """q(z | the present modalities) from one network: per-modality features, fused, then a fusion head.
 
-    h = relu(b + fuse_m(W_m x_m)) -> MLP(hidden[1:], 2 latent) -> (mu, logvar).
+    h = act(b + fuse_m(W_m x_m)) -> MLP(hidden[1:], 2 latent) -> (mu, logvar), act = ``activation`` (ReLU).
     The feature map of modality m is W_m (its block of the first layer of a
     joint MLP over all modalities concatenated). ``fusion`` says how the
     features of the present modalities P combine:
@@ -171,6 +180,7 @@ class FusionEncoder(nn.Module):
     conv: Mapping[str, Sequence[int]] = dataclasses.field(default_factory=dict)
     dtype: Dtype = None
     fusion: str = "tokens"
+    activation: str = "relu"
 
     @nn.compact
     def __call__(self, inputs, mask=None) -> tuple[jax.Array, jax.Array]:
@@ -202,7 +212,8 @@ class FusionEncoder(nn.Module):
                 h = h + feature
         if self.fusion == "mean":
             h = h + total / jnp.maximum(count, 1.0)[:, None]
-        out = MLP((*self.hidden[1:], 2 * self.latent), self.dtype, name="fusion")(nn.relu(h))
+        activation = ACTIVATIONS[self.activation]
+        out = MLP((*self.hidden[1:], 2 * self.latent), self.dtype, self.activation, name="fusion")(activation(h))
         mu, logvar = jnp.split(_f32(out), 2, axis=-1)
         return mu, logvar
 
@@ -213,10 +224,11 @@ class Decoder(nn.Module):
     hidden: Sequence[int]
     shape: Sequence[int]
     dtype: Dtype = None
+    activation: str = "relu"
 
     @nn.compact
     def __call__(self, z: jax.Array) -> jax.Array:
-        logits = _f32(MLP((*self.hidden, math.prod(self.shape)), self.dtype, name="mlp")(z))
+        logits = _f32(MLP((*self.hidden, math.prod(self.shape)), self.dtype, self.activation, name="mlp")(z))
         return logits.reshape(z.shape[:-1] + tuple(self.shape))
 
 

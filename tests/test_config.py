@@ -24,7 +24,7 @@ from mvae_jax.config import Config, load_config, save_config
         ("hidden_dims", (), "integers >= 1"),
         ("likelihood_weights", (1.0, 2.0), "one per modality x,y,w"),
         ("likelihood_weights", (1.0, -1.0, 1.0), "finite numbers >= 0"),
-        ("num_subsets", 0, "integer >= 1"),
+        ("num_subsets", -1, "integer >= 1 (mvae: >= 0"),
         ("num_samples", 0, "integer >= 1"),
         ("warmup_epochs", -1, "integer >= 0"),
         ("kl_warmup_epochs", -3, "integer >= 0"),

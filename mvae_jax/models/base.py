@@ -178,14 +178,17 @@ def make_encoder(config, modality: Modality) -> GaussianEncoder:
     """q(z | x_m): an MLP of the run's ``hidden_dims``; for a conv modality its ``conv_widths`` and a dense layer."""
     if modality.network == "conv":
         return GaussianEncoder((), config.latent_dim, tuple(config.conv_widths), compute_dtype(config))
-    return GaussianEncoder(tuple(config.hidden_dims), config.latent_dim, dtype=compute_dtype(config))
+    return GaussianEncoder(
+        tuple(config.hidden_dims), config.latent_dim, dtype=compute_dtype(config), activation=config.activation
+    )
 
 
 def make_decoder(config, modality: Modality):
-    """p(x_m | z): the mirror of ``make_encoder``."""
+    """p(x_m | z): the mirror of ``make_encoder``, or an MLP of ``decoder_hidden_dims`` when they are given."""
     if modality.network == "conv":
         return ConvDecoder(tuple(config.conv_widths), modality.shape, compute_dtype(config))
-    return Decoder(tuple(config.hidden_dims)[::-1], modality.shape, compute_dtype(config))
+    hidden = tuple(config.decoder_hidden_dims) or tuple(config.hidden_dims)[::-1]
+    return Decoder(hidden, modality.shape, compute_dtype(config), config.activation)
 
 
 class Experts:
@@ -254,6 +257,7 @@ class JointEncoder:
             config.latent_dim,
             conv_widths(config, self.modalities),
             compute_dtype(config),
+            config.activation,
         )
 
     def init(self, rng: jax.Array) -> dict:

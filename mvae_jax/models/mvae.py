@@ -10,7 +10,8 @@ computed in closed form for Gaussians (precisions add). The sub-sampled
 training objective (Sec. 2.2) sums, per example, the ELBO of all modalities,
 the ELBO of each single modality, and the ELBOs of ``num_subsets`` random
 subsets (``--num_subsets``, default 1; each drawn per example, uniformly from
-the 2^M - 1 non-empty subsets):
+the 2^M - 1 non-empty subsets; 0 = none, which for M = 2 is the paper's
+objective, every subset then being counted once):
 
     L = ELBO(x_1..x_M) + sum_m ELBO(x_m) + sum_{j=1..k} ELBO(x_{S_j}),
     ELBO(x_S) = E_q(z|x_S)[sum_{m in S} lambda_m log p(x_m | z)] - beta KL(q(z|x_S) || p(z))

@@ -119,6 +119,7 @@ def build(config, modalities: tuple[Modality, ...]) -> Model:
         conv_widths(config, modalities),
         compute_dtype(config),
         config.fusion,
+        config.activation,
     )
     experts = Experts(config, modalities, encoders=False)
     proper = [s for s in subsets(names) if len(s) < len(names)]
