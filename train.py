@@ -71,7 +71,10 @@ HELP = {
     "adv_weight": "adversarial: weight lambda of the generator's GAN loss",
     "disc_learning_rate": "adversarial: the discriminators' Adam learning rate (b1 = 0.5)",
     "r1_weight": "adversarial: gamma of the R1 penalty (gamma / 2) ||grad D(real)||^2; 0 = off",
-    "disc_widths": "adversarial: channels of the discriminator's stride-2 conv layers",
+    "disc_widths": "adversarial: channels of the conv discriminator's stride-2 conv layers",
+    "disc_network": "adversarial: auto = each image's discriminator follows its modality's network (a conv net for "
+    "conv modalities, an MLP for MLP ones, e.g. the trimodal images); conv = a conv net for every image",
+    "disc_hidden_dims": "adversarial: widths of the MLP discriminator's hidden layers (leaky ReLU)",
     "adv_warmup_epochs": "adversarial: epochs before the generator's GAN loss counts (the discriminator learns "
     "meanwhile)",
     "precision": "bf16: matmuls and convolutions in bfloat16 (for GPUs and TPUs), params, optimizer and losses in "
@@ -127,6 +130,7 @@ def make_parser() -> argparse.ArgumentParser:
         "likelihood_weights": _float_tuple,
         "conv_widths": _int_tuple,
         "disc_widths": _int_tuple,
+        "disc_hidden_dims": _int_tuple,
         "attributes": _str_tuple,
         "beta": _betas,
     }
@@ -135,6 +139,7 @@ def make_parser() -> argparse.ArgumentParser:
         "dataset": sorted(DATASETS),
         "precision": config_lib.PRECISIONS,
         "activation": config_lib.ACTIVATIONS,
+        "disc_network": config_lib.DISC_NETWORKS,
         "subset_sampling": config_lib.SUBSET_SAMPLINGS,
         "subset_objective": config_lib.SUBSET_OBJECTIVES,
         "subset_targets": config_lib.SUBSET_TARGETS,

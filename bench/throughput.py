@@ -3,6 +3,7 @@
     python bench/throughput.py [--models=jmvae,telbo,...] [--batch_size=128] [--epochs=2]
                                [--devices=1,8] [--precision=fp32|bf16] [--no_eval]
                                [--examples=60000] [--eval_points=10000] [--tsne_points=5000]
+                               [--adversarial=auto|conv]
 
 For each model, on trimodal-shaped random data held on the device (60,000
 training pairs, dynamic binarization of x and y as in train.py):
@@ -23,6 +24,11 @@ training pairs, dynamic binarization of x and y as in train.py):
   pair over 10,000 test pairs (images scored by the evaluation classifier
   CNN; its weights do not change the time), and the tSNE of eval.py (openTSNE) of
   5,000 posterior means (eval.py's default; one panel, eval.py draws three).
+
+``--adversarial=auto`` also times each model's adversarial step (VAE-GAN,
+``train.py --adversarial``) with the discriminators ``--disc_network=auto``
+builds (MLPs for the trimodal images), ``conv`` with conv ones, and prints its
+cost against the plain step of the same run.
 
 ``--devices=1,8`` runs the training measurement again in a subprocess per
 count with that many forced CPU devices (XLA_FLAGS), for a CPU-only machine.
@@ -99,23 +105,36 @@ def _cost(compiled) -> dict:
     return cost[0] if isinstance(cost, list) else cost
 
 
-def measure_training(model_name: str, batch_size: int, epochs: int, n: int = 60_000, precision: str = "fp32") -> dict:
-    """Samples/s, XLA FLOPs per step and memory of ``model_name``'s training epoch (see the module docstring)."""
+def measure_training(
+    model_name: str,
+    batch_size: int,
+    epochs: int,
+    n: int = 60_000,
+    precision: str = "fp32",
+    adversarial: str | None = None,
+) -> dict:
+    """Samples/s, XLA FLOPs per step and memory of ``model_name``'s training epoch (see the module docstring);
+    ``adversarial`` ("auto" or "conv", the --disc_network): of its adversarial training."""
+    options = {"adversarial": True, "disc_network": adversarial} if adversarial else {}
     config = Config(
-        model=model_name, batch_size=batch_size, precision=precision, **MODEL_OPTIONS.get(model_name, {})
+        model=model_name,
+        batch_size=batch_size,
+        precision=precision,
+        **MODEL_OPTIONS.get(model_name, {}),
+        **options,
     ).validate()
     model = get_model(config, trimodal.MODALITIES)
-    tx = training.make_optimizer(config)
+    tx, adversary = training.make_optimizers(config, trimodal.MODALITIES)
     mesh = training.make_mesh()
     if batch_size % mesh.size:
         raise ValueError(f"batch_size={batch_size} must be a multiple of the {mesh.size} devices")
     binarize = ("x", "y")
-    state = training.replicate(training.create_train_state(model, tx, 0), mesh)
+    state = training.replicate(training.create_train_state(model, tx, 0, adversary), mesh)
     data = training.replicate(synthetic_trimodal(n), mesh)
     one_batch = jax.tree_util.tree_map(lambda v: v[:batch_size], data)
-    step = jax.jit(training.make_step_fn(model, tx, mesh, binarize)).lower(state, one_batch).compile()
+    step = jax.jit(training.make_step_fn(model, tx, mesh, binarize, adversary)).lower(state, one_batch).compile()
     step_flops = _cost(step)["flops"] * mesh.size  # XLA counts one device's share of the SPMD program
-    epoch_fn = training.make_epoch_fn(model, tx, n, batch_size, mesh, binarize=binarize)
+    epoch_fn = training.make_epoch_fn(model, tx, n, batch_size, mesh, binarize=binarize, adversary=adversary)
     start = time.perf_counter()
     chunks = epoch_fn.compile(state, data)  # {chunk length: program}: what train.py's epochs run
     compile_s = time.perf_counter() - start
@@ -133,7 +152,7 @@ def measure_training(model_name: str, batch_size: int, epochs: int, n: int = 60_
     steps = n // batch_size
     best = min(times)
     result = {
-        "model": model_name,
+        "model": model_name if adversarial is None else f"{model_name}+adv({adversarial})",
         "batch_size": batch_size,
         "precision": precision,
         "devices": f"{jax.devices()[0].device_kind} x{jax.device_count()}",
@@ -201,6 +220,7 @@ def _in_subprocess(devices: int, args) -> list[dict]:
         f"--epochs={args.epochs}",
         f"--precision={args.precision}",
         f"--examples={args.examples}",
+        *([f"--adversarial={args.adversarial}"] if args.adversarial else []),
         "--no_eval",
         "--no_peak",
     ]
@@ -216,6 +236,8 @@ def _report(r: dict, peak: float | None) -> None:
     line += f", {r['xla_gflop_per_step']:.2f} GFLOP/step, XLA buffers {r['xla_buffers_mib']:.0f} MiB"
     if "device_peak_mib" in r:
         line += f", device peak {r['device_peak_mib']:.0f} MiB"
+    if "cost_vs_plain" in r:
+        line += f"; the step costs {r['cost_vs_plain']:.2f}x the plain one"
     print(line, flush=True)
     print(json.dumps(r), flush=True)
 
@@ -232,6 +254,12 @@ def main():
     parser.add_argument("--examples", type=int, default=60_000, help="training pairs of the synthetic epoch")
     parser.add_argument("--eval_points", type=int, default=10_000, help="test pairs the coherence timing scores")
     parser.add_argument("--tsne_points", type=int, default=5_000, help="posterior means of the timed tSNE")
+    parser.add_argument(
+        "--adversarial",
+        choices=("auto", "conv"),
+        default=None,
+        help="also time the adversarial step with the discriminators of train.py --disc_network=this",
+    )
     args = parser.parse_args()
     names = [m for m in args.models.split(",") if m]
     unknown = sorted(set(names) - set(MODELS))
@@ -249,9 +277,15 @@ def main():
         flush=True,
     )
     peaks = [] if args.no_peak else [matmul_peak_gflops()]
-    results = [
-        measure_training(m, args.batch_size, args.epochs, n=args.examples, precision=args.precision) for m in names
-    ]
+    results = []
+    for m in names:
+        results.append(measure_training(m, args.batch_size, args.epochs, n=args.examples, precision=args.precision))
+        if args.adversarial:
+            adv = measure_training(
+                m, args.batch_size, args.epochs, args.examples, args.precision, adversarial=args.adversarial
+            )
+            adv["cost_vs_plain"] = results[-1]["samples_per_s"] / adv["samples_per_s"]
+            results.append(adv)
     if not args.no_peak:
         peaks.append(matmul_peak_gflops())
         print(

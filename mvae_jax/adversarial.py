@@ -10,6 +10,12 @@ s(t) = softplus(t) = -log sigmoid(-t):
   discriminator: sum_m [ s(-D_m(x_m)) + s(D_m(x^_m)) + s(D_m(x~_m)) + (gamma / 2) ||grad_x D_m(x_m)||^2 ]
                  (the R1 penalty on real images, per example; Mescheder et al. 2018, Eq. 9)
 
+D_m's network follows the modality's, as the VAE's networks do
+(``--disc_network=auto``): a conv net of ``--disc_widths`` for a conv
+modality (CelebA), an MLP of ``--disc_hidden_dims`` for an MLP one (the
+trimodal images); ``--disc_network=conv`` gives every image a conv D (what
+adversarial runs did before the option existed).
+
 lambda is ``--adv_weight`` (0 during the first ``--adv_warmup_epochs``, while
 D already learns), gamma ``--r1_weight``. D has its own Adam optimizer
 (``--disc_learning_rate``, b1 = 0.5 as in DCGAN) and its own parameters: the
@@ -28,7 +34,7 @@ import optax
 
 from mvae_jax import distributions
 from mvae_jax.models.base import compute_dtype
-from mvae_jax.networks import Discriminator
+from mvae_jax.networks import Discriminator, MLPDiscriminator
 
 
 def generator_loss(fake_logits: jax.Array) -> jax.Array:
@@ -60,7 +66,7 @@ class Adversary:
     """The discriminators of a run and their two losses; built by ``make_adversary``."""
 
     names: tuple[str, ...]  # the image modalities judged
-    discriminator: Discriminator
+    discriminators: Mapping[str, Discriminator | MLPDiscriminator]  # one network per judged modality
     tx: optax.GradientTransformation
     weight: float
     r1_weight: float
@@ -70,12 +76,12 @@ class Adversary:
         """{image modality: discriminator params}."""
         keys = jax.random.split(rng, len(self.names))
         return {
-            n: self.discriminator.init(k, jnp.zeros((1, *shapes[n]), jnp.float32))["params"]
+            n: self.discriminators[n].init(k, jnp.zeros((1, *shapes[n]), jnp.float32))["params"]
             for n, k in zip(self.names, keys)
         }
 
     def discriminate(self, disc_params, name: str, images: jax.Array) -> jax.Array:
-        return self.discriminator.apply({"params": disc_params[name]}, images)
+        return self.discriminators[name].apply({"params": disc_params[name]}, images)
 
     def fakes(self, model, params, batch, rng: jax.Array) -> dict[str, dict[str, jax.Array]]:
         """{"reconstruction" | "prior": {image modality: (batch, H, W, C) pixel means}}, differentiable in params."""
@@ -140,10 +146,19 @@ def make_adversary(config, modalities) -> Adversary | None:
         raise ValueError(
             f"adversarial=True needs an image modality; dataset={config.dataset!r} has {[m.name for m in modalities]}"
         )
-    discriminator = Discriminator(tuple(config.disc_widths), compute_dtype(config))
+    dtype = compute_dtype(config)
+    discriminators = {
+        m.name: (
+            MLPDiscriminator(tuple(config.disc_hidden_dims), dtype)
+            if m.network == "mlp" and config.disc_network == "auto"
+            else Discriminator(tuple(config.disc_widths), dtype)
+        )
+        for m in modalities
+        if m.is_image
+    }
     return Adversary(
         names,
-        discriminator,
+        discriminators,
         optax.adam(config.disc_learning_rate, b1=0.5),
         float(config.adv_weight),
         float(config.r1_weight),

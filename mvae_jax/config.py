@@ -46,7 +46,16 @@ DATASET_OPTIONS = {
 }
 
 # Options of adversarial training: setting one without adversarial=True is an error.
-ADVERSARIAL_OPTIONS = ("adv_weight", "disc_learning_rate", "r1_weight", "disc_widths", "adv_warmup_epochs")
+ADVERSARIAL_OPTIONS = (
+    "adv_weight",
+    "disc_learning_rate",
+    "r1_weight",
+    "disc_widths",
+    "disc_network",
+    "disc_hidden_dims",
+    "adv_warmup_epochs",
+)
+DISC_NETWORKS = ("auto", "conv")  # auto: the discriminator's network follows the modality's (conv or MLP)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -95,6 +104,8 @@ class Config:
     disc_learning_rate: float = 2e-3
     r1_weight: float = 1.0
     disc_widths: tuple[int, ...] = (32, 64, 128)
+    disc_network: str = "auto"
+    disc_hidden_dims: tuple[int, ...] = (128, 128)
     adv_warmup_epochs: int = 0
     precision: str = "fp32"
     nan_rollbacks: int = 0
@@ -146,6 +157,7 @@ class Config:
             ("hidden_dims", "512,512"),
             ("conv_widths", "32,64,128,256"),
             ("disc_widths", "32,64,128"),
+            ("disc_hidden_dims", "128,128"),
         ):
             widths = getattr(self, name)
             need(
@@ -211,6 +223,7 @@ class Config:
             "subset_kl_weight",
             "a number > 0 with subset_objective=kl, whose only term it weights",
         )
+        need(self.disc_network in DISC_NETWORKS, "disc_network", ", ".join(DISC_NETWORKS))
         need(self.precision in PRECISIONS, "precision", ", ".join(PRECISIONS))
         need(_is_int(self.nan_rollbacks) and self.nan_rollbacks >= 0, "nan_rollbacks", "an integer >= 0")
         need(
@@ -271,6 +284,8 @@ class Config:
             raise ValueError(f"unknown config keys {unknown}; known: {sorted(known)}")
         if d.get("model") == "pemvae":
             d = {**{k: v for k, v in _PEMVAE_BEFORE_OPTIONS.items() if k not in d}, **d}
+        if d.get("adversarial") and "disc_network" not in d:  # saved before D followed the modality: conv for all
+            d = {**d, "disc_network": "conv"}
         return cls(**d)
 
     def likelihood_weight(self, names) -> dict[str, float]:
@@ -292,7 +307,15 @@ class Config:
 # a config.json written then lacks them, and resumes or evaluates as it was trained.
 _PEMVAE_BEFORE_OPTIONS = {"subset_sampling": "random", "unimodal_weight": 1.0}
 
-_TUPLES = ("hidden_dims", "decoder_hidden_dims", "likelihood_weights", "attributes", "conv_widths", "disc_widths")
+_TUPLES = (
+    "hidden_dims",
+    "decoder_hidden_dims",
+    "likelihood_weights",
+    "attributes",
+    "conv_widths",
+    "disc_widths",
+    "disc_hidden_dims",
+)
 
 
 class _DerivedWorkdir(str):

@@ -248,6 +248,25 @@ class Discriminator(nn.Module):
         return _f32(nn.Dense(1, dtype=self.dtype, name="logit")(h))[:, 0]
 
 
+class MLPDiscriminator(nn.Module):
+    """D(x) -> real-vs-generated logit for a modality with MLP networks: (batch, *shape) -> (batch,).
+
+    The input is flattened, then dense layers of widths ``hidden`` with leaky
+    ReLU (slope 0.2, as the conv ``Discriminator``) and a linear output. No
+    normalisation across the batch, so the R1 penalty's per-example gradient holds.
+    """
+
+    hidden: Sequence[int]
+    dtype: Dtype = None
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        h = x.reshape(x.shape[0], -1)
+        for i, width in enumerate(self.hidden):
+            h = nn.leaky_relu(nn.Dense(width, dtype=self.dtype, name=f"dense_{i}")(h), 0.2)
+        return _f32(nn.Dense(1, dtype=self.dtype, name="logit")(h))[:, 0]
+
+
 def count_params(params) -> int:
     """Number of scalars in a parameter tree."""
     return sum(int(p.size) for p in jax.tree_util.tree_leaves(params))

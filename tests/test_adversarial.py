@@ -66,16 +66,17 @@ def test_generator_gradient_flows_through_the_generated_images(tiny_config):
     assert all(np.all(np.asarray(g) == 0) for g in jax.tree_util.tree_leaves(grads["decoders"]["w"]))
 
 
-def test_discriminator_loss_falls_on_a_fixed_batch(tiny_config):
-    model, _, adversary, state, batch = _setup(tiny_config)
+@pytest.mark.parametrize("network", ["conv", "auto"])  # the trimodal images: conv D, then MLP D
+def test_discriminator_loss_falls_on_a_fixed_batch(tiny_config, network):
+    model, _, adversary, state, batch = _setup(tiny_config, disc_network=network)
     fakes = adversary.fakes(model, state.params, batch, jax.random.PRNGKey(0))
     step = jax.jit(adversary.step)
     params, opt_state, losses = state.disc_params, state.disc_opt_state, []
     for _ in range(30):
         params, opt_state, terms = step(params, opt_state, batch, fakes)
         losses.append(float(terms["disc_loss"]))
-    # Starts near 2 images x 3 terms x log 2 (D knows nothing), and falls steadily.
-    assert losses[0] == pytest.approx(6 * np.log(2), rel=0.05)
+    # Starts near 2 images x 3 terms x log 2 (D knows nothing; the MLP's R1 term starts larger), and falls steadily.
+    assert losses[0] == pytest.approx(6 * np.log(2), rel=0.05 if network == "conv" else 0.15)
     assert losses[-1] < 0.8 * losses[0] and losses[20] < losses[10] < losses[0]
 
 
@@ -102,3 +103,32 @@ def test_resume_carries_both_parameter_sets_and_optimizer_states(tiny_config, tm
 def test_adversarial_options_need_the_flag(tiny_config):
     with pytest.raises(ValueError, match="adv_weight=2.0 applies to adversarial training only"):
         Config(**{**tiny_config.to_dict(), "adv_weight": 2.0}).validate()
+
+
+def test_the_discriminator_follows_the_modality_network(tiny_config):
+    """An MLP D for the trimodal images (MLP networks), a conv D with --disc_network=conv; old configs load as conv."""
+    from mvae_jax.networks import Discriminator, MLPDiscriminator
+
+    adversary = _setup(tiny_config, disc_hidden_dims=(16, 8))[2]
+    assert adversary.names == ("x", "y")
+    assert all(isinstance(adversary.discriminators[n], MLPDiscriminator) for n in ("x", "y"))
+    params = adversary.init(jax.random.PRNGKey(0), {"x": (28, 28, 1), "y": (28, 28, 1)})
+    shapes = [params["x"][k]["kernel"].shape for k in ("dense_0", "dense_1", "logit")]
+    assert shapes == [(784, 16), (16, 8), (8, 1)]
+    conv = _setup(tiny_config, disc_network="conv")[2]
+    assert all(isinstance(conv.discriminators[n], Discriminator) for n in ("x", "y"))
+    saved = {**tiny_config.to_dict(), "adversarial": True}
+    del saved["disc_network"]
+    assert Config.from_dict(saved).disc_network == "conv"  # an adversarial run saved before the option
+    assert Config.from_dict(tiny_config.to_dict()).disc_network == "auto"
+
+
+def test_r1_of_the_mlp_discriminator_is_each_examples_own_gradient():
+    from mvae_jax.networks import MLPDiscriminator
+
+    disc = MLPDiscriminator((8, 4))
+    x = jax.random.uniform(jax.random.PRNGKey(1), (3, 28, 28, 1))
+    params = disc.init(jax.random.PRNGKey(0), x)
+    discriminate = lambda images: disc.apply(params, images)
+    one_by_one = [jnp.sum(jax.grad(lambda xi: discriminate(xi[None])[0])(x[i]) ** 2) for i in range(3)]
+    np.testing.assert_allclose(adversarial.r1_penalty(discriminate, x), one_by_one, rtol=1e-5)

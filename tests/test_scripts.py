@@ -86,6 +86,23 @@ def test_peer_benchmark_races_multivae_when_the_bench_extra_is_installed():
     assert "| mvae |" in out and "x |" in out  # a ratio in the table
 
 
+def test_throughput_benchmark_times_the_adversarial_step_against_the_plain_one():
+    out = _run(
+        "bench/throughput.py",
+        "--models=jmvae",
+        "--adversarial=auto",
+        "--examples=256",
+        "--batch_size=64",
+        "--epochs=1",
+        "--no_eval",
+        "--no_peak",
+    )
+    records = [json.loads(line) for line in out.splitlines() if line.startswith("{")]
+    assert [r["model"] for r in records] == ["jmvae", "jmvae+adv(auto)"]
+    assert records[1]["cost_vs_plain"] > 1 and records[1]["xla_gflop_per_step"] > records[0]["xla_gflop_per_step"]
+    assert "the step costs" in out
+
+
 def test_results_script_trains_seeds_selects_on_validation_and_reports_mean_and_std(tiny_data_dir, tmp_path):
     """One run per seed, each scored at its best-validation epoch; every table cell is mean ± std over seeds."""
     report = tmp_path / "RESULTS.md"
