@@ -102,6 +102,9 @@ def test_train_resume_and_eval(tiny_data_dir, tmp_path, capsys):
     assert fid.pop("points") == 40  # the tiny test split
     generated = {"x->y", "y->x", "w->x", "w->y", "x,w->y", "y,w->x", "joint->x", "joint->y", "prior->x", "prior->y"}
     assert set(fid) == generated and all(v >= 0 for v in fid.values())
+    diversity = out["diversity"]
+    assert set(diversity) == {"w->x", "w->y", "real x", "real y", "samples"} and diversity["samples"] == 100
+    assert all(diversity[k] >= 0 for k in ("w->x", "w->y", "real x", "real y"))
     assert json.loads((workdir / "eval" / "metrics.json").read_text()) == out
     for figure in ("tsne.png", "cross_modal.png", "curves.png", "samples.png"):
         assert (workdir / "eval" / figure).stat().st_size > 10_000

@@ -247,3 +247,28 @@ def test_classifier_features_are_the_penultimate_layer():
     np.testing.assert_allclose(
         feats @ params["dense_1"]["kernel"] + params["dense_1"]["bias"], logits, rtol=1e-4, atol=1e-5
     )
+
+
+def test_mean_pairwise_distance_closed_forms():
+    assert evaluation.mean_pairwise_distance(np.array([[0.0], [3.0]])) == pytest.approx(3.0)
+    triangle = np.array([[0.0, 0.0], [1.0, 0.0], [0.5, np.sqrt(3) / 2]])  # equilateral, side 1
+    assert evaluation.mean_pairwise_distance(triangle) == pytest.approx(1.0)
+    assert evaluation.mean_pairwise_distance(np.ones((5, 4))) == 0.0
+    # 0, 1, 3 on a line: pairs 1, 3, 2 -> mean 2.
+    assert evaluation.mean_pairwise_distance(np.array([[0.0], [1.0], [3.0]])) == pytest.approx(2.0)
+    with pytest.raises(ValueError, match=r"\(n >= 2, d\) features, got shape \(1, 3\)"):
+        evaluation.mean_pairwise_distance(np.ones((1, 3)))
+
+
+def test_label_diversity_is_zero_for_a_decoder_that_ignores_z_and_positive_otherwise():
+    identity = {
+        "x": lambda images: images.reshape(len(images), -1),
+        "y": lambda images: images.reshape(len(images), -1),
+    }
+    rng = jax.random.PRNGKey(0)
+    constant = evaluation.label_diversity(fake_model("constant"), {}, "w", rng, identity, samples=20)
+    assert constant == pytest.approx({"w->x": 0.0, "w->y": 0.0}, abs=1e-6)
+    data, labels = fake_data(200)
+    exact = evaluation.label_diversity(fake_model("exact"), {}, "w", rng, identity, 20, data, labels)
+    assert exact["w->x"] > 0.1 and exact["w->y"] > 0.1
+    assert exact["real x"] == pytest.approx(0.0, abs=1e-6)  # every real image of a class is the same one-hot

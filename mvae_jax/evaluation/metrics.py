@@ -487,6 +487,56 @@ def fid(
     return out
 
 
+def mean_pairwise_distance(features: np.ndarray) -> float:
+    """Mean Euclidean distance between distinct rows of ``features`` (n, d), n >= 2: sum_{i != j} ||f_i - f_j|| /
+    (n (n - 1)), in float64."""
+    f = np.asarray(features, np.float64)
+    if f.ndim != 2 or len(f) < 2:
+        raise ValueError(f"mean_pairwise_distance needs (n >= 2, d) features, got shape {f.shape}")
+    squares = np.sum(f**2, axis=1)
+    d2 = np.maximum(squares[:, None] + squares[None, :] - 2 * f @ f.T, 0.0)
+    np.fill_diagonal(d2, 0.0)
+    return float(np.sum(np.sqrt(d2)) / (len(f) * (len(f) - 1)))
+
+
+def label_diversity(
+    model: Model,
+    params,
+    label: str,
+    rng: jax.Array,
+    features: Mapping[str, Callable[[np.ndarray], np.ndarray]],
+    samples: int = 100,
+    real: Mapping[str, np.ndarray] | None = None,
+    real_labels: np.ndarray | None = None,
+) -> dict[str, float]:
+    """Sample diversity given the label: {"<label>->t": mean over classes of the mean pairwise feature distance of
+    ``samples`` images x_t = E[x_t | z], z ~ q(z | class)} for each modality t in ``features``.
+
+    0 means one image per class (no diversity). With ``real`` and
+    ``real_labels``, "real t" is the same statistic of the real images of each
+    class (at most ``samples`` per class): the data's own diversity, for scale.
+    """
+    modality = {m.name: m for m in model.modalities}[label]
+    classes = modality.shape[-1]
+    targets = tuple(t for t in model.names if t in features)
+    per_class = {t: [] for t in targets}
+    for c in range(classes):
+        batch = {label: jnp.asarray(np.eye(classes, dtype=np.float32)[np.full(samples, c)])}
+        means = _sampled_means(model, params, batch, (label,), targets, jax.random.fold_in(rng, c))
+        for t in targets:
+            per_class[t].append(mean_pairwise_distance(features[t](np.asarray(means[t]))))
+    out = {f"{label}->{t}": float(np.mean(v)) for t, v in per_class.items()}
+    if real is not None and real_labels is not None:
+        for t in targets:
+            values = [
+                mean_pairwise_distance(features[t](np.asarray(real[t])[np.flatnonzero(real_labels == c)[:samples]]))
+                for c in range(classes)
+                if np.sum(real_labels == c) >= 2
+            ]
+            out[f"real {t}"] = float(np.mean(values))
+    return out
+
+
 def prior_images(model: Model, params, rng: jax.Array, num_samples: int = 16) -> dict[str, np.ndarray]:
     """{image modality: (num_samples, H, W, C) pixel means} decoded from z ~ p(z)."""
     return _image_means(model, params, jax.random.normal(rng, (num_samples, model_latent(model, params))))

@@ -10,6 +10,7 @@ SECTIONS = (
     ("latent_accuracy", "Latent accuracy"),
     ("log_likelihood", "Log-likelihood (nats)"),
     ("fid", "FID in the scoring CNN's features (lower is closer to the real images)"),
+    ("diversity", "Diversity given the label: mean pairwise feature distance of generated images of one class"),
 )
 
 
@@ -46,7 +47,7 @@ def results_table(runs) -> str:
             continue
         head = ["run", "params", *columns]
         lines = [f"**{title}**", "", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-        digits = 2 if section in ("log_likelihood", "fid") else 4
+        digits = 2 if section in ("log_likelihood", "fid", "diversity") else 4
         for name, seeds in runs:
             cells = [
                 format_cell([m[section][k] for m in seeds if m.get(section, {}).get(k) is not None], digits)

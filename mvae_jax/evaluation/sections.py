@@ -96,8 +96,12 @@ def scoring_cnns(ctx: Context) -> tuple[dict, dict]:
     return cnns, accuracies
 
 
+DIVERSITY_SAMPLES = 100  # images per class of the ``diversity`` statistic
+
+
 def fid(ctx: Context) -> dict:
-    """Frechet distances of generated to real images in the scoring CNN's penultimate features (lower: closer).
+    """Frechet distances of generated to real images in the scoring CNN's penultimate features (lower: closer),
+    and the diversity of images generated from the label in the same features (``metrics.label_diversity``).
 
     Per image modality t with a scoring CNN: "S->t" from one z ~ q(z | x_S)
     per pair, "joint->t" (reconstruction) and "prior->t", each over the first
@@ -115,7 +119,21 @@ def fid(ctx: Context) -> dict:
     features = {name: lambda images, p=params: classifiers.features(p, images) for name, params in cnns.items()}
     with ctx.progress(len(metrics.fid_pairs(ctx.model, tuple(features))) + 1, f"FID of {n} images") as update:
         scores = metrics.fid(ctx.model, ctx.params, data, jax.random.fold_in(ctx.rng, 6), features, progress=update)
-    return {"fid": {**scores, "points": n}}
+    out = {"fid": {**scores, "points": n}}
+    label = next((m.name for m in ctx.model.modalities if m.likelihood == "categorical"), None)
+    if label is not None:
+        diversity = metrics.label_diversity(
+            ctx.model,
+            ctx.params,
+            label,
+            jax.random.fold_in(ctx.rng, 7),
+            features,
+            DIVERSITY_SAMPLES,
+            data,
+            ctx.scored_labels[:n],
+        )
+        out["diversity"] = {**diversity, "samples": DIVERSITY_SAMPLES}
+    return out
 
 
 def latent_accuracy(ctx: Context) -> dict:
