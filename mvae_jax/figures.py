@@ -213,30 +213,48 @@ def plot_validation_curves(
 ) -> None:
     """``term`` of metrics.jsonl against the epoch: a panel per model (``runs``: {model: {seed: records}}), a line
     per seed, its lowest point marked (the epoch model selection keeps)."""
+    panels = {
+        model: {
+            f"seed {seed}": [(r["epoch"], r[term]) for r in records if isinstance(r.get(term), (int, float))]
+            for seed, records in sorted(seeds.items())
+        }
+        for model, seeds in runs.items()
+    }
+    plot_metric_panels(panels, path, ylabel=term, mark_minimum=True)
+
+
+def plot_metric_panels(
+    panels: Mapping[str, Mapping[str, Sequence[tuple[float, float]]]],
+    path: str | os.PathLike,
+    ylabel: str = "",
+    mark_minimum: bool = False,
+) -> None:
+    """A panel per {title: {line label: [(epoch, value), ...]}}, values against the epoch; ``mark_minimum`` dots
+    each line's lowest point. The y range leaves out the first tenth of each line (early epochs flatten the rest)."""
     plt = _pyplot()
-    columns = min(3, max(len(runs), 1))
-    rows = -(-len(runs) // columns) or 1
+    columns = min(3, max(len(panels), 1))
+    rows = -(-len(panels) // columns) or 1
     fig, axes = plt.subplots(rows, columns, figsize=(3.6 * columns, 2.8 * rows), squeeze=False, layout="constrained")
-    for ax, (model, seeds) in zip(axes.ravel(), runs.items()):
+    for ax, (title, lines) in zip(axes.ravel(), panels.items()):
         shown = []
-        for seed, records in sorted(seeds.items()):
-            points = [(r["epoch"], r[term]) for r in records if isinstance(r.get(term), (int, float))]
+        for label, points in lines.items():
             if not points:
                 continue
-            (line,) = ax.plot(*zip(*points), label=f"seed {seed}", linewidth=1)
-            best = min(points, key=lambda p: p[1])
-            ax.plot(*best, "o", color=line.get_color(), markersize=4)
-            shown.extend(v for _, v in points[len(points) // 10 :])  # the first epochs would flatten the rest
+            (line,) = ax.plot(*zip(*points), label=label, linewidth=1)
+            if mark_minimum:
+                ax.plot(*min(points, key=lambda p: p[1]), "o", color=line.get_color(), markersize=4)
+            shown.extend(v for _, v in points[len(points) // 10 :])
         if shown:
             low, high = min(shown), max(shown)
             ax.set_ylim(low - 0.05 * (high - low or 1), high + 0.05 * (high - low or 1))
-        ax.set_title(model, fontsize=9)
+        ax.set_title(title, fontsize=9)
         ax.set_xlabel("epoch", fontsize=8)
-        ax.set_ylabel(term, fontsize=8)
+        ax.set_ylabel(ylabel, fontsize=8)
         ax.xaxis.get_major_locator().set_params(integer=True)
         ax.tick_params(labelsize=7)
-        ax.legend(fontsize=7)
-    for ax in axes.ravel()[len(runs) :]:
+        if shown:
+            ax.legend(fontsize=7)
+    for ax in axes.ravel()[len(panels) :]:
         ax.axis("off")
     _save(fig, path)
 

@@ -160,6 +160,53 @@ def test_results_script_refuses_bad_flags_before_any_work(tmp_path):
     assert not (tmp_path / "r").exists()
 
 
+def test_paper_study_sweeps_beta_compares_adversarial_and_writes_the_report(tiny_data_dir, tmp_path):
+    report, runs = tmp_path / "STUDY.md", tmp_path / "runs"
+    flags = [
+        f"--data_dir={tiny_data_dir}",
+        "--epochs=2",
+        "--validation=20",
+        "--betas=0.5,2",
+        "--seeds=0,1",
+        f"--runs={runs}",
+        f"--out={report}",
+        f"--train_flags={TINY_TRAIN}",
+    ]
+    _run("scripts/paper_study.py", *flags)
+    text = report.read_text()
+    assert [json.loads((runs / "beta" / b / "config.json").read_text())["beta"] for b in ("beta0.5", "beta2.0")] == [
+        0.5,
+        2.0,
+    ]
+    for row in ("| beta 0.5 |", "| beta 2.0 |", "| plain, seed 1 |", "| adversarial, seed 0 |"):
+        assert row in text
+    mean_row = next(line for line in text.splitlines() if line.startswith("| **adversarial, mean ± std** |"))
+    assert mean_row.count(" ± ") == 11  # every score of the two seeds
+    assert "diversity w->x" in text and "Missing" not in text
+    config = json.loads((runs / "adversarial" / "seed1" / "config.json").read_text())
+    assert config["adversarial"] and config["seed"] == 1 and config["disc_network"] == "auto"
+    for figure in ("study_beta_samples.png", "study_adversarial.png"):
+        assert (tmp_path / figure).stat().st_size > 10_000
+    out = _run("scripts/paper_study.py", *flags)  # everything is kept
+    assert out.count("is trained: kept") == 5 and out.count("is evaluated: kept") == 6
+
+
+def test_paper_study_refuses_bad_flags_before_any_work(tmp_path):
+    for flag, message in (
+        ("--parts=gan", "--parts='gan': allowed: comma separated beta, adversarial"),
+        ("--betas=1,1", "allowed: distinct numbers > 0"),
+        ("--seeds=0,-1", "allowed: distinct integers >= 0"),
+    ):
+        proc = subprocess.run(
+            [sys.executable, "scripts/paper_study.py", flag, f"--runs={tmp_path / 'r'}"],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+        )
+        assert proc.returncode == 2 and message in proc.stderr, proc.stderr
+    assert not (tmp_path / "r").exists()
+
+
 def test_pemvae_study_runs_an_ablation_chooses_and_scores_the_test_pairs(tiny_data_dir, tmp_path):
     out = _run(
         "scripts/pemvae_study.py",

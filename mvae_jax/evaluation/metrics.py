@@ -487,6 +487,17 @@ def fid(
     return out
 
 
+def label_samples(
+    model: Model, params, label: str, classes: Sequence[int], per_class: int, targets: Sequence[str], rng: jax.Array
+) -> dict[str, np.ndarray]:
+    """{t: (len(classes) * per_class, *shape)} pixel means E[x_t | z], z ~ q(z | label = c), ``per_class``
+    consecutive images per class c of ``classes``."""
+    size = {m.name: m for m in model.modalities}[label].shape[-1]
+    onehot = np.eye(size, dtype=np.float32)[np.repeat(np.asarray(classes), per_class)]
+    means = _sampled_means(model, params, {label: jnp.asarray(onehot)}, (label,), tuple(targets), rng)
+    return {t: np.asarray(means[t]) for t in targets}
+
+
 def mean_pairwise_distance(features: np.ndarray) -> float:
     """Mean Euclidean distance between distinct rows of ``features`` (n, d), n >= 2: sum_{i != j} ||f_i - f_j|| /
     (n (n - 1)), in float64."""
@@ -516,15 +527,13 @@ def label_diversity(
     ``real_labels``, "real t" is the same statistic of the real images of each
     class (at most ``samples`` per class): the data's own diversity, for scale.
     """
-    modality = {m.name: m for m in model.modalities}[label]
-    classes = modality.shape[-1]
+    classes = {m.name: m for m in model.modalities}[label].shape[-1]
     targets = tuple(t for t in model.names if t in features)
     per_class = {t: [] for t in targets}
     for c in range(classes):
-        batch = {label: jnp.asarray(np.eye(classes, dtype=np.float32)[np.full(samples, c)])}
-        means = _sampled_means(model, params, batch, (label,), targets, jax.random.fold_in(rng, c))
+        means = label_samples(model, params, label, (c,), samples, targets, jax.random.fold_in(rng, c))
         for t in targets:
-            per_class[t].append(mean_pairwise_distance(features[t](np.asarray(means[t]))))
+            per_class[t].append(mean_pairwise_distance(features[t](means[t])))
     out = {f"{label}->{t}": float(np.mean(v)) for t, v in per_class.items()}
     if real is not None and real_labels is not None:
         for t in targets:
