@@ -272,3 +272,21 @@ def test_label_diversity_is_zero_for_a_decoder_that_ignores_z_and_positive_other
     exact = evaluation.label_diversity(fake_model("exact"), {}, "w", rng, identity, 20, data, labels)
     assert exact["w->x"] > 0.1 and exact["w->y"] > 0.1
     assert exact["real x"] == pytest.approx(0.0, abs=1e-6)  # every real image of a class is the same one-hot
+
+
+def test_fid_of_binarized_modalities_compares_binary_draws_with_binary_images():
+    """mnist_label's test digits are binary: generated pixel means are drawn as Bernoulli images before the features."""
+    data, _ = fake_data(400)
+    seen = []
+
+    def record(images):
+        seen.append(np.unique(images))
+        return images.reshape(len(images), -1)
+
+    rng = jax.random.PRNGKey(0)
+    evaluation.fid(fake_model("exact"), {}, data, rng, {"x": record}, binarize=("x",))
+    generated = seen[:-1]  # the last call is the real images
+    assert all(set(u.tolist()) <= {0.0, 1.0} for u in generated)
+    seen.clear()
+    evaluation.fid(fake_model("exact"), {}, data, rng, {"x": record})
+    assert any(not set(u.tolist()) <= {0.0, 1.0} for u in seen[:-1])  # pixel means otherwise

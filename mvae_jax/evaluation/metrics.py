@@ -448,6 +448,7 @@ def fid(
     features: Mapping[str, Callable[[np.ndarray], np.ndarray]],
     batch_size: int = 1000,
     progress: Progress = None,
+    binarize: Sequence[str] = (),
 ) -> dict[str, float]:
     """{"S->t": FID} of generated images of each modality t in ``features`` against the real ones of ``data``.
 
@@ -456,7 +457,18 @@ def fid(
     (reconstruction); "prior->t": as many z ~ p(z). The real set is ``data[t]``;
     ``features[t]`` maps images to the feature space (``classifiers.features``).
     ``progress(1)`` after each of ``fid_pairs`` and after the prior samples.
+    Modalities in ``binarize`` have binary real images (mnist_label's test
+    digits): their generated pixel means are replaced by one Bernoulli draw
+    each, so that binary images meet binary images.
     """
+    draw_key = jax.random.fold_in(rng, 1 << 20)
+
+    def image_features(t, means, i, j):
+        if t in binarize:
+            key = jax.random.fold_in(jax.random.fold_in(draw_key, i), j)
+            means = jax.random.bernoulli(key, means).astype(np.float32)
+        return features[t](np.asarray(means))
+
     n = len(data[model.names[0]])
     targets = tuple(t for t in model.names if t in features)
     generated = {t: {"prior": []} for t in targets}
@@ -469,14 +481,14 @@ def fid(
                 model, params, batch, present, wanted, jax.random.fold_in(jax.random.fold_in(rng, i), j)
             )
             for t in wanted:
-                generated[t].setdefault(key, []).append(features[t](np.asarray(means[t])))
+                generated[t].setdefault(key, []).append(image_features(t, means[t], i, j))
         if progress is not None:
             progress(1)
     latent, prior_rng = model_latent(model, params), jax.random.fold_in(rng, len(pairs))
     for j, s in enumerate(_batches(n, batch_size)):
         z = jax.random.normal(jax.random.fold_in(prior_rng, j), (s.stop - s.start, latent))
         for t, images in _decoded_means(model, params, z, targets).items():
-            generated[t]["prior"].append(features[t](np.asarray(images)))
+            generated[t]["prior"].append(image_features(t, images, len(pairs), j))
     if progress is not None:
         progress(1)
     out = {}

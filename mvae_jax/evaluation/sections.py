@@ -118,7 +118,15 @@ def fid(ctx: Context) -> dict:
     data = {k: v[:n] for k, v in ctx.scored.items()}
     features = {name: lambda images, p=params: classifiers.features(p, images) for name, params in cnns.items()}
     with ctx.progress(len(metrics.fid_pairs(ctx.model, tuple(features))) + 1, f"FID of {n} images") as update:
-        scores = metrics.fid(ctx.model, ctx.params, data, jax.random.fold_in(ctx.rng, 6), features, progress=update)
+        scores = metrics.fid(
+            ctx.model,
+            ctx.params,
+            data,
+            jax.random.fold_in(ctx.rng, 6),
+            features,
+            progress=update,
+            binarize=ctx.dataset.binarize,
+        )
     out = {"fid": {**scores, "points": n}}
     label = next((m.name for m in ctx.model.modalities if m.likelihood == "categorical"), None)
     if label is not None:
