@@ -43,6 +43,7 @@ SECTIONS = (
     "coherence",
     "latent_accuracy",
     "log_likelihood",
+    "objective",
     "fid",
     "tsne",
     "cross_modal",
@@ -306,7 +307,7 @@ def check_request(args):
         raise ValueError(
             f"--sections={','.join(sections)}: "
             f"{', '.join(s for s in sections if s in registry.LABELLED)} require class labels, which "
-            f"dataset={config.dataset!r} has not; allowed: log_likelihood, samples, curves"
+            f"dataset={config.dataset!r} has not; allowed: log_likelihood, objective, samples, curves"
         )
     query = None
     if args.query is not None:

@@ -105,6 +105,9 @@ def test_train_resume_and_eval(tiny_data_dir, tmp_path, capsys):
     diversity = out["diversity"]
     assert set(diversity) == {"w->x", "w->y", "real x", "real y", "samples"} and diversity["samples"] == 100
     assert all(diversity[k] >= 0 for k in ("w->x", "w->y", "real x", "real y"))
+    objective = out["objective"]  # the loss terms on the 40 tiny test pairs
+    assert objective["points"] == 40 and {"loss", "kl", "log_likelihood_x"} <= set(objective)
+    assert objective["loss"] > 0 and objective["log_likelihood_x"] < 0
     assert json.loads((workdir / "eval" / "metrics.json").read_text()) == out
     for figure in ("tsne.png", "cross_modal.png", "curves.png", "samples.png"):
         assert (workdir / "eval" / figure).stat().st_size > 10_000

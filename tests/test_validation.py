@@ -129,3 +129,21 @@ def test_eval_step_best_scores_the_best_validation_epoch(tiny_config, tmp_path, 
             eval_cli.main([f"--workdir={plain.workdir}", "--sections=samples", flag])
         err = capsys.readouterr().err
         assert exit_.value.code == 2 and message in err and "Traceback" not in err, err
+
+
+def test_eval_objective_is_the_validation_function_on_the_split(tiny_config):
+    """eval.py's objective section scores the test pairs as training scores the validation pairs."""
+    import eval as eval_cli
+
+    config = dataclasses.replace(tiny_config, epochs=1)
+    training.train_and_evaluate(config)
+    eval_cli.main([f"--workdir={config.workdir}", "--sections=objective"])
+    got = json.loads((Path(config.workdir) / "eval" / "metrics.json").read_text())["objective"]
+    _, model, state = training.restore_model(config.workdir)
+    test = {k: jnp.asarray(v) for k, v in load_dataset(config).test.items()}
+    fn = validation.make_validation_fn(model, len(test["x"]), config.batch_size, validation.AFTER_WARMUPS)
+    from mvae_jax.evaluation.sections import OBJECTIVE_STREAM
+
+    key = jax.random.fold_in(jax.random.PRNGKey(0), OBJECTIVE_STREAM)
+    want = fn(state.params, key, test)
+    assert got["points"] == 40 and got["loss"] == pytest.approx(float(want["loss"]), rel=1e-5)

@@ -13,13 +13,17 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 import contextlib
 import dataclasses
+import logging
 from pathlib import Path
 from typing import Any
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 
 from mvae_jax.evaluation import metrics
+
+log = logging.getLogger("mvae_jax.evaluation")
 
 
 @dataclasses.dataclass
@@ -94,6 +98,28 @@ def scoring_cnns(ctx: Context) -> tuple[dict, dict]:
         accuracies[source] = info["test_accuracy"]
         cnns[name] = params
     return cnns, accuracies
+
+
+OBJECTIVE_STREAM = 8  # folded into the evaluation's key: the objective's z draws
+
+
+def objective(ctx: Context) -> dict:
+    """The model's own training objective on the split: the mean of every loss term of ``model.loss``, at the
+    weights of the end of training (warm-ups over), one z draw per pair, as train.py's validation scores it.
+
+    For MVAE this is its sub-sampled objective, the sum of the ELBOs of all modalities, of each single one and of
+    any random subsets, with ``--likelihood_weights``; ``loss`` is its negative. In-memory data sets only.
+    """
+    from mvae_jax.training import validation
+
+    if not isinstance(ctx.scored, dict):
+        log.warning("section objective: the %s split is read from disk batch by batch; skipped", ctx.options.split)
+        return {}
+    n = len(ctx.scored[ctx.model.names[0]])
+    fn = validation.make_validation_fn(ctx.model, n, ctx.config.batch_size, validation.AFTER_WARMUPS)
+    data = {k: jnp.asarray(v) for k, v in ctx.scored.items()}
+    terms = jax.device_get(fn(ctx.params, jax.random.fold_in(ctx.rng, OBJECTIVE_STREAM), data))
+    return {"objective": {**{k: float(v) for k, v in terms.items()}, "points": n}}
 
 
 DIVERSITY_SAMPLES = 100  # images per class of the ``diversity`` statistic
@@ -307,6 +333,7 @@ SECTIONS: dict[str, Callable[[Context], dict]] = {
     "coherence": coherence,
     "latent_accuracy": latent_accuracy,
     "log_likelihood": log_likelihood,
+    "objective": objective,
     "fid": fid,
     "tsne": tsne,
     "cross_modal": cross_modal,
