@@ -181,7 +181,7 @@ def test_paper_study_sweeps_beta_compares_adversarial_and_writes_the_report(tiny
     for row in ("| beta 0.5 |", "| beta 2.0 |", "| plain, seed 1 |", "| adversarial, seed 0 |"):
         assert row in text
     mean_row = next(line for line in text.splitlines() if line.startswith("| **adversarial, mean ± std** |"))
-    assert mean_row.count(" ± ") == 11  # every score of the two seeds
+    assert mean_row.count(" ± ") == 1 + 11  # the title, then every score of the two seeds
     assert "diversity w->x" in text and "Missing" not in text
     config = json.loads((runs / "adversarial" / "seed1" / "config.json").read_text())
     assert config["adversarial"] and config["seed"] == 1 and config["disc_network"] == "auto"
