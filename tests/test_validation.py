@@ -147,3 +147,22 @@ def test_eval_objective_is_the_validation_function_on_the_split(tiny_config):
     key = jax.random.fold_in(jax.random.PRNGKey(0), OBJECTIVE_STREAM)
     want = fn(state.params, key, test)
     assert got["points"] == 40 and got["loss"] == pytest.approx(float(want["loss"]), rel=1e-5)
+
+
+def test_a_best_checkpoint_past_the_resumed_epoch_is_moved_aside_not_trusted(tiny_config):
+    """Epoch 3's checkpoint lost (a crash): training resumes from epoch 2, so the best of epoch 3 is of a lost
+    future; it goes to superseded_checkpoints/ and the recomputed epoch 3 competes afresh."""
+    import shutil
+
+    config = dataclasses.replace(tiny_config, validation=20, epochs=3, learning_rate=1e-2)
+    training.train_and_evaluate(config)
+    workdir = Path(config.workdir)
+    first = validation.best_record(_records(workdir))
+    if first["epoch"] != 3:
+        pytest.skip(f"the tiny run's best epoch is {first['epoch']}, not the last")
+    shutil.rmtree(workdir / training.CHECKPOINT_DIR / "3")
+    training.train_and_evaluate(config)
+    moved = list((workdir / training.SUPERSEDED_DIR).glob("best_checkpoint-epoch3-*"))
+    assert len(moved) == 1
+    assert [r["epoch"] for r in _records(workdir)] == [1, 2, 3]
+    assert training.saved_epochs(workdir, training.BEST_DIR) == [validation.best_record(_records(workdir))["epoch"]]
