@@ -264,7 +264,7 @@ def write_report(args, models, seeds, done, commands, figure: Path, curves: Path
     out = ROOT / args.out
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text("\n".join(lines))
-    print(f"wrote {out}, {ROOT / curves} and {ROOT / figure}")
+    print(f"wrote {out} and {ROOT / curves}" + (f" (and {ROOT / figure} by eval.py --compare)" if figure else ""))
 
 
 def _invocation(args) -> str:

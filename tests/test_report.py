@@ -29,3 +29,52 @@ def test_mean_std_and_cells():
     assert report.mean_std([1.0, 2.0, 3.0]) == pytest.approx((2.0, 1.0))
     assert report.mean_std([4.0]) == (4.0, 0.0)
     assert report.format_cell([], 2) == "" and report.format_cell([1.234], 1) == "1.2"
+
+
+def test_results_script_reports_mean_and_std_over_seeds_from_finished_runs(tmp_path):
+    """scripts/results.py --summarize_only on two finished seeds (files as train.py and eval.py write them):
+    every table cell is mean ± std, the convergence and cost tables and the validation figure are there."""
+    import importlib.util
+    import json
+
+    from tests.conftest import ROOT
+
+    spec = importlib.util.spec_from_file_location("results_script", ROOT / "scripts" / "results.py")
+    results = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(results)
+    import eval as eval_cli
+
+    defaults = vars(eval_cli.make_parser().parse_args(["--workdir=."]))
+    flags = {k: defaults[k] for k in ("iw_proposal", "classifier_epochs", "latent_train_points", "fid_points")}
+    flags.update(iw_samples=1000, ll_points=500, tsne_points=2000, prior_samples=defaults["prior_samples"], step="best")
+    flags["sections"] = ["coherence", "latent_accuracy", "log_likelihood", "objective", "fid", "tsne", "cross_modal"]
+    runs = tmp_path / "runs"
+    for seed, x_to_w in ((0, 0.90), (1, 0.94)):
+        workdir = runs / "jmvae" / f"seed{seed}"
+        (workdir / "eval").mkdir(parents=True)
+        (workdir / "best_checkpoint" / "11").mkdir(parents=True)
+        for name in ("tsne.npz", "cross_modal.png"):
+            (workdir / "eval" / name).write_bytes(b"")
+        records = [
+            {"epoch": e, "time_s": 10.0, "samples_per_s": 5000.0, "validation_loss": 300 - e + (e == 12) * 5}
+            for e in range(1, 13)
+        ]
+        (workdir / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+        metrics = {
+            "epoch": 11,
+            "params": 4380362,
+            "eval_seconds": 100.0,
+            "eval_flags": {**flags, "seed": seed},
+            "coherence": {"x->w": x_to_w, "prior": 0.3},
+            "fid": {"w->x": 40.0 + seed, "points": 5000},
+        }
+        (workdir / "eval" / "metrics.json").write_text(json.dumps(metrics))
+    out = tmp_path / "RESULTS.md"
+    results.main(["--models=jmvae", "--seeds=0,1", "--epochs=12", f"--runs={runs}", f"--out={out}", "--summarize_only"])
+    text = out.read_text()
+    assert "| jmvae | 4,380,362 | 0.9200 ± 0.0283 | 0.3000 ± 0.0000 |" in text  # mean 0.92, sample std 0.0283
+    assert "| jmvae | 4,380,362 | 40.50 ± 0.71 |" in text
+    # Best epoch 11 (289; epoch 12 rose to 293); over the last 10 epochs, epoch 2 -> 12: 293 - 298 = -5.
+    assert "| jmvae | 11, 11 | 289.00 ± 0.00 | -5.00 ± 0.00 |" in text
+    assert "| jmvae | 4,380,362 | 120 ± 0 | 5000 ± 0 | 100 ± 0 |" in text
+    assert (tmp_path / "results_validation.png").stat().st_size > 10_000 and "Missing runs" not in text
