@@ -215,6 +215,8 @@ def write_report(args, models, seeds, done, commands, figure: Path, curves: Path
         f"with K = {args.iw_samples} importance samples. Every cell is mean ± sample std over the seeds. "
         f"Machine: {_machine()}.",
         "",
+        "The published reproductions on binarized MNIST with labels are in [REPRODUCTIONS.md](REPRODUCTIONS.md).",
+        "",
         *([f"**Missing runs** (not yet trained or evaluated): {', '.join(missing)}.", ""] if missing else []),
         "Columns: coherence `S->t` is the accuracy of the class of x_t generated from the subset S (scored by "
         "the CNNs below), `joint->t` the same from all three (reconstruction), `prior` the agreement of x, y, w "
