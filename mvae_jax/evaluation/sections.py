@@ -110,13 +110,13 @@ def objective(ctx: Context) -> dict:
     For MVAE this is its sub-sampled objective, the sum of the ELBOs of all modalities, of each single one and of
     any random subsets, with ``--likelihood_weights``; ``loss`` is its negative. In-memory data sets only.
     """
-    from mvae_jax.training import validation
+    from mvae_jax.models.base import AFTER_WARMUPS, make_mean_loss_fn
 
     if not isinstance(ctx.scored, dict):
         log.warning("section objective: the %s split is read from disk batch by batch; skipped", ctx.options.split)
         return {}
     n = len(ctx.scored[ctx.model.names[0]])
-    fn = validation.make_validation_fn(ctx.model, n, ctx.config.batch_size, validation.AFTER_WARMUPS)
+    fn = make_mean_loss_fn(ctx.model, n, ctx.config.batch_size, AFTER_WARMUPS)
     data = {k: jnp.asarray(v) for k, v in ctx.scored.items()}
     terms = jax.device_get(fn(ctx.params, jax.random.fold_in(ctx.rng, OBJECTIVE_STREAM), data))
     return {"objective": {**{k: float(v) for k, v in terms.items()}, "points": n}}

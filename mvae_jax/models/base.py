@@ -11,6 +11,7 @@ from typing import Any, Protocol
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from mvae_jax import distributions
 from mvae_jax.modality import Modality
@@ -92,6 +93,53 @@ class Model:
     @property
     def names(self) -> tuple[str, ...]:
         return tuple(m.name for m in self.modalities)
+
+
+AFTER_WARMUPS = 1 << 30
+"""An ``epoch`` for ``model.loss`` at which every warm-up and schedule is over: the objective a run ends with."""
+
+
+def make_mean_loss_fn(model: Model, num_examples: int, batch_size: int, final_epoch: int, betas=None):
+    """(params, rng, data) -> {term: mean of ``model.loss``'s per-example terms over ``num_examples`` pairs}, jitted.
+
+    The run's objective on a data set: train.py's validation after each epoch,
+    eval.py's ``objective`` section. ``final_epoch`` is the ``epoch`` the loss
+    is scored at (``AFTER_WARMUPS``: every schedule over). ``data`` maps
+    modality name -> (num_examples, *shape), already in its final form
+    (mnist_label's images are binarized once). The pairs are
+    scored in batches of ``batch_size`` (the last padded and masked out), each
+    with its own key folded from ``rng``. With ``betas`` the params are
+    stacked (a sweep) and each member is scored with its own beta.
+    """
+    if num_examples < 1:
+        raise ValueError(f"the validation split is empty (num_examples={num_examples}); allowed: at least 1 pair")
+    size = min(batch_size, num_examples)
+    batches = -(-num_examples // size)
+    pad = batches * size - num_examples
+    mask = jnp.asarray(np.arange(batches * size) < num_examples, jnp.float32).reshape(batches, size)
+    epoch = jnp.int32(final_epoch)
+
+    def member(params, rng, data, beta=None):
+        beta_arg = () if beta is None else (beta,)
+
+        def body(sums, inputs):
+            index, batch, weights = inputs
+            terms = model.loss(params, batch, jax.random.fold_in(rng, index), epoch, *beta_arg)
+            return {k: sums[k] + jnp.sum(v * weights) for k, v in terms.items()}, None
+
+        first = jax.tree_util.tree_map(lambda x: x[:size], data)
+        shapes = jax.eval_shape(lambda: model.loss(params, first, rng, epoch, *beta_arg))
+        zeros = {k: jnp.zeros((), jnp.float32) for k in shapes}
+        stacked = jax.tree_util.tree_map(
+            lambda x: jnp.pad(x, [(0, pad)] + [(0, 0)] * (x.ndim - 1)).reshape(batches, size, *x.shape[1:]), data
+        )
+        sums, _ = jax.lax.scan(body, zeros, (jnp.arange(batches), stacked, mask))
+        return {k: v / num_examples for k, v in sums.items()}
+
+    if betas is None:
+        return jax.jit(member)
+    values = jnp.asarray(betas, jnp.float32)
+    return jax.jit(lambda params, rng, data: jax.vmap(member, in_axes=(0, None, None, 0))(params, rng, data, values))
 
 
 def per_model_jit(static_argnums: tuple[int, ...] = (), static_argnames: tuple[str, ...] = ()):
