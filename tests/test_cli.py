@@ -113,8 +113,9 @@ def test_train_resume_and_eval(tiny_data_dir, tmp_path, capsys):
         assert (workdir / "eval" / figure).stat().st_size > 10_000
 
     table = run("eval.py", "--compare", str(workdir), str(workdir), f"--out={tmp_path / 'both.png'}").stdout
-    assert table.count("| jmvae beta=2.0 |") == 8  # 2 runs in each of the 4 tables
-    for title in ("**Coherence**", "**Latent accuracy**", "**Log-likelihood (nats)**", "**FID in the scoring CNN"):
+    assert table.count("| jmvae beta=2.0 |") == 10  # 2 runs in each of the 5 tables
+    titles = ("**Coherence**", "**Latent accuracy**", "**Log-likelihood (nats)**", "**FID in the scoring CNN")
+    for title in (*titles, "**Diversity given the label"):
         assert title in table
     assert "| run | params | x->w | x->y |" in table
     import eval as eval_cli  # in-process: each refusal comes before any data is read
