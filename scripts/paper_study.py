@@ -23,12 +23,13 @@ import argparse
 import json
 from pathlib import Path
 import shlex
-import subprocess
 import sys
 import time
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+
+from scripts.results import best_epoch, command_block, epochs_done, run  # noqa: E402 (needs ROOT on the path)
 
 BETAS = "0.5,1,1.5,2,3"
 SECTIONS = "coherence,fid"  # fid also writes the diversity given the label
@@ -73,13 +74,6 @@ def check_args(parser, args) -> tuple[list[str], list[float], list[int]]:
     return parts, betas, seeds
 
 
-def run(command: list[str], log) -> None:
-    print("$", shlex.join(command), flush=True)
-    log.write(f"$ {shlex.join(command)}\n")
-    log.flush()
-    subprocess.run(command, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, check=True)
-
-
 def main(argv=None) -> None:
     parser = make_parser()
     args = parser.parse_args(argv)
@@ -122,19 +116,7 @@ def main(argv=None) -> None:
 
 def _trained(workdir: Path, epochs: int, betas) -> bool:
     folders = [workdir / f"beta{b}" for b in betas] if betas else [workdir]
-    return all(_epochs_done(f) >= epochs for f in folders)
-
-
-def _epochs_done(workdir: Path) -> int:
-    path = ROOT / workdir / "metrics.jsonl"
-    lines = path.read_text().splitlines() if path.is_file() else []
-    return max((json.loads(line)["epoch"] for line in lines if line.strip()), default=0)
-
-
-def _best_epoch(workdir: Path) -> int | None:
-    folder = ROOT / workdir / "best_checkpoint"
-    epochs = [int(p.name) for p in folder.iterdir() if p.name.isdigit()] if folder.is_dir() else []
-    return max(epochs) if epochs else None
+    return all(epochs_done(f) >= epochs for f in folders)
 
 
 def _evaluated(workdir: Path, eval_flags) -> bool:
@@ -144,7 +126,7 @@ def _evaluated(workdir: Path, eval_flags) -> bool:
     metrics = json.loads(path.read_text())
     sections = set(SECTIONS.split(","))
     return (
-        metrics.get("epoch") == _best_epoch(workdir)
+        metrics.get("epoch") == best_epoch(workdir)
         and metrics.get("eval_flags", {}).get("step") == "best"
         and sections <= set(metrics.get("eval_flags", {}).get("sections", ()))
     )
@@ -262,9 +244,7 @@ def write_report(args, parts, betas, seeds, commands, python) -> None:
         "",
         "`python scripts/paper_study.py` runs these in this order, from the repository root:",
         "",
-        "```",
-        *[shlex.join(["python" if c[0] == python else c[0], *c[1:]]) for c in commands],
-        "```",
+        *command_block(commands, python),
         "",
     ]
     out = ROOT / args.out
@@ -282,7 +262,7 @@ def _beta_figure(rows, path: Path) -> None:
 
     panels = []
     for beta, workdir in rows:
-        _, model, state = training.restore_model(ROOT / workdir, _best_epoch(workdir), training.BEST_DIR)
+        _, model, state = training.restore_model(ROOT / workdir, best_epoch(workdir), training.BEST_DIR)
         label = next(m for m in model.modalities if m.likelihood == "categorical")
         images = tuple(m.name for m in model.modalities if len(m.shape) == 3)
         classes = range(label.shape[-1])

@@ -258,15 +258,18 @@ def write_report(args, models, seeds, done, commands, figure: Path, curves: Path
         "epochs, or an evaluation already done with the same flags, is kept, so an interrupted script resumes "
         "where it stopped.",
         "",
-        "```",
-        *[shlex.join([("python" if c[0] == python else c[0]), *c[1:]]) for c in commands],
-        "```",
+        *command_block(commands, python),
         "",
     ]
     out = ROOT / args.out
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text("\n".join(lines))
     print(f"wrote {out} and {ROOT / curves}" + (f" (and {ROOT / figure} by eval.py --compare)" if figure else ""))
+
+
+def command_block(commands, python: str) -> list[str]:
+    """A Markdown code block of ``commands``, this interpreter's path shown as ``python``."""
+    return ["```", *[shlex.join(["python" if c[0] == python else c[0], *c[1:]]) for c in commands], "```"]
 
 
 def _invocation(args) -> str:
@@ -280,14 +283,14 @@ def _metrics(workdir: Path) -> dict:
     return json.loads((ROOT / workdir / "eval" / "metrics.json").read_text())
 
 
-def _best_epoch(workdir: Path) -> int | None:
+def best_epoch(workdir: Path) -> int | None:
     """The epoch held in the run's best_checkpoint/ (None if there is none)."""
     folder = ROOT / workdir / "best_checkpoint"
     epochs = [int(p.name) for p in folder.iterdir() if p.name.isdigit()] if folder.is_dir() else []
     return max(epochs) if epochs else None
 
 
-def _epochs_done(workdir: Path) -> int:
+def epochs_done(workdir: Path) -> int:
     path = ROOT / workdir / "metrics.jsonl"
     lines = path.read_text().splitlines() if path.is_file() else []
     return max((json.loads(line)["epoch"] for line in lines if line.strip()), default=0)
@@ -298,7 +301,7 @@ def evaluated(workdir: Path, args, seed: int) -> bool:
     flags."""
     path = ROOT / workdir / "eval" / "metrics.json"
     if (
-        _epochs_done(workdir) < args.epochs
+        epochs_done(workdir) < args.epochs
         or not path.is_file()
         or not (path.parent / "tsne.npz").is_file()
         or not (path.parent / "cross_modal.png").is_file()
@@ -318,7 +321,7 @@ def evaluated(workdir: Path, args, seed: int) -> bool:
         prior_samples=defaults["prior_samples"],
         step="best" if args.select == "best" else None,
     )
-    epoch = _best_epoch(workdir) if args.select == "best" else args.epochs
+    epoch = best_epoch(workdir) if args.select == "best" else args.epochs
     sections = {"coherence", "latent_accuracy", "log_likelihood", "fid", "tsne", "cross_modal"}
     return (
         metrics.get("epoch") == epoch

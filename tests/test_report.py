@@ -34,15 +34,10 @@ def test_mean_std_and_cells():
 def test_results_script_reports_mean_and_std_over_seeds_from_finished_runs(tmp_path):
     """scripts/results.py --summarize_only on two finished seeds (files as train.py and eval.py write them):
     every table cell is mean ± std, the convergence and cost tables and the validation figure are there."""
-    import importlib.util
     import json
 
-    from tests.conftest import ROOT
-
-    spec = importlib.util.spec_from_file_location("results_script", ROOT / "scripts" / "results.py")
-    results = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(results)
     import eval as eval_cli
+    from scripts import results
 
     defaults = vars(eval_cli.make_parser().parse_args(["--workdir=."]))
     flags = {k: defaults[k] for k in ("iw_proposal", "classifier_epochs", "latent_train_points", "fid_points")}

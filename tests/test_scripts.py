@@ -143,21 +143,24 @@ def test_results_script_trains_seeds_selects_on_validation_and_reports_mean_and_
     assert "**Missing runs** (not yet trained or evaluated): jmvae seed 2." in report.read_text()
 
 
+def _refuses(script: str, cases, tmp_path) -> None:
+    """Each (flag, message): ``script`` exits 2 naming it, and writes nothing."""
+    for flag, message in cases:
+        proc = subprocess.run(
+            [sys.executable, script, flag, f"--runs={tmp_path / 'r'}"], cwd=ROOT, capture_output=True, text=True
+        )
+        assert proc.returncode == 2 and message in proc.stderr, proc.stderr
+    assert not (tmp_path / "r").exists()
+
+
 def test_results_script_refuses_bad_flags_before_any_work(tmp_path):
-    for flag, message in (
+    cases = (
         ("--seeds=0,0", "distinct integers"),
         ("--seeds=a", "not comma-separated integers"),
         ("--models=vae", "unknown ['vae']; allowed: jmvae,telbo"),
         ("--validation=0", "model selection needs a validation split"),
-    ):
-        proc = subprocess.run(
-            [sys.executable, "scripts/results.py", flag, f"--runs={tmp_path / 'r'}"],
-            cwd=ROOT,
-            capture_output=True,
-            text=True,
-        )
-        assert proc.returncode == 2 and message in proc.stderr, proc.stderr
-    assert not (tmp_path / "r").exists()
+    )
+    _refuses("scripts/results.py", cases, tmp_path)
 
 
 def test_paper_study_sweeps_beta_compares_adversarial_and_writes_the_report(tiny_data_dir, tmp_path):
@@ -192,19 +195,12 @@ def test_paper_study_sweeps_beta_compares_adversarial_and_writes_the_report(tiny
 
 
 def test_paper_study_refuses_bad_flags_before_any_work(tmp_path):
-    for flag, message in (
+    cases = (
         ("--parts=gan", "--parts='gan': allowed: comma separated beta, adversarial"),
         ("--betas=1,1", "allowed: distinct numbers > 0"),
         ("--seeds=0,-1", "allowed: distinct integers >= 0"),
-    ):
-        proc = subprocess.run(
-            [sys.executable, "scripts/paper_study.py", flag, f"--runs={tmp_path / 'r'}"],
-            cwd=ROOT,
-            capture_output=True,
-            text=True,
-        )
-        assert proc.returncode == 2 and message in proc.stderr, proc.stderr
-    assert not (tmp_path / "r").exists()
+    )
+    _refuses("scripts/paper_study.py", cases, tmp_path)
 
 
 def test_pemvae_study_runs_an_ablation_chooses_and_scores_the_test_pairs(tiny_data_dir, tmp_path):
