@@ -3,7 +3,7 @@
     pip install -e '.[bench]'      # torch and multivae: an optional extra, never a core dependency
     python bench/peer_multivae.py [--models=jmvae,telbo,mvae,mopoe,mmvae] [--batch_size=128]
                                   [--examples=25600] [--epochs=2] [--rounds=2] [--threads=N]
-                                  [--libraries=mvae_jax,multivae]
+                                  [--libraries=mvae_jax,multivae] [--device=cpu|cuda]
 
 Both sides train on the same trimodal-shaped data (x, y: 28 x 28 pixel
 probabilities, binarized afresh at every step; w: one-hot labels of 10 classes;
@@ -38,7 +38,9 @@ unimodal KL with the joint posterior's variance (see mvae_jax/models/telbo.py).
 Each library runs in its own subprocess, alternating (mvae_jax, MultiVae
 passive, MultiVae active; ``--rounds`` times), so neither warms the other's
 caches or threads. ``--threads`` (default: the machine's cores) sets torch's
-intra-op threads; XLA uses every core. Every result is printed as one JSON line,
+intra-op threads; XLA uses every core. ``--device=cuda`` runs MultiVae on the
+GPU (once per round: the OpenMP policy is a CPU matter); mvae_jax runs on
+whatever JAX's default backend is, so on a GPU machine both are on the GPU. Every result is printed as one JSON line,
 then a Markdown table for docs/PERFORMANCE.md.
 """
 
@@ -141,7 +143,9 @@ def multivae_model(name: str):
     raise ValueError(f"unknown model {name!r}; allowed: {', '.join(MODELS)}")
 
 
-def measure_multivae(name: str, batch_size: int, epochs: int, n: int, threads: int, stage: int = 1) -> dict:
+def measure_multivae(
+    name: str, batch_size: int, epochs: int, n: int, threads: int, stage: int = 1, device: str = "cpu"
+) -> dict:
     """Samples/s of MultiVae's training step for ``name`` (module docstring); ``stage`` 2 is TELBO's second."""
     from multivae.data.datasets.base import MultimodalBaseDataset
     import numpy as np
@@ -149,14 +153,15 @@ def measure_multivae(name: str, batch_size: int, epochs: int, n: int, threads: i
 
     torch.set_num_threads(threads)
     torch.manual_seed(0)
-    model = multivae_model(name)
+    where = torch.device(device)
+    model = multivae_model(name).to(where)
     model.train()
     optimizer = torch.optim.Adam(model.parameters(), lr=LEARNING_RATE)
     rng = np.random.default_rng(0)
     data = {
-        "x": torch.from_numpy(rng.random((n, *SHAPES["x"]), np.float32)),
-        "y": torch.from_numpy(rng.random((n, *SHAPES["y"]), np.float32)),
-        "w": torch.from_numpy(np.eye(10, dtype=np.float32)[rng.integers(0, 10, n)]),
+        "x": torch.from_numpy(rng.random((n, *SHAPES["x"]), np.float32)).to(where),
+        "y": torch.from_numpy(rng.random((n, *SHAPES["y"]), np.float32)).to(where),
+        "w": torch.from_numpy(np.eye(10, dtype=np.float32)[rng.integers(0, 10, n)]).to(where),
     }
     steps = n // batch_size
     # TELBO's stage is chosen by the epoch MultiVae passes (epoch <= warmup: the joint ELBO; after: the unimodal ones).
@@ -166,7 +171,7 @@ def measure_multivae(name: str, batch_size: int, epochs: int, n: int, threads: i
         optimizer = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=LEARNING_RATE)
 
     def one_epoch(limit: int | None = None) -> float:
-        order = torch.randperm(n)
+        order = torch.randperm(n, device=where)
         start = time.perf_counter()
         for i in range(steps if limit is None else limit):
             idx = order[i * batch_size : (i + 1) * batch_size]
@@ -178,8 +183,10 @@ def measure_multivae(name: str, batch_size: int, epochs: int, n: int, threads: i
             out.loss.backward()
             optimizer.step()
             loss = out.loss_sum if hasattr(out, "loss_sum") else out.loss
-            if loss.item() != loss.item():
+            if loss.item() != loss.item():  # a host sync per step, as its trainer's loss.item()
                 raise ArithmeticError(f"MultiVae {name}: NaN loss at step {i}")
+        if where.type == "cuda":
+            torch.cuda.synchronize()
         return time.perf_counter() - start
 
     one_epoch(limit=min(steps, 20))  # warm-up: allocator, threads, first-call paths
@@ -191,6 +198,7 @@ def measure_multivae(name: str, batch_size: int, epochs: int, n: int, threads: i
         "epoch_s": times,
         "steps": steps,
         "torch": torch.__version__,
+        "device": torch.cuda.get_device_name(where) if where.type == "cuda" else "cpu",
         "threads": threads,
         "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY", "(unset)"),
     }
@@ -219,6 +227,7 @@ def measure_mvae_jax(name: str, batch_size: int, epochs: int, n: int) -> dict:
         "matmul_peak_gflops": peak,
         "fraction_of_peak": result["gflops"] / peak,
         "jax": jax.__version__,
+        "device": jax.devices()[0].device_kind,
     }
 
 
@@ -229,7 +238,9 @@ def _worker(args) -> None:
     if args.worker == "mvae_jax":
         result = measure_mvae_jax(args.models, args.batch_size, args.epochs, args.examples)
     else:
-        result = measure_multivae(args.models, args.batch_size, args.epochs, args.examples, args.threads, args.stage)
+        result = measure_multivae(
+            args.models, args.batch_size, args.epochs, args.examples, args.threads, args.stage, args.device
+        )
     print(json.dumps(result), flush=True)
 
 
@@ -244,6 +255,7 @@ def _run_worker(library: str, model: str, args, env: dict, stage: int = 1) -> di
         f"--epochs={args.epochs}",
         f"--threads={args.threads}",
         f"--stage={stage}",
+        f"--device={args.device}",
     ]
     proc = subprocess.run(cmd, env={**os.environ, **env}, capture_output=True, text=True)
     if proc.returncode:
@@ -322,6 +334,9 @@ def main():
     parser.add_argument("--threads", type=int, default=os.cpu_count(), help="torch's intra-op threads")
     parser.add_argument("--worker", choices=LIBRARIES, help=argparse.SUPPRESS)
     parser.add_argument("--stage", type=int, default=1, choices=(1, 2), help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--device", default="cpu", choices=("cpu", "cuda"), help="where MultiVae (torch) runs (default: cpu)"
+    )
     args = parser.parse_args()
     if args.worker:
         return _worker(args)
@@ -356,7 +371,8 @@ def main():
                 runs.append(("mvae_jax", {}, 1))
             if "multivae" in libraries:
                 for stage in (1, 2) if name == "telbo" else (1,):
-                    runs += [("multivae", {"OMP_WAIT_POLICY": p}, stage) for p in ("PASSIVE", "ACTIVE")]
+                    policies = ("PASSIVE", "ACTIVE") if args.device == "cpu" else ("PASSIVE",)
+                    runs += [("multivae", {"OMP_WAIT_POLICY": p}, stage) for p in policies]
             for library, env, stage in runs:
                 r = _run_worker(library, name, args, env, stage)
                 results.append(r)

@@ -14,7 +14,8 @@ training pairs, dynamic binarization of x and y as in train.py):
   the devices; for JMVAE on one device 98% of it is the dense layers) times
   steps per second, and its fraction
   of the float32 matmul peak (the best of large jitted matmuls, measured
-  before and after the models; the larger is used);
+  before and after the models; the larger is used); on a GPU or TPU also of
+  the bfloat16 peak, and the fraction is against the peak of ``--precision``;
 - compile_s: compiling the epoch's chunk programs (``EpochFn.compile``), which
   the timed epochs then reuse, as train.py does;
 - memory: XLA's buffers of the compiled chunk of 10 steps (arguments + temporaries),
@@ -57,8 +58,15 @@ from mvae_jax.models import MODELS, get_model
 MODEL_OPTIONS = {"mmvae": {"num_samples": 10}}  # the config defaults, stated: K matters for mmvae's cost
 
 
-def matmul_peak_gflops(sizes=(1024, 2048, 3072), repeats=5, dtype=jnp.float32) -> float:
-    """Best GFLOP/s of a jitted n x n matmul (2 n^3 FLOPs) over ``sizes``."""
+PEAK_SIZES = {"cpu": (1024, 2048, 3072), "accelerator": (4096, 8192)}  # n of the n x n matmuls the peak is the best of
+PEAK_DTYPES = {"fp32": jnp.float32, "bf16": jnp.bfloat16}
+
+
+def matmul_peak_gflops(sizes=None, repeats=5, dtype=jnp.float32) -> float:
+    """Best GFLOP/s of a jitted n x n matmul (2 n^3 FLOPs) over ``sizes`` (default: ``PEAK_SIZES`` of the
+    backend; a GPU needs larger ones to reach its peak). float32 runs at JAX's default matmul precision."""
+    if sizes is None:
+        sizes = PEAK_SIZES["cpu" if jax.default_backend() == "cpu" else "accelerator"]
     best = 0.0
     for n in sizes:
         a = jax.random.normal(jax.random.PRNGKey(0), (n, n), dtype)
@@ -228,11 +236,17 @@ def _in_subprocess(devices: int, args) -> list[dict]:
     return [json.loads(line) for line in out.splitlines() if line.startswith("{")]
 
 
-def _report(r: dict, peak: float | None) -> None:
+def _report(r: dict, peaks: dict[str, float] | None) -> None:
+    """Print one result (and its JSON line); ``peaks``: {precision: GFLOP/s} of the matmul peaks measured."""
     line = f"{r['model']:7s} {r['devices']}: {r['samples_per_s']:8.0f} samples/s, {r['gflops']:6.1f} GFLOP/s"
-    if peak:
-        r["fraction_of_peak"] = r["gflops"] / peak
+    if peaks:
+        own = peaks.get(r["precision"], peaks["fp32"])
+        r["fraction_of_peak"] = r["gflops"] / own
         line += f" = {100 * r['fraction_of_peak']:.0f}% of peak"
+        for name, peak in peaks.items():
+            r[f"fraction_of_{name}_peak"] = r["gflops"] / peak
+        if len(peaks) > 1:
+            line += " (" + ", ".join(f"{100 * r['gflops'] / p:.1f}% of the {n} peak" for n, p in peaks.items()) + ")"
     line += f", {r['xla_gflop_per_step']:.2f} GFLOP/step, XLA buffers {r['xla_buffers_mib']:.0f} MiB"
     if "device_peak_mib" in r:
         line += f", device peak {r['device_peak_mib']:.0f} MiB"
@@ -276,7 +290,9 @@ def main():
         f"jax {jax.__version__}",
         flush=True,
     )
-    peaks = [] if args.no_peak else [matmul_peak_gflops()]
+    # The peaks: float32 everywhere, bfloat16 too on a GPU or TPU (on a CPU it is slower than float32).
+    kinds = ["fp32"] if jax.default_backend() == "cpu" else ["fp32", "bf16"]
+    peaks = {k: [] if args.no_peak else [matmul_peak_gflops(dtype=PEAK_DTYPES[k])] for k in kinds}
     results = []
     for m in names:
         results.append(measure_training(m, args.batch_size, args.epochs, n=args.examples, precision=args.precision))
@@ -287,14 +303,16 @@ def main():
             adv["cost_vs_plain"] = results[-1]["samples_per_s"] / adv["samples_per_s"]
             results.append(adv)
     if not args.no_peak:
-        peaks.append(matmul_peak_gflops())
-        print(
-            f"float32 matmul peak: {max(peaks):.1f} GFLOP/s (before / after the models: "
-            f"{' / '.join(f'{p:.1f}' for p in peaks)})",
-            flush=True,
-        )
+        for k in kinds:
+            peaks[k].append(matmul_peak_gflops(dtype=PEAK_DTYPES[k]))
+            name = {"fp32": "float32", "bf16": "bfloat16"}[k]
+            print(
+                f"{name} matmul peak: {max(peaks[k]):.1f} GFLOP/s (before / after the models: "
+                f"{' / '.join(f'{p:.1f}' for p in peaks[k])})",
+                flush=True,
+            )
     for r in results:
-        _report(r, max(peaks) if peaks else None)
+        _report(r, {k: max(v) for k, v in peaks.items()} if not args.no_peak else None)
     if not args.no_eval:
         for i, m in enumerate(names):
             r = measure_evaluation(m, n=args.eval_points, tsne_points=args.tsne_points, tsne=i == 0)

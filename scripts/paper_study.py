@@ -14,15 +14,20 @@
 
 Every step is a ``train.py`` / ``eval.py`` command, printed as it starts; a
 step already done is kept, so the script resumes by being started again.
-``--summarize_only`` writes the report from what there is.
+``--summarize_only`` writes the report from what there is. ``--jobs=N`` runs N
+of its pipelines (the sweep and its evaluations; each seed's run and its
+evaluation) at once, as ``scripts/results.py --jobs`` does.
 """
 
 from __future__ import annotations
 
 import argparse
+from concurrent.futures import ThreadPoolExecutor
 import json
+import os
 from pathlib import Path
 import shlex
+import subprocess
 import sys
 import time
 
@@ -52,6 +57,7 @@ def make_parser() -> argparse.ArgumentParser:
     parser.add_argument("--train_flags", default="", help="more train.py flags for every run")
     parser.add_argument("--eval_flags", default="", help="more eval.py flags for every evaluation")
     parser.add_argument("--summarize_only", action="store_true", help="run nothing: write the report from the runs")
+    parser.add_argument("--jobs", type=int, default=1, help="pipelines at once (e.g. several on one GPU)")
     return parser
 
 
@@ -69,8 +75,10 @@ def check_args(parser, args) -> tuple[list[str], list[float], list[int]]:
         parser.error(f"--betas={args.betas!r}: allowed: distinct numbers > 0")
     if len(set(seeds)) != len(seeds) or min(seeds) < 0:
         parser.error(f"--seeds={args.seeds!r}: allowed: distinct integers >= 0")
-    if args.epochs < 1 or args.validation < 1:
-        parser.error(f"--epochs={args.epochs}, --validation={args.validation}: allowed: integers >= 1")
+    if args.epochs < 1 or args.validation < 1 or args.jobs < 1:
+        parser.error(
+            f"--epochs={args.epochs}, --validation={args.validation}, --jobs={args.jobs}: allowed: integers >= 1"
+        )
     return parts, betas, seeds
 
 
@@ -84,34 +92,56 @@ def main(argv=None) -> None:
     common = [f"--epochs={args.epochs}", f"--validation={args.validation}"]
     common += [f"--data_dir={args.data_dir}"] if args.data_dir else []
     common += shlex.split(args.train_flags)
-    evaluations = []  # workdirs to score
-    if "beta" in parts:
-        sweep = runs / "beta"
-        commands.append([python, "train.py", "--model=pemvae", f"--beta={args.betas}", f"--workdir={sweep}", *common])
-        evaluations += [sweep / f"beta{b}" for b in betas]
+    eval_flags = ["--step=best", f"--sections={SECTIONS}", *shlex.split(args.eval_flags)]
+
+    def evaluate(workdir: Path) -> list[str]:
+        return [python, "eval.py", f"--workdir={workdir}", *eval_flags]
+
+    pipelines = {}  # name: commands, a training and the evaluations of its runs, in order
     if "adversarial" in parts:
-        for seed in seeds:
-            for kind, extra in (("plain", []), ("adversarial", ["--adversarial", f"--adv_weight={args.adv_weight}"])):
+        for kind, extra in (("adversarial", ["--adversarial", f"--adv_weight={args.adv_weight}"]), ("plain", [])):
+            for seed in seeds:
                 workdir = runs / kind / f"seed{seed}"
                 flags = [f"--beta={args.beta}", f"--seed={seed}", f"--workdir={workdir}", *common, *extra]
-                commands.append([python, "train.py", "--model=pemvae", *flags])
-                evaluations.append(workdir)
-    eval_flags = ["--step=best", f"--sections={SECTIONS}", *shlex.split(args.eval_flags)]
-    commands += [[python, "eval.py", f"--workdir={w}", *eval_flags] for w in evaluations]
-    started = time.perf_counter()
+                pipelines[f"{kind}_seed{seed}"] = [[python, "train.py", "--model=pemvae", *flags], evaluate(workdir)]
+    if "beta" in parts:
+        sweep = runs / "beta"
+        train = [python, "train.py", "--model=pemvae", f"--beta={args.betas}", f"--workdir={sweep}", *common]
+        pipelines["beta"] = [train, *(evaluate(sweep / f"beta{b}") for b in betas)]
+    # The slowest first (adversarial, then the five-member sweep), so that --jobs ends them together.
+    pipelines = sorted(pipelines.items(), key=lambda p: (not p[0].startswith("adversarial"), p[0] != "beta"))
+    commands = [c for _, pipeline in pipelines for c in pipeline if c[1] == "train.py"]
+    commands += [c for _, pipeline in pipelines for c in pipeline if c[1] == "eval.py"]
+    started, failed = time.perf_counter(), []
     if not args.summarize_only:
-        with open(ROOT / runs / "study.log", "a") as log:
-            for command in commands:
-                workdir = Path(next(c.split("=", 1)[1] for c in command if c.startswith("--workdir=")))
-                members = betas if workdir == runs / "beta" else ()  # the sweep's runs are its beta<b> folders
-                if command[1] == "train.py" and _trained(workdir, args.epochs, members):
-                    print(f"  {workdir} is trained: kept", flush=True)
-                elif command[1] == "eval.py" and _evaluated(workdir, eval_flags):
-                    print(f"  {workdir} is evaluated: kept", flush=True)
-                else:
-                    run(command, log)
+        env = {**os.environ, "XLA_PYTHON_CLIENT_PREALLOCATE": "false"} if args.jobs > 1 else None
+        logs = ROOT / runs / "logs"
+        logs.mkdir(exist_ok=True)
+
+        def one(pipeline) -> None:
+            name, steps = pipeline
+            with open(logs / f"{name}.log", "a") as log:
+                for command in steps:
+                    workdir = Path(next(c.split("=", 1)[1] for c in command if c.startswith("--workdir=")))
+                    members = betas if workdir == runs / "beta" else ()  # the sweep's runs are its beta<b> folders
+                    if command[1] == "train.py" and _trained(workdir, args.epochs, members):
+                        print(f"  {workdir} is trained: kept", flush=True)
+                    elif command[1] == "eval.py" and _evaluated(workdir, eval_flags):
+                        print(f"  {workdir} is evaluated: kept", flush=True)
+                    else:
+                        try:
+                            run(command, log, env)
+                        except subprocess.CalledProcessError as error:
+                            failed.append(f"{shlex.join(error.cmd)} (exit {error.returncode}; log: {log.name})")
+                            print(f"FAILED: {failed[-1]}", flush=True)
+                            return
+
+        with ThreadPoolExecutor(args.jobs) as pool:
+            list(pool.map(one, pipelines))
     print(f"ran for {time.perf_counter() - started:.0f} s", flush=True)
     write_report(args, parts, betas, seeds, commands, python)
+    if failed:
+        raise SystemExit("failed steps (the report lists what is missing):\n" + "\n".join(failed))
 
 
 def _trained(workdir: Path, epochs: int, betas) -> bool:

@@ -14,11 +14,19 @@ whether ``--epochs`` is enough (docs/results_validation.png), the parameters,
 the times and every command. A run already trained, or evaluated with the same
 flags, is kept, so an interrupted script resumes by being started again;
 ``--summarize_only`` writes the report from the runs there are.
+
+``--jobs=N`` runs N of the (model, seed) runs at once (each its training, then
+its evaluation), the slowest models first: on a GPU, whose small steps leave
+it idle between kernels, several processes share it well (they are started
+with ``XLA_PYTHON_CLIENT_PREALLOCATE=false`` so that each takes only the
+memory it uses). A run that fails is reported, the others go on, and the
+report lists it as missing.
 """
 
 from __future__ import annotations
 
 import argparse
+from concurrent.futures import ThreadPoolExecutor
 import json
 import os
 from pathlib import Path
@@ -33,15 +41,16 @@ sys.path.insert(0, str(ROOT))
 MODELS = ("jmvae", "telbo", "mvae", "pemvae", "mmvae", "mopoe")
 SELECTIONS = ("best", "last")
 FLAT_WINDOW = 10  # epochs: the report gives the validation objective's change over the last ones
+COST_ORDER = ("mmvae", "mopoe", "mvae", "pemvae", "telbo", "jmvae")  # slowest first, so --jobs ends together
 
 
-def run(command: list[str], log) -> float:
+def run(command: list[str], log, env: dict | None = None) -> float:
     """Run a command from the repository root, its output appended to ``log``; seconds taken."""
     print("$", shlex.join(command), flush=True)
     log.write(f"$ {shlex.join(command)}\n")
     log.flush()
     start = time.perf_counter()
-    subprocess.run(command, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, check=True)
+    subprocess.run(command, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, check=True, env=env)
     return time.perf_counter() - start
 
 
@@ -73,6 +82,7 @@ def make_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--summarize_only", action="store_true", help="run nothing: write the report from the runs already done"
     )
+    parser.add_argument("--jobs", type=int, default=1, help="(model, seed) runs at once (e.g. several on one GPU)")
     return parser
 
 
@@ -90,6 +100,8 @@ def check_args(parser: argparse.ArgumentParser, args) -> tuple[list[str], list[i
         parser.error(f"--seeds={args.seeds!r}: allowed: distinct integers >= 0, e.g. 0,1,2")
     if args.epochs < 1:
         parser.error(f"--epochs={args.epochs} is invalid; allowed: an integer >= 1")
+    if args.jobs < 1:
+        parser.error(f"--jobs={args.jobs} is invalid; allowed: an integer >= 1")
     if args.select == "best" and args.validation < 1:
         parser.error(f"--validation={args.validation} with --select=best: model selection needs a validation split")
     return models, seeds
@@ -107,26 +119,44 @@ def main(argv=None) -> None:
     figure = Path(args.out).parent / "results_tsne.png"
     curves = Path(args.out).parent / "results_validation.png"
     commands, done = [], {}  # done: {model: {seed: workdir}} of the runs evaluated
-    with open(ROOT / runs / "results.log", "a") as log:
-        for model in models:
-            for seed in seeds:
-                workdir = runs / model / f"seed{seed}"
-                train, evaluate = commands_of(args, model, seed, workdir, python)
-                commands += [train, evaluate]
-                if not args.summarize_only:
-                    run(train, log)
+    pairs = [(m, s) for m in models for s in seeds]
+    for model, seed in pairs:
+        commands += commands_of(args, model, seed, runs / model / f"seed{seed}", python)
+    failed = []
+    if not args.summarize_only:
+        env = {**os.environ, "XLA_PYTHON_CLIENT_PREALLOCATE": "false"} if args.jobs > 1 else None
+        (ROOT / runs / "logs").mkdir(exist_ok=True)
+
+        def one(pair):
+            model, seed = pair
+            workdir = runs / model / f"seed{seed}"
+            train, evaluate = commands_of(args, model, seed, workdir, python)
+            with open(ROOT / runs / "logs" / f"{model}_seed{seed}.log", "a") as log:
+                try:
+                    run(train, log, env)
                     if evaluated(workdir, args, seed):
                         print(f"  {workdir} was evaluated with these flags already: kept", flush=True)
                     else:
-                        run(evaluate, log)
-                if evaluated(workdir, args, seed):
-                    done.setdefault(model, {})[seed] = workdir
-        first = [done[m][seeds[0]] for m in models if seeds[0] in done.get(m, {})]
-        compare = [python, "eval.py", "--compare", *map(str, first), f"--out={figure}"]
-        commands.append(compare)
-        if first and not args.summarize_only:
+                        run(evaluate, log, env)
+                except subprocess.CalledProcessError as error:
+                    failed.append(f"{shlex.join(error.cmd)} (exit {error.returncode}; log: {log.name})")
+                    print(f"FAILED: {failed[-1]}", flush=True)
+
+        order = sorted(pairs, key=lambda p: (COST_ORDER.index(p[0]), seeds.index(p[1])))
+        with ThreadPoolExecutor(args.jobs) as pool:
+            list(pool.map(one, order))
+    for model, seed in pairs:
+        if evaluated(runs / model / f"seed{seed}", args, seed):
+            done.setdefault(model, {})[seed] = runs / model / f"seed{seed}"
+    first = [done[m][seeds[0]] for m in models if seeds[0] in done.get(m, {})]
+    compare = [python, "eval.py", "--compare", *map(str, first), f"--out={figure}"]
+    commands.append(compare)
+    if first and not args.summarize_only:
+        with open(ROOT / runs / "logs" / "compare.log", "a") as log:
             run(compare, log)
     write_report(args, models, seeds, done, commands, figure, curves, python)
+    if failed:
+        raise SystemExit("failed runs (the report lists them as missing):\n" + "\n".join(failed))
 
 
 def commands_of(args, model: str, seed: int, workdir: Path, python: str) -> tuple[list[str], list[str]]:
@@ -238,7 +268,13 @@ def write_report(args, models, seeds, done, commands, figure: Path, curves: Path
         "",
         f"![validation objective against the epoch]({curves.name})",
         "",
-        "**Cost** (seconds, wall clock, other jobs may have shared the machine): training is the sum of the "
+        "**Cost** (seconds, wall clock, other jobs may have shared the machine"
+        + (
+            f"; `--jobs={args.jobs}`: that many runs shared it at a time, so these are not speed measurements"
+            if args.jobs > 1
+            else ""
+        )
+        + "): training is the sum of the "
         "epoch and validation times in metrics.jsonl, evaluation the time eval.py spent on its sections.",
         "",
         "| model | params | train s | samples/s (best epoch) | eval s |",
@@ -333,8 +369,12 @@ def evaluated(workdir: Path, args, seed: int) -> bool:
 def _machine() -> str:
     import platform
 
+    import jax
+
     python = f"{platform.python_implementation()} {platform.python_version()}"
-    return f"{platform.machine()} {os.cpu_count()} CPU cores, {python}"
+    device = jax.devices()[0]
+    accelerator = "" if device.platform == "cpu" else f", one {device.device_kind}"
+    return f"{platform.machine()} {os.cpu_count()} CPU cores{accelerator}, JAX {jax.__version__}, {python}"
 
 
 if __name__ == "__main__":

@@ -120,7 +120,7 @@ def test_results_script_trains_seeds_selects_on_validation_and_reports_mean_and_
         "--tsne_points=40",
         f"--train_flags={TINY_TRAIN}",
     ]
-    _run("scripts/results.py", *flags)
+    _run("scripts/results.py", *flags, "--jobs=2")  # the two seeds at once, as on a GPU
     text = report.read_text()
     for seed in (0, 1):
         workdir = runs / "jmvae" / f"seed{seed}"
@@ -159,6 +159,7 @@ def test_results_script_refuses_bad_flags_before_any_work(tmp_path):
         ("--seeds=a", "not comma-separated integers"),
         ("--models=vae", "unknown ['vae']; allowed: jmvae,telbo"),
         ("--validation=0", "model selection needs a validation split"),
+        ("--jobs=0", "--jobs=0 is invalid; allowed: an integer >= 1"),
     )
     _refuses("scripts/results.py", cases, tmp_path)
 
@@ -175,7 +176,7 @@ def test_paper_study_sweeps_beta_compares_adversarial_and_writes_the_report(tiny
         f"--out={report}",
         f"--train_flags={TINY_TRAIN}",
     ]
-    _run("scripts/paper_study.py", *flags)
+    _run("scripts/paper_study.py", *flags, "--jobs=3")
     text = report.read_text()
     assert [json.loads((runs / "beta" / b / "config.json").read_text())["beta"] for b in ("beta0.5", "beta2.0")] == [
         0.5,
