@@ -2,7 +2,10 @@
 
 ``--beta=0.5,1,2`` trains one run per beta in a single compiled program (a
 sweep), each in its own workdir: ``<workdir>/beta<b>`` with --workdir, else
-runs/<model>_beta<b>.
+runs/<model>_beta<b>. ``--seed=0,1,2`` does the same for seeds (``<workdir>/seed<s>``,
+else runs/<model>_beta<b>/seed<s>; each run has its own initialisation, batch
+order and noise); both together train every (beta, seed) pair
+(``<workdir>/beta<b>_seed<s>``).
 
 Flags -> a validated Config -> mvae_jax.training.train_and_evaluate. Running
 again on the same --workdir resumes from its latest checkpoint: flags not given
@@ -33,7 +36,8 @@ HELP = {
     "hidden_dims": "widths of the hidden layers of every MLP, comma separated",
     "decoder_hidden_dims": "widths of the hidden layers of the MLP decoders, comma separated",
     "activation": "nonlinearity of every MLP: relu, or swish = x sigmoid(x) (MVAE's)",
-    "seed": "seed of initialisation, noise and batch order",
+    "seed": "seed of initialisation, noise and batch order; several, comma separated, train a sweep (one run "
+    "per seed, one compiled program)",
     "pair_seed": "seed of the MNIST / Fashion-MNIST pairing",
     "validation": "trimodal, mnist_label: training pairs held out as the validation split (the last N of a fixed "
     "permutation, the same for every run), scored after every epoch (validation_<term> in metrics.jsonl) and the "
@@ -119,6 +123,16 @@ def _betas(text: str):
     return values[0] if len(values) == 1 else values
 
 
+def _seeds(text: str):
+    try:
+        values = _int_tuple(text)
+    except argparse.ArgumentTypeError:
+        values = ()
+    if not values or min(values) < 0 or len(set(values)) != len(values):
+        raise argparse.ArgumentTypeError(f"{text!r}: allowed: an integer >= 0 or distinct ones, comma separated")
+    return values[0] if len(values) == 1 else values
+
+
 def make_parser() -> argparse.ArgumentParser:
     from mvae_jax.data import DATASETS
     from mvae_jax.models import MODELS
@@ -133,6 +147,7 @@ def make_parser() -> argparse.ArgumentParser:
         "disc_hidden_dims": _int_tuple,
         "attributes": _str_tuple,
         "beta": _betas,
+        "seed": _seeds,
     }
     choices = {
         "model": sorted(MODELS),
@@ -188,18 +203,23 @@ def config_from_flags(flags: dict) -> config_lib.Config:
 
 
 def configs_from_flags(flags: dict) -> list[config_lib.Config]:
-    """One Config per beta: a single run, or the runs of a sweep with a workdir each."""
-    betas = flags.get("beta")
-    if not isinstance(betas, tuple):
+    """One Config per (beta, seed): a single run, or the runs of a sweep with a workdir each."""
+    betas, seeds = flags.get("beta"), flags.get("seed")
+    swept = {"beta": isinstance(betas, tuple), "seed": isinstance(seeds, tuple)}
+    if not any(swept.values()):
         return [config_from_flags(flags)]
     configs = []
-    for beta in betas:
-        member = {**flags, "beta": beta}
-        if "workdir" in flags:
-            member["workdir"] = os.path.join(flags["workdir"], f"beta{float(beta)}")
-        else:
-            member.pop("workdir", None)
-        configs.append(config_from_flags(member))
+    for beta in betas if swept["beta"] else (betas,):
+        for seed in seeds if swept["seed"] else (seeds,):
+            member = {k: v for k, v in flags.items() if k not in ("beta", "seed", "workdir")}
+            member.update({k: v for k, v in (("beta", beta), ("seed", seed)) if v is not None})
+            parts = ([f"beta{float(beta)}"] if swept["beta"] else []) + ([f"seed{seed}"] if swept["seed"] else [])
+            name = "_".join(parts)  # beta<b>, seed<s> or beta<b>_seed<s>
+            if "workdir" in flags:
+                member["workdir"] = os.path.join(flags["workdir"], name)
+            elif swept["seed"]:  # runs/<model>_beta<b>/seed<s>: the default workdir of the member's beta
+                member["workdir"] = os.path.join(config_lib.Config(**member).workdir, f"seed{seed}")
+            configs.append(config_from_flags(member))
     return configs
 
 

@@ -9,7 +9,7 @@
    paper's Figures 3-6: a row per beta, images generated from the label w,
    a block of columns per class (docs/study_beta_samples.png).
 2. Adversarial: pemvae with ``--adversarial`` against without, same budget,
-   over ``--seeds``: the same scores, their spread over seeds, and the
+   over ``--seeds`` (one seed sweep each, ``train.py --seed=0,1,2``): the same scores, their spread over seeds, and the
    discriminator's and generator's losses per epoch (docs/study_adversarial.png).
 
 Every step is a ``train.py`` / ``eval.py`` command, printed as it starts; a
@@ -97,21 +97,22 @@ def main(argv=None) -> None:
     def evaluate(workdir: Path) -> list[str]:
         return [python, "eval.py", f"--workdir={workdir}", *eval_flags]
 
-    pipelines = {}  # name: commands, a training and the evaluations of its runs, in order
-    if "adversarial" in parts:
+    pipelines = {}  # name: (the training, the workdirs of its runs): each run evaluated once it is trained
+    if "adversarial" in parts:  # one seed sweep per kind: the seeds cost little more than one on a GPU
         for kind, extra in (("adversarial", ["--adversarial", f"--adv_weight={args.adv_weight}"]), ("plain", [])):
-            for seed in seeds:
-                workdir = runs / kind / f"seed{seed}"
-                flags = [f"--beta={args.beta}", f"--seed={seed}", f"--workdir={workdir}", *common, *extra]
-                pipelines[f"{kind}_seed{seed}"] = [[python, "train.py", "--model=pemvae", *flags], evaluate(workdir)]
+            folders = [runs / kind / f"seed{seed}" for seed in seeds]
+            where = runs / kind if len(seeds) > 1 else folders[0]
+            seed_flag = f"--seed={','.join(map(str, seeds))}"
+            flags = [f"--beta={args.beta}", seed_flag, f"--workdir={where}", *common, *extra]
+            pipelines[kind] = ([python, "train.py", "--model=pemvae", *flags], folders)
     if "beta" in parts:
         sweep = runs / "beta"
         train = [python, "train.py", "--model=pemvae", f"--beta={args.betas}", f"--workdir={sweep}", *common]
-        pipelines["beta"] = [train, *(evaluate(sweep / f"beta{b}") for b in betas)]
+        pipelines["beta"] = (train, [sweep / f"beta{float(b)}" for b in betas])
     # The slowest first (adversarial, then the five-member sweep), so that --jobs ends them together.
-    pipelines = sorted(pipelines.items(), key=lambda p: (not p[0].startswith("adversarial"), p[0] != "beta"))
-    commands = [c for _, pipeline in pipelines for c in pipeline if c[1] == "train.py"]
-    commands += [c for _, pipeline in pipelines for c in pipeline if c[1] == "eval.py"]
+    pipelines = [(name, *pipelines[name]) for name in ("adversarial", "beta", "plain") if name in pipelines]
+    commands = [train for _, train, _ in pipelines]
+    commands += [evaluate(w) for _, _, folders in pipelines for w in folders]
     started, failed = time.perf_counter(), []
     if not args.summarize_only:
         env = {**os.environ, "XLA_PYTHON_CLIENT_PREALLOCATE": "false"} if args.jobs > 1 else None
@@ -119,22 +120,23 @@ def main(argv=None) -> None:
         logs.mkdir(exist_ok=True)
 
         def one(pipeline) -> None:
-            name, steps = pipeline
+            name, train, folders = pipeline
             with open(logs / f"{name}.log", "a") as log:
-                for command in steps:
-                    workdir = Path(next(c.split("=", 1)[1] for c in command if c.startswith("--workdir=")))
-                    members = betas if workdir == runs / "beta" else ()  # the sweep's runs are its beta<b> folders
-                    if command[1] == "train.py" and _trained(workdir, args.epochs, members):
-                        print(f"  {workdir} is trained: kept", flush=True)
-                    elif command[1] == "eval.py" and _evaluated(workdir, eval_flags):
+                steps = [] if all(epochs_done(f) >= args.epochs for f in folders) else [train]
+                if not steps:
+                    print(f"  {', '.join(map(str, folders))}: trained, kept", flush=True)
+                for workdir in folders:
+                    if _evaluated(workdir, eval_flags):
                         print(f"  {workdir} is evaluated: kept", flush=True)
                     else:
-                        try:
-                            run(command, log, env)
-                        except subprocess.CalledProcessError as error:
-                            failed.append(f"{shlex.join(error.cmd)} (exit {error.returncode}; log: {log.name})")
-                            print(f"FAILED: {failed[-1]}", flush=True)
-                            return
+                        steps.append(evaluate(workdir))
+                for command in steps:
+                    try:
+                        run(command, log, env)
+                    except subprocess.CalledProcessError as error:
+                        failed.append(f"{shlex.join(error.cmd)} (exit {error.returncode}; log: {log.name})")
+                        print(f"FAILED: {failed[-1]}", flush=True)
+                        return
 
         with ThreadPoolExecutor(args.jobs) as pool:
             list(pool.map(one, pipelines))
@@ -142,11 +144,6 @@ def main(argv=None) -> None:
     write_report(args, parts, betas, seeds, commands, python)
     if failed:
         raise SystemExit("failed steps (the report lists what is missing):\n" + "\n".join(failed))
-
-
-def _trained(workdir: Path, epochs: int, betas) -> bool:
-    folders = [workdir / f"beta{b}" for b in betas] if betas else [workdir]
-    return all(epochs_done(f) >= epochs for f in folders)
 
 
 def _evaluated(workdir: Path, eval_flags) -> bool:

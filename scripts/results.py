@@ -3,24 +3,30 @@ write docs/RESULTS.md.
 
     python scripts/results.py --data_dir=../shared/datasets
 
-For each model and seed (``--seeds``, default 0,1,2) it runs ``train.py``
-with ``--validation`` held-out training pairs, which scores them after every
-epoch and keeps the best epoch, then ``eval.py --step=best`` on the test pairs
-(``--select=last``: the last epoch instead). The commands are the ones a user
-types, printed as they start, into ``--runs/<model>/seed<s>``. Then
-``eval.py --compare`` draws the tSNE comparison of the first seed. The report
-has every table as mean ± std over the seeds, the validation curves that show
-whether ``--epochs`` is enough (docs/results_validation.png), the parameters,
-the times and every command. A run already trained, or evaluated with the same
-flags, is kept, so an interrupted script resumes by being started again;
-``--summarize_only`` writes the report from the runs there are.
+For each model it trains the seeds (``--seeds``, default 0,1,2) as one
+compiled seed sweep, ``train.py --seed=0,1,2`` (each seed its own
+initialisation, batch order and noise, in ``--runs/<model>/seed<s>``), with
+``--validation`` held-out training pairs, which scores them after every epoch
+and keeps the best epoch; then ``eval.py --step=best`` scores each seed on the
+test pairs (``--select=last``: the last epoch instead). The commands are the
+ones a user types, printed as they start. Then ``eval.py --compare`` draws
+the tSNE comparison of the first seed (the only seed whose evaluation
+computes the tSNE). The report has every table as mean ± std over the seeds,
+the validation curves that show whether ``--epochs`` is enough
+(docs/results_validation.png), the parameters, the times and every command.
+A run already trained, or evaluated with the same flags, is kept, so an
+interrupted script resumes by being started again (only the seeds not yet
+trained to ``--epochs`` are swept); ``--summarize_only`` writes the report
+from the runs there are.
 
-``--jobs=N`` runs N of the (model, seed) runs at once (each its training, then
-its evaluation), the slowest models first: on a GPU, whose small steps leave
-it idle between kernels, several processes share it well (they are started
-with ``XLA_PYTHON_CLIENT_PREALLOCATE=false`` so that each takes only the
-memory it uses). A run that fails is reported, the others go on, and the
-report lists it as missing.
+``--jobs=N`` trains N models at once and ``--eval_jobs=M`` (default N)
+evaluates M runs at once, each as soon as its model is trained, the slowest
+models first. On a GPU a seed sweep costs little more than one seed, and a
+few processes share the GPU (they are started with
+``XLA_PYTHON_CLIENT_PREALLOCATE=false``, so that each takes only the memory
+it uses; with M > 1 each evaluation's BLAS/OpenMP threads are capped at
+cores / M, since evaluation is mostly CPU work). A command that fails is
+reported, the others go on, and the report lists its runs as missing.
 """
 
 from __future__ import annotations
@@ -58,7 +64,9 @@ def make_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--data_dir", default=None, help="as in train.py")
     parser.add_argument("--models", default=",".join(MODELS), help="comma separated (default: all six)")
-    parser.add_argument("--epochs", type=int, default=50, help="the budget of every run")
+    parser.add_argument(
+        "--epochs", type=int, default=100, help="the budget of every run (50 was not converged: docs/RESULTS.md)"
+    )
     parser.add_argument("--beta", type=float, default=1.0)
     parser.add_argument("--seeds", default="0,1,2", help="comma separated; tables give mean ± std over them")
     parser.add_argument("--validation", type=int, default=5000, help="training pairs held out (train.py --validation)")
@@ -82,7 +90,8 @@ def make_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--summarize_only", action="store_true", help="run nothing: write the report from the runs already done"
     )
-    parser.add_argument("--jobs", type=int, default=1, help="(model, seed) runs at once (e.g. several on one GPU)")
+    parser.add_argument("--jobs", type=int, default=1, help="models trained at once (e.g. several on one GPU)")
+    parser.add_argument("--eval_jobs", type=int, default=None, help="runs evaluated at once (default: --jobs)")
     return parser
 
 
@@ -100,8 +109,9 @@ def check_args(parser: argparse.ArgumentParser, args) -> tuple[list[str], list[i
         parser.error(f"--seeds={args.seeds!r}: allowed: distinct integers >= 0, e.g. 0,1,2")
     if args.epochs < 1:
         parser.error(f"--epochs={args.epochs} is invalid; allowed: an integer >= 1")
-    if args.jobs < 1:
-        parser.error(f"--jobs={args.jobs} is invalid; allowed: an integer >= 1")
+    for flag in ("jobs", "eval_jobs"):
+        if getattr(args, flag) is not None and getattr(args, flag) < 1:
+            parser.error(f"--{flag}={getattr(args, flag)} is invalid; allowed: an integer >= 1")
     if args.select == "best" and args.validation < 1:
         parser.error(f"--validation={args.validation} with --select=best: model selection needs a validation split")
     return models, seeds
@@ -120,33 +130,49 @@ def main(argv=None) -> None:
     curves = Path(args.out).parent / "results_validation.png"
     commands, done = [], {}  # done: {model: {seed: workdir}} of the runs evaluated
     pairs = [(m, s) for m in models for s in seeds]
-    for model, seed in pairs:
-        commands += commands_of(args, model, seed, runs / model / f"seed{seed}", python)
+    commands += [train_command(args, m, seeds, runs, python) for m in models]
+    commands += [eval_command(args, m, s, seeds, runs, python) for m, s in pairs]
     failed = []
     if not args.summarize_only:
-        env = {**os.environ, "XLA_PYTHON_CLIENT_PREALLOCATE": "false"} if args.jobs > 1 else None
+        eval_jobs = args.eval_jobs or args.jobs
+        train_env = {**os.environ, "XLA_PYTHON_CLIENT_PREALLOCATE": "false"} if args.jobs > 1 else None
+        eval_env = {**os.environ, "XLA_PYTHON_CLIENT_PREALLOCATE": "false"} if eval_jobs > 1 else None
+        if eval_env is not None:  # evaluation is mostly CPU work: M processes share the cores
+            threads = str(max(1, (os.cpu_count() or 1) // eval_jobs))
+            eval_env.update({v: threads for v in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")})
         (ROOT / runs / "logs").mkdir(exist_ok=True)
 
-        def one(pair):
-            model, seed = pair
-            workdir = runs / model / f"seed{seed}"
-            train, evaluate = commands_of(args, model, seed, workdir, python)
-            with open(ROOT / runs / "logs" / f"{model}_seed{seed}.log", "a") as log:
+        def attempt(command, log_name: str, env) -> bool:
+            with open(ROOT / runs / "logs" / log_name, "a") as log:
                 try:
-                    run(train, log, env)
-                    if evaluated(workdir, args, seed):
-                        print(f"  {workdir} was evaluated with these flags already: kept", flush=True)
-                    else:
-                        run(evaluate, log, env)
+                    run(command, log, env)
+                    return True
                 except subprocess.CalledProcessError as error:
                     failed.append(f"{shlex.join(error.cmd)} (exit {error.returncode}; log: {log.name})")
                     print(f"FAILED: {failed[-1]}", flush=True)
+                    return False
 
-        order = sorted(pairs, key=lambda p: (COST_ORDER.index(p[0]), seeds.index(p[1])))
-        with ThreadPoolExecutor(args.jobs) as pool:
-            list(pool.map(one, order))
+        def evaluate(model, seed):
+            workdir = runs / model / f"seed{seed}"
+            if evaluated(workdir, args, seed, seeds):
+                print(f"  {workdir} was evaluated with these flags already: kept", flush=True)
+            else:
+                attempt(eval_command(args, model, seed, seeds, runs, python), f"{model}_seed{seed}.log", eval_env)
+
+        with ThreadPoolExecutor(eval_jobs) as eval_pool, ThreadPoolExecutor(args.jobs) as train_pool:
+
+            def train(model):
+                pending = [s for s in seeds if epochs_done(runs / model / f"seed{s}") < args.epochs]
+                if pending and not attempt(
+                    train_command(args, model, pending, runs, python), f"{model}.log", train_env
+                ):
+                    return
+                for seed in seeds:  # each evaluation as soon as its model is trained
+                    eval_pool.submit(evaluate, model, seed)
+
+            list(train_pool.map(train, sorted(models, key=COST_ORDER.index)))
     for model, seed in pairs:
-        if evaluated(runs / model / f"seed{seed}", args, seed):
+        if evaluated(runs / model / f"seed{seed}", args, seed, seeds):
             done.setdefault(model, {})[seed] = runs / model / f"seed{seed}"
     first = [done[m][seeds[0]] for m in models if seeds[0] in done.get(m, {})]
     compare = [python, "eval.py", "--compare", *map(str, first), f"--out={figure}"]
@@ -159,46 +185,69 @@ def main(argv=None) -> None:
         raise SystemExit("failed runs (the report lists them as missing):\n" + "\n".join(failed))
 
 
-def commands_of(args, model: str, seed: int, workdir: Path, python: str) -> tuple[list[str], list[str]]:
-    """The train.py and eval.py commands of one run."""
+def train_command(args, model: str, seeds: list[int], runs: Path, python: str) -> list[str]:
+    """The train.py command of a model's ``seeds``: one seed sweep (``<runs>/<model>/seed<s>``), or one run."""
+    where = runs / model if len(seeds) > 1 else runs / model / f"seed{seeds[0]}"
     train = [
         python,
         "train.py",
         f"--model={model}",
         f"--beta={args.beta}",
         f"--epochs={args.epochs}",
-        f"--seed={seed}",
+        f"--seed={','.join(map(str, seeds))}",
         f"--validation={args.validation}",
-        f"--workdir={workdir}",
+        f"--workdir={where}",
     ]
     if args.data_dir:
         train.append(f"--data_dir={args.data_dir}")
-    train += shlex.split(args.train_flags)
+    return train + shlex.split(args.train_flags)
+
+
+def eval_sections(seed: int, seeds: list[int]) -> list[str]:
+    """eval.py's sections for ``seed``: all of them, less the tSNE (drawn for the first seed only) for the others."""
+    import eval as eval_cli
+
+    return [s for s in eval_cli.SECTIONS if seed == seeds[0] or s != "tsne"]
+
+
+def eval_command(args, model: str, seed: int, seeds: list[int], runs: Path, python: str) -> list[str]:
+    """The eval.py command of one run."""
     evaluate = [
         python,
         "eval.py",
-        f"--workdir={workdir}",
+        f"--workdir={runs / model / f'seed{seed}'}",
         f"--iw_samples={args.iw_samples}",
         f"--ll_points={args.ll_points}",
         f"--tsne_points={args.tsne_points}",
         f"--seed={seed}",
     ]
+    if seed != seeds[0]:
+        evaluate.append(f"--sections={','.join(eval_sections(seed, seeds))}")
     if args.select == "best":
         evaluate.append("--step=best")
-    return train, evaluate
+    return evaluate
 
 
 def write_report(args, models, seeds, done, commands, figure: Path, curves: Path, python: str) -> None:
-    """docs/RESULTS.md (and the validation-curve figure) from the evaluated runs in ``done``."""
+    """docs/RESULTS.md (and the validation-curve figure): the test tables from the evaluated runs in ``done``,
+    the convergence and cost tables and the figure from every run trained (evaluated or not)."""
     from mvae_jax import figures
     from mvae_jax.evaluation import report
     from mvae_jax.training.validation import SELECTION_TERM, best_record, read_records
 
     metrics = {m: [_metrics(w) for _, w in sorted(s.items())] for m, s in done.items()}
-    records = {m: {seed: read_records(ROOT / w / "metrics.jsonl") for seed, w in s.items()} for m, s in done.items()}
+    runs = Path(args.runs)
+    records = {}  # {model: {seed: metrics.jsonl records}} of every run with epochs
+    for m in models:
+        for s in seeds:
+            if epochs_done(runs / m / f"seed{s}"):
+                records.setdefault(m, {})[s] = read_records(ROOT / runs / m / f"seed{s}" / "metrics.jsonl")
     figures.plot_validation_curves(records, ROOT / curves)
     table = report.results_table([(m, metrics[m]) for m in models if m in metrics])
     missing = [f"{m} seed {s}" for m in models for s in seeds if s not in done.get(m, {})]
+    unevaluated = [
+        f"{m} seed {s}" for m in models for s in seeds if s in records.get(m, {}) and s not in done.get(m, {})
+    ]
 
     def cell(values, digits=0):
         return report.format_cell(values, digits) if values else ""
@@ -224,7 +273,7 @@ def write_report(args, models, seeds, done, commands, figure: Path, curves: Path
         eval_s = [x["eval_seconds"] for x in metrics.get(m, [])]
         params = f"{metrics[m][0]['params']:,}" if m in metrics else ""
         timing.append(f"| {m} | {params} | {cell(train_s)} | {cell(rates)} | {cell(eval_s)} |")
-        total_s += sum(train_s) + sum(eval_s)
+        total_s += max(train_s, default=0.0) + sum(eval_s)  # a seed sweep's seeds share their epochs' time
     flags = (
         f"train.py flags `{args.train_flags}`, " if args.train_flags else "default widths (512, 512) and latent 20, "
     )
@@ -248,6 +297,15 @@ def write_report(args, models, seeds, done, commands, figure: Path, curves: Path
         "The published reproductions on binarized MNIST with labels are in [REPRODUCTIONS.md](REPRODUCTIONS.md).",
         "",
         *([f"**Missing runs** (not yet trained or evaluated): {', '.join(missing)}.", ""] if missing else []),
+        *(
+            [
+                f"Trained but not evaluated: {', '.join(unevaluated)}. Their validation curves are in the convergence "
+                "table and figure below; the test tables have only the runs evaluated.",
+                "",
+            ]
+            if unevaluated
+            else []
+        ),
         "Columns: coherence `S->t` is the accuracy of the class of x_t generated from the subset S (scored by "
         "the CNNs below), `joint->t` the same from all three (reconstruction), `prior` the agreement of x, y, w "
         "decoded from z ~ p(z); latent accuracy `S` is a logistic regression on the means of q(z|S); "
@@ -274,14 +332,15 @@ def write_report(args, models, seeds, done, commands, figure: Path, curves: Path
             if args.jobs > 1
             else ""
         )
-        + "): training is the sum of the "
-        "epoch and validation times in metrics.jsonl, evaluation the time eval.py spent on its sections.",
+        + "): training is the sum of the epoch and validation times in metrics.jsonl, evaluation the time "
+        "eval.py spent on its sections. The seeds of a model train as one seed sweep, so its training time is that "
+        "of all its seeds at once, and samples/s counts one seed's samples.",
         "",
         "| model | params | train s | samples/s (best epoch) | eval s |",
         "|---|---|---|---|---|",
         *timing,
         "",
-        f"In all {total_s / 3600:.1f} hours of training and evaluation.",
+        f"In all {total_s / 3600:.1f} hours of training (once per seed sweep) and evaluation.",
         "",
         f"![tSNE of posterior means]({figure.name})",
         "",
@@ -332,14 +391,15 @@ def epochs_done(workdir: Path) -> int:
     return max((json.loads(line)["epoch"] for line in lines if line.strip()), default=0)
 
 
-def evaluated(workdir: Path, args, seed: int) -> bool:
+def evaluated(workdir: Path, args, seed: int, seeds: list[int]) -> bool:
     """Whether eval.py already wrote every section for the selected checkpoint of the finished run, with these
-    flags."""
+    flags (the tSNE for the first seed only)."""
     path = ROOT / workdir / "eval" / "metrics.json"
+    tsne = seed == seeds[0]
     if (
         epochs_done(workdir) < args.epochs
         or not path.is_file()
-        or not (path.parent / "tsne.npz").is_file()
+        or (tsne and not (path.parent / "tsne.npz").is_file())
         or not (path.parent / "cross_modal.png").is_file()
     ):
         return False
@@ -358,7 +418,7 @@ def evaluated(workdir: Path, args, seed: int) -> bool:
         step="best" if args.select == "best" else None,
     )
     epoch = best_epoch(workdir) if args.select == "best" else args.epochs
-    sections = {"coherence", "latent_accuracy", "log_likelihood", "fid", "tsne", "cross_modal"}
+    sections = {"coherence", "latent_accuracy", "log_likelihood", "fid", "cross_modal", *(["tsne"] if tsne else [])}
     return (
         metrics.get("epoch") == epoch
         and sections <= set(flags.get("sections", ()))

@@ -120,7 +120,7 @@ def test_results_script_trains_seeds_selects_on_validation_and_reports_mean_and_
         "--tsne_points=40",
         f"--train_flags={TINY_TRAIN}",
     ]
-    _run("scripts/results.py", *flags, "--jobs=2")  # the two seeds at once, as on a GPU
+    _run("scripts/results.py", *flags, "--eval_jobs=2")  # the two seeds evaluated at once, as on a GPU
     text = report.read_text()
     for seed in (0, 1):
         workdir = runs / "jmvae" / f"seed{seed}"
@@ -133,7 +133,9 @@ def test_results_script_trains_seeds_selects_on_validation_and_reports_mean_and_
     row = next(line for line in text.split("**Coherence**")[1].splitlines() if line.startswith("| jmvae |"))
     assert row.count(" ± ") >= 3, row  # the coherence row: mean ± std of each column
     assert "seeds 0, 1" in text and "best validation loss" in text and "Missing runs" not in text
-    assert "--step=best" in text and "--seed=1" in text
+    assert "--step=best" in text and "--seed=0,1 --validation=20" in text  # the two seeds: one sweep
+    assert (runs / "jmvae" / "seed0" / "eval" / "tsne.npz").is_file()  # the tSNE: the first seed only
+    assert not (runs / "jmvae" / "seed1" / "eval" / "tsne.npz").exists()
     assert (tmp_path / "results_tsne.png").stat().st_size > 10_000
     assert (tmp_path / "results_validation.png").stat().st_size > 10_000
     # Again: everything is kept, nothing retrained; --summarize_only lists what is missing.
@@ -160,6 +162,7 @@ def test_results_script_refuses_bad_flags_before_any_work(tmp_path):
         ("--models=vae", "unknown ['vae']; allowed: jmvae,telbo"),
         ("--validation=0", "model selection needs a validation split"),
         ("--jobs=0", "--jobs=0 is invalid; allowed: an integer >= 1"),
+        ("--eval_jobs=0", "--eval_jobs=0 is invalid; allowed: an integer >= 1"),
     )
     _refuses("scripts/results.py", cases, tmp_path)
 
@@ -192,7 +195,7 @@ def test_paper_study_sweeps_beta_compares_adversarial_and_writes_the_report(tiny
     for figure in ("study_beta_samples.png", "study_adversarial.png"):
         assert (tmp_path / figure).stat().st_size > 10_000
     out = _run("scripts/paper_study.py", *flags)  # everything is kept
-    assert out.count("is trained: kept") == 5 and out.count("is evaluated: kept") == 6
+    assert out.count("trained, kept") == 3 and out.count("is evaluated: kept") == 6  # 3 sweeps, 6 runs
 
 
 def test_paper_study_refuses_bad_flags_before_any_work(tmp_path):

@@ -109,7 +109,8 @@ def make_mean_loss_fn(model: Model, num_examples: int, batch_size: int, final_ep
     (mnist_label's images are binarized once). The pairs are
     scored in batches of ``batch_size`` (the last padded and masked out), each
     with its own key folded from ``rng``. With ``betas`` the params are
-    stacked (a sweep) and each member is scored with its own beta.
+    stacked (a sweep) and each member is scored with its own beta, and with its
+    own key if ``rng`` is stacked too (a seed sweep).
     """
     if num_examples < 1:
         raise ValueError(f"the validation split is empty (num_examples={num_examples}); allowed: at least 1 pair")
@@ -139,7 +140,13 @@ def make_mean_loss_fn(model: Model, num_examples: int, batch_size: int, final_ep
     if betas is None:
         return jax.jit(member)
     values = jnp.asarray(betas, jnp.float32)
-    return jax.jit(lambda params, rng, data: jax.vmap(member, in_axes=(0, None, None, 0))(params, rng, data, values))
+
+    def swept(params, rng, data):
+        typed = jax.dtypes.issubdtype(rng.dtype, jax.dtypes.prng_key)
+        key_axis = 0 if rng.ndim > (0 if typed else 1) else None  # a key per member (a seed sweep), or one for all
+        return jax.vmap(member, in_axes=(0, key_axis, None, 0))(params, rng, data, values)
+
+    return jax.jit(swept)
 
 
 def per_model_jit(static_argnums: tuple[int, ...] = (), static_argnames: tuple[str, ...] = ()):

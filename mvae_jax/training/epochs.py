@@ -42,13 +42,14 @@ def make_epoch_fn(
 
     The epoch visits ``num_examples // batch_size`` batches of a permutation
     drawn from the state's key and epoch (the last partial batch is dropped;
-    the next epoch's permutation differs). See ``EpochFn``.
+    the next epoch's permutation differs); each member of a sweep draws its own
+    from its own key, so a run of a sweep sees the batches it would alone. See ``EpochFn``.
     """
     steps = num_examples // batch_size
     if steps < 1:
         raise ValueError(f"batch_size={batch_size} exceeds the {num_examples} training examples")
     return EpochFn(
-        make_step_fn(model, tx, mesh, binarize, adversary, betas),
+        make_step_fn(model, tx, mesh, binarize, adversary, betas, member_batches=True),
         num_examples,
         batch_size,
         betas,
@@ -75,15 +76,20 @@ class EpochFn:
         self.steps, self.on_step, self.chunk_steps = num_examples // batch_size, on_step, chunk_steps
         steps = self.steps
 
-        def order(state):
-            epoch_done = first_member(state.epoch, betas)
-            key = jax.random.fold_in(jax.random.fold_in(first_member(state.rng, betas), PERMUTATION_STREAM), epoch_done)
+        def permutation(rng, epoch_done):
+            key = jax.random.fold_in(jax.random.fold_in(rng, PERMUTATION_STREAM), epoch_done)
             return jax.random.permutation(key, num_examples)[: steps * batch_size].reshape(steps, batch_size)
+
+        def order(state):
+            """(steps, batch) indices; (steps, members, batch) for a sweep."""
+            if betas is None:
+                return permutation(state.rng, state.epoch)
+            return jnp.swapaxes(jax.vmap(permutation)(state.rng, state.epoch), 0, 1)
 
         def chunk(state, data, order, length):
             start = first_member(state.step, betas) - first_member(state.epoch, betas) * steps
 
-            def body(state, indices):
+            def body(state, indices):  # indices: (batch,), or (members, batch) for a sweep
                 return step_fn(state, {k: v[indices] for k, v in data.items()})
 
             state, terms = jax.lax.scan(body, state, jax.lax.dynamic_slice_in_dim(order, start, length))

@@ -57,16 +57,18 @@ def train_and_evaluate(config: config_lib.Config, reporter: Reporter | None = No
 
 
 def check_sweep(configs: Sequence[config_lib.Config]) -> None:
-    """ValueError unless the runs differ only in beta and workdir, with distinct betas and workdirs."""
+    """ValueError unless the runs differ only in beta, seed and workdir, with distinct (beta, seed) and workdirs."""
     if not configs:
         raise ValueError("no runs to train")
     first = configs[0]
     for c in configs[1:]:
-        diffs = first.differences(c, ignore=frozenset({"beta", "workdir"}))
+        diffs = first.differences(c, ignore=frozenset({"beta", "seed", "workdir"}))
         if diffs:
-            raise ValueError(f"a beta sweep trains runs that differ only in beta; these differ in {sorted(diffs)}")
-    for name in ("beta", "workdir"):
-        values = [str(Path(getattr(c, name)).absolute()) if name == "workdir" else getattr(c, name) for c in configs]
+            raise ValueError(f"a sweep trains runs that differ only in beta and seed; these differ in {sorted(diffs)}")
+    for name, values in (
+        ("(beta, seed)", [(c.beta, c.seed) for c in configs]),
+        ("workdir", [str(Path(c.workdir).absolute()) for c in configs]),
+    ):
         if len(set(values)) != len(values):
             raise ValueError(f"the runs of a sweep need distinct {name}s, got {values}")
 
@@ -74,12 +76,17 @@ def check_sweep(configs: Sequence[config_lib.Config]) -> None:
 def train_sweep(
     configs: Sequence[config_lib.Config], reporter: Reporter | None = None, stop: Callable[[], bool] | None = None
 ) -> list[TrainState]:
-    """Train one run per config, all in one compiled program: a beta sweep (Higgins et al. 2017's beta).
+    """Train one run per config, all in one compiled program: a sweep of beta (Higgins et al. 2017's beta), of
+    seeds, or of both.
 
-    The configs may differ in ``beta`` and ``workdir`` only. With more than
-    one, the states are stacked along a leading axis and every step is vmapped
-    over them (one compilation, the same batches for all); each run keeps its
-    own workdir, config, metrics and checkpoints, exactly as if trained alone.
+    The configs may differ in ``beta``, ``seed`` and ``workdir`` only. With more
+    than one, the states are stacked along a leading axis and every step is
+    vmapped over them (one compilation); each run draws its initialisation,
+    batch order, binarization and noise from its own seed and keeps its own
+    workdir, config, metrics and checkpoints, as if trained alone. On a GPU,
+    whose small steps leave it mostly idle, the seeds of a model cost little
+    more than one. A seed sweep needs in-memory data (a streamed data set has
+    one batch order).
     A sweep resumes from the latest epoch that every run has a checkpoint of.
     Returns the final state of each run.
 
@@ -152,6 +159,11 @@ class _Sweep:
             for w in self.workdirs:
                 check_unlocked(w)
         self.dataset = load_dataset(config)
+        if self.dataset.is_streamed and len({c.seed for c in self.configs}) > 1:
+            raise ValueError(
+                f"seeds {[c.seed for c in self.configs]}: a seed sweep needs an in-memory data set, and "
+                f"{config.dataset} is streamed from disk in one batch order; train each seed on its own"
+            )
         self.steps = self.dataset.num_train // config.batch_size
         if self.steps < 1:
             raise ValueError(f"batch_size={config.batch_size} exceeds the {self.dataset.num_train} training examples")
@@ -195,7 +207,8 @@ class _Sweep:
                 self.model, count, self.config.batch_size, validation_lib.AFTER_WARMUPS, self.betas
             )
             self.validation_data = replicate(held, self.mesh)
-            self.validation_key = replicate(validation_lib.validation_key(self.config.seed), self.mesh)
+            keys = [validation_lib.validation_key(c.seed) for c in self.configs]
+            self.validation_key = replicate(keys[0] if self.betas is None else stack(keys), self.mesh)
 
     def _compile(self) -> None:
         """The optimizers of the configs' learning rates and the epoch function that uses them."""
@@ -234,8 +247,13 @@ class _Sweep:
     def resume(self, mid_epoch: bool, first: bool = False) -> int | None:
         """Restore the latest good checkpoint (with ``mid_epoch``, a stopped epoch's state too), or start fresh;
         write each run's config.json and drop its metric lines past the checkpoint. Returns the epochs done."""
-        fresh = replicate(create_train_state(self.model, self.tx, self.config.seed, self.adversary), self.mesh)
+        fresh_states = [
+            replicate(create_train_state(self.model, self.tx, c.seed, self.adversary), self.mesh) for c in self.configs
+        ]
+        fresh = fresh_states[0]  # the template the checkpoints restore into
         start, states = restore_latest_good(self.checkpoints, fresh, resume_epoch(self.checkpoints))
+        if start is None:
+            states = fresh_states
         partial = restore_mid_epoch(self.interrupted, fresh, start or 0) if mid_epoch else None
         if partial is not None:
             states, partial = partial

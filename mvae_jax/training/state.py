@@ -134,34 +134,45 @@ def make_step_fn(
     binarize: tuple[str, ...] = (),
     adversary: adversarial.Adversary | None = None,
     betas: tuple[float, ...] | None = None,
+    member_batches: bool = False,
 ):
-    """(state, batch) -> (state, terms): the step of a run, or of a beta sweep, on one batch (not jitted).
+    """(state, batch) -> (state, terms): the step of a run, or of a sweep, on one batch (not jitted).
 
-    With ``betas`` the state is stacked (one member per beta, leading axis) and
-    the step is vmapped over members; every member sees the same batch. The
-    modalities named in ``binarize`` hold probabilities: each step replaces
-    them by fresh Bernoulli draws (dynamic binarization).
+    With ``betas`` the state is stacked (one member per run of the sweep,
+    leading axis) and the step is vmapped over members, each with its own key
+    (its seed), counters and beta. ``member_batches``: the batch has a leading
+    member axis too (each member's own batch order, ``EpochFn``); else every
+    member sees the same batch. The modalities named in ``binarize`` hold
+    probabilities: each step replaces them by fresh Bernoulli draws of the
+    member's key (dynamic binarization).
     """
     train_step = make_train_step(model, tx, adversary)
-    batch_sharding = NamedSharding(mesh, P("data")) if mesh is not None else None
+    spec = P(None, "data") if betas is not None and member_batches else P("data")
+    batch_sharding = NamedSharding(mesh, spec) if mesh is not None else None
+
+    def binarized(rng, step, batch):
+        if not binarize:
+            return batch
+        batch, key = dict(batch), jax.random.fold_in(jax.random.fold_in(rng, BINARIZE_STREAM), step)
+        for i, name in enumerate(binarize):
+            probs = batch[name]
+            batch[name] = jax.random.bernoulli(jax.random.fold_in(key, i), probs).astype(probs.dtype)
+        return batch
+
+    def member(state: TrainState, batch, beta=None):
+        return train_step(state, binarized(state.rng, state.step, batch), *(() if beta is None else (beta,)))
 
     def step(state: TrainState, batch):
-        batch = dict(batch)
-        if binarize:
-            rng, step = first_member(state.rng, betas), first_member(state.step, betas)
-            key = jax.random.fold_in(jax.random.fold_in(rng, BINARIZE_STREAM), step)
-            for i, name in enumerate(binarize):
-                probs = batch[name]
-                batch[name] = jax.random.bernoulli(jax.random.fold_in(key, i), probs).astype(probs.dtype)
         if batch_sharding is not None:
-            batch = jax.lax.with_sharding_constraint(batch, batch_sharding)
+            batch = jax.lax.with_sharding_constraint(dict(batch), batch_sharding)
         if betas is None:
-            return train_step(state, batch)
-        return jax.vmap(train_step, in_axes=(0, None, 0))(state, batch, jnp.asarray(betas, jnp.float32))
+            return member(state, batch)
+        batch_axis = 0 if member_batches else None
+        return jax.vmap(member, in_axes=(0, batch_axis, 0))(state, batch, jnp.asarray(betas, jnp.float32))
 
     return step
 
 
 def first_member(counter: jax.Array, betas) -> jax.Array:
-    """A counter or key of a run, or of the first run of a sweep (all runs of a sweep share them)."""
+    """A counter of a run, or of the first run of a sweep (all runs of a sweep step together)."""
     return counter if betas is None else counter[0]
