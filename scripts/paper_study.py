@@ -98,7 +98,7 @@ def main(argv=None) -> None:
         return [python, "eval.py", f"--workdir={workdir}", *eval_flags]
 
     pipelines = {}  # name: (the training, the workdirs of its runs): each run evaluated once it is trained
-    if "adversarial" in parts:  # one seed sweep per kind: the seeds cost little more than one on a GPU
+    if "adversarial" in parts:  # one seed sweep per kind (one program for the seeds)
         for kind, extra in (("adversarial", ["--adversarial", f"--adv_weight={args.adv_weight}"]), ("plain", [])):
             folders = [runs / kind / f"seed{seed}" for seed in seeds]
             where = runs / kind if len(seeds) > 1 else folders[0]

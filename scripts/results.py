@@ -21,8 +21,9 @@ from the runs there are.
 
 ``--jobs=N`` trains N models at once and ``--eval_jobs=M`` (default N)
 evaluates M runs at once, each as soon as its model is trained, the slowest
-models first. On a GPU a seed sweep costs little more than one seed, and a
-few processes share the GPU (they are started with
+models first. On a GPU, where a step of batch 128 is launch-bound (about 2%
+of the matmul peak, docs/PERFORMANCE.md), a seed sweep should cost little more
+than one seed (not measured yet), and a few processes share the GPU (they are started with
 ``XLA_PYTHON_CLIENT_PREALLOCATE=false``, so that each takes only the memory
 it uses; with M > 1 each evaluation's BLAS/OpenMP threads are capped at
 cores / M, since evaluation is mostly CPU work). A command that fails is

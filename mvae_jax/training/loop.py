@@ -83,10 +83,10 @@ def train_sweep(
     than one, the states are stacked along a leading axis and every step is
     vmapped over them (one compilation); each run draws its initialisation,
     batch order, binarization and noise from its own seed and keeps its own
-    workdir, config, metrics and checkpoints, as if trained alone. On a GPU,
-    whose small steps leave it mostly idle, the seeds of a model cost little
-    more than one. A seed sweep needs in-memory data (a streamed data set has
-    one batch order).
+    workdir, config, metrics and checkpoints, as if trained alone. A GPU's
+    step of batch 128 is launch-bound, so there several runs in one program
+    should cost little more than one (not measured yet). A seed sweep needs
+    in-memory data (a streamed data set has one batch order).
     A sweep resumes from the latest epoch that every run has a checkpoint of.
     Returns the final state of each run.
 
