@@ -73,6 +73,16 @@ def one_device_run(tiny_data_dir, tmp_path_factory) -> Path:
     return workdir
 
 
+def test_a_seed_sweep_on_four_devices_trains_each_seed_like_one_device(one_device_run, tiny_data_dir, tmp_path):
+    """--seed=0,1 on 4 forced devices: each member's batch (its own order) is sharded over the devices, and seed 0
+    gives the one-device run's losses and params (that run has seed 0)."""
+    sweep = tmp_path / "sweep"
+    _run([*_train_flags(tiny_data_dir, sweep), "--seed=0,1"], _env(4))
+    np.testing.assert_allclose(_losses(sweep / "seed0"), _losses(one_device_run), rtol=1e-5)
+    np.testing.assert_allclose(_params(sweep / "seed0"), _params(one_device_run), rtol=1e-4, atol=1e-6)
+    assert not np.allclose(_losses(sweep / "seed1"), _losses(one_device_run))
+
+
 def test_eight_devices_give_the_loss_curve_and_params_of_one(one_device_run, tiny_data_dir, tmp_path):
     """train.py shards each batch over all 8 (forced CPU) devices with no flag: same losses and params as 1 device."""
     workdir = tmp_path / "eight"
