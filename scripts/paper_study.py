@@ -24,17 +24,21 @@ from __future__ import annotations
 import argparse
 from concurrent.futures import ThreadPoolExecutor
 import json
-import os
 from pathlib import Path
 import shlex
-import subprocess
 import sys
 import time
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from scripts.results import best_epoch, command_block, epochs_done, run  # noqa: E402 (needs ROOT on the path)
+from scripts.results import (  # noqa: E402 (needs ROOT on the path)
+    best_epoch,
+    command_block,
+    epochs_done,
+    jobs_env,
+    run_or_report,
+)
 
 BETAS = "0.5,1,1.5,2,3"
 SECTIONS = "coherence,fid"  # fid also writes the diversity given the label
@@ -115,7 +119,7 @@ def main(argv=None) -> None:
     commands += [evaluate(w) for _, _, folders in pipelines for w in folders]
     started, failed = time.perf_counter(), []
     if not args.summarize_only:
-        env = {**os.environ, "XLA_PYTHON_CLIENT_PREALLOCATE": "false"} if args.jobs > 1 else None
+        env = jobs_env(args.jobs)
         logs = ROOT / runs / "logs"
         logs.mkdir(exist_ok=True)
 
@@ -131,11 +135,7 @@ def main(argv=None) -> None:
                     else:
                         steps.append(evaluate(workdir))
                 for command in steps:
-                    try:
-                        run(command, log, env)
-                    except subprocess.CalledProcessError as error:
-                        failed.append(f"{shlex.join(error.cmd)} (exit {error.returncode}; log: {log.name})")
-                        print(f"FAILED: {failed[-1]}", flush=True)
+                    if not run_or_report(command, log, env, failed):
                         return
 
         with ThreadPoolExecutor(args.jobs) as pool:

@@ -61,6 +61,29 @@ def run(command: list[str], log, env: dict | None = None) -> float:
     return time.perf_counter() - start
 
 
+def run_or_report(command: list[str], log, env: dict | None, failed: list[str]) -> bool:
+    """``run``; on a failure, append what failed (with its log) to ``failed``, print it and return False."""
+    try:
+        run(command, log, env)
+        return True
+    except subprocess.CalledProcessError as error:
+        failed.append(f"{shlex.join(error.cmd)} (exit {error.returncode}; log: {log.name})")
+        print(f"FAILED: {failed[-1]}", flush=True)
+        return False
+
+
+def jobs_env(jobs: int, cap_threads: bool = False) -> dict | None:
+    """The environment of ``jobs`` commands run at once (None for one): each JAX process takes only the device
+    memory it uses; ``cap_threads``: BLAS/OpenMP threads capped at cores / jobs (CPU-bound work)."""
+    if jobs <= 1:
+        return None
+    env = {**os.environ, "XLA_PYTHON_CLIENT_PREALLOCATE": "false"}
+    if cap_threads:
+        threads = str(max(1, (os.cpu_count() or 1) // jobs))
+        env.update({v: threads for v in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")})
+    return env
+
+
 def make_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--data_dir", default=None, help="as in train.py")
@@ -136,22 +159,13 @@ def main(argv=None) -> None:
     failed = []
     if not args.summarize_only:
         eval_jobs = args.eval_jobs or args.jobs
-        train_env = {**os.environ, "XLA_PYTHON_CLIENT_PREALLOCATE": "false"} if args.jobs > 1 else None
-        eval_env = {**os.environ, "XLA_PYTHON_CLIENT_PREALLOCATE": "false"} if eval_jobs > 1 else None
-        if eval_env is not None:  # evaluation is mostly CPU work: M processes share the cores
-            threads = str(max(1, (os.cpu_count() or 1) // eval_jobs))
-            eval_env.update({v: threads for v in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")})
+        train_env = jobs_env(args.jobs)
+        eval_env = jobs_env(eval_jobs, cap_threads=True)  # evaluation is mostly CPU work: M processes share the cores
         (ROOT / runs / "logs").mkdir(exist_ok=True)
 
         def attempt(command, log_name: str, env) -> bool:
             with open(ROOT / runs / "logs" / log_name, "a") as log:
-                try:
-                    run(command, log, env)
-                    return True
-                except subprocess.CalledProcessError as error:
-                    failed.append(f"{shlex.join(error.cmd)} (exit {error.returncode}; log: {log.name})")
-                    print(f"FAILED: {failed[-1]}", flush=True)
-                    return False
+                return run_or_report(command, log, env, failed)
 
         def evaluate(model, seed):
             workdir = runs / model / f"seed{seed}"
