@@ -37,6 +37,8 @@ from scripts.results import (  # noqa: E402 (needs ROOT on the path)
     command_block,
     epochs_done,
     jobs_env,
+    kept_reading,
+    machine_of,
     run_or_report,
 )
 
@@ -169,6 +171,8 @@ SCORES = (  # (title, section, key) of the study's tables
     ("y->w", "coherence", "y->w"),
     ("w->x", "coherence", "w->x"),
     ("w->y", "coherence", "w->y"),
+    ("sampled w->x", "label_coherence", "w->x"),
+    ("sampled w->y", "label_coherence", "w->y"),
     ("prior coherence", "coherence", "prior"),
     ("FID w->x", "fid", "w->x"),
     ("FID w->y", "fid", "w->y"),
@@ -185,11 +189,12 @@ def _row(name: str, runs: list[dict]) -> str:
     cells = []
     for _, section, key in SCORES:
         values = [m[section][key] for m in runs if key in m.get(section, {})]
-        cells.append(format_cell(values, 2 if section != "coherence" else 4))
+        cells.append(format_cell(values, 4 if section in ("coherence", "label_coherence") else 2))
     return "| " + " | ".join([name, *cells]) + " |"
 
 
 def write_report(args, parts, betas, seeds, commands, python) -> None:
+    from mvae_jax.training import BEST_DIR
     from mvae_jax.training.validation import read_records
 
     head = "| run | " + " | ".join(t for t, _, _ in SCORES) + " |\n|" + "---|" * (len(SCORES) + 1)
@@ -199,10 +204,13 @@ def write_report(args, parts, betas, seeds, commands, python) -> None:
         f"Budget: {args.epochs} epochs, {args.validation:,} training pairs held out for validation; each run is "
         "scored on the test pairs at its best-validation epoch (`eval.py --step=best`). Coherence on the 10,000 "
         "test pairs; FID and diversity in the scoring CNNs' features (FID: the first 5,000 test pairs; "
-        "diversity: 100 images per class, with the real images' own value for scale).",
+        "diversity: 100 images per class, with the real images' own value for scale). `S->t` decodes the "
+        "posterior mean of q(z|S); `sampled w->t` classifies images decoded from draws z ~ q(z|w), 100 per class "
+        "(the images of the diversity column): whether the samples match the query. "
+        f"Machine: {machine_of(Path(args.runs), not args.summarize_only)}.",
         "",
     ]
-    missing = []
+    missing, trained = [], []  # trained: (name, workdir) of the runs in the tables
     if "beta" in parts:
         rows, figure_rows = [], []
         for b in betas:
@@ -213,9 +221,12 @@ def write_report(args, parts, betas, seeds, commands, python) -> None:
                 continue
             rows.append(_row(f"beta {b}", [metrics]))
             figure_rows.append((b, workdir))
+            trained.append((f"beta {b}", workdir))
         figure = Path(args.out).parent / "study_beta_samples.png"
-        if figure_rows:
+        if figure_rows and all((ROOT / w / BEST_DIR).is_dir() for _, w in figure_rows):
             _beta_figure(figure_rows, ROOT / figure)
+        elif figure_rows:  # e.g. --summarize_only from the metrics alone, on another machine
+            print(f"  no checkpoints under {args.runs}/beta: {figure} kept as it is", flush=True)
         real = next((m for m in map(_metrics, (w for _, w in figure_rows)) if m), {}).get("diversity", {})
         lines += [
             "## 1. Beta (one compiled sweep, seed 0)",
@@ -244,6 +255,7 @@ def write_report(args, parts, betas, seeds, commands, python) -> None:
                     continue
                 per_seed.append(metrics)
                 rows.append(_row(f"{kind}, seed {seed}", [metrics]))
+                trained.append((f"{kind}, seed {seed}", workdir))
                 if kind == "adversarial":
                     curves[seed] = read_records(ROOT / workdir / "metrics.jsonl")
             if len(per_seed) > 1:
@@ -266,6 +278,19 @@ def write_report(args, parts, betas, seeds, commands, python) -> None:
         ]
     if missing:
         lines += [f"**Missing** (not yet trained or evaluated): {', '.join(missing)}.", ""]
+    if trained:
+        lines += [
+            "## Convergence and cost",
+            "",
+            "The epoch each run was scored at (its lowest validation objective) and its training time: the sum of "
+            "the epoch and validation times in metrics.jsonl (a sweep's members share those epochs; other jobs "
+            "shared the machine, so these are not speed measurements).",
+            "",
+            "| run | best epoch | of | train s |",
+            "|---|---|---|---|",
+            *(_convergence_row(name, workdir) for name, workdir in trained),
+            "",
+        ]
     lines += [
         "## Commands",
         "",
@@ -276,8 +301,16 @@ def write_report(args, parts, betas, seeds, commands, python) -> None:
     ]
     out = ROOT / args.out
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text("\n".join(lines))
+    out.write_text("\n".join(lines + kept_reading(out)))
     print(f"wrote {out}")
+
+
+def _convergence_row(name: str, workdir: Path) -> str:
+    from mvae_jax.training.validation import read_records
+
+    records = [r for r in read_records(ROOT / workdir / "metrics.jsonl") if "time_s" in r]
+    seconds = sum(r["time_s"] + r.get("validation_time_s", 0.0) for r in records)
+    return f"| {name} | {best_epoch(workdir)} | {epochs_done(workdir)} | {seconds:.0f} |"
 
 
 def _beta_figure(rows, path: Path) -> None:

@@ -20,10 +20,13 @@ trained to ``--epochs`` are swept); ``--summarize_only`` writes the report
 from the runs there are.
 
 ``--jobs=N`` trains N models at once and ``--eval_jobs=M`` (default N)
-evaluates M runs at once, each as soon as its model is trained, the slowest
-models first. On a GPU, where a step of batch 128 is launch-bound (about 2%
-of the matmul peak, docs/PERFORMANCE.md), a seed sweep should cost little more
-than one seed (not measured yet), and a few processes share the GPU (they are started with
+evaluates M runs at once, each model's as soon as it is trained, the slowest
+models first. A model's first seed is evaluated first: the other seeds then
+load its compiled programs from JAX's persistent cache (when
+``JAX_COMPILATION_CACHE_DIR`` is set) instead of compiling them again. On a
+GPU, where a step of batch 128 is launch-bound (about 2% of the matmul peak,
+docs/PERFORMANCE.md), a seed sweep should cost little more than one seed (not
+measured yet), and a few processes share the GPU (they are started with
 ``XLA_PYTHON_CLIENT_PREALLOCATE=false``, so that each takes only the memory
 it uses; with M > 1 each evaluation's BLAS/OpenMP threads are capped at
 cores / M, since evaluation is mostly CPU work). A command that fails is
@@ -40,6 +43,7 @@ from pathlib import Path
 import shlex
 import subprocess
 import sys
+import threading
 import time
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -167,14 +171,24 @@ def main(argv=None) -> None:
             with open(ROOT / runs / "logs" / log_name, "a") as log:
                 return run_or_report(command, log, env, failed)
 
+        slots = threading.BoundedSemaphore(eval_jobs)  # evaluations at once, over all models
+
         def evaluate(model, seed):
             workdir = runs / model / f"seed{seed}"
             if evaluated(workdir, args, seed, seeds):
                 print(f"  {workdir} was evaluated with these flags already: kept", flush=True)
             else:
-                attempt(eval_command(args, model, seed, seeds, runs, python), f"{model}_seed{seed}.log", eval_env)
+                with slots:
+                    attempt(eval_command(args, model, seed, seeds, runs, python), f"{model}_seed{seed}.log", eval_env)
 
-        with ThreadPoolExecutor(eval_jobs) as eval_pool, ThreadPoolExecutor(args.jobs) as train_pool:
+        def evaluate_model(model):
+            # The first seed alone, then the others at once: they load its compiled programs from JAX's
+            # persistent cache (JAX_COMPILATION_CACHE_DIR) instead of each compiling the same ones.
+            evaluate(model, seeds[0])
+            with ThreadPoolExecutor(len(seeds)) as seed_pool:
+                list(seed_pool.map(lambda seed: evaluate(model, seed), seeds[1:]))
+
+        with ThreadPoolExecutor(len(models)) as eval_pool, ThreadPoolExecutor(args.jobs) as train_pool:
 
             def train(model):
                 pending = [s for s in seeds if epochs_done(runs / model / f"seed{s}") < args.epochs]
@@ -182,8 +196,7 @@ def main(argv=None) -> None:
                     train_command(args, model, pending, runs, python), f"{model}.log", train_env
                 ):
                     return
-                for seed in seeds:  # each evaluation as soon as its model is trained
-                    eval_pool.submit(evaluate, model, seed)
+                eval_pool.submit(evaluate_model, model)  # as soon as the model is trained
 
             list(train_pool.map(train, sorted(models, key=COST_ORDER.index)))
     for model, seed in pairs:
@@ -307,7 +320,7 @@ def write_report(args, models, seeds, done, commands, figure: Path, curves: Path
         f"random subset). Scored on the test pairs once per run: {selection}. Coherence, latent accuracy and FID "
         f"on the 10,000 test pairs (FID: the first 5,000); log-likelihoods on the first {args.ll_points or 10000} "
         f"with K = {args.iw_samples} importance samples. Every cell is mean ± sample std over the seeds. "
-        f"Machine: {_machine()}.",
+        f"Machine: {machine_of(Path(args.runs), not args.summarize_only)}.",
         "",
         "The published reproductions on binarized MNIST with labels are in [REPRODUCTIONS.md](REPRODUCTIONS.md).",
         "",
@@ -362,6 +375,9 @@ def write_report(args, models, seeds, done, commands, figure: Path, curves: Path
         f"tSNE of the posterior means of the first {args.tsne_points} test pairs, seed {seeds[0]}: rows are "
         "models, columns q(z|x,y,w), q(z|x), q(z|y); colour = class.",
         "",
+        f"Images decoded from z ~ p(z), seed {seeds[0]}, a row pair per model: "
+        f"[{figure.stem}_samples.png]({figure.stem}_samples.png).",
+        "",
         "## Commands",
         "",
         f"`{_invocation(args)}` runs these, in this order, from the repository root. A training already at its "
@@ -373,7 +389,7 @@ def write_report(args, models, seeds, done, commands, figure: Path, curves: Path
     ]
     out = ROOT / args.out
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text("\n".join(lines))
+    out.write_text("\n".join(lines + kept_reading(out)))
     print(f"wrote {out} and {ROOT / curves}" + (f" (and {ROOT / figure} by eval.py --compare)" if figure else ""))
 
 
@@ -394,10 +410,17 @@ def _metrics(workdir: Path) -> dict:
 
 
 def best_epoch(workdir: Path) -> int | None:
-    """The epoch held in the run's best_checkpoint/ (None if there is none)."""
+    """The epoch held in the run's best_checkpoint/; without that folder (the run's metrics copied from the
+    machine that trained it), the epoch of the lowest validation objective in its metrics.jsonl, the one
+    best_checkpoint/ held there. None if neither has one."""
+    from mvae_jax.training.validation import best_record, read_records
+
     folder = ROOT / workdir / "best_checkpoint"
-    epochs = [int(p.name) for p in folder.iterdir() if p.name.isdigit()] if folder.is_dir() else []
-    return max(epochs) if epochs else None
+    if folder.is_dir():
+        epochs = [int(p.name) for p in folder.iterdir() if p.name.isdigit()]
+        return max(epochs) if epochs else None
+    best = best_record(read_records(ROOT / workdir / "metrics.jsonl"))
+    return best["epoch"] if best else None
 
 
 def epochs_done(workdir: Path) -> int:
@@ -439,6 +462,28 @@ def evaluated(workdir: Path, args, seed: int, seeds: list[int]) -> bool:
         and sections <= set(flags.get("sections", ()))
         and all(flags.get(k) == v for k, v in wanted.items())
     )
+
+
+READING = "## Reading"  # a hand-written section from this heading on is kept when a script rewrites its page
+
+
+def kept_reading(path: Path) -> list[str]:
+    """The lines of ``path`` from its ``READING`` heading on (written by hand; none if it has none)."""
+    if not path.is_file():
+        return []
+    lines = path.read_text().split("\n")
+    start = next((i for i, line in enumerate(lines) if line.strip() == READING), None)
+    return [] if start is None else lines[start:]
+
+
+def machine_of(runs: Path, record: bool) -> str:
+    """The machine the runs under ``runs`` were made on: recorded in ``<runs>/machine.txt`` when ``record`` (a
+    script that trains or evaluates), read back from there otherwise (``--summarize_only`` elsewhere)."""
+    path = ROOT / runs / "machine.txt"
+    if record or not path.is_file():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(_machine() + "\n")
+    return path.read_text().strip()
 
 
 def _machine() -> str:

@@ -102,6 +102,9 @@ def test_train_resume_and_eval(tiny_data_dir, tmp_path, capsys):
     assert fid.pop("points") == 40  # the tiny test split
     generated = {"x->y", "y->x", "w->x", "w->y", "x,w->y", "y,w->x", "joint->x", "joint->y", "prior->x", "prior->y"}
     assert set(fid) == generated and all(v >= 0 for v in fid.values())
+    label_coherence = out["label_coherence"]  # samples of q(z | w) classified, 100 per class
+    assert set(label_coherence) == {"w->x", "w->y", "samples"} and label_coherence["samples"] == 100
+    assert all(0.0 <= label_coherence[k] <= 1.0 for k in ("w->x", "w->y"))
     diversity = out["diversity"]
     assert set(diversity) == {"w->x", "w->y", "real x", "real y", "samples"} and diversity["samples"] == 100
     assert all(diversity[k] >= 0 for k in ("w->x", "w->y", "real x", "real y"))
@@ -113,9 +116,9 @@ def test_train_resume_and_eval(tiny_data_dir, tmp_path, capsys):
         assert (workdir / "eval" / figure).stat().st_size > 10_000
 
     table = run("eval.py", "--compare", str(workdir), str(workdir), f"--out={tmp_path / 'both.png'}").stdout
-    assert table.count("| jmvae beta=2.0 |") == 10  # 2 runs in each of the 5 tables
+    assert table.count("| jmvae beta=2.0 |") == 12  # 2 runs in each of the 6 tables
     titles = ("**Coherence**", "**Latent accuracy**", "**Log-likelihood (nats)**", "**FID in the scoring CNN")
-    for title in (*titles, "**Diversity given the label"):
+    for title in (*titles, "**Diversity given the label", "**Coherence of samples given the label"):
         assert title in table
     assert "| run | params | x->w | x->y |" in table
     import eval as eval_cli  # in-process: each refusal comes before any data is read

@@ -274,6 +274,26 @@ def test_label_diversity_is_zero_for_a_decoder_that_ignores_z_and_positive_other
     assert exact["real x"] == pytest.approx(0.0, abs=1e-6)  # every real image of a class is the same one-hot
 
 
+def test_label_coherence_scores_samples_of_q_z_given_w_against_a_closed_form():
+    """The fake posterior q(z | w = c) is N(one_hot(c), I) and the exact decoder's image is classified as argmax z,
+    so a sample matches its class with P(1 + e_c > max_j!=c e_j) = int phi(t) Phi(t + 1)^9 dt for e ~ N(0, I);
+    ``coherence`` (the posterior mean) gives 1.0 for the same model."""
+    from scipy import integrate, stats
+
+    expected, _ = integrate.quad(lambda t: stats.norm.pdf(t) * stats.norm.cdf(t + 1) ** 9, -12, 12)
+    rng = jax.random.PRNGKey(0)
+    sampled = evaluation.label_coherence(fake_model("exact"), {}, "w", rng, CLASSIFY, samples=2000)
+    assert set(sampled) == {"w->x", "w->y"}
+    stderr = np.sqrt(expected * (1 - expected) / (CLASSES * 2000))
+    assert sampled["w->x"] == pytest.approx(expected, abs=4 * stderr), (sampled, expected)
+    assert sampled["w->x"] == sampled["w->y"]  # both decoders read the same draws of z
+    data, labels = fake_data()
+    assert evaluation.coherence(fake_model("exact"), {}, data, labels, CLASSIFY)["w->x"] == 1.0
+    # Always class 3: only the samples given w = 3 match.
+    constant = evaluation.label_coherence(fake_model("constant"), {}, "w", rng, CLASSIFY, samples=50)
+    assert constant == pytest.approx({"w->x": 0.1, "w->y": 0.1})
+
+
 def test_fid_of_binarized_modalities_compares_binary_draws_with_binary_images():
     """mnist_label's test digits are binary: generated pixel means are drawn as Bernoulli images before the features."""
     data, _ = fake_data(400)

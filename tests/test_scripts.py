@@ -141,8 +141,14 @@ def test_results_script_trains_seeds_selects_on_validation_and_reports_mean_and_
     # Again: everything is kept, nothing retrained; --summarize_only lists what is missing.
     out = _run("scripts/results.py", *flags)
     assert out.count("evaluated with these flags already: kept") == 2
+    # A hand-written reading under "## Reading" survives the rewrite; the machine is the one that ran the runs.
+    (runs / "machine.txt").write_text("the machine that trained them\n")
+    report.write_text(report.read_text() + "\n## Reading\n\nWords written by hand.\n")
     _run("scripts/results.py", *[f for f in flags if not f.startswith("--seeds")], "--seeds=0,1,2", "--summarize_only")
-    assert "**Missing runs** (not yet trained or evaluated): jmvae seed 2." in report.read_text()
+    text = report.read_text()
+    assert "**Missing runs** (not yet trained or evaluated): jmvae seed 2." in text
+    assert text.endswith("## Reading\n\nWords written by hand.\n") and text.count("## Reading") == 1
+    assert "Machine: the machine that trained them." in text
 
 
 def _refuses(script: str, cases, tmp_path) -> None:
@@ -188,14 +194,36 @@ def test_paper_study_sweeps_beta_compares_adversarial_and_writes_the_report(tiny
     for row in ("| beta 0.5 |", "| beta 2.0 |", "| plain, seed 1 |", "| adversarial, seed 0 |"):
         assert row in text
     mean_row = next(line for line in text.splitlines() if line.startswith("| **adversarial, mean ± std** |"))
-    assert mean_row.count(" ± ") == 1 + 11  # the title, then every score of the two seeds
-    assert "diversity w->x" in text and "Missing" not in text
+    assert mean_row.count(" ± ") == 1 + 13  # the title, then every score of the two seeds
+    assert "diversity w->x" in text and "sampled w->x" in text and "Missing" not in text
+    best = text.split("## Convergence and cost")[1].split("| adversarial, seed 1 | ")[1].split(" | ")
+    assert best[0] in ("1", "2") and best[1] == "2", best  # the convergence table: best epoch, of 2 epochs
+    assert f"Machine: {(runs / 'machine.txt').read_text().strip()}." in text
     config = json.loads((runs / "adversarial" / "seed1" / "config.json").read_text())
     assert config["adversarial"] and config["seed"] == 1 and config["disc_network"] == "auto"
     for figure in ("study_beta_samples.png", "study_adversarial.png"):
         assert (tmp_path / figure).stat().st_size > 10_000
     out = _run("scripts/paper_study.py", *flags)  # everything is kept
     assert out.count("trained, kept") == 3 and out.count("is evaluated: kept") == 6  # 3 sweeps, 6 runs
+    # The report again from the runs' metrics alone (copied off the machine that trained them, no checkpoints):
+    # the same tables, the figure kept, a hand-written reading kept.
+    copy = tmp_path / "copied"
+    for path in runs.rglob("*"):
+        if path.is_file() and "checkpoint" not in str(path.relative_to(runs)):
+            (copy / path.relative_to(runs)).parent.mkdir(parents=True, exist_ok=True)
+            (copy / path.relative_to(runs)).write_bytes(path.read_bytes())
+    report.write_text(text.replace(str(runs), str(copy)) + "\n## Reading\n\nWords written by hand.\n")
+    figure = (tmp_path / "study_beta_samples.png").read_bytes()
+    out = _run(
+        "scripts/paper_study.py",
+        *[f for f in flags if not f.startswith("--runs")],
+        f"--runs={copy}",
+        "--summarize_only",
+    )
+    again = report.read_text()
+    assert "no checkpoints under" in out and (tmp_path / "study_beta_samples.png").read_bytes() == figure
+    assert "Missing" not in again and again.endswith("## Reading\n\nWords written by hand.\n")
+    assert again.split("## Reading")[0].strip() == text.replace(str(runs), str(copy)).strip()
 
 
 def test_paper_study_refuses_bad_flags_before_any_work(tmp_path):

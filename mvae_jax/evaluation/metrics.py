@@ -510,6 +510,32 @@ def label_samples(
     return {t: np.asarray(means[t]) for t in targets}
 
 
+def label_coherence(
+    model: Model,
+    params,
+    label: str,
+    rng: jax.Array,
+    classify: Mapping[str, Classify],
+    samples: int = 100,
+) -> dict[str, float]:
+    """Coherence of samples given the label: {"<label>->t": mean over classes c of the fraction of ``samples``
+    images x_t = E[x_t | z], z ~ q(z | label = c), that ``classify[t]`` assigns to c}.
+
+    ``coherence`` decodes the posterior mean, one image per class for a label;
+    this scores draws from q(z | w) instead: whether the samples match the
+    query (the paper's Figures 3-6). With the same ``rng`` and ``samples`` the
+    images are those of ``label_diversity``.
+    """
+    classes = {m.name: m for m in model.modalities}[label].shape[-1]
+    targets = tuple(t for t in model.names if t in classify)
+    hits = {t: [] for t in targets}
+    for c in range(classes):
+        means = label_samples(model, params, label, (c,), samples, targets, jax.random.fold_in(rng, c))
+        for t in targets:
+            hits[t].append(float(np.mean(np.asarray(classify[t](means[t])) == c)))
+    return {f"{label}->{t}": float(np.mean(v)) for t, v in hits.items()}
+
+
 def mean_pairwise_distance(features: np.ndarray) -> float:
     """Mean Euclidean distance between distinct rows of ``features`` (n, d), n >= 2: sum_{i != j} ||f_i - f_j|| /
     (n (n - 1)), in float64."""

@@ -7,6 +7,7 @@ import statistics
 
 SECTIONS = (
     ("coherence", "Coherence"),
+    ("label_coherence", "Coherence of samples given the label: z ~ q(z|w), 100 per class"),
     ("latent_accuracy", "Latent accuracy"),
     ("log_likelihood", "Log-likelihood (nats)"),
     ("fid", "FID in the scoring CNN's features (lower is closer to the real images)"),
@@ -31,7 +32,8 @@ def format_cell(values: Sequence[float], digits: int) -> str:
 
 
 def results_table(runs) -> str:
-    """Markdown tables of coherence, latent accuracy, log-likelihood and FID (one each), a row per run.
+    """Markdown tables of coherence, sampled coherence, latent accuracy, log-likelihood, FID and diversity (one
+    each, where the runs have the section), a row per run.
 
     ``runs``: (name, metrics) pairs, metrics one eval/metrics.json, or a list of
     them (one per seed: each cell is then mean ± sample std over the seeds).

@@ -56,8 +56,13 @@ class Context:
         return jax.random.PRNGKey(self.options.seed)
 
 
+DIVERSITY_SAMPLES = 100  # images per class generated from the label (``diversity``, ``label_coherence``)
+LABEL_STREAM = 7  # their key: fold_in(--seed key, 7), so both statistics describe the same images
+
+
 def coherence(ctx: Context) -> dict:
-    """Cross-modal and prior coherence, scored by the data set's CNNs.
+    """Cross-modal and prior coherence, scored by the data set's CNNs, and the coherence of samples given
+    the label (``metrics.label_coherence``).
 
     By default the CNNs shipped in ``mvae_jax/weights`` (checksum verified), so
     every user scores with the same ones; with ``--classifier_dir`` or
@@ -73,7 +78,14 @@ def coherence(ctx: Context) -> dict:
     scores["prior"] = metrics.prior_coherence(
         ctx.model, ctx.params, jax.random.fold_in(ctx.rng, 1), classify, ctx.options.prior_samples
     )
-    return {"classifiers": accuracies, "coherence": scores}
+    out = {"classifiers": accuracies, "coherence": scores}
+    label = next((m.name for m in ctx.model.modalities if m.likelihood == "categorical"), None)
+    if label is not None:  # the same images as fid's diversity (same key and count)
+        sampled = metrics.label_coherence(
+            ctx.model, ctx.params, label, jax.random.fold_in(ctx.rng, LABEL_STREAM), classify, DIVERSITY_SAMPLES
+        )
+        out["label_coherence"] = {**sampled, "samples": DIVERSITY_SAMPLES}
+    return out
 
 
 def scoring_cnns(ctx: Context) -> tuple[dict, dict]:
@@ -122,9 +134,6 @@ def objective(ctx: Context) -> dict:
     return {"objective": {**{k: float(v) for k, v in terms.items()}, "points": n}}
 
 
-DIVERSITY_SAMPLES = 100  # images per class of the ``diversity`` statistic
-
-
 def fid(ctx: Context) -> dict:
     """Frechet distances of generated to real images in the scoring CNN's penultimate features (lower: closer),
     and the diversity of images generated from the label in the same features (``metrics.label_diversity``).
@@ -160,7 +169,7 @@ def fid(ctx: Context) -> dict:
             ctx.model,
             ctx.params,
             label,
-            jax.random.fold_in(ctx.rng, 7),
+            jax.random.fold_in(ctx.rng, LABEL_STREAM),
             features,
             DIVERSITY_SAMPLES,
             data,
