@@ -201,6 +201,8 @@ def write_report(args, parts, betas, seeds, commands, python) -> None:
     lines = [
         "# pemvae: the paper's beta study and adversarial claim, on the trimodal data",
         "",
+        *(["What the tables say is written [at the end](#reading)."] if kept_reading(ROOT / args.out) else []),
+        "",
         f"Budget: {args.epochs} epochs, {args.validation:,} training pairs held out for validation; each run is "
         "scored on the test pairs at its best-validation epoch (`eval.py --step=best`). Coherence on the 10,000 "
         "test pairs; FID and diversity in the scoring CNNs' features (FID: the first 5,000 test pairs; "

@@ -25,8 +25,8 @@ models first. A model's first seed is evaluated first: the other seeds then
 load its compiled programs from JAX's persistent cache (when
 ``JAX_COMPILATION_CACHE_DIR`` is set) instead of compiling them again. On a
 GPU, where a step of batch 128 is launch-bound (about 2% of the matmul peak,
-docs/PERFORMANCE.md), a seed sweep should cost little more than one seed (not
-measured yet), and a few processes share the GPU (they are started with
+docs/PERFORMANCE.md), a seed sweep costs little more than one seed (about 1.6
+times for 3 JMVAE seeds on a shared H100), and a few processes share the GPU (they are started with
 ``XLA_PYTHON_CLIENT_PREALLOCATE=false``, so that each takes only the memory
 it uses; with M > 1 each evaluation's BLAS/OpenMP threads are capped at
 cores / M, since evaluation is mostly CPU work). A command that fails is
@@ -105,6 +105,12 @@ def make_parser() -> argparse.ArgumentParser:
         help="which epoch is scored on the test pairs: best = the lowest validation objective (eval.py "
         "--step=best), last = the last one (default: best)",
     )
+    parser.add_argument(
+        "--reference",
+        default="pemvae",
+        help="the model the report compares with each other one (difference of the means, Welch's p); "
+        "default: the paper's pemvae",
+    )
     parser.add_argument("--runs", default="runs/results", help="parent of the per-model workdirs")
     parser.add_argument("--iw_samples", type=int, default=1000)
     parser.add_argument("--ll_points", type=int, default=500, help="test pairs of the likelihoods (0: all 10,000)")
@@ -137,6 +143,8 @@ def check_args(parser: argparse.ArgumentParser, args) -> tuple[list[str], list[i
         parser.error(f"--seeds={args.seeds!r}: allowed: distinct integers >= 0, e.g. 0,1,2")
     if args.epochs < 1:
         parser.error(f"--epochs={args.epochs} is invalid; allowed: an integer >= 1")
+    if args.reference not in MODELS:
+        parser.error(f"--reference={args.reference!r}: allowed: one of {','.join(MODELS)}")
     for flag in ("jobs", "eval_jobs"):
         if getattr(args, flag) is not None and getattr(args, flag) < 1:
             parser.error(f"--{flag}={getattr(args, flag)} is invalid; allowed: an integer >= 1")
@@ -272,6 +280,8 @@ def write_report(args, models, seeds, done, commands, figure: Path, curves: Path
                 records.setdefault(m, {})[s] = read_records(ROOT / runs / m / f"seed{s}" / "metrics.jsonl")
     figures.plot_validation_curves(records, ROOT / curves)
     table = report.results_table([(m, metrics[m]) for m in models if m in metrics])
+    compared = (*report.SINGLE_MODALITY_SCORES, ("coherence", "prior"))
+    differences = report.difference_table(args.reference, [(m, metrics[m]) for m in models if m in metrics], compared)
     missing = [f"{m} seed {s}" for m in models for s in seeds if s not in done.get(m, {})]
     unevaluated = [
         f"{m} seed {s}" for m in models for s in seeds if s in records.get(m, {}) and s not in done.get(m, {})
@@ -313,6 +323,8 @@ def write_report(args, models, seeds, done, commands, figure: Path, curves: Path
     lines = [
         "# Results: every model on the trimodal data, several seeds, selected on validation",
         "",
+        *(["What the tables say is written [at the end](#reading)."] if kept_reading(ROOT / args.out) else []),
+        "",
         f"Budget: {args.epochs} epochs of the training pairs less {args.validation:,} held out for validation "
         f"(60,000 - N on the real data), batch 128, Adam 1e-3, beta {args.beta}, "
         f"seeds {', '.join(map(str, seeds))}, {flags}"
@@ -343,6 +355,19 @@ def write_report(args, models, seeds, done, commands, figure: Path, curves: Path
         "reproduction has those).",
         "",
         table,
+        "",
+        *(
+            [
+                f"**{args.reference} against each model**: the difference of the means over the seeds "
+                f"({args.reference} minus the model) and the two-sided p-value of Welch's t-test, with no "
+                "correction for the several comparisons. Latent accuracy of q(z|x) and q(z|y) is how far apart "
+                "the single-modality clusters are.",
+                "",
+                differences,
+            ]
+            if differences
+            else []
+        ),
         "",
         "**Convergence**: the validation objective (the model's loss with its final weights, on the held-out "
         f"pairs) per epoch is in [{curves.name}]({curves.name}). Best epoch per seed, its validation loss, and "
@@ -390,7 +415,10 @@ def write_report(args, models, seeds, done, commands, figure: Path, curves: Path
     out = ROOT / args.out
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text("\n".join(lines + kept_reading(out)))
-    print(f"wrote {out} and {ROOT / curves}" + (f" (and {ROOT / figure} by eval.py --compare)" if figure else ""))
+    print(
+        f"wrote {out} and {ROOT / curves}"
+        + (f" (and {ROOT / figure} by eval.py --compare)" if not args.summarize_only else "")
+    )
 
 
 def command_block(commands, python: str) -> list[str]:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import pytest
 
 from mvae_jax.evaluation import report
@@ -73,3 +75,24 @@ def test_results_script_reports_mean_and_std_over_seeds_from_finished_runs(tmp_p
     assert "| jmvae | 11, 11 | 289.00 ± 0.00 | -5.00 ± 0.00 |" in text
     assert "| jmvae | 4,380,362 | 120 ± 0 | 5000 ± 0 | 100 ± 0 |" in text
     assert (tmp_path / "results_validation.png").stat().st_size > 10_000 and "Missing runs" not in text
+
+
+def test_welch_against_a_hand_computation():
+    # a = 1, 2, 3 and b = 4, 5, 6: t = -3 / sqrt(1/3 + 1/3) = -3.674 with 4 degrees of freedom, p = 0.02131.
+    difference, p = report.welch([1.0, 2.0, 3.0], [4.0, 5.0, 6.0])
+    assert difference == -3.0 and p == pytest.approx(0.02131, abs=1e-5)
+    assert math.isnan(report.welch([1.0], [2.0, 3.0])[1]) and math.isnan(report.welch([1.0, 1.0], [2.0, 2.0])[1])
+
+
+def test_difference_table_gives_the_reference_minus_each_run_with_welchs_p():
+    seeds = {
+        "pemvae": [_metrics(0.9, -100.0), _metrics(0.92, -100.0), _metrics(0.94, -100.0)],
+        "jmvae": [_metrics(0.8, -90.0), _metrics(0.82, -90.0), _metrics(0.84, -90.0)],
+        "mvae": [_metrics(0.9, -90.0)],
+    }
+    text = report.difference_table("pemvae", list(seeds.items()), [("coherence", "x->w")])
+    lines = text.splitlines()
+    assert lines[0] == "| against | coherence x->w |"
+    # The same spread (sd 0.02) on both sides, means 0.92 and 0.82: t = 0.1 / (0.02 * sqrt(2/3)) = 6.124, df 4.
+    assert lines[2] == "| jmvae | +0.1000 (p 0.004) |" and lines[3] == "| mvae | +0.0200 |"
+    assert report.difference_table("telbo", list(seeds.items()), [("coherence", "x->w")]) == ""

@@ -169,6 +169,7 @@ def test_results_script_refuses_bad_flags_before_any_work(tmp_path):
         ("--validation=0", "model selection needs a validation split"),
         ("--jobs=0", "--jobs=0 is invalid; allowed: an integer >= 1"),
         ("--eval_jobs=0", "--eval_jobs=0 is invalid; allowed: an integer >= 1"),
+        ("--reference=vae", "--reference='vae': allowed: one of jmvae,telbo,mvae,pemvae,mmvae,mopoe"),
     )
     _refuses("scripts/results.py", cases, tmp_path)
 
@@ -223,7 +224,9 @@ def test_paper_study_sweeps_beta_compares_adversarial_and_writes_the_report(tiny
     again = report.read_text()
     assert "no checkpoints under" in out and (tmp_path / "study_beta_samples.png").read_bytes() == figure
     assert "Missing" not in again and again.endswith("## Reading\n\nWords written by hand.\n")
-    assert again.split("## Reading")[0].strip() == text.replace(str(runs), str(copy)).strip()
+    pointer = "What the tables say is written [at the end](#reading).\n"
+    assert pointer in again
+    assert again.split("## Reading")[0].replace(pointer, "").strip() == text.replace(str(runs), str(copy)).strip()
 
 
 def test_paper_study_refuses_bad_flags_before_any_work(tmp_path):

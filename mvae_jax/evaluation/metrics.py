@@ -528,12 +528,12 @@ def label_coherence(
     """
     classes = {m.name: m for m in model.modalities}[label].shape[-1]
     targets = tuple(t for t in model.names if t in classify)
-    hits = {t: [] for t in targets}
+    hits = dict.fromkeys(targets, 0)
     for c in range(classes):
         means = label_samples(model, params, label, (c,), samples, targets, jax.random.fold_in(rng, c))
         for t in targets:
-            hits[t].append(float(np.mean(np.asarray(classify[t](means[t])) == c)))
-    return {f"{label}->{t}": float(np.mean(v)) for t, v in hits.items()}
+            hits[t] += int(np.sum(np.asarray(classify[t](means[t])) == c))
+    return {f"{label}->{t}": n / (classes * samples) for t, n in hits.items()}  # as many samples per class
 
 
 def mean_pairwise_distance(features: np.ndarray) -> float:

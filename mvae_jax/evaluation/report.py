@@ -14,6 +14,18 @@ SECTIONS = (
     ("diversity", "Diversity given the label: mean pairwise feature distance of generated images of one class"),
 )
 
+# (section, key) of the paper's question: how far apart the single-modality clusters are (latent accuracy of
+# q(z|x), q(z|y)), then transfer from one modality (coherence). scripts/pemvae_study.py chooses on these;
+# scripts/results.py compares its --reference on them (and the prior coherence).
+SINGLE_MODALITY_SCORES = (
+    ("latent_accuracy", "x"),
+    ("latent_accuracy", "y"),
+    ("coherence", "x->w"),
+    ("coherence", "y->w"),
+    ("coherence", "x->y"),
+    ("coherence", "y->x"),
+)
+
 
 def mean_std(values: Sequence[float]) -> tuple[float, float]:
     """(mean, sample standard deviation); the deviation of a single value is 0."""
@@ -58,3 +70,44 @@ def results_table(runs) -> str:
             lines.append("| " + " | ".join([name, f"{seeds[0].get('params', 0):,}", *cells]) + " |")
         tables.append("\n".join(lines))
     return "\n\n".join(tables)
+
+
+def welch(a: Sequence[float], b: Sequence[float]) -> tuple[float, float]:
+    """(mean(a) - mean(b), two-sided p-value of Welch's t-test); the p-value is nan with fewer than 2 values on
+    a side or no spread on either."""
+    from scipy import stats
+
+    difference = statistics.mean(a) - statistics.mean(b)
+    if min(len(a), len(b)) < 2 or (statistics.stdev(a) == 0 and statistics.stdev(b) == 0):
+        return difference, float("nan")
+    return difference, float(stats.ttest_ind(a, b, equal_var=False).pvalue)
+
+
+def difference_table(reference: str, runs, columns: Sequence[tuple[str, str]]) -> str:
+    """A markdown table of ``reference`` minus each other run: per (section, key) of ``columns``, the
+    difference of the means over seeds and Welch's p-value (no correction for the several comparisons).
+
+    ``runs``: (name, [metrics per seed]) pairs as in ``results_table``; the reference is one of the names.
+    """
+    runs = dict(runs)
+    if reference not in runs:
+        return ""
+
+    def values(name, section, key):
+        return [m[section][key] for m in runs[name] if m.get(section, {}).get(key) is not None]
+
+    head = ["against", *(f"{section} {key}" for section, key in columns)]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for name in runs:
+        if name == reference:
+            continue
+        cells = []
+        for section, key in columns:
+            a, b = values(reference, section, key), values(name, section, key)
+            if not a or not b:
+                cells.append("")
+                continue
+            difference, p = welch(a, b)
+            cells.append(f"{difference:+.4f} (p {p:.3f})" if p == p else f"{difference:+.4f}")
+        lines.append("| " + " | ".join([name, *cells]) + " |")
+    return "\n".join(lines)

@@ -85,7 +85,8 @@ def train_sweep(
     batch order, binarization and noise from its own seed and keeps its own
     workdir, config, metrics and checkpoints, as if trained alone. A GPU's
     step of batch 128 is launch-bound, so there several runs in one program
-    should cost little more than one (not measured yet). A seed sweep needs
+    cost little more than one (an H100 bound: 3 JMVAE seeds took about 1.6
+    times one seed's time, on a shared GPU; docs/PERFORMANCE.md). A seed sweep needs
     in-memory data (a streamed data set has one batch order).
     A sweep resumes from the latest epoch that every run has a checkpoint of.
     Returns the final state of each run.
