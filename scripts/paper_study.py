@@ -33,6 +33,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from scripts.results import (  # noqa: E402 (needs ROOT on the path)
+    NEWER_SCORES,
     best_epoch,
     command_block,
     epochs_done,
@@ -132,7 +133,7 @@ def main(argv=None) -> None:
                 if not steps:
                     print(f"  {', '.join(map(str, folders))}: trained, kept", flush=True)
                 for workdir in folders:
-                    if _evaluated(workdir, eval_flags):
+                    if _evaluated(workdir, eval_flags, current=True):
                         print(f"  {workdir} is evaluated: kept", flush=True)
                     else:
                         steps.append(evaluate(workdir))
@@ -148,7 +149,9 @@ def main(argv=None) -> None:
         raise SystemExit("failed steps (the report lists what is missing):\n" + "\n".join(failed))
 
 
-def _evaluated(workdir: Path, eval_flags) -> bool:
+def _evaluated(workdir: Path, eval_flags, current: bool = False) -> bool:
+    """Whether the run's best epoch was evaluated with the study's sections; ``current``: and has every score
+    of today's eval.py (else it is evaluated again; the report still shows the scores it has)."""
     path = ROOT / workdir / "eval" / "metrics.json"
     if not path.is_file():
         return False
@@ -158,6 +161,7 @@ def _evaluated(workdir: Path, eval_flags) -> bool:
         metrics.get("epoch") == best_epoch(workdir)
         and metrics.get("eval_flags", {}).get("step") == "best"
         and sections <= set(metrics.get("eval_flags", {}).get("sections", ()))
+        and (not current or all(k in metrics for k in NEWER_SCORES))
     )
 
 

@@ -138,9 +138,13 @@ def test_results_script_trains_seeds_selects_on_validation_and_reports_mean_and_
     assert not (runs / "jmvae" / "seed1" / "eval" / "tsne.npz").exists()
     assert (tmp_path / "results_tsne.png").stat().st_size > 10_000
     assert (tmp_path / "results_validation.png").stat().st_size > 10_000
-    # Again: everything is kept, nothing retrained; --summarize_only lists what is missing.
+    # Again: everything is kept, nothing retrained, but an evaluation older than a score eval.py gained since
+    # (label_coherence) is run again; --summarize_only lists what is missing.
+    older = runs / "jmvae" / "seed1" / "eval" / "metrics.json"
+    older.write_text(json.dumps({k: v for k, v in json.loads(older.read_text()).items() if k != "label_coherence"}))
     out = _run("scripts/results.py", *flags)
-    assert out.count("evaluated with these flags already: kept") == 2
+    assert out.count("evaluated with these flags already: kept") == 1 and "eval.py --workdir" in out
+    assert "label_coherence" in json.loads(older.read_text())
     # A hand-written reading under "## Reading" survives the rewrite; the machine is the one that ran the runs.
     (runs / "machine.txt").write_text("the machine that trained them\n")
     report.write_text(report.read_text() + "\n## Reading\n\nWords written by hand.\n")
@@ -204,8 +208,11 @@ def test_paper_study_sweeps_beta_compares_adversarial_and_writes_the_report(tiny
     assert config["adversarial"] and config["seed"] == 1 and config["disc_network"] == "auto"
     for figure in ("study_beta_samples.png", "study_adversarial.png"):
         assert (tmp_path / figure).stat().st_size > 10_000
-    out = _run("scripts/paper_study.py", *flags)  # everything is kept
-    assert out.count("trained, kept") == 3 and out.count("is evaluated: kept") == 6  # 3 sweeps, 6 runs
+    older = runs / "plain" / "seed0" / "eval" / "metrics.json"  # as if evaluated before label_coherence existed
+    older.write_text(json.dumps({k: v for k, v in json.loads(older.read_text()).items() if k != "label_coherence"}))
+    out = _run("scripts/paper_study.py", *flags)  # everything is kept but that evaluation
+    assert out.count("trained, kept") == 3 and out.count("is evaluated: kept") == 5  # 3 sweeps, 6 runs
+    assert "label_coherence" in json.loads(older.read_text())
     # The report again from the runs' metrics alone (copied off the machine that trained them, no checkpoints):
     # the same tables, the figure kept, a hand-written reading kept.
     copy = tmp_path / "copied"
