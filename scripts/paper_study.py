@@ -41,6 +41,7 @@ from scripts.results import (  # noqa: E402 (needs ROOT on the path)
     kept_reading,
     machine_of,
     run_or_report,
+    train_seconds,
 )
 
 BETAS = "0.5,1,1.5,2,3"
@@ -202,10 +203,11 @@ def write_report(args, parts, betas, seeds, commands, python) -> None:
     from mvae_jax.training.validation import read_records
 
     head = "| run | " + " | ".join(t for t, _, _ in SCORES) + " |\n|" + "---|" * (len(SCORES) + 1)
+    reading = kept_reading(ROOT / args.out)
     lines = [
         "# pemvae: the paper's beta study and adversarial claim, on the trimodal data",
         "",
-        *(["What the tables say is written [at the end](#reading)."] if kept_reading(ROOT / args.out) else []),
+        *(["What the tables say is written [at the end](#reading)."] if reading else []),
         "",
         f"Budget: {args.epochs} epochs, {args.validation:,} training pairs held out for validation; each run is "
         "scored on the test pairs at its best-validation epoch (`eval.py --step=best`). Coherence on the 10,000 "
@@ -307,15 +309,14 @@ def write_report(args, parts, betas, seeds, commands, python) -> None:
     ]
     out = ROOT / args.out
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text("\n".join(lines + kept_reading(out)))
+    out.write_text("\n".join(lines + reading))
     print(f"wrote {out}")
 
 
 def _convergence_row(name: str, workdir: Path) -> str:
     from mvae_jax.training.validation import read_records
 
-    records = [r for r in read_records(ROOT / workdir / "metrics.jsonl") if "time_s" in r]
-    seconds = sum(r["time_s"] + r.get("validation_time_s", 0.0) for r in records)
+    seconds = train_seconds(read_records(ROOT / workdir / "metrics.jsonl"))
     return f"| {name} | {best_epoch(workdir)} | {epochs_done(workdir)} | {seconds:.0f} |"
 
 

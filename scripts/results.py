@@ -279,9 +279,11 @@ def write_report(args, models, seeds, done, commands, figure: Path, curves: Path
             if epochs_done(runs / m / f"seed{s}"):
                 records.setdefault(m, {})[s] = read_records(ROOT / runs / m / f"seed{s}" / "metrics.jsonl")
     figures.plot_validation_curves(records, ROOT / curves)
-    table = report.results_table([(m, metrics[m]) for m in models if m in metrics])
+    evaluated_runs = [(m, metrics[m]) for m in models if m in metrics]
+    table = report.results_table(evaluated_runs)
     compared = (*report.SINGLE_MODALITY_SCORES, ("coherence", "prior"))
-    differences = report.difference_table(args.reference, [(m, metrics[m]) for m in models if m in metrics], compared)
+    differences = report.difference_table(args.reference, evaluated_runs, compared)
+    reading = kept_reading(ROOT / args.out)
     missing = [f"{m} seed {s}" for m in models for s in seeds if s not in done.get(m, {})]
     unevaluated = [
         f"{m} seed {s}" for m in models for s in seeds if s in records.get(m, {}) and s not in done.get(m, {})
@@ -306,7 +308,7 @@ def write_report(args, models, seeds, done, commands, figure: Path, curves: Path
     timing, total_s = [], 0.0
     for m in models:
         per_seed = [r for _, r in sorted(records.get(m, {}).items())]
-        train_s = [sum(e["time_s"] + e.get("validation_time_s", 0.0) for e in r) for r in per_seed if r]
+        train_s = [train_seconds(r) for r in per_seed if r]
         rates = [max(e["samples_per_s"] for e in r) for r in per_seed if r]
         eval_s = [x["eval_seconds"] for x in metrics.get(m, [])]
         params = f"{metrics[m][0]['params']:,}" if m in metrics else ""
@@ -323,7 +325,7 @@ def write_report(args, models, seeds, done, commands, figure: Path, curves: Path
     lines = [
         "# Results: every model on the trimodal data, several seeds, selected on validation",
         "",
-        *(["What the tables say is written [at the end](#reading)."] if kept_reading(ROOT / args.out) else []),
+        *(["What the tables say is written [at the end](#reading)."] if reading else []),
         "",
         f"Budget: {args.epochs} epochs of the training pairs less {args.validation:,} held out for validation "
         f"(60,000 - N on the real data), batch 128, Adam 1e-3, beta {args.beta}, "
@@ -414,7 +416,7 @@ def write_report(args, models, seeds, done, commands, figure: Path, curves: Path
     ]
     out = ROOT / args.out
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text("\n".join(lines + kept_reading(out)))
+    out.write_text("\n".join(lines + reading))
     print(
         f"wrote {out} and {ROOT / curves}"
         + (f" (and {ROOT / figure} by eval.py --compare)" if not args.summarize_only else "")
@@ -441,14 +443,20 @@ def best_epoch(workdir: Path) -> int | None:
     """The epoch held in the run's best_checkpoint/; without that folder (the run's metrics copied from the
     machine that trained it), the epoch of the lowest validation objective in its metrics.jsonl, the one
     best_checkpoint/ held there. None if neither has one."""
+    from mvae_jax.training import BEST_DIR
     from mvae_jax.training.validation import best_record, read_records
 
-    folder = ROOT / workdir / "best_checkpoint"
+    folder = ROOT / workdir / BEST_DIR
     if folder.is_dir():
         epochs = [int(p.name) for p in folder.iterdir() if p.name.isdigit()]
         return max(epochs) if epochs else None
     best = best_record(read_records(ROOT / workdir / "metrics.jsonl"))
     return best["epoch"] if best else None
+
+
+def train_seconds(records: list[dict]) -> float:
+    """A run's training time: the sum of the epoch and validation times of its metrics.jsonl records."""
+    return sum(r["time_s"] + r.get("validation_time_s", 0.0) for r in records if "time_s" in r)
 
 
 def epochs_done(workdir: Path) -> int:
