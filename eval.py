@@ -25,11 +25,13 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 from pathlib import Path
+import signal
 import sys
 import time
 
-from mvae_jax import cli
+from mvae_jax import cli, errors
 
 log = logging.getLogger("eval")
 
@@ -235,6 +237,8 @@ def restore(args, training):
     for epoch in wanted:
         try:
             restored = training.restore_model(args.workdir, epoch)
+        except errors.ConfigMismatch:
+            raise  # the settings, not the checkpoint, are wrong: one line, whichever epoch
         except Exception as e:  # orbax / tensorstore raise many types for damaged files
             skipped.append((epoch, f"{type(e).__name__}: {(str(e).splitlines() or [''])[0][:160]}"))
             continue
@@ -355,7 +359,7 @@ def _evaluate(args, sections, labelled, query) -> dict:
     from mvae_jax import evaluation, networks, training
     from mvae_jax.data import load_dataset
     from mvae_jax.evaluation import sections as registry
-    from mvae_jax.files import atomic_write_text
+    from mvae_jax.files import atomic_write_text, exclusive_lock
 
     config, model, state = restore(args, training)
     if args.data_dir is not None:
@@ -397,30 +401,75 @@ def _evaluate(args, sections, labelled, query) -> dict:
             "step",
         )
     }
-    metrics = {"epoch": ctx.epoch, "params": networks.count_params(state.params), "split": args.split}
-    if path.is_file():  # keep sections computed earlier for the same checkpoint
-        old = json.loads(path.read_text())
-        if old.get("epoch") == metrics["epoch"]:
-            metrics = {**old, **metrics}
-    metrics["eval_flags"] = {**flags, "sections": list(sections)}
-    start = time.perf_counter()
+    # What this evaluation computes; each save merges it into metrics.json as it is on disk then (another
+    # eval.py of the same checkpoint may have saved since), under an exclusive lock of the eval folder.
+    own = {"epoch": ctx.epoch, "params": networks.count_params(state.params), "split": args.split}
+    own["eval_flags"] = {**flags, "sections": list(sections)}
+    own["section_seconds"], own["queries"] = {}, {}
+    start, written = time.perf_counter(), {}
 
     def save():
-        metrics["eval_seconds"] = round(time.perf_counter() - start, 1)
-        atomic_write_text(path, json.dumps(metrics, indent=2) + "\n")
+        own["eval_seconds"] = round(time.perf_counter() - start, 1)
+        with exclusive_lock(ctx.out_dir / METRICS_LOCK):
+            merged = merge_metrics(read_metrics(path), own)
+            atomic_write_text(path, json.dumps(merged, indent=2) + "\n")
+        written.update(merged)
 
-    timings = metrics.setdefault("section_seconds", {})
     for name in sections:
         began = time.perf_counter()
-        metrics.update(registry.SECTIONS[name](ctx))
-        timings[name] = round(time.perf_counter() - began, 1)
-        log.info("section %s: %.1f s", name, timings[name])
+        try:
+            own.update(registry.SECTIONS[name](ctx))
+        except errors.Interrupted as e:
+            raise errors.Interrupted(
+                f"{e} during section {name}: {path} holds the sections finished before it "
+                f"({', '.join(sections[: sections.index(name)]) or 'none'})",
+                e.signal_number,
+            ) from None
+        own["section_seconds"][name] = round(time.perf_counter() - began, 1)
+        log.info("section %s: %.1f s", name, own["section_seconds"][name])
         save()
     if query is not None:
         given, (values, named) = query
-        metrics.setdefault("queries", {}).update(registry.query(ctx, args.query, values, named, given))
+        own["queries"].update(registry.query(ctx, args.query, values, named, given))
     save()
-    return metrics
+    return written
+
+
+METRICS_LOCK = ".metrics.lock"  # in the eval folder: held exclusively while metrics.json is read and replaced
+
+
+def read_metrics(path: Path) -> dict:
+    """metrics.json as it is on disk ({} if absent); a damaged one is moved aside (never lost) with a warning."""
+    if not path.is_file():
+        return {}
+    try:
+        found = json.loads(path.read_text())
+        if isinstance(found, dict):
+            return found
+    except (ValueError, UnicodeDecodeError):
+        pass
+    aside = path.with_name(f"{path.name}.damaged-{time.strftime('%Y%m%dT%H%M%S')}")
+    path.replace(aside)
+    log.warning("%s is not a JSON object of metrics: moved to %s, written afresh", path, aside)
+    return {}
+
+
+def merge_metrics(on_disk: dict, own: dict) -> dict:
+    """metrics.json after this evaluation's save: what is on disk for the same checkpoint (epoch) and split, with
+    this evaluation's sections, timings and queries over it; the file of another checkpoint is replaced."""
+    if on_disk.get("epoch") != own["epoch"] or on_disk.get("split", own["split"]) != own["split"]:
+        return {k: v for k, v in own.items() if k != "queries" or v}
+    merged = {**on_disk, **own}
+    for key in ("section_seconds", "queries"):
+        merged[key] = {**on_disk.get(key, {}), **own[key]}
+    if not merged["queries"]:
+        del merged["queries"]  # present only once a query was evaluated
+    earlier = on_disk.get("eval_flags", {}).get("sections", [])
+    merged["eval_flags"] = {
+        **own["eval_flags"],
+        "sections": [*earlier, *(n for n in own["eval_flags"]["sections"] if n not in earlier)],
+    }
+    return merged
 
 
 def compare(args) -> str:
@@ -468,7 +517,7 @@ def compare(args) -> str:
 def main(argv=None) -> None:
     args = make_parser().parse_args(argv)
     cli.setup_logging(args.verbose)
-    with cli.user_errors("eval.py"):
+    with cli.user_errors("eval.py"), cli.interrupt_on_signals():
         check_args(args)
         cli.enable_compilation_cache(args.compilation_cache)
         if args.compare is not None:
@@ -479,5 +528,19 @@ def main(argv=None) -> None:
         print(f"eval.py: wrote {out_dir(args)} in {metrics['eval_seconds']:.0f} s", file=sys.stderr)
 
 
+def _exit_at_once_when_interrupted(status) -> None:
+    """A signal stops eval.py in the middle of a computation that XLA's threads go on running; Python's normal
+    shutdown around them crashed (a segfault after the one-line message). Everything worth keeping is already
+    saved (metrics.json after each section, atomically; the kernel drops the workdir lock), so exit at once."""
+    if status in (128 + signal.SIGINT, 128 + signal.SIGTERM):
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(status)
+
+
 if __name__ == "__main__":
-    main(sys.argv[1:])
+    try:
+        main(sys.argv[1:])
+    except SystemExit as e:
+        _exit_at_once_when_interrupted(e.code)
+        raise

@@ -227,7 +227,11 @@ def main(argv=None) -> None:
     flags = vars(make_parser().parse_args(argv))
     verbose, mode, cache = flags.pop("verbose"), flags.pop("distributed"), flags.pop("compilation_cache")
     cli.setup_logging(verbose)
-    with cli.user_errors("train.py"):
+    aborted = (
+        "aborted at once (Ctrl-C twice): the epoch checkpoints written before are intact; run the same "
+        "command to resume from the latest"
+    )
+    with cli.user_errors("train.py", aborted):
         distributed.initialize(mode)  # before any computation
         cli.enable_compilation_cache(cache)
         primary = distributed.is_primary()

@@ -68,9 +68,14 @@ def _log_unraisable(unraisable) -> None:
 
 
 def _drop_orbax_traceback(record: logging.LogRecord) -> bool:
-    """Keep the error line of orbax's failed background save but not its traceback (train.py reports the failure
-    in one line; --verbose shows them); every other record is left as it is."""
-    if record.exc_info and record.exc_info[0] is not None and _from_orbax(*record.exc_info):
+    """Drop the ERROR records of orbax's failed background saves (logged from its threads, and asyncio's "Task
+    exception was never retrieved" about them): train.py reports each failed save itself, in one line that
+    names the epoch and the intact checkpoints; --verbose shows them. Orbax's other records keep their line
+    but not a traceback of orbax's; every other record is left as it is."""
+    from_orbax = record.exc_info and record.exc_info[0] is not None and _from_orbax(*record.exc_info)
+    if record.levelno >= logging.ERROR and (from_orbax or any(p in record.pathname for p in _NOISY_PACKAGES)):
+        return False
+    if from_orbax:
         record.exc_info, record.exc_text = None, None
     return True
 
@@ -134,9 +139,14 @@ def add_compilation_cache_flag(parser) -> None:
 MIN_COMPILE_S = 0.2  # programs that compile faster are not worth a file (JAX's default is 1 s)
 
 
+ABORTED = "aborted at once (Ctrl-C twice): what was written before stays as it was"
+
+
 @contextlib.contextmanager
-def user_errors(prog: str):
-    """Turn USER_ERRORS into ``prog: error: message`` and exit status 2; errors.Interrupted into 128 + signal."""
+def user_errors(prog: str, aborted: str = ABORTED):
+    """Turn USER_ERRORS into ``prog: error: message`` and exit status 2; errors.Interrupted into 128 + signal;
+    a KeyboardInterrupt (a second Ctrl-C, or one before the handlers are set) into ``prog: <aborted>``, 130.
+    Each is one line on stderr, without a traceback."""
     try:
         yield
     except USER_ERRORS as e:
@@ -145,6 +155,9 @@ def user_errors(prog: str):
     except errors.Interrupted as e:
         print(f"{prog}: {e}", file=sys.stderr)
         sys.exit(128 + (e.signal_number or signal.SIGINT))
+    except KeyboardInterrupt:
+        print(f"{prog}: {aborted}", file=sys.stderr)
+        sys.exit(128 + signal.SIGINT)
 
 
 class StopRequest:
@@ -180,6 +193,29 @@ def stop_on_signals():
     except errors.Interrupted as e:
         e.signal_number = request.signal_number
         raise
+    finally:
+        for number, handler in previous.items():
+            signal.signal(number, handler)
+
+
+@contextlib.contextmanager
+def interrupt_on_signals():
+    """SIGINT or SIGTERM raise errors.Interrupted at once, with the signal's number (eval.py: no state to save
+    part-way, and each section's result is saved when it ends); repeats are ignored while it unwinds."""
+    if threading.current_thread() is not threading.main_thread():  # handlers can only be set there
+        yield
+        return
+    raised = []
+
+    def handle(number, frame):
+        if raised:
+            return
+        raised.append(number)
+        raise errors.Interrupted(f"interrupted by {signal.Signals(number).name}", number)
+
+    previous = {number: signal.signal(number, handle) for number in STOP_SIGNALS}
+    try:
+        yield
     finally:
         for number, handler in previous.items():
             signal.signal(number, handler)

@@ -335,11 +335,53 @@ def save_config(config: Config, workdir: str | os.PathLike) -> Path:
 
 
 def load_config(workdir: str | os.PathLike) -> Config:
-    """The Config saved in workdir/config.json; FileNotFoundError naming the path if absent."""
+    """The Config saved in workdir/config.json, checked like train.py's flags.
+
+    FileNotFoundError naming the path if absent; ValueError naming the file, the key and what is allowed if it
+    is not JSON, holds a value of the wrong type (``"hidden_dims": 64``) or a value out of range.
+    """
     path = Path(workdir) / CONFIG_FILE
     if not path.is_file():
         raise FileNotFoundError(f"no {CONFIG_FILE} in {workdir}: is it a workdir written by train.py?")
-    return Config.from_dict(json.loads(path.read_text()))
+    try:
+        saved = json.loads(path.read_text())
+    except (ValueError, UnicodeDecodeError) as e:
+        raise ValueError(f"{path} is not valid JSON ({e}); restore it, or train a new run in another --workdir")
+    if not isinstance(saved, dict):
+        raise ValueError(f"{path} holds a JSON {type(saved).__name__}, not an object of settings")
+    try:
+        for key, value in saved.items():
+            _check_type(key, value)
+        return Config.from_dict(saved).validate()
+    except ValueError as e:
+        raise ValueError(f"{path}: {e}") from None
+
+
+# What a config.json value must be, by the field's annotation (JSON has lists where Config has tuples).
+_JSON_TYPES = {
+    "int": ("an integer", lambda v: _is_int(v)),
+    "float": ("a number", lambda v: _is_float(v)),
+    "bool": ("true or false", lambda v: isinstance(v, bool)),
+    "str": ("a string", lambda v: isinstance(v, str)),
+    "str | None": ("a string or null", lambda v: v is None or isinstance(v, str)),
+    "tuple[int, ...]": ("a list of integers, e.g. [512, 512]", lambda v: _list_of(v, _is_int)),
+    "tuple[float, ...]": ("a list of numbers, e.g. [1.0, 1.0]", lambda v: _list_of(v, _is_float)),
+    "tuple[str, ...]": ('a list of strings, e.g. ["Male"]', lambda v: _list_of(v, lambda x: isinstance(x, str))),
+}
+
+
+def _list_of(value, ok) -> bool:
+    return isinstance(value, list) and all(ok(x) for x in value)
+
+
+def _check_type(key: str, value) -> None:
+    """ValueError naming ``key`` if its saved ``value`` is not of its field's type (unknown keys: from_dict)."""
+    field = {f.name: f for f in dataclasses.fields(Config)}.get(key)
+    if field is None or field.type not in _JSON_TYPES:
+        return
+    allowed, ok = _JSON_TYPES[field.type]
+    if not ok(value):
+        raise ValueError(f"{key}={json.dumps(value)} is invalid; allowed: {allowed}")
 
 
 def _is_int(v) -> bool:

@@ -13,3 +13,8 @@ class Interrupted(Exception):
     def __init__(self, message: str, signal_number: int | None = None):
         super().__init__(message)
         self.signal_number = signal_number
+
+
+class ConfigMismatch(ValueError):
+    """The checkpoints hold arrays of other names or shapes than the run's settings (config.json) give: the
+    settings were edited or replaced after training. Nothing is moved: the checkpoints are good."""

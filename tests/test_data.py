@@ -48,6 +48,19 @@ def test_idx_errors_name_the_file(tmp_path, damage, message):
     assert str(bad) in str(err.value)
 
 
+def test_idx_of_the_wrong_dtype_says_which_was_found_and_which_is_expected(tmp_path):
+    """Issue 26, fault 8: labels saved as int32 (magic 3073) were refused as 'magic number 3073, expected 2049'."""
+    bad = tmp_path / "train-labels-idx1-ubyte"
+    labels = np.arange(5, dtype=">i4")
+    bad.write_bytes(b"\x00\x00\x0c\x01" + (5).to_bytes(4, "big") + labels.tobytes())
+    with pytest.raises(ValueError) as err:
+        idx.read_idx(bad, idx.LABELS_MAGIC)
+    assert str(err.value) == (
+        f"{bad}: IDX magic number 3073, expected 2049: it holds int32 values in 1 dimension, where uint8 values "
+        "in 1 dimension (labels) are expected"
+    )
+
+
 def test_truncated_gzip_is_an_error_naming_the_file(tmp_path):
     bad = tmp_path / "x.gz"
     bad.write_bytes(gzip.compress(b"\x00\x00\x08\x01" + bytes(100))[:-8])

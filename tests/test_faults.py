@@ -309,3 +309,331 @@ def test_a_nan_rollback_lowers_the_discriminators_learning_rate_too(tiny_data_di
     resumed = training.train_sweep([lowered_b])[0]
     _assert_same_params(jax.tree_util.tree_leaves(rolled.disc_params), jax.tree_util.tree_leaves(resumed.disc_params))
     _assert_same_params(jax.tree_util.tree_leaves(rolled.params), jax.tree_util.tree_leaves(resumed.params))
+
+
+# Issue 26: the probe's eight faults, one or more tests each (the README's Troubleshooting lists them).
+
+
+def _tiny_run(data_dir, workdir, epochs=1, **extra):
+    config = Config(**{**TINY, **extra}, data_dir=str(data_dir), epochs=epochs, workdir=str(workdir))
+    training.train_sweep([config])
+    return config
+
+
+def _snapshot(folder: Path) -> dict[str, bytes]:
+    """{relative path: bytes} of every file under ``folder``: to assert that nothing was moved or rewritten."""
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+@pytest.fixture
+def small_tmpfs(tmp_path):
+    """A 40 MB tmpfs (a disk that can really fill up), or skip where this process may not mount one."""
+    mount = tmp_path / "disk"
+    mount.mkdir()
+    if os.geteuid() != 0 or subprocess.run(["mount", "-t", "tmpfs", "-o", "size=40m", "tmpfs", str(mount)]).returncode:
+        pytest.skip("needs root to mount a small tmpfs (the in-process tests inject the same OSError instead)")
+    yield mount
+    subprocess.run(["umount", "-l", str(mount)])
+
+
+def _fill(disk: Path) -> None:
+    """Write zeros into ``disk`` until it is full."""
+    subprocess.run(["dd", "if=/dev/zero", f"of={disk / 'filler'}", "bs=1M"], capture_output=True)
+
+
+def test_a_failing_event_writer_warns_once_and_training_goes_on(tiny_data_dir, tmp_path, monkeypatch, caplog):
+    """Fault 1, injected: the TensorBoard writer raises ENOSPC from epoch 2 on. Training finishes every epoch
+    with every metrics line and checkpoint, and says once that TensorBoard is off (no writer thread to hang on:
+    the old tensorboardX queue blocked forever here). Run in a thread with a deadline, so a hang fails."""
+    import threading
+
+    from tensorboardX.event_file_writer import EventsWriter
+
+    real, writes = EventsWriter.write_event, []
+
+    def write_event(self, event):
+        writes.append(event.step)
+        if event.step >= 2:
+            raise OSError(28, "No space left on device")
+        return real(self, event)
+
+    monkeypatch.setattr(EventsWriter, "write_event", write_event)
+    workdir, errors_seen = tmp_path / "run", []
+
+    def train():
+        try:
+            _tiny_run(tiny_data_dir, workdir, epochs=4, tensorboard_images=1)
+        except BaseException as e:  # reported below
+            errors_seen.append(e)
+
+    worker = threading.Thread(target=train, daemon=True)
+    worker.start()
+    worker.join(timeout=240)
+    assert not worker.is_alive(), "training hung on the failed event writer"
+    assert errors_seen == []
+    assert _epochs(workdir) == [1, 2, 3, 4] and training.saved_epochs(workdir)[-1] == 4
+    warnings = [r.getMessage() for r in caplog.records if "TensorBoard events are off" in r.getMessage()]
+    assert len(warnings) == 1 and "OSError: [Errno 28] No space left on device" in warnings[0], warnings
+    assert max(writes) == 2  # nothing more was tried after the failure
+
+
+def test_a_full_disk_while_events_are_written_ends_in_one_line_and_resumes(longer_data_dir, small_tmpfs):
+    """Faults 1 and 4 on a real full disk: the issue's reproduction (a 40 MB tmpfs, --tensorboard_images=1,
+    the disk filled once epoch 1 is logged). train.py neither hangs nor prints orbax's ERROR lines: it ends with
+    the documented one line and status 2, and once space is freed the same command trains to the end."""
+    workdir = small_tmpfs / "run"
+    args = [
+        f"--data_dir={longer_data_dir}",
+        f"--workdir={workdir}",
+        "--hidden_dims=32",
+        "--latent_dim=4",
+        "--batch_size=20",
+        "--epochs=30",
+        "--tensorboard_images=1",
+    ]
+    proc = _launch(args)
+    assert _wait_for(
+        proc, lambda: _lines(workdir / training.METRICS_FILE) >= 1 and (workdir / "checkpoints/1").is_dir()
+    )
+    _fill(small_tmpfs)
+    try:
+        err = proc.communicate(timeout=180)[1]
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        pytest.fail("train.py hung on the full disk")
+    lines = [line for line in err.splitlines() if " INFO " not in line and " WARNING " not in line]
+    assert proc.returncode == 2, err[-3000:]
+    assert len(lines) == 1 and lines[0].startswith("train.py: error: could not write the "), err[-3000:]
+    assert "are intact. Free some space" in lines[0] and "Traceback" not in err
+    saved = training.saved_epochs(workdir)
+    assert saved and _epochs(workdir)[: saved[-1]] == list(range(1, saved[-1] + 1))
+    (small_tmpfs / "filler").unlink()
+    proc = _launch([*args[:-2], "--epochs=6"])
+    assert proc.wait(timeout=300) == 0, proc.stderr.read()[-3000:]
+    assert _epochs(workdir) == list(range(1, 7))
+
+
+def test_a_failed_background_save_reported_at_close_is_the_one_line(tmp_path):
+    """Fault 4 at its root: when the last save fails in the background, orbax's own close() raises the stored
+    error again; Checkpoints.close() must still raise the CheckpointError that names the epoch and the intact
+    checkpoints (it raised orbax's bare RESOURCE_EXHAUSTED before)."""
+    from mvae_jax.training.checkpoints import Checkpoints
+
+    stored = ValueError('RESOURCE_EXHAUSTED: Error writing local file "_sharding"')
+
+    class FailedManager:
+        def wait_until_finished(self):
+            raise stored
+
+        def close(self):
+            raise stored
+
+        def reload(self):
+            pass
+
+        def all_steps(self):
+            return [1, 2]
+
+    checkpoints = Checkpoints.__new__(Checkpoints)
+    checkpoints.directory, checkpoints.manager, checkpoints._pending = tmp_path, FailedManager(), 3
+    with pytest.raises(errors.CheckpointError, match=r"checkpoint of epoch 3 .* epochs \[1, 2\] are intact"):
+        checkpoints.close()
+
+
+def test_settings_that_do_not_match_the_checkpoints_are_refused_and_nothing_moves(tiny_data_dir, tmp_path, capsys):
+    """Fault 2: config.json edited (hidden_dims) or deleted. train.py and eval.py refuse in one line naming the
+    arrays that differ; no checkpoint is moved to corrupt_checkpoints/ and no file of the run changes (before,
+    every good checkpoint was quarantined and the same command then trained afresh over the history)."""
+    import eval as eval_cli
+
+    workdir = tmp_path / "run"
+    _tiny_run(tiny_data_dir, workdir, epochs=2)
+    saved = json.loads((workdir / "config.json").read_text())
+    (workdir / "config.json").write_text(json.dumps({**saved, "hidden_dims": [64]}))
+    before = _snapshot(workdir)
+    for main, argv in ((train.main, ["--epochs=3"]), (eval_cli.main, ["--sections=objective"])):
+        with pytest.raises(SystemExit) as exit_:
+            main([f"--workdir={workdir}", *argv])
+        err = capsys.readouterr().err
+        assert exit_.value.code == 2 and "Traceback" not in err, err
+        assert "the checkpoint of epoch 2 in" in err and "does not match the run's settings" in err
+        assert "params.decoders.w.mlp.dense_0.bias stored (32,), the settings give (64,)" in err
+        assert "nothing was moved" in err
+        assert _snapshot(workdir) == before and not (workdir / training.CORRUPT_DIR).exists()
+    (workdir / "config.json").unlink()
+    before = _snapshot(workdir)
+    with pytest.raises(SystemExit) as exit_:  # the default widths (512, 512) are not what it was trained with
+        train.main([f"--workdir={workdir}", f"--data_dir={tiny_data_dir}", "--epochs=3", "--batch_size=20"])
+    assert exit_.value.code == 2 and "does not match the run's settings" in capsys.readouterr().err
+    assert _snapshot(workdir) == before and not (workdir / "config.json").exists()
+    flags = ["--hidden_dims=32", "--latent_dim=4", "--batch_size=20"]  # the run's own settings: it resumes
+    train.main([f"--workdir={workdir}", f"--data_dir={tiny_data_dir}", "--epochs=3", *flags])
+    assert _epochs(workdir) == [1, 2, 3] and not (workdir / training.CORRUPT_DIR).exists()
+
+
+def test_two_evaluations_of_one_checkpoint_keep_each_others_results(tiny_data_dir, tmp_path, monkeypatch):
+    """Fault 3: a second eval.py saves its section while the first is still running. Each save merges into
+    metrics.json as it is on disk then, so both sections survive (before, the first overwrote the second's)."""
+    import eval as eval_cli
+    from mvae_jax.evaluation import sections as registry
+
+    workdir = tmp_path / "run"
+    _tiny_run(tiny_data_dir, workdir)
+    real = registry.SECTIONS["objective"]
+
+    def objective_with_a_second_evaluation_meanwhile(ctx):
+        eval_cli.main([f"--workdir={workdir}", "--sections=log_likelihood", "--ll_points=10", "--iw_samples=4"])
+        return real(ctx)
+
+    monkeypatch.setitem(registry.SECTIONS, "objective", objective_with_a_second_evaluation_meanwhile)
+    eval_cli.main([f"--workdir={workdir}", "--sections=objective"])
+    metrics = json.loads((workdir / "eval" / "metrics.json").read_text())
+    assert {"objective", "log_likelihood"} <= set(metrics), sorted(metrics)
+    assert set(metrics["section_seconds"]) == {"objective", "log_likelihood"}
+    assert metrics["eval_flags"]["sections"] == ["log_likelihood", "objective"]
+
+
+@pytest.mark.parametrize(
+    "change,message",
+    [
+        ({"hidden_dims": 64}, "config.json: hidden_dims=64 is invalid; allowed: a list of integers, e.g. [512, 512]"),
+        ({"hidden_dims": "64,64"}, 'config.json: hidden_dims="64,64" is invalid; allowed: a list of integers'),
+        ({"beta": "2"}, 'config.json: beta="2" is invalid; allowed: a number'),
+        ({"adversarial": 1}, "config.json: adversarial=1 is invalid; allowed: true or false"),
+        ({"latent_dim": 0}, "config.json: latent_dim=0 is invalid; allowed: an integer >= 1"),
+        ({"widths": [1]}, "config.json: unknown config keys ['widths']"),
+        ("{not json", "config.json is not valid JSON (Expecting property name"),
+        ("[1, 2]", "config.json holds a JSON list, not an object of settings"),
+    ],
+)
+def test_a_wrongly_typed_config_json_is_one_line_naming_the_file_and_key(tmp_path, capsys, change, message):
+    """Fault 5: a config.json value of the wrong type, or a file that is not JSON: one line that names
+    config.json, the key and what is allowed, status 2, from train.py and eval.py alike (before: TypeError
+    tracebacks, a tuple of characters, or a JSON error not naming the file)."""
+    import eval as eval_cli
+
+    workdir = tmp_path / "run"
+    workdir.mkdir()
+    text = change if isinstance(change, str) else json.dumps({**Config(workdir=str(workdir)).to_dict(), **change})
+    (workdir / "config.json").write_text(text)
+    for main in (train.main, eval_cli.main):
+        with pytest.raises(SystemExit) as exit_:
+            main([f"--workdir={workdir}"])
+        err = capsys.readouterr().err
+        assert exit_.value.code == 2 and message in err and "Traceback" not in err, err
+        assert str(workdir / "config.json") in err
+    assert (workdir / "config.json").read_text() == text
+
+
+def test_a_second_ctrl_c_is_one_line_and_status_130(monkeypatch, tmp_path, capsys):
+    """Fault 6, in-process: the second Ctrl-C raises KeyboardInterrupt wherever training is; train.py reports
+    it in one line (130) instead of a traceback."""
+
+    def second_ctrl_c(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(training, "train_sweep", second_ctrl_c)
+    with pytest.raises(SystemExit) as exit_:
+        train.main([f"--workdir={tmp_path / 'run'}", "--hidden_dims=32"])
+    err = capsys.readouterr().err
+    assert exit_.value.code == 130 and "Traceback" not in err
+    assert err.strip().splitlines()[-1].startswith("train.py: aborted at once (Ctrl-C twice): the epoch checkpoints")
+
+
+def test_ctrl_c_twice_during_training_prints_no_traceback(longer_data_dir, tmp_path):
+    """Fault 6, end to end: SIGINT, then SIGINT again once the first is acknowledged. Status 130 and one line
+    (the clean stop's, if it was done before the second arrived, else the abort's); no traceback."""
+    workdir = tmp_path / "run"
+    args = [f"--data_dir={longer_data_dir}", f"--workdir={workdir}", "--hidden_dims=256,256", "--batch_size=20"]
+    proc = _launch([*args, "--epochs=50"])
+    assert _wait_for(proc, lambda: (workdir / training.CHECKPOINT_DIR / "1").is_dir())  # epoch 1 saved
+    proc.send_signal(signal.SIGINT)
+    seen = []
+    for line in proc.stderr:
+        seen.append(line)
+        if "checkpointing at the next step boundary" in line:
+            proc.send_signal(signal.SIGINT)
+            break
+    err = "".join(seen) + proc.communicate(timeout=120)[1]
+    assert proc.returncode == 130 and "Traceback" not in err, err[-3000:]
+    last = err.strip().splitlines()[-1]
+    assert last.startswith(("train.py: aborted at once (Ctrl-C twice)", "train.py: interrupted")), err[-3000:]
+    assert training.saved_epochs(workdir)  # the epoch checkpoints stay
+
+
+@pytest.mark.parametrize("number", [signal.SIGINT, signal.SIGTERM])
+def test_eval_stopped_by_a_signal_is_one_line(tiny_data_dir, tmp_path, number):
+    """Fault 6 for eval.py: SIGINT and SIGTERM during a section end in one line naming the signal, the section
+    and what metrics.json keeps, with status 128 + the signal (before: a 55-line KeyboardInterrupt traceback,
+    and a silent exit on SIGTERM)."""
+    workdir = tmp_path / "run"
+    _tiny_run(tiny_data_dir, workdir)
+    proc = subprocess.Popen(
+        [sys.executable, "eval.py", f"--workdir={workdir}", "--sections=objective,log_likelihood", "--iw_samples=5000"],
+        cwd=ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    seen = []
+    for line in proc.stderr:
+        seen.append(line)
+        if "section objective:" in line:  # the next section, log_likelihood, is running
+            time.sleep(0.5)
+            proc.send_signal(number)
+            break
+    err = "".join(seen) + proc.communicate(timeout=120)[1]
+    assert proc.returncode == 128 + number and "Traceback" not in err, err[-3000:]
+    last = err.strip().splitlines()[-1]
+    name = signal.Signals(number).name
+    assert last.startswith(f"eval.py: interrupted by {name} during section log_likelihood: "), err[-3000:]
+    assert last.endswith("holds the sections finished before it (objective)")
+    assert "objective" in json.loads((workdir / "eval" / "metrics.json").read_text())
+
+
+def test_a_damaged_line_in_the_middle_of_the_metrics_is_kept_aside_with_a_warning(tmp_path, caplog):
+    """Fault 7: a damaged line inside metrics.jsonl (not the last line a kill cuts short) is dropped with a
+    warning naming it, and the file as it was is kept beside it."""
+    path = tmp_path / training.METRICS_FILE
+    original = '{"epoch": 1, "loss": 3.0}\n{"epoch": 2, "lo#@!\n{"epoch": 3, "loss": 1.0}\n{"epoch": 4, "lo'
+    path.write_text(original)
+    copy = training.truncate_metrics(path, 3)
+    assert _epochs(tmp_path) == [1, 3]
+    assert copy is not None and copy.read_text() == original and copy.name.startswith("metrics.jsonl.replaced-")
+    assert "dropped damaged line 2; the file as it was is kept in" in caplog.text
+    caplog.clear()
+    path.write_text('{"epoch": 1}\n{"epoch": 2}\n{"epoch": 3, "lo')  # a kill's leftovers: silent, no copy
+    assert training.truncate_metrics(path, 1) is None and _epochs(tmp_path) == [1]
+    assert caplog.text == ""
+
+
+def test_an_emptied_checkpoints_folder_restarts_with_a_warning_and_keeps_the_history(tiny_data_dir, tmp_path, caplog):
+    """Fault 7: checkpoints/ emptied after 4 epochs. The run starts again from epoch 1 (nothing to resume), but
+    says so, and the old history is kept in metrics.jsonl.replaced-<time> (it was replaced silently)."""
+    import shutil
+
+    workdir = tmp_path / "run"
+    _tiny_run(tiny_data_dir, workdir, epochs=4)
+    history = (workdir / training.METRICS_FILE).read_text()
+    shutil.rmtree(workdir / training.CHECKPOINT_DIR)
+    (workdir / training.CHECKPOINT_DIR).mkdir()
+    _tiny_run(tiny_data_dir, workdir, epochs=1)
+    assert "the lines of epochs 1-4, which have no checkpoint (none is left)" in caplog.text
+    (copy,) = workdir.glob("metrics.jsonl.replaced-*")
+    assert copy.read_text() == history and _epochs(workdir) == [1]
+
+
+def test_a_launch_that_ends_before_its_first_epoch_leaves_no_event_file(tiny_data_dir, tmp_path):
+    """Fault 7: the event file is created with the first epoch's record, so a launch killed (or refused) before
+    then leaves no empty events.out.tfevents.* behind; the first record then writes the config and scalars."""
+    from mvae_jax.training import tensorboard
+
+    config = Config(**TINY, data_dir=str(tiny_data_dir), workdir=str(tmp_path))
+    board = tensorboard.TensorBoard(tmp_path, config, None)
+    board.close()
+    assert list(tmp_path.glob("events.out.tfevents.*")) == []
+    board = tensorboard.TensorBoard(tmp_path, config, None)
+    board.epoch({"epoch": 1, "loss": 2.0}, None, None)
+    board.close()
+    (events,) = tmp_path.glob("events.out.tfevents.*")
+    assert events.stat().st_size > 0

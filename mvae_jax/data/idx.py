@@ -40,7 +40,10 @@ def read_idx(path: str | os.PathLike, expected_magic: int | None = None) -> np.n
         raise ValueError(f"{path}: not an IDX file (header bytes {raw[:4].hex() or 'missing'})")
     magic = int.from_bytes(raw[:4], "big")
     if expected_magic is not None and magic != expected_magic:
-        raise ValueError(f"{path}: IDX magic number {magic}, expected {expected_magic}")
+        raise ValueError(
+            f"{path}: IDX magic number {magic}, expected {expected_magic}: it holds {describe_magic(magic)}, "
+            f"where {describe_magic(expected_magic)} are expected"
+        )
     ndim = raw[3]
     header = 4 + 4 * ndim
     if len(raw) < header:
@@ -54,6 +57,18 @@ def read_idx(path: str | os.PathLike, expected_magic: int | None = None) -> np.n
             f" ({'truncated' if len(raw) < expected else 'trailing data'})"
         )
     return np.frombuffer(raw, dtype, offset=header).reshape(shape).astype(dtype.newbyteorder("="))
+
+
+_KINDS = {IMAGES_MAGIC: "images", LABELS_MAGIC: "labels"}
+
+
+def describe_magic(magic: int) -> str:
+    """What an IDX magic number says, e.g. 3073 -> 'int32 values in 1 dimension', 2051 -> 'uint8 values in 3
+    dimensions (images)'."""
+    code, ndim = (magic >> 8) & 0xFF, magic & 0xFF
+    dtype = np.dtype(_DTYPES[code]).name if code in _DTYPES else f"type-0x{code:02x}"
+    kind = f" ({_KINDS[magic]})" if magic in _KINDS else ""
+    return f"{dtype} values in {ndim} dimension{'s' if ndim != 1 else ''}{kind}"
 
 
 def write_idx(path: str | os.PathLike, array: np.ndarray, compress: bool | None = None) -> Path:

@@ -112,6 +112,7 @@ class Checkpoints:
         epoch = self.latest() if epoch is None else epoch
         if epoch is None or epoch not in self.all_steps():
             raise FileNotFoundError(f"no checkpoint for epoch {epoch} in {self.directory}; have {self.all_steps()}")
+        check_matches(self.directory / str(epoch), target, f"the checkpoint of epoch {epoch} in {self.directory}")
         abstract = jax.tree_util.tree_map(ocp.utils.to_shape_dtype_struct, target)
         return self.manager.restore(epoch, args=ocp.args.StandardRestore(abstract))
 
@@ -123,17 +124,84 @@ class Checkpoints:
         return target
 
     def close(self) -> None:
-        """Wait for background saves (CheckpointError if one failed) and release the manager."""
+        """Wait for background saves (CheckpointError if one failed) and release the manager.
+
+        After a failed save, orbax's own ``close()`` raises the stored error again (a bare
+        ``RESOURCE_EXHAUSTED: Error writing ...``): that is the failure already reported, so it is only
+        logged, and the CheckpointError that names the epoch and the intact checkpoints is what propagates.
+        """
         try:
             self.wait()
-        finally:
-            self.manager.close()
+        except errors.CheckpointError:
+            try:
+                self.manager.close()
+            except Exception as e:
+                log.debug("orbax's close after the failed save in %s: %s", self.directory, e)
+            raise
+        self.manager.close()
 
     def __enter__(self):
         return self
 
     def __exit__(self, *exc):
         self.close()
+
+
+ITEM = "default"  # the folder orbax's manager gives the one item of a step
+
+
+def _flat_shapes(tree) -> dict[str, tuple[int, ...]]:
+    """{dotted path: shape} of a pytree's arrays (of a TrainState, or of orbax's stored metadata: the same
+    paths, ``params.encoders.x.mlp.dense_0.kernel``)."""
+
+    def name(key) -> str:
+        for attribute in ("key", "idx", "name"):  # DictKey, SequenceKey, GetAttrKey
+            if hasattr(key, attribute):
+                return str(getattr(key, attribute))
+        return str(key)
+
+    return {
+        ".".join(name(k) for k in path): tuple(getattr(leaf, "shape", ()))
+        for path, leaf in jax.tree_util.tree_leaves_with_path(tree)
+    }
+
+
+def stored_shapes(step_dir: Path, item: str | None = ITEM) -> dict[str, tuple[int, ...]] | None:
+    """{path: shape} of the arrays orbax stored in ``step_dir`` (from its metadata, reading no array); None if
+    the metadata cannot be read (a damaged checkpoint: restoring it then fails, and it is quarantined)."""
+    try:
+        return _flat_shapes(ocp.StandardCheckpointHandler().metadata(step_dir / item if item else step_dir))
+    except Exception:  # orbax / tensorstore raise many types for damaged files
+        return None
+
+
+def check_matches(step_dir: Path, target, what: str, item: str | None = ITEM) -> None:
+    """errors.ConfigMismatch naming the differences if the checkpoint in ``step_dir`` holds other arrays than
+    ``target`` (the state the run's config builds): a config.json edited, replaced or deleted after training.
+
+    A shape mismatch is not damage: the checkpoint is good and is never moved. Restoring it would fail, and
+    treating that failure as corruption would move every good checkpoint aside and train afresh over the
+    run's history (issue 26).
+    """
+    stored = stored_shapes(step_dir, item)
+    if stored is None:
+        return
+    expected = _flat_shapes(target)
+    order = lambda k: (not k.startswith("params."), k)  # the parameters first, then the optimizer's moments
+    diffs = [
+        f"{k} stored {stored[k]}, the settings give {expected[k]}"
+        for k in sorted(set(stored) & set(expected), key=order)
+        if stored[k] != expected[k]
+    ]
+    diffs += [f"{k} stored but not in these settings" for k in sorted(set(stored) - set(expected), key=order)]
+    diffs += [f"{k} in these settings but not stored" for k in sorted(set(expected) - set(stored), key=order)]
+    if diffs:
+        shown = "; ".join(diffs[:3]) + (f"; and {len(diffs) - 3} more" if len(diffs) > 3 else "")
+        raise errors.ConfigMismatch(
+            f"{what} does not match the run's settings ({len(diffs)} of its arrays differ: {shown}). The "
+            f"checkpoint is not damaged and nothing was moved: {config_lib.CONFIG_FILE} (or the flags given) must "
+            "be the settings the run was trained with. Restore config.json, or train a new run in another --workdir."
+        )
 
 
 def _quarantine(path: Path, workdir: Path, name: str, folder: str = CORRUPT_DIR) -> Path:
@@ -184,6 +252,7 @@ class MidEpochCheckpoint:
             step = manager.latest_step()
             if step is None:
                 return None
+            check_matches(self.directory / str(step), target, f"the mid-epoch checkpoint in {self.directory}", "state")
             abstract = jax.tree_util.tree_map(ocp.utils.to_shape_dtype_struct, target)
             restored = manager.restore(
                 step, args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract), progress=ocp.args.JsonRestore())
@@ -260,6 +329,8 @@ def restore_latest_good(
         for ck in checkpoints:
             try:
                 state = ck.restore(fresh, epoch)
+            except errors.ConfigMismatch:
+                raise  # good checkpoints of other settings: refused, nothing moved
             except Exception as e:  # orbax / tensorstore raise many types for damaged files
                 bad = (ck, f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}")
                 break
@@ -298,6 +369,8 @@ def restore_mid_epoch(
     for mid in interrupted:
         try:
             got = mid.restore(fresh)
+        except errors.ConfigMismatch:
+            raise
         except Exception as e:  # orbax / tensorstore raise many types for damaged files
             got = None
             log.warning(
@@ -347,16 +420,44 @@ def restore_model(
     return config, model, state
 
 
-def truncate_metrics(path: Path, epoch: int) -> None:
+UNSAVED_EPOCHS = 2  # metrics lines a kill can leave past the latest checkpoint (line e+1 waits on save e)
+
+
+def truncate_metrics(path: Path, epoch: int) -> Path | None:
     """Drop metric lines of epochs after ``epoch`` (written before a crash, their checkpoint lost), lines cut short,
-    and all but the last line of an epoch written twice (two runs in one workdir, before the workdir lock)."""
+    and all but the last line of an epoch written twice (two runs in one workdir, before the workdir lock).
+
+    A kill leaves at most a last line cut short and the lines of ``UNSAVED_EPOCHS`` epochs whose checkpoint was
+    still being written: those go silently (they are recomputed). Anything else rewrites history: a damaged line
+    in the middle, or lines of epochs well past the latest checkpoint (an emptied checkpoints/). Then the file
+    as it was is kept beside it as ``metrics.jsonl.replaced-<time>`` and a warning says what was dropped.
+    Returns the path of that copy, or None.
+    """
     if not path.exists():
-        return
+        return None
     lines = [line for line in path.read_text().splitlines() if line.strip()]
     last = {epoch_of(line): i for i, line in enumerate(lines)}
     kept = [line for i, line in enumerate(lines) if (epoch_of(line) or math.inf) <= epoch and last[epoch_of(line)] == i]
-    if len(kept) != len(lines):
-        atomic_write_text(path, "".join(line + "\n" for line in kept))
+    if len(kept) == len(lines):
+        return None
+    damaged = [i + 1 for i, line in enumerate(lines[:-1]) if epoch_of(line) is None]
+    later = sorted({e for e in map(epoch_of, lines) if e is not None and e > epoch})
+    lost = [e for e in later if e > epoch + UNSAVED_EPOCHS]
+    copy = None
+    if damaged or lost:
+        copy = path.with_name(f"{path.name}.replaced-{time.strftime('%Y%m%dT%H%M%S')}")
+        shutil.copy2(path, copy)
+        what = []
+        if damaged:
+            what.append(f"damaged line{'s' if len(damaged) > 1 else ''} {', '.join(map(str, damaged))}")
+        if lost:
+            what.append(
+                f"the lines of epochs {later[0]}-{later[-1]}, which have no checkpoint "
+                f"({'none is left' if epoch == 0 else f'the latest is of epoch {epoch}'})"
+            )
+        log.warning("%s: dropped %s; the file as it was is kept in %s", path, " and ".join(what), copy)
+    atomic_write_text(path, "".join(line + "\n" for line in kept))
+    return copy
 
 
 def epoch_of(line: str) -> int | None:
@@ -373,6 +474,14 @@ def check_workdir(config: config_lib.Config) -> Path:
     reason = unwritable(workdir)
     if reason is not None:
         raise PermissionError(f"workdir={config.workdir!r} is not writable: {reason}")
+    if not (workdir / config_lib.CONFIG_FILE).exists() and (workdir / CHECKPOINT_DIR).is_dir():
+        log.warning(
+            "%s has a %s folder but no %s: the settings given (flags and defaults) are taken as the run's and "
+            "checked against the checkpoints",
+            workdir,
+            CHECKPOINT_DIR,
+            config_lib.CONFIG_FILE,
+        )
     if (workdir / config_lib.CONFIG_FILE).exists():
         saved = config_lib.load_config(workdir)
         diffs = saved.differences(config)

@@ -407,8 +407,7 @@ class _Sweep:
         self.partial = None
         for i, (w, ck, record) in enumerate(zip(self.workdirs, self.checkpoints, records)):
             if self.primary:
-                with (w / METRICS_FILE).open("a") as f:
-                    f.write(json.dumps(record) + "\n")
+                append_metrics(w / METRICS_FILE, record, ck)
                 self.boards[i].epoch(record, self.model, self._member(i).params)
             ck.save(self._member(i))
             held = record.get(validation_lib.SELECTION_TERM)
@@ -455,6 +454,21 @@ class _Sweep:
                 board.close()
             for lock in getattr(self, "locks", ()):
                 lock.release()
+
+
+def append_metrics(path: Path, record: dict, checkpoints: Checkpoints) -> None:
+    """Append one epoch's line to metrics.jsonl; errors.CheckpointError in one line if the disk refuses (full,
+    read-only). A line cut short by the failure is dropped on resume, as after a kill."""
+    try:
+        with path.open("a") as f:
+            f.write(json.dumps(record) + "\n")
+    except OSError as e:
+        kept = checkpoints.all_steps()
+        raise errors.CheckpointError(
+            f"could not write the metrics line of epoch {record['epoch']} to {path} ({type(e).__name__}: {e}); the "
+            f"checkpoints of epochs {kept} are intact. Free some space or fix the permissions, then run the same "
+            "command to resume."
+        ) from e
 
 
 def _anyone(flag: bool, several: bool) -> bool:
