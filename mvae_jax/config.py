@@ -122,14 +122,16 @@ class Config:
             # and it is derived again from the new model and beta; a workdir someone gave stays as given.
             object.__setattr__(self, "workdir", default_workdir(self.model, self.beta))
 
-    def validate(self, given=None) -> Config:
+    def validate(self, given=None, scopes: bool = True) -> Config:
         """Raise ValueError naming the first bad value and what is allowed; return self.
 
         One check per field, in the order of the fields: long, but a list, not logic.
 
         ``given``: the names of the settings the user gave (train.py's flags): one that the model, the data
         set or non-adversarial training does not read is refused even at its default value. Without it,
-        only settings that differ from their defaults can be caught.
+        only settings that differ from their defaults can be caught. ``scopes=False`` (a saved config.json) skips
+        that check: a run saves every field, some changed by training itself (a NaN rollback lowers
+        ``disc_learning_rate`` of a run without a discriminator too).
         """
         given = frozenset(given or ())
         from mvae_jax.data import DATASETS
@@ -249,6 +251,8 @@ class Config:
                 f"at most {int(math.log2(celeba.IMAGE_SIZE))} widths: each halves the {celeba.IMAGE_SIZE}x"
                 f"{celeba.IMAGE_SIZE} image",
             )
+        if not scopes:
+            return self
         defaults = Config()
         for scope, options in (("model", model_options()), ("dataset", DATASET_OPTIONS)):
             for name, owners in options.items():
@@ -352,7 +356,7 @@ def load_config(workdir: str | os.PathLike) -> Config:
     try:
         for key, value in saved.items():
             _check_type(key, value)
-        return Config.from_dict(saved).validate()
+        return Config.from_dict(saved).validate(scopes=False)
     except ValueError as e:
         raise ValueError(f"{path}: {e}") from None
 
