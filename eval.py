@@ -298,14 +298,14 @@ def check_request(args):
             f"workdir={args.workdir} has {wanted} in {training.CHECKPOINT_DIR}/: a checkpoint is "
             "written at the end of each epoch, so train at least one epoch first"
         )
-    if args.split == "validation" and config.dataset != "celeba" and not config.validation:
+    contract = DATASETS[config.dataset]
+    if args.split == "validation" and contract.splits == "held_out" and not config.validation:
         raise ValueError(
             f"--split=validation: workdir={args.workdir} was trained without a validation split; "
             "train with --validation=N (N training pairs held out) to have one, or use --split=test"
         )
-    data_module = DATASETS[config.dataset]
-    modalities = data_module.modalities(config)
-    labelled = any(m.likelihood == "categorical" for m in modalities)
+    modalities = contract.modalities(config)
+    labelled = contract.labelled
     sections = args.sections or (SECTIONS if labelled else ("samples", "curves"))
     if not labelled and set(sections) & set(registry.LABELLED):
         raise ValueError(
@@ -315,14 +315,14 @@ def check_request(args):
         )
     query = None
     if args.query is not None:
-        given = getattr(data_module, "QUERY_MODALITY", None)
-        if given is None:
+        if contract.query_modality is None:
+            queryable = sorted(n for n, d in DATASETS.items() if d.query_modality is not None)
             raise ValueError(
-                f"--query needs a data set with attributes (celeba); dataset={config.dataset!r} has "
+                f"--query needs a data set with attributes ({', '.join(queryable)}); dataset={config.dataset!r} has "
                 f"{[m.name for m in modalities]}"
             )
-        names = data_module.check_attributes(config.attributes)
-        query = (given, evaluation.parse_query(args.query, names, data_module.ATTRIBUTES, data_module.QUERY_ALIASES))
+        names, vocabulary, aliases = contract.query_vocabulary(config)
+        query = (contract.query_modality, evaluation.parse_query(args.query, names, vocabulary, aliases))
     reason = unwritable(out_dir(args))
     if reason is not None:
         raise PermissionError(

@@ -39,8 +39,8 @@ HELP = {
     "seed": "seed of initialisation, noise and batch order; several, comma separated, train a sweep (one run "
     "per seed, one compiled program)",
     "pair_seed": "seed of the MNIST / Fashion-MNIST pairing",
-    "validation": "trimodal, mnist_label: training pairs held out as the validation split (the last N of a fixed "
-    "permutation, the same for every run), scored after every epoch (validation_<term> in metrics.jsonl) and the "
+    "validation": "trimodal, mnist_label, polymnist: training pairs held out as the validation split (the last N of a "
+    "fixed permutation, the same for every run), scored after every epoch (validation_<term> in metrics.jsonl) and the "
     "best epoch kept in best_checkpoint/ (eval.py --step=best); eval.py --split=validation scores them; 0 = none",
     "data_dir": "folder with mnist/ (and fashion_mnist/ for trimodal) IDX files (default: tensorflow-datasets)",
     "workdir": "where config, metrics and checkpoints go (default: runs/<model>_beta<beta>)",
@@ -69,6 +69,7 @@ HELP = {
     "kl_warmup_epochs": "all but mmvae: KL weight rises linearly from 0 to beta over this many epochs "
     "(beta * min(1, epochs done / N)); 0 = no warm-up",
     "attributes": "celeba: the attributes modelled, comma separated (default: all 40)",
+    "num_modalities": "polymnist: image modalities m0..m(N-1), 2 to 10 (5: PolyMNIST; more: the Extended PolyMNIST)",
     "conv_widths": "celeba: channels of the conv encoder's stride-2 layers (the decoder mirrors them); "
     "64 / 2^len must be an integer",
     "adversarial": "add a discriminator per image modality and its non-saturating GAN loss (VAE-GAN)",

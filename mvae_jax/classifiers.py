@@ -1,7 +1,9 @@
 """Image classifiers that score generated images (coherence), trained once and cached with orbax.
 
 A classifier is trained on the classification set an image modality comes
-from (MNIST for x, Fashion-MNIST for y), never on the model's outputs. The
+from (MNIST for x, Fashion-MNIST for y), or, for a data set whose contract
+says so (``contract.OWN_SPLIT``: PolyMNIST), on that modality of the data set's
+own training pairs (``OwnSplit``); never on the model's outputs. The
 cache holds one folder per (data set, recipe): ``<dir>/<name>-e<epochs>-s<seed>/``
 with the orbax checkpoint of the parameters in ``params/`` and ``info.json``,
 written last, so a folder without ``info.json`` (an interrupted training) is
@@ -20,6 +22,7 @@ import logging
 import os
 from pathlib import Path
 import shutil
+from typing import Any
 
 from flax import traverse_util
 import jax
@@ -50,6 +53,33 @@ class Recipe:
 # Epochs that reach the accuracy we score with (MNIST >= 0.99, Fashion-MNIST >= 0.90 on test):
 # measured 0.9908 for MNIST after 5 epochs; Fashion-MNIST reached 0.8982 after 5, so it gets 10.
 DEFAULT_EPOCHS = {"mnist": 5, "fashion_mnist": 10}
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class OwnSplit:
+    """One modality of a data set's own training pairs (validation included) and test split, with its classes:
+    what a scorer of ``contract.OWN_SPLIT`` trains and is tested on. ``fingerprint`` keys its cache and its
+    shipped weights: the data set's own (``Dataset.fingerprint``) or a SHA-256 of the arrays."""
+
+    dataset: Any
+    modality: str
+
+    def splits(self) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+        """{"train": (images (n, H, W, C) float32 in [0, 1], labels (n,)), "test": ...}."""
+        data, labels = self.dataset.training_pairs()
+        test = self.dataset.split("test")
+        return {"train": (data[self.modality], labels), "test": (test[self.modality], self.dataset.labels("test"))}
+
+    @functools.cached_property
+    def fingerprint(self) -> str:
+        if self.dataset.fingerprint is not None:
+            return hashlib.sha256(f"{self.dataset.fingerprint}/{self.modality}".encode()).hexdigest()
+        digest = hashlib.sha256()
+        for images, labels in self.splits().values():
+            digest.update(repr(images.shape).encode())
+            digest.update(np.ascontiguousarray(images, np.float32).tobytes())
+            digest.update(np.asarray(labels, np.int64).tobytes())
+        return digest.hexdigest()
 
 
 def default_recipe(name: str) -> Recipe:
@@ -163,16 +193,19 @@ def load_or_train(
     directory: str | os.PathLike | None = None,
     recipe: Recipe = Recipe(),
     on_epoch: Callable[[int, float], None] | None = None,
+    data: OwnSplit | None = None,
 ):
     """(params, info) of the classifier of ``name`` (``mnist``, ``fashion_mnist``), trained now if not cached.
 
-    ``info`` holds the data set, the recipe and the test accuracy measured
-    when it was trained.
+    With ``data`` (an ``OwnSplit``), the scorer ``name`` (``polymnist/m0``) of that data set's own split, its
+    cache folder keyed by the data's fingerprint. ``info`` holds the data set, the recipe and the test accuracy
+    measured when it was trained.
     """
     from mvae_jax.data import sources
 
     directory = Path(directory if directory is not None else default_directory()).absolute()
-    folder = directory / f"{name}-v{VERSION}-e{recipe.epochs}-s{recipe.seed}"
+    stem = name if data is None else f"{name.replace('/', '-')}-{data.fingerprint[:16]}"
+    folder = directory / f"{stem}-v{VERSION}-e{recipe.epochs}-s{recipe.seed}"
     info_path = folder / INFO_FILE
     splits = None
     if info_path.is_file():
@@ -182,12 +215,16 @@ def load_or_train(
         log.info("classifier %s from %s (test accuracy %.4f)", name, folder, info["test_accuracy"])
         return params, info
 
-    splits = sources.load_image_classification(name, data_dir)
+    if data is None:
+        splits = sources.load_image_classification(name, data_dir)
+        splits = {s: (np.asarray(images, np.float32) / 255.0, labels) for s, (images, labels) in splits.items()}
+    else:
+        splits = data.splits()
     train_images, train_labels = splits["train"]
     test_images, test_labels = splits["test"]
     log.info("training the %s classifier (%d epochs), cached in %s", name, recipe.epochs, folder)
-    params = train_classifier(np.asarray(train_images, np.float32) / 255.0, train_labels, recipe, on_epoch)
-    test_accuracy = accuracy(params, np.asarray(test_images, np.float32) / 255.0, test_labels)
+    params = train_classifier(train_images, train_labels, recipe, on_epoch)
+    test_accuracy = accuracy(params, test_images, test_labels)
     info = {
         "dataset": name,
         "classes": int(train_labels.max()) + 1,
@@ -195,6 +232,7 @@ def load_or_train(
         "test_accuracy": test_accuracy,
         "recipe": dataclasses.asdict(recipe),
         "version": VERSION,
+        **({} if data is None else {"data_sha256": data.fingerprint}),
     }
     if folder.exists():  # an interrupted earlier training: nothing in it was marked complete
         shutil.rmtree(folder)
@@ -247,11 +285,22 @@ def shipped_record(directory: str | os.PathLike | None = None) -> dict:
     return json.loads(path.read_text()) if path.is_file() else {}
 
 
-def load_shipped(name: str, directory: str | os.PathLike | None = None):
-    """(params, info) of the scorer of ``name`` shipped with the package, checksum verified; None if none ships."""
+def load_shipped(name: str, directory: str | os.PathLike | None = None, data: OwnSplit | None = None):
+    """(params, info) of the scorer of ``name`` shipped with the package, checksum verified; None if none ships.
+
+    A scorer of a data set's own split (``data``) ships for the data it was trained on: None, and a log line
+    saying so, when ``data``'s fingerprint is another (a PolyMNIST built from other backgrounds).
+    """
     directory = Path(directory if directory is not None else SHIPPED_DIR)
     info = shipped_record(directory).get(name)
     if info is None:
+        return None
+    if data is not None and info.get("data_sha256") != data.fingerprint:
+        log.info(
+            "classifier %s: the shipped one was trained on other data (%s); training one on this data",
+            name,
+            info.get("data_sha256", "unrecorded")[:16],
+        )
         return None
     params = load_weights(directory / info["file"], info["sha256"])
     log.info("classifier %s: shipped weights %s (test accuracy %.4f)", name, info["file"], info["test_accuracy"])

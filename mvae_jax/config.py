@@ -38,12 +38,17 @@ SUBSET_OBJECTIVES = ("elbo_kl", "kl", "elbo")
 SUBSET_TARGETS = ("present", "all")
 FUSIONS = ("tokens", "mean", "zero")
 
-# Options that only some data sets read.
-DATASET_OPTIONS = {
-    "attributes": ("celeba",),
-    "conv_widths": ("celeba",),
-    "validation": ("trimodal", "mnist_label"),  # CelebA has its official validation partition
-}
+
+def dataset_options() -> dict[str, tuple[str, ...]]:
+    """{option: the data sets that read it}, from the data sets' contracts (``DatasetSpec.options``)."""
+    from mvae_jax.data import DATASETS
+
+    owners: dict[str, tuple[str, ...]] = {}
+    for name, spec in DATASETS.items():
+        for option in spec.options:
+            owners[option] = (*owners.get(option, ()), name)
+    return owners
+
 
 # Options of adversarial training: setting one without adversarial=True is an error.
 ADVERSARIAL_OPTIONS = (
@@ -98,6 +103,7 @@ class Config:
     num_samples: int = 10
     kl_warmup_epochs: int = 0
     attributes: tuple[str, ...] = ()
+    num_modalities: int = 5
     conv_widths: tuple[int, ...] = (32, 64, 128, 256)
     adversarial: bool = False
     adv_weight: float = 1.0
@@ -174,6 +180,7 @@ class Config:
         )
         need(self.activation in ACTIVATIONS, "activation", ", ".join(ACTIVATIONS))
         need(bool(self.workdir), "workdir", "a directory path")
+        DATASETS[self.dataset].validate(self)  # the data set's own settings (contract.DatasetSpec.check)
         names = [m.name for m in DATASETS[self.dataset].modalities(self)]
         need(
             self.likelihood_weights == ()
@@ -241,26 +248,16 @@ class Config:
             "disc_learning_rate",
             "a number > 0",
         )
-        if self.dataset == "celeba":
-            from mvae_jax.data import celeba
-
-            celeba.check_attributes(self.attributes)
-            need(
-                celeba.IMAGE_SIZE % 2 ** len(self.conv_widths) == 0,
-                "conv_widths",
-                f"at most {int(math.log2(celeba.IMAGE_SIZE))} widths: each halves the {celeba.IMAGE_SIZE}x"
-                f"{celeba.IMAGE_SIZE} image",
-            )
         if not scopes:
             return self
         defaults = Config()
-        for scope, options in (("model", model_options()), ("dataset", DATASET_OPTIONS)):
+        for scope, options in (("model", model_options()), ("dataset", dataset_options())):
             for name, owners in options.items():
                 if getattr(self, scope) not in owners and (
                     name in given or getattr(self, name) != getattr(defaults, name)
                 ):
                     raise ValueError(
-                        f"{name}={getattr(self, name)!r} applies to {scope} {' or '.join(owners)} only, "
+                        f"{name}={getattr(self, name)!r} applies to {scope} {_either(owners)} only, "
                         f"not to {scope}={getattr(self, scope)!r}; leave it out"
                     )
         if not self.adversarial:
@@ -386,6 +383,12 @@ def _check_type(key: str, value) -> None:
     allowed, ok = _JSON_TYPES[field.type]
     if not ok(value):
         raise ValueError(f"{key}={json.dumps(value)} is invalid; allowed: {allowed}")
+
+
+def _either(names) -> str:
+    """ "a", "a or b", "a, b or c"."""
+    names = list(names)
+    return names[0] if len(names) == 1 else f"{', '.join(names[:-1])} or {names[-1]}"
 
 
 def _is_int(v) -> bool:

@@ -11,7 +11,7 @@ import jax.numpy as jnp
 from mvae_jax import distributions
 
 LIKELIHOODS = ("bernoulli", "categorical", "gaussian")
-NETWORKS = ("mlp", "conv")
+NETWORKS = ("mlp", "conv", "mopoe")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -26,8 +26,10 @@ class Modality:
         or ``"gaussian"`` (real values, decoder gives the mean of a unit-variance
         Gaussian).
       network: ``"mlp"`` (flattened input, MLP encoder and decoder of the
-        run's ``hidden_dims``) or ``"conv"`` (an image (H, W, C): DCGAN-style
-        convolutional encoder and decoder of the run's ``conv_widths``).
+        run's ``hidden_dims``), ``"conv"`` (an image (H, W, C): DCGAN-style
+        convolutional encoder and decoder of the run's ``conv_widths``) or
+        ``"mopoe"`` (the image networks of MoPoE on PolyMNIST: 3x3 convolutions
+        of 32, 64, 128 channels, ``models.base.MOPOE_CONV``).
     """
 
     name: str
@@ -42,7 +44,7 @@ class Modality:
             raise ValueError(f"categorical modality {self.name!r} needs shape (classes,), got {self.shape}")
         if self.network not in NETWORKS:
             raise ValueError(f"network={self.network!r} for modality {self.name!r}; allowed: {NETWORKS}")
-        if self.network == "conv" and len(self.shape) != 3:
+        if self.network != "mlp" and len(self.shape) != 3:
             raise ValueError(f"conv modality {self.name!r} needs an image shape (H, W, C), got {self.shape}")
 
     @property

@@ -41,63 +41,97 @@ class MLP(nn.Module):
         return x
 
 
-class ConvFeatures(nn.Module):
-    """A DCGAN-style convolutional stack: (batch, H, W, C) -> (batch, features).
+@dataclasses.dataclass(frozen=True)
+class ConvStack:
+    """A convolutional stack's shape: channels per stride-2 layer, kernel size and activation.
 
-    One 4x4 convolution of stride 2 per width (each halves H and W), with
-    leaky ReLU (slope 0.2) after each, then flattened (Radford et al. 2016).
+    The default is DCGAN's (Radford et al. 2016): 4x4 kernels, leaky ReLU of
+    slope 0.2. MoPoE's PolyMNIST networks (Sutter et al. 2021) are
+    ``ConvStack((32, 64, 128), 3, "relu")``.
     """
 
-    widths: Sequence[int]
+    widths: tuple[int, ...]
+    kernel: int = 4
+    activation: str = "leaky_relu"
+
+    def act(self, x: jax.Array) -> jax.Array:
+        return nn.leaky_relu(x, 0.2) if self.activation == "leaky_relu" else ACTIVATIONS[self.activation](x)
+
+
+def as_stack(conv) -> ConvStack:
+    """``conv`` as a ConvStack: a ConvStack, or a sequence of widths (DCGAN's kernel and activation)."""
+    return conv if isinstance(conv, ConvStack) else ConvStack(tuple(conv))
+
+
+class ConvFeatures(nn.Module):
+    """A convolutional stack: (batch, H, W, C) -> (batch, features).
+
+    One convolution of stride 2 per width (each halves H and W, rounding up:
+    28 -> 14 -> 7 -> 4), each followed by the stack's activation, then
+    flattened. ``stack``: a ``ConvStack`` or the widths of a DCGAN-style one.
+    """
+
+    stack: Any
     dtype: Dtype = None
 
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
-        for i, width in enumerate(self.widths):
-            conv = nn.Conv(width, (4, 4), strides=(2, 2), padding="SAME", dtype=self.dtype, name=f"conv_{i}")
-            x = nn.leaky_relu(conv(x), 0.2)
+        stack = as_stack(self.stack)
+        k = (stack.kernel, stack.kernel)
+        for i, width in enumerate(stack.widths):
+            conv = nn.Conv(width, k, strides=(2, 2), padding="SAME", dtype=self.dtype, name=f"conv_{i}")
+            x = stack.act(conv(x))
         return x.reshape(x.shape[0], -1)
 
 
-def features(x: jax.Array, conv: Sequence[int], name: str, dtype: Dtype = None) -> jax.Array:
+def features(x: jax.Array, conv, name: str, dtype: Dtype = None) -> jax.Array:
     """(batch, *shape) -> (batch, features): ``ConvFeatures(conv)`` named ``name`` if ``conv``, else flattened.
 
-    Call inside a compact module; the conv layers become its submodule ``name``.
+    ``conv``: a ``ConvStack``, widths, or empty. Call inside a compact module; the conv layers become its
+    submodule ``name``.
     """
     return ConvFeatures(conv, dtype, name=name)(x) if conv else x.reshape(x.shape[0], -1)
+
+
+def halvings(size: int, n: int) -> list[int]:
+    """[size, ceil(size / 2), ...]: the side after each of ``n`` stride-2 SAME convolutions (28 -> 14, 7, 4)."""
+    out = [size]
+    for _ in range(n):
+        out.append(-(-out[-1] // 2))
+    return out
 
 
 class ConvDecoder(nn.Module):
     """p(image | z) by transposed convolutions: (batch, latent) -> logits (batch, H, W, C).
 
-    A dense layer to a (H / 2^n, W / 2^n, widths[-1]) map, then n 4x4
-    transposed convolutions of stride 2 with widths[-2], ..., widths[0], C
-    (ReLU between them), n = len(widths): the mirror of ``ConvFeatures``.
+    A dense layer (ReLU) to the (h_n, w_n, widths[-1]) map that ``ConvFeatures``
+    ends in, then n transposed convolutions of stride 2 with widths[-2], ...,
+    widths[0], C (ReLU between them), n = len(widths): the mirror of
+    ``ConvFeatures``. Each doubles the side, and a side the encoder had rounded
+    up (7 -> 4) is cropped back (8 -> 7), as PyTorch's ``output_padding`` does
+    in MoPoE's decoder. ``stack`` as in ``ConvFeatures``; the kernel is the stack's.
     """
 
-    widths: Sequence[int]
+    stack: Any
     shape: Sequence[int]
     dtype: Dtype = None
 
     @nn.compact
     def __call__(self, z: jax.Array) -> jax.Array:
+        stack = as_stack(self.stack)
         height, width, channels = self.shape
-        scale = 2 ** len(self.widths)
-        if height % scale or width % scale:
-            raise ValueError(
-                f"image shape {tuple(self.shape)} is not divisible by 2^{len(self.widths)} = {scale} "
-                f"(one halving per conv width {tuple(self.widths)})"
-            )
+        n = len(stack.widths)
+        heights, widths = halvings(height, n), halvings(width, n)
         lead = z.shape[:-1]
-        h = nn.Dense(height // scale * width // scale * self.widths[-1], dtype=self.dtype, name="dense")(
+        h = nn.Dense(heights[-1] * widths[-1] * stack.widths[-1], dtype=self.dtype, name="dense")(
             z.reshape(-1, z.shape[-1])
         )
-        h = nn.relu(h).reshape(-1, height // scale, width // scale, self.widths[-1])
-        outs = (*self.widths[-2::-1], channels)
+        h = nn.relu(h).reshape(-1, heights[-1], widths[-1], stack.widths[-1])
+        outs = (*stack.widths[-2::-1], channels)
+        k = (stack.kernel, stack.kernel)
         for i, features in enumerate(outs):
-            h = nn.ConvTranspose(
-                features, (4, 4), strides=(2, 2), padding="SAME", dtype=self.dtype, name=f"deconv_{i}"
-            )(h)
+            h = nn.ConvTranspose(features, k, strides=(2, 2), padding="SAME", dtype=self.dtype, name=f"deconv_{i}")(h)
+            h = h[:, : heights[n - 1 - i], : widths[n - 1 - i]]
             if i < len(outs) - 1:
                 h = nn.relu(h)
         return _f32(h).reshape(*lead, height, width, channels)
@@ -112,7 +146,7 @@ class GaussianEncoder(nn.Module):
 
     hidden: Sequence[int]
     latent: int
-    conv: Sequence[int] = ()
+    conv: Any = ()
     dtype: Dtype = None
     activation: str = "relu"
 
@@ -137,7 +171,7 @@ class JointGaussianEncoder(nn.Module):
     names: Sequence[str]
     hidden: Sequence[int]
     latent: int
-    conv: Mapping[str, Sequence[int]] = dataclasses.field(default_factory=dict)
+    conv: Mapping[str, Any] = dataclasses.field(default_factory=dict)
     dtype: Dtype = None
     activation: str = "relu"
 
@@ -177,7 +211,7 @@ class FusionEncoder(nn.Module):
     names: Sequence[str]
     hidden: Sequence[int]
     latent: int
-    conv: Mapping[str, Sequence[int]] = dataclasses.field(default_factory=dict)
+    conv: Mapping[str, Any] = dataclasses.field(default_factory=dict)
     dtype: Dtype = None
     fusion: str = "tokens"
     activation: str = "relu"

@@ -28,7 +28,7 @@ from mvae_jax.config import Config, load_config, save_config
         ("num_samples", 0, "integer >= 1"),
         ("warmup_epochs", -1, "integer >= 0"),
         ("kl_warmup_epochs", -3, "integer >= 0"),
-        ("dataset", "mnist", "mnist_label, trimodal"),
+        ("dataset", "mnist", "mnist_label, polymnist, trimodal"),
     ],
 )
 def test_bad_values_are_named(field, value, allowed):

@@ -223,7 +223,7 @@ def test_validation_larger_than_the_training_set_is_refused(tiny_data_dir):
         load_dataset(Config(data_dir=str(tiny_data_dir), validation=120))
     with pytest.raises(ValueError, match="validation=-1 is invalid"):
         Config(validation=-1).validate()
-    with pytest.raises(ValueError, match="validation=10 applies to dataset trimodal or mnist_label only"):
+    with pytest.raises(ValueError, match="validation=10 applies to dataset trimodal, mnist_label or polymnist only"):
         Config(dataset="celeba", validation=10).validate()
 
 

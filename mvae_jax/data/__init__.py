@@ -12,7 +12,8 @@ from typing import Protocol
 
 import numpy as np
 
-from mvae_jax.data import celeba, mnist_label, trimodal
+from mvae_jax.data import celeba, mnist_label, polymnist, trimodal
+from mvae_jax.data.contract import FROM_FILES, OWN_SPLIT, DatasetSpec, Scorer
 from mvae_jax.data.sources import DataNotFoundError
 from mvae_jax.modality import Modality
 
@@ -74,6 +75,12 @@ class Dataset:
 
     ``binarize`` names the modalities whose training values are probabilities
     to be resampled as Bernoulli draws at every step (dynamic binarization).
+
+    ``class_labels`` ({split: (n,) int}) holds the classes of a data set whose
+    labels come with its files (``contract.FROM_FILES``), ``label_modality`` the
+    modality whose argmax is the class; ``load_dataset`` fills it from the spec.
+    ``fingerprint``: a checksum of the data (PolyMNIST's manifest), which keys
+    the scorers trained on the data set's own split; None: computed from the arrays.
     """
 
     name: str
@@ -82,6 +89,9 @@ class Dataset:
     test: dict[str, np.ndarray] | Stream
     binarize: tuple[str, ...] = ()
     validation: dict[str, np.ndarray] | Stream | None = None
+    class_labels: dict[str, np.ndarray] | None = None
+    label_modality: str | None = None
+    fingerprint: str | None = None
 
     def split(self, name: str):
         """The split ``name`` (train, validation or test); ValueError if this data set lacks it or it is empty."""
@@ -103,23 +113,65 @@ class Dataset:
     def num_train(self) -> int:
         return len(self.train) if self.is_streamed else len(next(iter(self.train.values())))
 
+    @property
+    def labelled(self) -> bool:
+        return self.class_labels is not None or self.label_modality is not None
+
     def labels(self, split: str = "test") -> np.ndarray:
-        """Class of each example of ``split`` (argmax of the one-hot label modality): (n,)."""
-        label = next(m.name for m in self.modalities if m.likelihood == "categorical")
-        return np.argmax(self.split(split)[label], axis=-1)
+        """Class of each example of ``split``: (n,) int, from the files or the argmax of the label modality.
+
+        ValueError naming the data set if it has no class labels.
+        """
+        data = self.split(split)
+        if self.class_labels is not None:
+            return self.class_labels[split]
+        if self.label_modality is None:
+            raise ValueError(f"the {self.name} data set has no class labels (its contract declares none)")
+        return np.argmax(data[self.label_modality], axis=-1)
+
+    def training_pairs(self) -> tuple[dict[str, np.ndarray], np.ndarray]:
+        """(data, labels) of every training pair, those held out for validation included (scorers train on them)."""
+        held = self.validation
+        parts = ["train"] + (["validation"] if isinstance(held, dict) and len(next(iter(held.values()))) else [])
+        data = {k: np.concatenate([getattr(self, s)[k] for s in parts]) for k in self.train}
+        return data, np.concatenate([self.labels(s) for s in parts])
 
 
-DATASETS = {"trimodal": trimodal, "mnist_label": mnist_label, "celeba": celeba}
-"""Name -> module with ``modalities(config)``, ``CLASSIFIED_BY`` ({image modality:
-the classification set whose classifier scores it}), ``load(config) -> Dataset`` and,
-for labelled sets, ``CLASS_NAMES`` (by label, for figures)."""
+DATASETS: dict[str, DatasetSpec] = {
+    "trimodal": trimodal.SPEC,
+    "mnist_label": mnist_label.SPEC,
+    "celeba": celeba.SPEC,
+    "polymnist": polymnist.SPEC,
+}
+"""Name -> the data set's contract (``contract.DatasetSpec``): its modalities, labels, scorers, splits."""
+
+
+def spec(name: str) -> DatasetSpec:
+    """The contract of data set ``name``; ValueError naming the choices if unknown."""
+    if name not in DATASETS:
+        raise ValueError(f"dataset={name!r} is unknown; allowed: {sorted(DATASETS)}")
+    return DATASETS[name]
 
 
 def load_dataset(config) -> Dataset:
-    """The data set ``config.dataset``; ValueError naming the choices if unknown."""
-    if config.dataset not in DATASETS:
-        raise ValueError(f"dataset={config.dataset!r} is unknown; allowed: {sorted(DATASETS)}")
-    return DATASETS[config.dataset].load(config)
+    """The data set ``config.dataset``, its labels as its contract declares them."""
+    declared = spec(config.dataset)
+    dataset = declared.load(config)
+    if declared.labels == FROM_FILES and dataset.class_labels is None:
+        raise ValueError(f"data set {declared.name} declares labels from its files, but its load gave none")
+    return dataclasses.replace(dataset, label_modality=declared.label_modality)
 
 
-__all__ = ["DATASETS", "DataNotFoundError", "Dataset", "SPLITS", "hold_out", "load_dataset"]
+__all__ = [
+    "DATASETS",
+    "FROM_FILES",
+    "OWN_SPLIT",
+    "DataNotFoundError",
+    "Dataset",
+    "DatasetSpec",
+    "SPLITS",
+    "Scorer",
+    "hold_out",
+    "load_dataset",
+    "spec",
+]

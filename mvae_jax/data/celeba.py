@@ -32,6 +32,7 @@ from pathlib import Path
 import numpy as np
 
 from mvae_jax.data import sources
+from mvae_jax.data.contract import DatasetSpec
 from mvae_jax.modality import Modality
 
 log = logging.getLogger(__name__)
@@ -53,7 +54,6 @@ PARTITION_FILE = "list_eval_partition.txt"
 QUERY_ALIASES = {"Female": ("Male", 0), "Old": ("Young", 0), "Beard": ("No_Beard", 0)}
 QUERY_MODALITY = "attributes"  # the modality a --query names entries of
 PARTITIONS = {"train": 0, "validation": 1, "test": 2}
-CLASSIFIED_BY = {}  # no classifier scores CelebA images: eval.py offers queries and samples for it
 SHUFFLE_BUFFER = 10_000  # tensorflow-datasets source only: the folder source shuffles its whole file list
 
 
@@ -323,3 +323,31 @@ def load(config):
             f"Pass --data_dir=DIR where DIR holds {IMAGES_DIR}/, {ATTRIBUTE_FILE} and {PARTITION_FILE}"
         )
     return Dataset("celeba", modalities(config), streams["train"], streams["test"], validation=streams["validation"])
+
+
+def query_vocabulary(config) -> tuple[tuple[str, ...], tuple[str, ...], dict]:
+    """(the run's attributes, all 40, ``QUERY_ALIASES``): what a ``--query`` may name."""
+    return check_attributes(config.attributes), tuple(ATTRIBUTES), QUERY_ALIASES
+
+
+def check(config) -> None:
+    """ValueError naming the bad setting: unknown attributes, or more conv widths than halvings of the image."""
+    check_attributes(config.attributes)
+    if IMAGE_SIZE % 2 ** len(config.conv_widths):
+        raise ValueError(
+            f"conv_widths={config.conv_widths!r} is invalid; allowed: at most {IMAGE_SIZE.bit_length() - 1} widths: "
+            f"each halves the {IMAGE_SIZE}x{IMAGE_SIZE} image"
+        )
+
+
+SPEC = DatasetSpec(
+    "celeba",
+    modalities,
+    load,
+    splits="official",
+    query_modality=QUERY_MODALITY,
+    query_vocabulary=query_vocabulary,
+    options=("attributes", "conv_widths"),
+    check=check,
+)
+"""No class labels and no scorer of its images yet: eval.py offers queries, samples and likelihoods for it."""

@@ -16,13 +16,13 @@ from __future__ import annotations
 import numpy as np
 
 from mvae_jax.data import sources
+from mvae_jax.data.contract import DatasetSpec, Scorer
 from mvae_jax.modality import Modality
 
 MODALITIES = (
     Modality("x", (28, 28, 1), "bernoulli"),
     Modality("w", (sources.NUM_CLASSES,), "categorical"),
 )
-CLASSIFIED_BY = {"x": "mnist"}
 CLASS_NAMES = tuple(str(c) for c in range(sources.NUM_CLASSES))
 TEST_BINARIZATION_SEED = 0
 VALIDATION_BINARIZATION_SEED = 1
@@ -52,3 +52,14 @@ def load(config):
     return Dataset(
         "mnist_label", MODALITIES, splits["train"], splits["test"], binarize=("x",), validation=splits["validation"]
     )
+
+
+SPEC = DatasetSpec(
+    "mnist_label",
+    modalities,
+    load,
+    labels="w",
+    scorers={"x": Scorer("mnist")},
+    class_names=CLASS_NAMES,
+    options=("validation",),
+)

@@ -21,6 +21,7 @@ from __future__ import annotations
 import numpy as np
 
 from mvae_jax.data import sources
+from mvae_jax.data.contract import DatasetSpec, Scorer
 from mvae_jax.modality import Modality
 
 MODALITIES = (
@@ -28,7 +29,6 @@ MODALITIES = (
     Modality("y", (28, 28, 1), "bernoulli"),
     Modality("w", (sources.NUM_CLASSES,), "categorical"),
 )
-CLASSIFIED_BY = {"x": "mnist", "y": "fashion_mnist"}
 CLASS_NAMES = tuple(f"{c} {name}" for c, name in enumerate(sources.FASHION_MNIST_CLASSES))
 """Class c pairs the digit c with the Fashion-MNIST class c: '0 T-shirt/top', '1 Trouser', ..."""
 
@@ -76,3 +76,14 @@ def load(config):
     splits = {s: make_trimodal(mnist[s], fashion[s], config.pair_seed) for s in sources.SPLITS}
     train, validation = hold_out(splits["train"], getattr(config, "validation", 0))
     return Dataset("trimodal", MODALITIES, train, splits["test"], validation=validation)
+
+
+SPEC = DatasetSpec(
+    "trimodal",
+    modalities,
+    load,
+    labels="w",
+    scorers={"x": Scorer("mnist"), "y": Scorer("fashion_mnist")},
+    class_names=CLASS_NAMES,
+    options=("validation",),
+)

@@ -5,7 +5,7 @@ evaluation's options) and returns the entries it adds to ``metrics.json``;
 figures go into ``context.out_dir``. ``eval.py`` parses flags, builds the
 context and runs the sections asked for, saving after each. To add a section,
 write ``fn(context) -> dict`` here and register it in ``SECTIONS`` (and in
-``LABELLED`` if it needs class labels).
+``LABELLED`` if it needs class labels, as its data set's contract declares them).
 """
 
 from __future__ import annotations
@@ -79,7 +79,7 @@ def coherence(ctx: Context) -> dict:
         ctx.model, ctx.params, jax.random.fold_in(ctx.rng, 1), classify, ctx.options.prior_samples
     )
     out = {"classifiers": accuracies, "coherence": scores}
-    label = next((m.name for m in ctx.model.modalities if m.likelihood == "categorical"), None)
+    label = ctx.dataset.label_modality
     if label is not None:  # the same images as fid's diversity (same key and count)
         sampled = metrics.label_coherence(
             ctx.model, ctx.params, label, jax.random.fold_in(ctx.rng, LABEL_STREAM), classify, DIVERSITY_SAMPLES
@@ -89,25 +89,37 @@ def coherence(ctx: Context) -> dict:
 
 
 def scoring_cnns(ctx: Context) -> tuple[dict, dict]:
-    """({image modality: CNN params}, {source: test accuracy}): the shipped scorers, or --classifier_dir's."""
+    """({modality: CNN params}, {scorer: test accuracy}): the data set's scorers (its contract), shipped or
+    --classifier_dir's.
+
+    A scorer of a classification set (``mnist``) is keyed by that set's name; one trained on the data set's own
+    split by ``<data set>/<modality>``.
+    """
     from mvae_jax import classifiers
     from mvae_jax.data import DATASETS
 
-    own = ctx.options.classifier_dir is not None or bool(ctx.options.classifier_epochs)
+    fresh = ctx.options.classifier_dir is not None or bool(ctx.options.classifier_epochs)
     cnns, accuracies = {}, {}
-    for name, source in getattr(DATASETS[ctx.config.dataset], "CLASSIFIED_BY", {}).items():
-        shipped = None if own else classifiers.load_shipped(source)
+    for name, scorer in DATASETS[ctx.config.dataset].scorers_of(ctx.model.names).items():
+        key = f"{ctx.config.dataset}/{name}" if scorer.own else scorer.source
+        data = classifiers.OwnSplit(ctx.dataset, name) if scorer.own else None
+        shipped = None if fresh else classifiers.load_shipped(key, data=data)
         if shipped is not None:
             params, info = shipped
         else:
-            recipe = classifiers.default_recipe(source)
+            recipe = classifiers.default_recipe(key)
             if ctx.options.classifier_epochs:
                 recipe = classifiers.Recipe(epochs=ctx.options.classifier_epochs)
-            with ctx.progress(recipe.epochs, f"classifier {source}") as update:
+            with ctx.progress(recipe.epochs, f"classifier {key}") as update:
                 params, info = classifiers.load_or_train(
-                    source, ctx.config.data_dir, ctx.options.classifier_dir, recipe, on_epoch=lambda e, loss: update(1)
+                    key,
+                    ctx.config.data_dir,
+                    ctx.options.classifier_dir,
+                    recipe,
+                    on_epoch=lambda e, loss: update(1),
+                    data=data,
                 )
-        accuracies[source] = info["test_accuracy"]
+        accuracies[key] = info["test_accuracy"]
         cnns[name] = params
     return cnns, accuracies
 
@@ -163,7 +175,7 @@ def fid(ctx: Context) -> dict:
             binarize=ctx.dataset.binarize,
         )
     out = {"fid": {**scores, "points": n}}
-    label = next((m.name for m in ctx.model.modalities if m.likelihood == "categorical"), None)
+    label = ctx.dataset.label_modality
     if label is not None:
         diversity = metrics.label_diversity(
             ctx.model,
@@ -232,7 +244,7 @@ def tsne(ctx: Context) -> dict:
     n = min(ctx.options.tsne_points, len(ctx.scored_labels))
     data = {k: v[:n] for k, v in ctx.scored.items()}
     panels = {"joint": ctx.model.names}
-    panels.update({m.name: (m.name,) for m in ctx.model.modalities if m.likelihood != "categorical"})
+    panels.update({n: (n,) for n in ctx.model.names if n != ctx.dataset.label_modality})
     embeddings = {}
     with ctx.progress(len(panels), f"tSNE of {n} points") as update:
         for panel, present in panels.items():
@@ -280,7 +292,7 @@ def class_names(dataset: str) -> tuple[str, ...] | None:
     """The data set's class names by label (figures), or None."""
     from mvae_jax.data import DATASETS
 
-    return getattr(DATASETS[dataset], "CLASS_NAMES", None)
+    return DATASETS[dataset].class_names
 
 
 def samples(ctx: Context) -> dict:
@@ -352,4 +364,4 @@ SECTIONS: dict[str, Callable[[Context], dict]] = {
 """Section name -> fn(context) -> the entries it adds to metrics.json, in the order eval.py runs them."""
 
 LABELLED = ("coherence", "latent_accuracy", "tsne", "cross_modal")
-"""Sections that need class labels (a categorical modality)."""
+"""Sections that need class labels (``DatasetSpec.labels``)."""

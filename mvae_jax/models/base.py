@@ -15,7 +15,7 @@ import numpy as np
 
 from mvae_jax import distributions
 from mvae_jax.modality import Modality
-from mvae_jax.networks import ConvDecoder, Decoder, GaussianEncoder, JointGaussianEncoder
+from mvae_jax.networks import ConvDecoder, ConvStack, Decoder, GaussianEncoder, JointGaussianEncoder
 
 Params = Any
 Batch = Mapping[str, jax.Array]
@@ -216,9 +216,24 @@ def random_subset_masks(rng: jax.Array, num_modalities: int, batch_size: int, pr
     return ((index[None, :] >> jnp.arange(num_modalities)[:, None]) & 1).astype(jnp.float32)
 
 
-def conv_widths(config, modalities: Sequence[Modality]) -> dict[str, tuple[int, ...]]:
-    """{name: the run's ``conv_widths``} for the modalities with convolutional networks."""
-    return {m.name: tuple(config.conv_widths) for m in modalities if m.network == "conv"}
+MOPOE_CONV = ConvStack((32, 64, 128), kernel=3, activation="relu")
+"""MoPoE's PolyMNIST image networks (Sutter et al. 2021, their ``ConvNetworksImgMMNIST.py``): 3x3 stride-2
+convolutions of 32, 64, 128 channels with ReLU (3x28x28 -> 128x4x4), then a dense layer of the latent's width with
+ReLU and the posterior's heads; the decoder mirrors it (dense to 128x4x4, transposed convolutions to 3x28x28)."""
+
+
+def conv_stack(config, modality: Modality) -> ConvStack | None:
+    """The convolutional stack of a modality's networks: the run's ``conv_widths`` (DCGAN-style), MoPoE's, or None."""
+    if modality.network == "conv":
+        return ConvStack(tuple(config.conv_widths))
+    if modality.network == "mopoe":
+        return MOPOE_CONV
+    return None
+
+
+def conv_widths(config, modalities: Sequence[Modality]) -> dict[str, ConvStack]:
+    """{name: its ``conv_stack``} for the modalities with convolutional networks."""
+    return {m.name: conv_stack(config, m) for m in modalities if m.network != "mlp"}
 
 
 def compute_dtype(config):
@@ -232,7 +247,9 @@ def compute_dtype(config):
 def make_encoder(config, modality: Modality) -> GaussianEncoder:
     """q(z | x_m): an MLP of the run's ``hidden_dims``; for a conv modality its ``conv_widths`` and a dense layer."""
     if modality.network == "conv":
-        return GaussianEncoder((), config.latent_dim, tuple(config.conv_widths), compute_dtype(config))
+        return GaussianEncoder((), config.latent_dim, conv_stack(config, modality), compute_dtype(config))
+    if modality.network == "mopoe":  # MoPoE's dense layer of the latent's width before the heads
+        return GaussianEncoder((config.latent_dim,), config.latent_dim, MOPOE_CONV, compute_dtype(config))
     return GaussianEncoder(
         tuple(config.hidden_dims), config.latent_dim, dtype=compute_dtype(config), activation=config.activation
     )
@@ -240,8 +257,8 @@ def make_encoder(config, modality: Modality) -> GaussianEncoder:
 
 def make_decoder(config, modality: Modality):
     """p(x_m | z): the mirror of ``make_encoder``, or an MLP of ``decoder_hidden_dims`` when they are given."""
-    if modality.network == "conv":
-        return ConvDecoder(tuple(config.conv_widths), modality.shape, compute_dtype(config))
+    if modality.network != "mlp":
+        return ConvDecoder(conv_stack(config, modality), modality.shape, compute_dtype(config))
     hidden = tuple(config.decoder_hidden_dims) or tuple(config.hidden_dims)[::-1]
     return Decoder(hidden, modality.shape, compute_dtype(config), config.activation)
 

@@ -108,7 +108,7 @@ def examples(dataset) -> dict[str, np.ndarray] | None:
     test = dataset.test
     if dataset.is_streamed:
         return test.take(IMAGE_EXAMPLES)
-    labels = dataset.labels("test") if any(m.likelihood == "categorical" for m in dataset.modalities) else None
+    labels = dataset.labels("test") if dataset.labelled else None
     if labels is None:
         picks = np.arange(min(IMAGE_EXAMPLES, len(next(iter(test.values())))))
     else:
