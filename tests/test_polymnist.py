@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -225,3 +226,57 @@ def test_the_mopoe_networks_have_mopoe_parameter_counts():
     assert count_params(params["decoders"]["m1"]) == decoder == 1_143_747
     batch = {n: np.zeros((3, 28, 28, 3), np.float32) for n in ("m0", "m1")}
     assert model.decode(params, model.encode(params, batch, ("m0",))[0])["m1"].shape == (3, 28, 28, 3)
+
+
+def test_a_scorer_of_the_own_split_is_trained_on_every_training_pair_cached_and_shipped_only_for_its_data(
+    cache, sources_dir, tmp_path, monkeypatch
+):
+    from mvae_jax import classifiers
+
+    dataset = load_dataset(config(sources_dir, validation=12))
+    own = classifiers.OwnSplit(dataset, "m1")
+    (train_images, train_labels), (test_images, _) = own.splits()["train"], own.splits()["test"]
+    assert train_images.shape == (60, 28, 28, 3) and len(train_labels) == 60 and len(test_images) == 20
+    assert own.fingerprint == classifiers.OwnSplit(load_dataset(config(sources_dir)), "m1").fingerprint
+    assert own.fingerprint != classifiers.OwnSplit(dataset, "m0").fingerprint
+    recipe = classifiers.Recipe(epochs=1, batch_size=20)
+    params, info = classifiers.load_or_train("polymnist/m1", None, tmp_path / "cnn", recipe, data=own)
+    assert info["data_sha256"] == own.fingerprint and 0.0 <= info["test_accuracy"] <= 1.0
+    assert classifiers.predict(params, test_images).shape == (20,)
+    monkeypatch.setattr(classifiers, "train_classifier", lambda *a, **k: pytest.fail("trained again"))
+    _, again = classifiers.load_or_train("polymnist/m1", None, tmp_path / "cnn", recipe, data=own)
+    assert again["test_accuracy"] == info["test_accuracy"]
+    shipped = tmp_path / "shipped"
+    digest = classifiers.save_weights(params, shipped / "polymnist-m1.npz")
+    entry = {"file": "polymnist-m1.npz", "sha256": digest, "test_accuracy": 0.5, "data_sha256": own.fingerprint}
+    (shipped / classifiers.SHIPPED_RECORD).write_text(json.dumps({"polymnist/m1": entry}))
+    assert classifiers.load_shipped("polymnist/m1", shipped, data=own) is not None
+    other = classifiers.OwnSplit(load_dataset(config(sources_dir, num_modalities=3)), "m2")
+    assert classifiers.load_shipped("polymnist/m1", shipped, data=other) is None  # trained on other data
+
+
+@pytest.mark.slow
+def test_a_polymnist_run_trains_and_every_eval_section_runs(cache, sources_dir, tmp_path):
+    """train.py then eval.py on 3 modalities: labels from the files, scorers trained on the own split, coherence by
+    the number of inputs (1 and 2), every figure."""
+    import eval as eval_cli
+    import train
+
+    workdir = tmp_path / "run"
+    flags = [f"--data_dir={sources_dir}", "--num_modalities=3", f"--workdir={workdir}", "--validation=20"]
+    train.main(["--dataset=polymnist", "--model=mopoe", "--epochs=1", "--batch_size=20", "--latent_dim=4", *flags])
+    eval_cli.main(
+        [f"--workdir={workdir}", "--classifier_epochs=1", f"--classifier_dir={tmp_path / 'cnn'}", "--prior_samples=50",
+         "--tsne_points=20", "--fid_points=20", "--iw_samples=2", "--ll_points=10"]
+    )  # fmt: skip
+    metrics = json.loads((workdir / "eval" / "metrics.json").read_text())
+    assert set(metrics["classifiers"]) == {"polymnist/m0", "polymnist/m1", "polymnist/m2"}
+    assert len(metrics["coherence"]) == 3 * 2 + 3 + 3 + 1  # 1 input -> 2 targets, 2 inputs -> 1, joint, prior
+    by_inputs = metrics["coherence_by_inputs"]
+    assert set(by_inputs) == {"1", "2", "mean"}
+    singles = [v for k, v in metrics["coherence"].items() if k.count(",") == 0 and "->" in k and "joint" not in k]
+    assert by_inputs["1"] == pytest.approx(np.mean(singles))
+    assert set(metrics["latent_accuracy"]) == {"m0", "m1", "m2", "m0,m1", "m0,m2", "m1,m2", "m0,m1,m2"}
+    assert {"prior->m0", "m1,m2->m0", "joint->m2"} <= set(metrics["fid"])
+    for figure in ("tsne.png", "cross_modal.png", "samples.png", "curves.png"):
+        assert (workdir / "eval" / figure).stat().st_size > 2_000

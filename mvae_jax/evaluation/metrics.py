@@ -121,6 +121,26 @@ def coherence(
     return {k: v / len(labels) for k, v in correct.items()}
 
 
+def coherence_by_inputs(scores: Mapping[str, float]) -> dict[str, float]:
+    """The conditional coherences of ``coherence`` averaged by the number of inputs: {"1": ..., "M-1": ..., "mean": ...}.
+
+    Key ``"k"``: the mean of ``scores["S->t"]`` over every subset S of k modalities
+    and every scored target t outside S, as the MoPoE paper (Sutter et al. 2021,
+    Fig. 4) and MVTCAE plot coherence against the number of input modalities.
+    ``"mean"``: the mean over every such (S, t), all sizes together (each pair
+    counts once). Reconstructions (``"joint->t"``) are left out.
+    """
+    by_size: dict[int, list[float]] = {}
+    for key, value in scores.items():
+        given, _, _ = key.partition("->")
+        if given != "joint" and "->" in key:
+            by_size.setdefault(len(given.split(",")), []).append(value)
+    out = {str(k): float(np.mean(v)) for k, v in sorted(by_size.items())}
+    if by_size:
+        out["mean"] = float(np.mean([x for v in by_size.values() for x in v]))
+    return out
+
+
 @per_model_jit(static_argnums=(0, 3, 4))
 def _prior_means(model: Model, params, rng, num_samples: int, latent: int):
     z = jax.random.normal(rng, (num_samples, latent))

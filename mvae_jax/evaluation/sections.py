@@ -78,7 +78,7 @@ def coherence(ctx: Context) -> dict:
     scores["prior"] = metrics.prior_coherence(
         ctx.model, ctx.params, jax.random.fold_in(ctx.rng, 1), classify, ctx.options.prior_samples
     )
-    out = {"classifiers": accuracies, "coherence": scores}
+    out = {"classifiers": accuracies, "coherence": scores, "coherence_by_inputs": metrics.coherence_by_inputs(scores)}
     label = ctx.dataset.label_modality
     if label is not None:  # the same images as fid's diversity (same key and count)
         sampled = metrics.label_coherence(

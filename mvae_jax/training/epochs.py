@@ -37,6 +37,7 @@ def make_epoch_fn(
     adversary: adversarial.Adversary | None = None,
     betas: tuple[float, ...] | None = None,
     chunk_steps: int | None = None,
+    unroll: bool | None = None,
 ) -> EpochFn:
     """(state, data) -> (state, {term: mean}): one epoch over in-memory ``data``, in jitted chunks of steps.
 
@@ -44,7 +45,14 @@ def make_epoch_fn(
     drawn from the state's key and epoch (the last partial batch is dropped;
     the next epoch's permutation differs); each member of a sweep draws its own
     from its own key, so a run of a sweep sees the batches it would alone. See ``EpochFn``.
+
+    ``unroll`` (default: when the model has a convolutional network) inlines the
+    chunk's steps instead of looping over them: XLA's CPU convolutions run many
+    times slower inside a loop body (``classifiers.train_classifier``), so conv
+    models compile a longer program and run at the speed of single steps.
     """
+    if unroll is None:
+        unroll = any(m.network != "mlp" for m in model.modalities)
     steps = num_examples // batch_size
     if steps < 1:
         raise ValueError(f"batch_size={batch_size} exceeds the {num_examples} training examples")
@@ -55,6 +63,7 @@ def make_epoch_fn(
         betas,
         on_step,
         chunk_steps or _REPORT_EVERY,
+        unroll,
     )
 
 
@@ -72,7 +81,9 @@ class EpochFn:
     idles. ``state`` is donated: do not reuse the one passed in.
     """
 
-    def __init__(self, step_fn, num_examples: int, batch_size: int, betas, on_step, chunk_steps: int):
+    def __init__(
+        self, step_fn, num_examples: int, batch_size: int, betas, on_step, chunk_steps: int, unroll: bool = False
+    ):
         self.steps, self.on_step, self.chunk_steps = num_examples // batch_size, on_step, chunk_steps
         steps = self.steps
 
@@ -92,7 +103,8 @@ class EpochFn:
             def body(state, indices):  # indices: (batch,), or (members, batch) for a sweep
                 return step_fn(state, {k: v[indices] for k, v in data.items()})
 
-            state, terms = jax.lax.scan(body, state, jax.lax.dynamic_slice_in_dim(order, start, length))
+            indices = jax.lax.dynamic_slice_in_dim(order, start, length)
+            state, terms = jax.lax.scan(body, state, indices, unroll=length if unroll else 1)
             return state, jax.tree_util.tree_map(lambda t: jnp.sum(t, axis=0), terms)
 
         self.order = jax.jit(order)

@@ -63,7 +63,9 @@ class TensorBoard:
                 self._open()
             for key, value in record.items():
                 if key not in ("epoch", "step") and isinstance(value, (int, float)):
-                    self._write(summary.scalar(f"{'speed' if key in SPEED else 'train'}/{key}", value), epoch)
+                    # TensorBoard's tag characters exclude the comma of subset terms: kl_m0,m1 -> kl_m0_m1
+                    tag = f"{'speed' if key in SPEED else 'train'}/{key.replace(',', '_')}"
+                    self._write(summary.scalar(tag, value), epoch)
             if self.every and self.examples is not None and epoch % self.every == 0:
                 grid = figures.cross_modal_grid(model, params, self.examples, jax.random.PRNGKey(epoch))
                 self._write(summary.image("cross_modal", np.clip(grid, 0.0, 1.0), dataformats="HWC"), epoch)
