@@ -37,9 +37,13 @@ modality and checks their checksums. A truncated or foreign file (a PNG of
 another size, an IDX of labels where images are expected, a cache array that
 fails its checksum) is an error that names it.
 
-Examples are ordered by class, then by their index ``i`` (the official files'
-sorted names). Splits: the official train (60,000) and test (10,000);
-``--validation=N`` holds out N training examples (``hold_out``).
+The cache holds the examples by class, then by their index ``i`` (the
+official files' sorted names); a split is read in one fixed permutation of
+that order (``ORDER_SEED``, the same for the official and the built files), so
+that its first N examples, which eval.py's ``--tsne_points``, ``--fid_points``
+and ``--ll_points`` take, are a sample of every class, as MNIST's file order
+is. Splits: the official train (60,000) and test (10,000); ``--validation=N``
+holds out N training examples (``hold_out``).
 """
 
 from __future__ import annotations
@@ -67,6 +71,7 @@ BACKGROUNDS_DIR = "polymnist_backgrounds"
 OFFICIAL_DIRS = ("", "PolyMNIST", "MMNIST", "polymnist")
 BACKGROUND_SUFFIXES = (".jpg", ".jpeg", ".png")
 SPLITS = ("train", "test")
+ORDER_SEED = 0  # the permutation of each split's examples (by class, then index) into the order a Dataset holds
 CACHE_VERSION = 1  # bump when the build or the cache layout changes: old caches are then not read
 MANIFEST = "manifest.json"
 _PNG_NAME = re.compile(r"^(\d+)\.(\d)\.png$")
@@ -369,11 +374,12 @@ def load(config):
         source = f"built from {data_dir / 'mnist'} and {data_dir / BACKGROUNDS_DIR}"
     splits, labels = {}, {}
     for split in SPLITS:
-        labels[split] = arrays["m0"][f"{split}_labels"]
         for name, parts in arrays.items():
-            if not np.array_equal(parts[f"{split}_labels"], labels[split]):
+            if not np.array_equal(parts[f"{split}_labels"], arrays["m0"][f"{split}_labels"]):
                 raise ValueError(f"PolyMNIST {split}: the classes of {name} and m0 disagree ({source})")
-        splits[split] = {name: parts[split].astype(np.float32) / 255.0 for name, parts in arrays.items()}
+        order = np.random.default_rng(ORDER_SEED).permutation(len(arrays["m0"][f"{split}_labels"]))
+        labels[split] = arrays["m0"][f"{split}_labels"][order]
+        splits[split] = {name: parts[split][order].astype(np.float32) / 255.0 for name, parts in arrays.items()}
     held = {**splits["train"], "": labels["train"]}
     train, validation = hold_out(held, getattr(config, "validation", 0))
     labels["train"], labels["validation"] = train.pop(""), validation.pop("")
