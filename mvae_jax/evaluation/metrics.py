@@ -122,7 +122,7 @@ def coherence(
 
 
 def coherence_by_inputs(scores: Mapping[str, float]) -> dict[str, float]:
-    """The conditional coherences of ``coherence`` averaged by the number of inputs: {"1": ..., "M-1": ..., "mean": ...}.
+    """The conditional coherences of ``coherence`` averaged by the number of inputs: {"1": ..., "mean": ...}.
 
     Key ``"k"``: the mean of ``scores["S->t"]`` over every subset S of k modalities
     and every scored target t outside S, as the MoPoE paper (Sutter et al. 2021,
