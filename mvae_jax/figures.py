@@ -150,24 +150,40 @@ def plot_cross_modal(
 
 
 def cross_modal_grid(model: Model, params, data: Mapping[str, np.ndarray], rng: jax.Array, samples: int = 2):
-    """One image (H, W, C) in [0, 1] of cross-modal generation, for TensorBoard: for each single modality s,
+    """One image (H, W, 3) in [0, 1] of cross-modal generation, for TensorBoard: for each single modality s,
     its images (if s is an image) above ``samples`` rows of decoder means of each other image modality,
-    z ~ q(z|s); the blocks of the sources side by side. ``data`` holds the examples (a few, one per column)."""
+    z ~ q(z|s); the blocks of the sources side by side. ``data`` holds the examples (a few, one per column).
+    Image modalities of different shapes share the grid: each image is padded (white) to the largest height
+    and width, and where some are RGB a one-channel image is drawn in gray on 3 channels."""
     images = [m for m in model.modalities if len(m.shape) == 3]  # (H, W, C); not labels or attributes
     names = {m.name for m in images}
+    height, width = max((m.shape[0] for m in images), default=1), max((m.shape[1] for m in images), default=1)
+    channels = 1 if all(m.shape[2] == 1 for m in images) else 3
+
+    def row(values) -> np.ndarray:
+        return np.concatenate(list(_fit(np.asarray(values, np.float32), height, width, channels)), axis=1)
+
     blocks = []
     for p, source in enumerate(model.names):
         batch = {source: jnp.asarray(data[source])}
         out = jax.device_get(_conditional_samples(model, params, batch, (source,), jax.random.fold_in(rng, p), samples))
-        rows = [np.concatenate(list(np.asarray(data[source], np.float32)), axis=1)] if source in names else []
-        rows += [
-            np.concatenate(list(out[t.name][k]), axis=1) for t in images if t.name != source for k in range(samples)
-        ]
+        rows = [row(data[source])] if source in names else []
+        rows += [row(out[t.name][k]) for t in images if t.name != source for k in range(samples)]
         blocks.append(np.concatenate(rows, axis=0))
-    height = max(b.shape[0] for b in blocks)
-    gap = np.ones((height, 4, blocks[0].shape[2]), np.float32)
-    padded = [np.pad(b, ((0, height - b.shape[0]), (0, 0), (0, 0)), constant_values=1.0) for b in blocks]
+    tallest = max(b.shape[0] for b in blocks)
+    gap = np.ones((tallest, 4, channels), np.float32)
+    padded = [np.pad(b, ((0, tallest - b.shape[0]), (0, 0), (0, 0)), constant_values=1.0) for b in blocks]
     return np.concatenate([x for b in padded for x in (b, gap)][:-1], axis=1)
+
+
+def _fit(images: np.ndarray, height: int, width: int, channels: int) -> np.ndarray:
+    """Images (n, h, w, c) as (n, height, width, channels): padded with white below and right; with 3 channels
+    a gray image is repeated on each and other counts are drawn as their mean in gray."""
+    if images.shape[-1] != channels:
+        gray = images.mean(axis=-1, keepdims=True)
+        images = np.repeat(gray, channels, axis=-1)
+    pad = ((0, 0), (0, height - images.shape[1]), (0, width - images.shape[2]), (0, 0))
+    return np.pad(images, pad, constant_values=1.0)
 
 
 CURVE_SKIP = ("epoch", "step", "time_s", "samples_per_s")  # metrics.jsonl entries that are not loss terms

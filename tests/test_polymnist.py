@@ -350,3 +350,19 @@ def test_mopoe_learns_polymnist_classes_in_80_steps(real_polymnist, tmp_path, mo
     )
     print({k: round(v, 3) for k, v in scores.items()})
     assert scores["m0"] >= 0.2 and scores["m0,m1,m2,m3,m4"] >= 0.3
+
+
+def test_the_tensorboard_grid_takes_image_modalities_of_different_shapes():
+    """A gray 28x28 and an RGB 20x24 modality: every image padded to 28x28 and drawn on 3 channels."""
+    import jax
+
+    from mvae_jax import figures
+    from mvae_jax.modality import Modality
+    from mvae_jax.models import get_model
+
+    modalities = (Modality("a", (28, 28, 1), "bernoulli", "conv"), Modality("b", (20, 24, 3), "bernoulli", "conv"))
+    model = get_model(Config(model="mvae", latent_dim=4, conv_widths=(8, 8)), modalities)
+    params = model.init(jax.random.PRNGKey(0))
+    data = {"a": np.zeros((3, 28, 28, 1), np.float32), "b": np.ones((3, 20, 24, 3), np.float32)}
+    grid = figures.cross_modal_grid(model, params, data, jax.random.PRNGKey(1), samples=2)
+    assert grid.shape == (3 * 28, 2 * 3 * 28 + 4, 3) and 0.0 <= grid.min() and grid.max() <= 1.0

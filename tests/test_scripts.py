@@ -263,3 +263,9 @@ def test_pemvae_study_runs_an_ablation_chooses_and_scores_the_test_pairs(tiny_da
     )
     assert "chosen" in out.lower()
     assert (tmp_path / "runs").is_dir()
+
+
+def test_conv_chunks_benchmark_prints_seconds_per_step():
+    out = _run("bench/conv_chunks.py", "--batch_size=4", "--steps=2", "--chunks=2")
+    (record,) = [json.loads(line) for line in out.splitlines() if line.startswith("{")]
+    assert record["chunk"] == "2" and record["s_per_step"] > 0 and record["first_epoch_s"] > 0
