@@ -149,3 +149,26 @@ def test_default_trimodal_parameter_counts():
 def test_unknown_model_is_a_clear_error():
     with pytest.raises(ValueError, match=r"model='nope'.*allowed: \['jmvae', 'mmvae'"):
         get_model(Config(model="nope"), MODALITIES)
+
+
+@pytest.mark.parametrize("name", ALL_MODELS)
+def test_a_bad_batch_from_python_is_named_before_the_networks_see_it(name):
+    """A modality missing from the batch, integer labels where one-hot vectors belong, an image without its
+    channel axis: each a ValueError naming the modality and what was expected, from loss and encode alike."""
+    model = get_model(Config(model=name, hidden_dims=(5,), latent_dim=2), MODALITIES)
+    params = model.init(jax.random.PRNGKey(0))
+    good = ref.batch(np.random.default_rng(0))
+    key = jax.random.PRNGKey(1)
+    assert np.isfinite(float(jnp.mean(model.loss(params, good, key)["loss"])))
+    cases = [
+        ({k: v for k, v in good.items() if k != "y"}, r"the batch has no modality 'y' \(it has \['w', 'x'\]\)"),
+        ({**good, "w": np.array([0, 2, 1])}, r"modality 'w': integer labels of shape \(3,\); expected one-hot"),
+        ({**good, "x": good["x"][..., 0]}, r"modality 'x': values of shape \(3, 2, 3\); expected \(batch, 2, 3, 1\)"),
+    ]
+    for batch, message in cases:
+        with pytest.raises(ValueError, match=message):
+            model.loss(params, batch, key)
+    with pytest.raises(ValueError, match="the channel axis is missing"):
+        model.encode(params, cases[2][0], ("x",))
+    with pytest.raises(ValueError, match="modality 'w': integer labels"):
+        jax.jit(lambda p, b: model.encode(p, b, ("w", "x")))(params, cases[1][0])

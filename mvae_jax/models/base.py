@@ -80,6 +80,13 @@ class Model:
     # Programs compiled for this model by ``per_model_jit`` functions: they live and die with the model.
     _jitted: dict = dataclasses.field(default_factory=dict, init=False, repr=False, compare=False, hash=False)
 
+    def __post_init__(self):
+        # A batch from Python is checked where it enters (at trace time under jit: no cost per step).
+        if not getattr(self.loss, "checks_batch", False):
+            object.__setattr__(self, "loss", _checking_loss(self.loss, self.modalities))
+        if not getattr(self.encode, "checks_batch", False):
+            object.__setattr__(self, "encode", _checking_encode(self.encode, self.modalities))
+
     def posterior(self, params: Params, batch: Batch, present: Sequence[str]) -> distributions.Gaussian:
         """q(z | present) as an equal-weight mixture: (mus, logvars), each (components, batch, latent).
 
@@ -93,6 +100,60 @@ class Model:
     @property
     def names(self) -> tuple[str, ...]:
         return tuple(m.name for m in self.modalities)
+
+
+def check_batch(modalities: Sequence[Modality], batch, names: Sequence[str]) -> None:
+    """ValueError naming the modality and what was expected if ``batch`` lacks one of ``names`` or holds
+    values of the wrong shape: (..., *shape) per modality, one-hot vectors (not integer labels) for a
+    categorical one, images with their channel axis."""
+    if not isinstance(batch, Mapping):
+        raise ValueError(f"a batch is a dict {{modality: array}}, got {type(batch).__name__}")
+    by_name = {m.name: m for m in modalities}
+    for name in names:
+        if name not in batch:
+            raise ValueError(
+                f"the batch has no modality {name!r} (it has {sorted(batch)}); this model's modalities: "
+                f"{', '.join(by_name)}"
+            )
+        modality, value = by_name[name], batch[name]
+        if not hasattr(value, "shape"):  # a list: its shape and dtype as an array would have them
+            value = np.asarray(value)
+        shape, dtype = tuple(value.shape), value.dtype
+        expected = f"(batch, {', '.join(str(d) for d in modality.shape)})"
+        if modality.likelihood == "categorical" and jnp.issubdtype(dtype, jnp.integer):
+            raise ValueError(
+                f"modality {name!r}: integer labels of shape {shape}; expected one-hot vectors {expected} "
+                f"(e.g. jax.nn.one_hot(labels, {modality.shape[0]}))"
+            )
+        if len(shape) < len(modality.shape) + 1 or shape[len(shape) - len(modality.shape) :] != modality.shape:
+            hint = ""
+            if len(modality.shape) == 3 and shape[1:] == modality.shape[:2]:
+                hint = " (the channel axis is missing: add it with x[..., None])"
+            raise ValueError(f"modality {name!r}: values of shape {shape}; expected {expected}{hint}")
+
+
+def _checking_loss(loss, modalities):
+    names = tuple(m.name for m in modalities)
+
+    @functools.wraps(loss)
+    def checked(params, batch, *args, **kwargs):
+        check_batch(modalities, batch, names)
+        return loss(params, batch, *args, **kwargs)
+
+    checked.checks_batch = True
+    return checked
+
+
+def _checking_encode(encode, modalities):
+    @functools.wraps(encode)
+    def checked(params, batch, present):
+        if isinstance(present, str):
+            present = (present,)
+        check_batch(modalities, batch, [n for n in present if n in {m.name for m in modalities}])
+        return encode(params, batch, present)
+
+    checked.checks_batch = True
+    return checked
 
 
 AFTER_WARMUPS = 1 << 30
