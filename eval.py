@@ -307,6 +307,13 @@ def check_request(args):
     modalities = contract.modalities(config)
     labelled = contract.labelled
     sections = args.sections or (SECTIONS if labelled else ("samples", "curves"))
+    if not args.sections and not labelled:
+        log.info(
+            "sections %s left out: they need class labels, which dataset %s has not; %s run on request (--sections)",
+            ", ".join(registry.LABELLED),
+            config.dataset,
+            ", ".join(s for s in SECTIONS if s not in sections and s not in registry.LABELLED),
+        )
     if not labelled and set(sections) & set(registry.LABELLED):
         raise ValueError(
             f"--sections={','.join(sections)}: "
@@ -405,7 +412,7 @@ def _evaluate(args, sections, labelled, query) -> dict:
     # eval.py of the same checkpoint may have saved since), under an exclusive lock of the eval folder.
     own = {"epoch": ctx.epoch, "params": networks.count_params(state.params), "split": args.split}
     own["eval_flags"] = {**flags, "sections": list(sections)}
-    own["section_seconds"], own["queries"] = {}, {}
+    own["section_seconds"], own["queries"], own["skipped"] = {}, {}, {}
     start, written = time.perf_counter(), {}
 
     def save():
@@ -419,6 +426,11 @@ def _evaluate(args, sections, labelled, query) -> dict:
         began = time.perf_counter()
         try:
             own.update(registry.SECTIONS[name](ctx))
+        except registry.Skipped as e:
+            log.warning("section %s skipped: %s", name, e)
+            own["skipped"][name] = str(e)
+            save()
+            continue
         except errors.Interrupted as e:
             raise errors.Interrupted(
                 f"{e} during section {name}: {path} holds the sections finished before it "
@@ -458,12 +470,15 @@ def merge_metrics(on_disk: dict, own: dict) -> dict:
     """metrics.json after this evaluation's save: what is on disk for the same checkpoint (epoch) and split, with
     this evaluation's sections, timings and queries over it; the file of another checkpoint is replaced."""
     if on_disk.get("epoch") != own["epoch"] or on_disk.get("split", own["split"]) != own["split"]:
-        return {k: v for k, v in own.items() if k != "queries" or v}
+        return {k: v for k, v in own.items() if k not in ("queries", "skipped") or v}
     merged = {**on_disk, **own}
-    for key in ("section_seconds", "queries"):
+    for key in ("section_seconds", "queries", "skipped"):
         merged[key] = {**on_disk.get(key, {}), **own[key]}
-    if not merged["queries"]:
-        del merged["queries"]  # present only once a query was evaluated
+    for name in own["section_seconds"]:  # run now: no longer skipped
+        merged["skipped"].pop(name, None)
+    for key in ("queries", "skipped"):
+        if not merged[key]:
+            del merged[key]  # present only once a query was evaluated, or a section skipped
     earlier = on_disk.get("eval_flags", {}).get("sections", [])
     merged["eval_flags"] = {
         **own["eval_flags"],

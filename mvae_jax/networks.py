@@ -311,7 +311,7 @@ class Classifier(nn.Module):
 
     Two 3x3 convolutions (32, 64 channels, ReLU, 2x2 average pooling), a
     128-unit hidden layer and a linear output; the architecture of Flax's
-    MNIST example, narrowed. H and W must be multiples of 4.
+    MNIST example, narrowed. Any H and W: a pooling of an odd side repeats its last row or column.
     """
 
     classes: int = 10
@@ -321,6 +321,9 @@ class Classifier(nn.Module):
         for i, channels in enumerate((32, 64)):
             x = nn.relu(nn.Conv(channels, (3, 3), name=f"conv_{i}")(x))
             b, h, w, c = x.shape
+            if h % 2 or w % 2:  # an odd side (a 14x28 half image has 7 rows here): pad it by repeating its edge
+                x = jnp.pad(x, ((0, 0), (0, h % 2), (0, w % 2), (0, 0)), mode="edge")
+                h, w = h + h % 2, w + w % 2
             x = x.reshape(b, h // 2, 2, w // 2, 2, c).mean(axis=(2, 4))  # 2x2 average pooling
         x = x.reshape(x.shape[0], -1)
         x = nn.relu(nn.Dense(128, name="dense_0")(x))

@@ -56,6 +56,11 @@ class Context:
         return jax.random.PRNGKey(self.options.seed)
 
 
+class Skipped(Exception):
+    """Raised by a section that the run's data does not allow (no scorer, no label): eval.py says why in one
+    line, records it under ``skipped`` in metrics.json and goes on with the next section."""
+
+
 DIVERSITY_SAMPLES = 100  # images per class generated from the label (``diversity``, ``label_coherence``)
 LABEL_STREAM = 7  # their key: fold_in(--seed key, 7), so both statistics describe the same images
 
@@ -72,12 +77,18 @@ def coherence(ctx: Context) -> dict:
 
     cnns, accuracies = scoring_cnns(ctx)
     classify = {name: lambda images, p=params: classifiers.predict(p, images) for name, params in cnns.items()}
+    scorable = [*classify, *([ctx.dataset.label_modality] if ctx.dataset.label_modality else [])]
+    if not scorable:
+        raise Skipped(f"no modality of {ctx.config.dataset} can be classified (its contract declares no scorer)")
     pairs = metrics.coherence_pairs(ctx.model, classify)
     with ctx.progress(len(pairs), "coherence") as update:
         scores = metrics.coherence(ctx.model, ctx.params, ctx.scored, ctx.scored_labels, classify, progress=update)
-    scores["prior"] = metrics.prior_coherence(
-        ctx.model, ctx.params, jax.random.fold_in(ctx.rng, 1), classify, ctx.options.prior_samples
-    )
+    if len(scorable) >= 2:
+        scores["prior"] = metrics.prior_coherence(
+            ctx.model, ctx.params, jax.random.fold_in(ctx.rng, 1), classify, ctx.options.prior_samples
+        )
+    else:
+        log.warning("coherence: no prior coherence, which needs two classified modalities (%s has one)", scorable[0])
     out = {"classifiers": accuracies, "coherence": scores, "coherence_by_inputs": metrics.coherence_by_inputs(scores)}
     label = ctx.dataset.label_modality
     if label is not None:  # the same images as fid's diversity (same key and count)
@@ -160,7 +171,7 @@ def fid(ctx: Context) -> dict:
 
     cnns, _ = scoring_cnns(ctx)
     if not cnns:
-        return {}
+        raise Skipped(f"no image modality of {ctx.config.dataset} has a scoring CNN, whose features FID compares")
     n = min(ctx.options.fid_points, len(ctx.scored[ctx.model.names[0]]))
     data = {k: v[:n] for k, v in ctx.scored.items()}
     features = {name: lambda images, p=params: classifiers.features(p, images) for name, params in cnns.items()}
