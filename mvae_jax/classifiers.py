@@ -59,7 +59,7 @@ DEFAULT_EPOCHS = {"mnist": 5, "fashion_mnist": 10}
 class OwnSplit:
     """One modality of a data set's own training pairs (validation included) and test split, with its classes:
     what a scorer of ``contract.OWN_SPLIT`` trains and is tested on. ``fingerprint`` keys its cache and its
-    shipped weights: the data set's own (``Dataset.fingerprint``) or a SHA-256 of the arrays."""
+    shipped weights: the data set's own for the modality (``Dataset.fingerprints``) or a SHA-256 of the arrays."""
 
     dataset: Any
     modality: str
@@ -72,8 +72,8 @@ class OwnSplit:
 
     @functools.cached_property
     def fingerprint(self) -> str:
-        if self.dataset.fingerprint is not None:
-            return hashlib.sha256(f"{self.dataset.fingerprint}/{self.modality}".encode()).hexdigest()
+        if self.dataset.fingerprints is not None:
+            return hashlib.sha256(f"{self.dataset.fingerprints[self.modality]}/{self.modality}".encode()).hexdigest()
         digest = hashlib.sha256()
         for images, labels in self.splits().values():
             digest.update(repr(images.shape).encode())

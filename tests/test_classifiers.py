@@ -74,7 +74,8 @@ def test_a_changed_weights_file_is_refused_with_its_checksums(small_params, tmp_
 
 def test_the_shipped_record_names_each_file_with_its_checksum():
     record = classifiers.shipped_record()
-    assert set(record) == {"mnist", "fashion_mnist"}
+    assert set(record) == {"mnist", "fashion_mnist", *(f"polymnist/m{m}" for m in range(5))}
+    assert all(len(record[f"polymnist/m{m}"]["data_sha256"]) == 64 for m in range(5))  # the data they score
     for name, info in record.items():
         assert classifiers.sha256(classifiers.SHIPPED_DIR / info["file"]) == info["sha256"]
         assert info["recipe"] == dataclasses.asdict(classifiers.default_recipe(name))

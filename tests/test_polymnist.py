@@ -115,12 +115,12 @@ def test_the_build_is_deterministic_cached_and_modalities_do_not_depend_on_their
     three = load_dataset(config(sources_dir, num_modalities=3))
     for name in ("m0", "m1"):
         np.testing.assert_array_equal(two.train[name], three.train[name])
-    assert "m2" in three.train and two.fingerprint != three.fingerprint
+    assert "m2" in three.train and two.fingerprints == {k: three.fingerprints[k] for k in ("m0", "m1")}
     assert len(list(cache.glob("*/manifest.json"))) == 3  # one folder per modality, m0 and m1 reused
     monkeypatch.setattr(polymnist, "build_modality", lambda *a: pytest.fail("rebuilt although cached"))
     again = load_dataset(config(sources_dir))
     np.testing.assert_array_equal(again.test["m1"], two.test["m1"])
-    assert again.fingerprint == two.fingerprint
+    assert again.fingerprints == two.fingerprints
 
 
 def test_a_damaged_cache_array_is_named(cache, sources_dir):
@@ -168,7 +168,7 @@ def test_the_official_files_are_read_and_paired_by_name(cache, sources_dir, tmp_
         np.testing.assert_array_equal(read.test[name], built.test[name])
         np.testing.assert_array_equal(read.train[name], built.train[name])
     np.testing.assert_array_equal(read.labels("train"), built.labels("train"))
-    assert read.fingerprint != built.fingerprint
+    assert read.fingerprints["m0"] != built.fingerprints["m0"]
 
 
 def test_bad_official_files_are_named(cache, sources_dir, tmp_path):
@@ -290,7 +290,8 @@ def test_a_polymnist_run_trains_and_every_eval_section_runs(cache, sources_dir, 
 
 @pytest.fixture(scope="session")
 def real_polymnist(real_data_dir, tmp_path_factory):
-    """PolyMNIST built from ../shared/datasets (MNIST and the backgrounds) into a cache of the session's own."""
+    """PolyMNIST's m0 and m1 built from ../shared/datasets (MNIST and the backgrounds) into a cache of the
+    session's own (two modalities: the build and the model cost 2/5 of five; m2..m4 are built by the same code)."""
     import os
 
     if not (real_data_dir / polymnist.BACKGROUNDS_DIR).is_dir():
@@ -298,7 +299,7 @@ def real_polymnist(real_data_dir, tmp_path_factory):
     before = os.environ.get("MVAE_JAX_CACHE")
     os.environ["MVAE_JAX_CACHE"] = str(tmp_path_factory.mktemp("polymnist_cache"))
     try:
-        yield load_dataset(Config(dataset="polymnist", data_dir=str(real_data_dir)))
+        yield load_dataset(Config(dataset="polymnist", data_dir=str(real_data_dir), num_modalities=2))
     finally:
         if before is None:
             os.environ.pop("MVAE_JAX_CACHE")
@@ -309,11 +310,11 @@ def real_polymnist(real_data_dir, tmp_path_factory):
 @pytest.mark.slow
 def test_the_shipped_scorers_are_those_of_the_built_data_and_classify_its_test_split(real_polymnist):
     """The build here gives the data the shipped CNNs were trained on (their recorded fingerprint), and each
-    classifies its modality's 10,000 test images (recorded 0.978-0.985; asserted >= 0.97)."""
+    classifies its modality's 10,000 test images (recorded 0.9849 and 0.9783; asserted >= 0.97)."""
     from mvae_jax import classifiers
 
     assert real_polymnist.num_train == 60_000 and np.bincount(real_polymnist.labels("test")).min() >= 892
-    for m in ("m0", "m1", "m2", "m3", "m4"):
+    for m in ("m0", "m1"):
         shipped = classifiers.load_shipped(f"polymnist/{m}", data=classifiers.OwnSplit(real_polymnist, m))
         assert shipped is not None, f"the shipped polymnist/{m} scorer was trained on other data"
         params, info = shipped
@@ -323,9 +324,9 @@ def test_the_shipped_scorers_are_those_of_the_built_data_and_classify_its_test_s
 
 @pytest.mark.slow
 def test_mopoe_learns_polymnist_classes_in_80_steps(real_polymnist, tmp_path, monkeypatch):
-    """MoPoE (latent 32) trained 4 epochs on the first 2,560 real training examples: a logistic regression on the
-    posterior means beats chance (0.1) on 1,000 test examples (measured 0.33 for q(z|m0), 0.44 for all five).
-    Its cross-modal coherence is still at chance this early (0.10): that needs the budgets of docs/POLYMNIST.md."""
+    """MoPoE (latent 32) on m0 and m1, trained 4 epochs on the first 2,560 real training examples: a logistic
+    regression on the posterior means beats chance (0.1) on 1,000 test examples (measured 0.358 for q(z|m0), 0.433
+    for q(z|m0,m1)). Its cross-modal coherence is still at chance this early: that needs longer budgets."""
     import dataclasses
 
     from mvae_jax import training
@@ -349,7 +350,7 @@ def test_mopoe_learns_polymnist_classes_in_80_steps(real_polymnist, tmp_path, mo
         model, state.params, small.train, small.labels("train"), test, real_polymnist.labels("test")[:1000]
     )
     print({k: round(v, 3) for k, v in scores.items()})
-    assert scores["m0"] >= 0.2 and scores["m0,m1,m2,m3,m4"] >= 0.3
+    assert scores["m0"] >= 0.25 and scores["m0,m1"] >= 0.3
 
 
 def test_the_tensorboard_grid_takes_image_modalities_of_different_shapes():
@@ -368,10 +369,12 @@ def test_the_tensorboard_grid_takes_image_modalities_of_different_shapes():
     assert grid.shape == (3 * 28, 2 * 3 * 28 + 4, 3) and 0.0 <= grid.min() and grid.max() <= 1.0
 
 
-@pytest.mark.slow  # six conv models compiled: about a minute
-@pytest.mark.parametrize("name", ["jmvae", "telbo", "mvae", "pemvae", "mmvae", "mopoe"])
-def test_every_model_builds_on_polymnist_and_has_finite_gradients(name):
-    """The joint encoders of jmvae, telbo and pemvae take each modality through MoPoE's conv features."""
+@pytest.mark.slow  # conv models compiled: about 15 s each
+@pytest.mark.parametrize("name", ["jmvae", "pemvae", "mmvae"])
+def test_every_kind_of_encoder_builds_on_polymnist_and_has_finite_gradients(name):
+    """A joint encoder (jmvae; telbo's is the same), pemvae's fusion encoder and the unimodal experts (mmvae;
+    mvae's and mopoe's are the same, and mopoe trains on PolyMNIST in the test above) take each modality
+    through MoPoE's conv features."""
     import jax
 
     from mvae_jax.models import get_model

@@ -79,8 +79,8 @@ class Dataset:
     ``class_labels`` ({split: (n,) int}) holds the classes of a data set whose
     labels come with its files (``contract.FROM_FILES``), ``label_modality`` the
     modality whose argmax is the class; ``load_dataset`` fills it from the spec.
-    ``fingerprint``: a checksum of the data (PolyMNIST's manifest), which keys
-    the scorers trained on the data set's own split; None: computed from the arrays.
+    ``fingerprints``: {modality: a checksum of its data} (PolyMNIST's manifests),
+    which key the scorers trained on the data set's own split; None: computed from the arrays.
     """
 
     name: str
@@ -91,7 +91,7 @@ class Dataset:
     validation: dict[str, np.ndarray] | Stream | None = None
     class_labels: dict[str, np.ndarray] | None = None
     label_modality: str | None = None
-    fingerprint: str | None = None
+    fingerprints: dict[str, str] | None = None
 
     def split(self, name: str):
         """The split ``name`` (train, validation or test); ValueError if this data set lacks it or it is empty."""

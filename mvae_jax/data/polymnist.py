@@ -281,7 +281,7 @@ def _idx_inputs(data_dir: Path) -> tuple[dict, dict]:
     return mnist, {p.name: _sha256(p) for p in files}
 
 
-def _built(data_dir: Path, num_modalities: int) -> tuple[dict, str]:
+def _built(data_dir: Path, num_modalities: int) -> tuple[dict, dict[str, str]]:
     """Modalities built from ``data_dir/mnist`` and ``data_dir/polymnist_backgrounds``."""
     folder = data_dir / BACKGROUNDS_DIR
     if not folder.is_dir():
@@ -298,7 +298,7 @@ def _built(data_dir: Path, num_modalities: int) -> tuple[dict, str]:
             f"{len(backgrounds)} ({', '.join(p.name for p in backgrounds) or 'none'})"
         )
     mnist, idx_sums = _idx_inputs(data_dir)
-    arrays, prints = {}, []
+    arrays, prints = {}, {}
     for m in range(num_modalities):
         path = backgrounds[m]
         key = {"source": "built", "modality": f"m{m}", "background": _sha256(path), "mnist": idx_sums,
@@ -313,15 +313,14 @@ def _built(data_dir: Path, num_modalities: int) -> tuple[dict, str]:
                 out[f"{split}_labels"] = ordered_labels(labels)
             return out
 
-        arrays[f"m{m}"], fingerprint = _cached_or_made(key, make)
-        prints.append(fingerprint)
-    return arrays, hashlib.sha256("".join(prints).encode()).hexdigest()
+        arrays[f"m{m}"], prints[f"m{m}"] = _cached_or_made(key, make)
+    return arrays, prints
 
 
-def _official(root: Path, num_modalities: int) -> tuple[dict, str]:
+def _official(root: Path, num_modalities: int) -> tuple[dict, dict[str, str]]:
     """Modalities read from the official files under ``root``."""
     keys = {split: official_names(root / split / "m0") for split in SPLITS}
-    arrays, prints = {}, []
+    arrays, prints = {}, {}
     for m in range(num_modalities):
         for split in SPLITS:
             if not (root / split / f"m{m}").is_dir():
@@ -349,9 +348,8 @@ def _official(root: Path, num_modalities: int) -> tuple[dict, str]:
                 out[f"{split}_labels"] = np.asarray([d for d, _ in keys[split]], np.int32)
             return out
 
-        arrays[f"m{m}"], fingerprint = _cached_or_made(key, make)
-        prints.append(fingerprint)
-    return arrays, hashlib.sha256("".join(prints).encode()).hexdigest()
+        arrays[f"m{m}"], prints[f"m{m}"] = _cached_or_made(key, make)
+    return arrays, prints
 
 
 def load(config):
@@ -367,10 +365,10 @@ def load(config):
     root = find_official(data_dir)
     if root is not None:
         log.info("PolyMNIST: the official files in %s", root)
-        arrays, fingerprint = _official(root, config.num_modalities)
+        arrays, fingerprints = _official(root, config.num_modalities)
         source = f"official files in {root}"
     else:
-        arrays, fingerprint = _built(data_dir, config.num_modalities)
+        arrays, fingerprints = _built(data_dir, config.num_modalities)
         source = f"built from {data_dir / 'mnist'} and {data_dir / BACKGROUNDS_DIR}"
     splits, labels = {}, {}
     for split in SPLITS:
@@ -391,7 +389,7 @@ def load(config):
         splits["test"],
         validation=validation,
         class_labels=labels,
-        fingerprint=fingerprint,
+        fingerprints=fingerprints,
     )
 
 
