@@ -372,11 +372,12 @@ def load(config):
         source = f"built from {data_dir / 'mnist'} and {data_dir / BACKGROUNDS_DIR}"
     splits, labels = {}, {}
     for split in SPLITS:
+        classes = arrays["m0"][f"{split}_labels"]
         for name, parts in arrays.items():
-            if not np.array_equal(parts[f"{split}_labels"], arrays["m0"][f"{split}_labels"]):
+            if not np.array_equal(parts[f"{split}_labels"], classes):
                 raise ValueError(f"PolyMNIST {split}: the classes of {name} and m0 disagree ({source})")
-        order = np.random.default_rng(ORDER_SEED).permutation(len(arrays["m0"][f"{split}_labels"]))
-        labels[split] = arrays["m0"][f"{split}_labels"][order]
+        order = np.random.default_rng(ORDER_SEED).permutation(len(classes))
+        labels[split] = classes[order]
         splits[split] = {name: parts[split][order].astype(np.float32) / 255.0 for name, parts in arrays.items()}
     held = {**splits["train"], "": labels["train"]}
     train, validation = hold_out(held, getattr(config, "validation", 0))

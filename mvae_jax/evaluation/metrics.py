@@ -75,16 +75,21 @@ def classify_outputs(model: Model, outputs: Mapping[str, np.ndarray], classify: 
     return out
 
 
+def scorable(model: Model, classify: Mapping[str, Classify]) -> tuple[str, ...]:
+    """The modalities whose decoded values get a class: categorical ones (argmax) and those in ``classify``."""
+    return tuple(m.name for m in model.modalities if m.likelihood == "categorical" or m.name in classify)
+
+
 def coherence_pairs(model: Model, classify: Mapping[str, Classify]) -> list[tuple[tuple[str, ...], tuple[str, ...]]]:
     """(present, targets) pairs scored by ``coherence``: every non-empty subset and the modalities it lacks,
     then all modalities and each of them (reconstruction); targets limited to those that can be classified."""
-    scorable = tuple(m.name for m in model.modalities if m.likelihood == "categorical" or m.name in classify)
+    scored = scorable(model, classify)
     pairs = []
     for present in subsets(model.names):
-        targets = tuple(t for t in scorable if t not in present)
+        targets = tuple(t for t in scored if t not in present)
         if targets:
             pairs.append((present, targets))
-    pairs.append((model.names, scorable))
+    pairs.append((model.names, scored))
     return pairs
 
 

@@ -77,7 +77,7 @@ def coherence(ctx: Context) -> dict:
 
     cnns, accuracies = scoring_cnns(ctx)
     classify = {name: lambda images, p=params: classifiers.predict(p, images) for name, params in cnns.items()}
-    scorable = [*classify, *([ctx.dataset.label_modality] if ctx.dataset.label_modality else [])]
+    scorable = metrics.scorable(ctx.model, classify)
     if not scorable:
         raise Skipped(f"no modality of {ctx.config.dataset} can be classified (its contract declares no scorer)")
     pairs = metrics.coherence_pairs(ctx.model, classify)

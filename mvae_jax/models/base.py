@@ -82,10 +82,11 @@ class Model:
 
     def __post_init__(self):
         # A batch from Python is checked where it enters (at trace time under jit: no cost per step).
-        if not getattr(self.loss, "checks_batch", False):
-            object.__setattr__(self, "loss", _checking_loss(self.loss, self.modalities))
-        if not getattr(self.encode, "checks_batch", False):
-            object.__setattr__(self, "encode", _checking_encode(self.encode, self.modalities))
+        names = self.names
+        if not getattr(self.loss, "checks_batch", False):  # the loss reads every modality
+            object.__setattr__(self, "loss", _checking(self.loss, self.modalities, lambda *a, **k: names))
+        if not getattr(self.encode, "checks_batch", False):  # encode reads those present
+            object.__setattr__(self, "encode", _checking(self.encode, self.modalities, lambda present: present))
 
     def posterior(self, params: Params, batch: Batch, present: Sequence[str]) -> distributions.Gaussian:
         """q(z | present) as an equal-weight mixture: (mus, logvars), each (components, batch, latent).
@@ -132,25 +133,14 @@ def check_batch(modalities: Sequence[Modality], batch, names: Sequence[str]) -> 
             raise ValueError(f"modality {name!r}: values of shape {shape}; expected {expected}{hint}")
 
 
-def _checking_loss(loss, modalities):
-    names = tuple(m.name for m in modalities)
+def _checking(fn, modalities, present_of):
+    """``fn(params, batch, ...)`` that first checks the batch's modalities ``present_of(...)`` (``check_batch``)."""
+    known = {m.name for m in modalities}
 
-    @functools.wraps(loss)
+    @functools.wraps(fn)
     def checked(params, batch, *args, **kwargs):
-        check_batch(modalities, batch, names)
-        return loss(params, batch, *args, **kwargs)
-
-    checked.checks_batch = True
-    return checked
-
-
-def _checking_encode(encode, modalities):
-    @functools.wraps(encode)
-    def checked(params, batch, present):
-        if isinstance(present, str):
-            present = (present,)
-        check_batch(modalities, batch, [n for n in present if n in {m.name for m in modalities}])
-        return encode(params, batch, present)
+        check_batch(modalities, batch, [n for n in present_of(*args, **kwargs) if n in known])
+        return fn(params, batch, *args, **kwargs)
 
     checked.checks_batch = True
     return checked
