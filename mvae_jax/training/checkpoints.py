@@ -66,7 +66,9 @@ class Checkpoints:
     def __init__(self, workdir: str | os.PathLike, keep: int = 3, folder: str = CHECKPOINT_DIR):
         self.directory = Path(workdir).absolute() / folder
         self.manager = open_manager(self.directory, keep)
-        self._pending = None
+        self._pending = None  # the epoch whose save may still be running
+        self._last = None  # the epoch of the latest save started
+        self._reported = False  # a failed save was already raised as a CheckpointError
 
     def latest(self) -> int | None:
         return self.manager.latest_step()
@@ -84,7 +86,7 @@ class Checkpoints:
             self.manager.save(epoch, args=ocp.args.StandardSave(state))
         except Exception as e:
             raise self._failed(epoch if self._pending is None else self._pending, e) from e
-        self._pending = epoch
+        self._pending = self._last = epoch
         return epoch
 
     def wait(self) -> None:
@@ -96,6 +98,7 @@ class Checkpoints:
         self._pending = None
 
     def _failed(self, epoch: int | None, error: Exception) -> errors.CheckpointError:
+        self._reported = True
         try:
             self.manager.reload()
             kept = f"the checkpoints of epochs {self.all_steps()} are intact"
@@ -127,18 +130,25 @@ class Checkpoints:
         """Wait for background saves (CheckpointError if one failed) and release the manager.
 
         After a failed save, orbax's own ``close()`` raises the stored error again (a bare
-        ``RESOURCE_EXHAUSTED: Error writing ...``): that is the failure already reported, so it is only
-        logged, and the CheckpointError that names the epoch and the intact checkpoints is what propagates.
+        ``RESOURCE_EXHAUSTED: Error writing ...``), and whether ``wait_until_finished`` or ``close`` is the
+        one to raise it depends on timing. Once a failure has been reported it is only logged; otherwise it
+        becomes the CheckpointError that names the epoch and the intact checkpoints.
         """
         try:
             self.wait()
         except errors.CheckpointError:
-            try:
-                self.manager.close()
-            except Exception as e:
-                log.debug("orbax's close after the failed save in %s: %s", self.directory, e)
+            self._close_manager()
             raise
-        self.manager.close()
+        self._close_manager()
+
+    def _close_manager(self) -> None:
+        try:
+            self.manager.close()
+        except Exception as e:
+            if self._reported:
+                log.debug("orbax's close after the failed save in %s: %s", self.directory, e)
+                return
+            raise self._failed(self._last, e) from e
 
     def __enter__(self):
         return self

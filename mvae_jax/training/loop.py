@@ -115,8 +115,10 @@ def train_sweep(
             else:
                 sweep.finish_epoch(result)
                 sweep.stop_if_asked(result.epoch)
-    finally:
-        sweep.close()
+    except BaseException:
+        sweep.close(raising=False)  # the error that stopped the run is the one to report
+        raise
+    sweep.close()
     return sweep.final_states()
 
 
@@ -445,10 +447,19 @@ class _Sweep:
     def final_states(self) -> list[TrainState]:
         return [self._member(i) for i in range(len(self.configs))]
 
-    def close(self) -> None:
+    def close(self, raising: bool = True) -> None:
+        """Finish the background saves and release the checkpoints, boards and locks. With ``raising`` False
+        (closing after another error, which is the one to report), a failed save here is only logged."""
+        failed = []
         try:
             for ck in (*getattr(self, "checkpoints", ()), *getattr(self, "best", ())):
-                ck.close()
+                try:
+                    ck.close()
+                except errors.CheckpointError as e:  # every manager is still closed
+                    failed.append(e)
+                    log.debug("closing %s: %s", ck.directory, e)
+            if failed and raising:
+                raise failed[0]
         finally:
             for board in getattr(self, "boards", ()):
                 board.close()
