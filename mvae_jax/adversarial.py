@@ -33,8 +33,34 @@ import jax.numpy as jnp
 import optax
 
 from mvae_jax import distributions
+from mvae_jax import options as opt
 from mvae_jax.models.base import compute_dtype
 from mvae_jax.networks import Discriminator, MLPDiscriminator
+
+DISC_NETWORKS = ("auto", "conv")
+
+OPTIONS = (
+    opt.number("adv_weight", 1.0, "weight lambda of the generator's GAN loss"),
+    opt.number("disc_learning_rate", 2e-3, "the discriminators' Adam learning rate (b1 = 0.5)", strict=True),
+    opt.number("r1_weight", 1.0, "gamma of the R1 penalty (gamma / 2) ||grad D(real)||^2; 0 = off"),
+    opt.widths("disc_widths", (32, 64, 128), "channels of the conv discriminator's stride-2 conv layers", "32,64,128"),
+    opt.choice(
+        "disc_network",
+        "auto",
+        DISC_NETWORKS,
+        "auto = each image's discriminator follows its modality's network (a conv net for conv modalities, an MLP "
+        "for MLP ones, e.g. the trimodal images); conv = a conv net for every image (adversarial runs saved before "
+        "this option load as conv)",
+        legacy="conv",
+    ),
+    opt.widths(
+        "disc_hidden_dims", (128, 128), "widths of the MLP discriminator's hidden layers (leaky ReLU)", "128,128"
+    ),
+    opt.integer(
+        "adv_warmup_epochs", 0, "epochs before the generator's GAN loss counts (the discriminator learns meanwhile)"
+    ),
+)
+"""The settings adversarial training reads (``--adversarial``); one of them without it is refused."""
 
 
 def generator_loss(fake_logits: jax.Array) -> jax.Array:

@@ -1,121 +1,165 @@
-"""One frozen dataclass holds every setting of a run; it is saved as JSON beside the checkpoints."""
+"""One frozen dataclass holds every setting of a run; it is saved as JSON beside the checkpoints.
+
+Its fields come from the option blocks (``mvae_jax.options``): the run's own here, and those each model, data
+set and adversarial training declare beside the code that reads them."""
 
 from __future__ import annotations
 
 import dataclasses
 import json
-import math
 import os
 from pathlib import Path
 from typing import Any
 
+from mvae_jax import options as opt
 from mvae_jax.files import atomic_write_bytes, atomic_write_text  # noqa: F401 (re-exported)
+from mvae_jax.options import Option
 
 CONFIG_FILE = "config.json"
 METRICS_FILE = "metrics.jsonl"  # one JSON line per epoch: the mean loss terms, time and samples/s
 
-# Settings that may change when a run is resumed: everything else defines the
-# model, its data or its optimisation, and must match the saved run.
-RESUMABLE = frozenset(
-    {
-        "epochs",
-        "data_dir",
-        "workdir",
-        "keep_checkpoints",
-        "precision",
-        "nan_rollbacks",
-        "nan_lr_factor",
-        "tensorboard_images",
-    }
-)
-
 PRECISIONS = ("fp32", "bf16")
 ACTIVATIONS = ("relu", "swish")  # of the MLPs (mvae_jax.networks.ACTIVATIONS)
 
-# PEMVAE's choices (mvae_jax.models.pemvae says what each does).
-SUBSET_SAMPLINGS = ("random", "all")
-SUBSET_OBJECTIVES = ("elbo_kl", "kl", "elbo")
-SUBSET_TARGETS = ("present", "all")
-FUSIONS = ("tokens", "mean", "zero")
+
+def _registry(name: str, default: str, help: str) -> Option:
+    """``model`` or ``dataset``: a name in its registry (which Config.validate checks, the registry being open)."""
+    return Option(name, "str", default, help, "", lambda v: isinstance(v, str) and bool(v))
+
+
+RUN_OPTIONS = (
+    _registry("model", "jmvae", "model to train"),
+    _registry("dataset", "trimodal", "paired data set"),
+    opt.number(
+        "beta",
+        1.0,
+        "weight of KL(q(z|all) || p(z)), the paper's Eq. (1); several, comma separated, train a sweep (one run per "
+        "beta, one compiled program)",
+        strict=True,
+    ),
+    opt.integer("epochs", 20, "train until this many epochs are done (counting resumed ones)", 1, resumable=True),
+    opt.integer("batch_size", 128, "examples per step (a multiple of the device count)", 1),
+    opt.number("learning_rate", 1e-3, "Adam learning rate", strict=True, allowed="a number > 0"),
+    opt.integer("latent_dim", 20, "size of z", 1),
+    opt.widths("hidden_dims", (512, 512), "widths of the hidden layers of every MLP, comma separated", "512,512"),
+    opt.widths(
+        "decoder_hidden_dims",
+        (),
+        "widths of the hidden layers of the MLP decoders, comma separated (e.g. 512,512,512, MVAE's 3-layer decoders)",
+        "512,512,512",
+        may_be_empty="the mirror of hidden_dims",
+    ),
+    opt.choice("activation", "relu", ACTIVATIONS, "nonlinearity of every MLP: relu, or swish = x sigmoid(x) (MVAE's)"),
+    opt.integer(
+        "seed",
+        0,
+        "seed of initialisation, noise and batch order; several, comma separated, train a sweep (one run per seed, "
+        "one compiled program)",
+    ),
+    opt.integer("pair_seed", 0, "seed of the MNIST / Fashion-MNIST pairing"),
+    Option(
+        "data_dir",
+        "path",
+        None,
+        "folder with the data set's files (mnist/ and fashion_mnist/ IDX files, celeba/, polymnist/)",
+        empty="tensorflow-datasets",
+        resumable=True,
+    ),
+    Option(
+        "workdir",
+        "path",
+        None,
+        "where config, metrics and checkpoints go",
+        "a directory path",
+        lambda v: bool(v),
+        empty="runs/<model>_beta<beta>",
+        resumable=True,
+    ),
+    opt.integer("keep_checkpoints", 3, "how many of the latest epoch checkpoints to keep", 1, resumable=True),
+    opt.integer(
+        "tensorboard_images",
+        5,
+        "TensorBoard event files in the workdir hold the epoch's loss terms and the config; every N epochs also a "
+        "grid of cross-modal samples (0: none)",
+        resumable=True,
+    ),
+    opt.switch("adversarial", "add a discriminator per image modality and its non-saturating GAN loss (VAE-GAN)"),
+    opt.choice(
+        "precision",
+        "fp32",
+        PRECISIONS,
+        "bf16: matmuls and convolutions in bfloat16 (for GPUs and TPUs), params, optimizer and losses in float32; "
+        "may change when resuming",
+        resumable=True,
+    ),
+    opt.integer(
+        "nan_rollbacks",
+        0,
+        "on a non-finite loss or parameter, roll back to the last good checkpoint and multiply the learning rates "
+        "by --nan_lr_factor, at most this many times per launch; 0 = stop with an error",
+        resumable=True,
+    ),
+    Option(
+        "nan_lr_factor",
+        "float",
+        0.5,
+        "what each NaN rollback multiplies the learning rates by (saved in config.json)",
+        "a number strictly between 0 and 1",
+        lambda v: opt.is_number(v) and 0 < v < 1,
+        resumable=True,
+    ),
+)
+"""The run's own settings, read whatever the model and data set."""
+
+
+def blocks() -> dict[str, dict[str, tuple[Option, ...]]]:
+    """{scope: {owner: its options}}: the run's, the models', the data sets' and adversarial training's."""
+    from mvae_jax import adversarial
+    from mvae_jax.data import DATASETS
+    from mvae_jax.models import OPTIONS
+
+    return {
+        "run": {"run": RUN_OPTIONS},
+        "model": dict(OPTIONS),
+        "dataset": {name: spec.options for name, spec in DATASETS.items()},
+        "adversarial": {"adversarial": adversarial.OPTIONS},
+    }
+
+
+def all_options() -> dict[str, Option]:
+    """{name: Option} of every setting, in the order of Config's fields."""
+    merged: dict[str, Option] = {}
+    for scope, owned in blocks().items():
+        for name, option in opt.merge(owned, scope).items():
+            if name in merged and merged[name] is not option:
+                raise ValueError(f"option {name!r} is declared by the {scope} block and by another block")
+            merged[name] = option
+    return merged
+
+
+def readers(name: str) -> tuple[str, ...]:
+    """The models, data sets or ``("adversarial",)`` that read option ``name``; () for the run's own."""
+    for scope, owned in blocks().items():
+        if scope != "run" and name in (found := opt.owners(owned)):
+            return found[name]
+    return ()
+
+
+def help_line(name: str) -> str:
+    """The option's help, prefixed with what reads it ("pemvae: ...") and followed by its default."""
+    option = OPTIONS[name]
+    who = readers(name)
+    shown = option.shown_default()
+    return (f"{', '.join(who)}: " if who else "") + option.help + (f" (default: {shown})" if shown else "")
 
 
 def dataset_options() -> dict[str, tuple[str, ...]]:
     """{option: the data sets that read it}, from the data sets' contracts (``DatasetSpec.options``)."""
-    from mvae_jax.data import DATASETS
-
-    owners: dict[str, tuple[str, ...]] = {}
-    for name, spec in DATASETS.items():
-        for option in spec.options:
-            owners[option] = (*owners.get(option, ()), name)
-    return owners
+    return opt.owners(blocks()["dataset"])
 
 
-# Options of adversarial training: setting one without adversarial=True is an error.
-ADVERSARIAL_OPTIONS = (
-    "adv_weight",
-    "disc_learning_rate",
-    "r1_weight",
-    "disc_widths",
-    "disc_network",
-    "disc_hidden_dims",
-    "adv_warmup_epochs",
-)
-DISC_NETWORKS = ("auto", "conv")  # auto: the discriminator's network follows the modality's (conv or MLP)
-
-
-@dataclasses.dataclass(frozen=True)
-class Config:
-    """Every hyper-parameter of one training run.
-
-    The defaults train JMVAE-kl on the trimodal MNIST / Fashion-MNIST / label
-    set with the MLP widths and latent size of Suzuki et al. 2016 (Sec. 4).
-    """
-
-    model: str = "jmvae"
-    dataset: str = "trimodal"
-    beta: float = 1.0
-    alpha: float = 0.1
-    epochs: int = 20
-    batch_size: int = 128
-    learning_rate: float = 1e-3
-    latent_dim: int = 20
-    hidden_dims: tuple[int, ...] = (512, 512)
-    decoder_hidden_dims: tuple[int, ...] = ()
-    activation: str = "relu"
-    seed: int = 0
-    pair_seed: int = 0
-    validation: int = 0
-    data_dir: str | None = None
-    workdir: str | None = None
-    keep_checkpoints: int = 3
-    tensorboard_images: int = 5
-    likelihood_weights: tuple[float, ...] = ()
-    num_subsets: int = 1
-    warmup_epochs: int = 1
-    subset_sampling: str = "all"
-    unimodal_weight: float = 3.0
-    subset_objective: str = "elbo_kl"
-    subset_kl_weight: float = 1.0
-    subset_targets: str = "present"
-    freeze_encoder: bool = False
-    fusion: str = "tokens"
-    modality_dropout: float = 0.0
-    num_samples: int = 10
-    kl_warmup_epochs: int = 0
-    attributes: tuple[str, ...] = ()
-    num_modalities: int = 5
-    conv_widths: tuple[int, ...] = (32, 64, 128, 256)
-    adversarial: bool = False
-    adv_weight: float = 1.0
-    disc_learning_rate: float = 2e-3
-    r1_weight: float = 1.0
-    disc_widths: tuple[int, ...] = (32, 64, 128)
-    disc_network: str = "auto"
-    disc_hidden_dims: tuple[int, ...] = (128, 128)
-    adv_warmup_epochs: int = 0
-    precision: str = "fp32"
-    nan_rollbacks: int = 0
-    nan_lr_factor: float = 0.5
+class _Settings:
+    """The methods of Config (whose fields come from the option blocks: ``all_options``)."""
 
     def __post_init__(self):
         for name in _TUPLES:
@@ -131,7 +175,8 @@ class Config:
     def validate(self, given=None, scopes: bool = True) -> Config:
         """Raise ValueError naming the first bad value and what is allowed; return self.
 
-        One check per field, in the order of the fields: long, but a list, not logic.
+        Each option's own check (its Option), then the data set's and the model's checks of settings that
+        must agree with each other, then the scopes.
 
         ``given``: the names of the settings the user gave (train.py's flags): one that the model, the data
         set or non-adversarial training does not read is refused even at its default value. Without it,
@@ -141,118 +186,29 @@ class Config:
         """
         given = frozenset(given or ())
         from mvae_jax.data import DATASETS
-        from mvae_jax.models import MODELS, model_options
+        from mvae_jax.models import CHECKS, MODELS
 
-        def need(ok: bool, name: str, allowed: str):
-            if not ok:
-                raise ValueError(f"{name}={getattr(self, name)!r} is invalid; allowed: {allowed}")
-
-        need(self.model in MODELS, "model", ", ".join(sorted(MODELS)))
-        need(self.dataset in DATASETS, "dataset", ", ".join(sorted(DATASETS)))
-        need(_is_float(self.beta) and math.isfinite(self.beta) and self.beta > 0, "beta", "a finite number > 0")
-        # alpha = 0 is plain JMVAE (Suzuki et al. 2016, Sec. 3.1), a model of its own
-        need(
-            _is_float(self.alpha) and math.isfinite(self.alpha) and self.alpha >= 0,
-            "alpha",
-            "a finite number >= 0 (0: plain JMVAE)",
-        )
-        need(_is_float(self.learning_rate) and 0 < self.learning_rate < math.inf, "learning_rate", "a number > 0")
-        for name in ("epochs", "batch_size", "latent_dim", "keep_checkpoints"):
-            need(_is_int(getattr(self, name)) and getattr(self, name) >= 1, name, "an integer >= 1")
-        for name in ("seed", "pair_seed", "validation", "tensorboard_images"):
-            need(_is_int(getattr(self, name)) and getattr(self, name) >= 0, name, "an integer >= 0")
-        for name, example in (
-            ("hidden_dims", "512,512"),
-            ("conv_widths", "32,64,128,256"),
-            ("disc_widths", "32,64,128"),
-            ("disc_hidden_dims", "128,128"),
-        ):
-            widths = getattr(self, name)
-            need(
-                len(widths) >= 1 and all(_is_int(h) and h >= 1 for h in widths),
-                name,
-                f"one or more integers >= 1, e.g. {example}",
-            )
-        need(
-            all(_is_int(h) and h >= 1 for h in self.decoder_hidden_dims),
-            "decoder_hidden_dims",
-            "empty (the mirror of hidden_dims) or integers >= 1, e.g. 512,512,512",
-        )
-        need(self.activation in ACTIVATIONS, "activation", ", ".join(ACTIVATIONS))
-        need(bool(self.workdir), "workdir", "a directory path")
+        for name, registry in (("model", MODELS), ("dataset", DATASETS)):
+            if getattr(self, name) not in registry:
+                raise ValueError(f"{name}={getattr(self, name)!r} is invalid; allowed: {', '.join(sorted(registry))}")
+        for option in OPTIONS.values():
+            error = option.error(getattr(self, option.name))
+            if error:
+                raise ValueError(error)
         DATASETS[self.dataset].validate(self)  # the data set's own settings (contract.DatasetSpec.check)
         names = [m.name for m in DATASETS[self.dataset].modalities(self)]
-        need(
-            self.likelihood_weights == ()
-            or (
-                len(self.likelihood_weights) == len(names)
-                and all(_is_float(v) and math.isfinite(v) and v >= 0 for v in self.likelihood_weights)
-            ),
-            "likelihood_weights",
-            f"empty (all 1) or {len(names)} finite numbers >= 0, one per modality {','.join(names)}",
-        )
-        need(_is_int(self.num_samples) and self.num_samples >= 1, "num_samples", "an integer >= 1")
-        low = 0 if self.model == "mvae" else 1  # MVAE with 2 modalities: its joint and unimodal ELBOs are every subset
-        need(
-            _is_int(self.num_subsets) and self.num_subsets >= low,
-            "num_subsets",
-            "an integer >= 1 (mvae: >= 0, 0 = the joint and unimodal ELBOs only)",
-        )
-        for name in ("warmup_epochs", "kl_warmup_epochs", "adv_warmup_epochs"):
-            need(_is_int(getattr(self, name)) and getattr(self, name) >= 0, name, "an integer >= 0")
-        need(isinstance(self.adversarial, bool), "adversarial", "true or false")
-        for name, allowed in (
-            ("subset_sampling", SUBSET_SAMPLINGS),
-            ("subset_objective", SUBSET_OBJECTIVES),
-            ("subset_targets", SUBSET_TARGETS),
-            ("fusion", FUSIONS),
-        ):
-            need(getattr(self, name) in allowed, name, ", ".join(allowed))
-        for name in ("unimodal_weight", "subset_kl_weight"):
-            value = getattr(self, name)
-            need(_is_float(value) and math.isfinite(value) and value >= 0, name, "a finite number >= 0")
-        need(isinstance(self.freeze_encoder, bool), "freeze_encoder", "true or false")
-        need(
-            _is_float(self.modality_dropout) and 0 <= self.modality_dropout < 1,
-            "modality_dropout",
-            "a number >= 0 and < 1",
-        )
-        need(
-            self.model != "pemvae" or self.subset_sampling != "all" or self.num_subsets == 1,
-            "num_subsets",
-            "1 with subset_sampling=all (every proper subset is trained each step)",
-        )
-        need(
-            self.subset_objective != "elbo" or self.subset_kl_weight == 1.0,
-            "subset_kl_weight",
-            "the default with subset_objective=elbo, which has no KL term",
-        )
-        need(
-            self.subset_objective != "kl" or self.subset_kl_weight > 0,
-            "subset_kl_weight",
-            "a number > 0 with subset_objective=kl, whose only term it weights",
-        )
-        need(self.disc_network in DISC_NETWORKS, "disc_network", ", ".join(DISC_NETWORKS))
-        need(self.precision in PRECISIONS, "precision", ", ".join(PRECISIONS))
-        need(_is_int(self.nan_rollbacks) and self.nan_rollbacks >= 0, "nan_rollbacks", "an integer >= 0")
-        need(
-            _is_float(self.nan_lr_factor) and 0 < self.nan_lr_factor < 1,
-            "nan_lr_factor",
-            "a number strictly between 0 and 1",
-        )
-        for name in ("adv_weight", "r1_weight"):
-            value = getattr(self, name)
-            need(_is_float(value) and math.isfinite(value) and value >= 0, name, "a finite number >= 0")
-        need(
-            _is_float(self.disc_learning_rate) and 0 < self.disc_learning_rate < math.inf,
-            "disc_learning_rate",
-            "a number > 0",
-        )
+        if self.likelihood_weights and len(self.likelihood_weights) != len(names):
+            raise ValueError(
+                f"likelihood_weights={self.likelihood_weights!r} is invalid; allowed: empty (all 1) or "
+                f"{len(names)} finite numbers >= 0, one per modality {','.join(names)}"
+            )
+        if self.model in CHECKS:
+            CHECKS[self.model](self)
         if not scopes:
             return self
         defaults = Config()
-        for scope, options in (("model", model_options()), ("dataset", dataset_options())):
-            for name, owners in options.items():
+        for scope, owned in (("model", blocks()["model"]), ("dataset", blocks()["dataset"])):
+            for name, owners in opt.owners(owned).items():
                 if getattr(self, scope) not in owners and (
                     name in given or getattr(self, name) != getattr(defaults, name)
                 ):
@@ -261,7 +217,7 @@ class Config:
                         f"not to {scope}={getattr(self, scope)!r}; leave it out"
                     )
         if not self.adversarial:
-            for name in ADVERSARIAL_OPTIONS:
+            for name in opt.owners(blocks()["adversarial"]):
                 if name in given or getattr(self, name) != getattr(defaults, name):
                     raise ValueError(
                         f"{name}={getattr(self, name)!r} applies to adversarial training only; "
@@ -278,16 +234,21 @@ class Config:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> Config:
-        """The Config of a saved dict; a pemvae run saved before an option existed gets the value it trained with."""
+        """The Config of a saved dict. A setting it lacks takes the value that the run trained with: the
+        option's ``legacy`` value where its block is in use (the model chosen, adversarial training on),
+        else its default."""
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(d) - known)
         if unknown:
             raise ValueError(f"unknown config keys {unknown}; known: {sorted(known)}")
-        if d.get("model") == "pemvae":
-            d = {**{k: v for k, v in _PEMVAE_BEFORE_OPTIONS.items() if k not in d}, **d}
-        if d.get("adversarial") and "disc_network" not in d:  # saved before D followed the modality: conv for all
-            d = {**d, "disc_network": "conv"}
-        return cls(**d)
+        owned = blocks()
+        in_use = [
+            *owned["model"].get(d.get("model", "jmvae"), ()),
+            *owned["dataset"].get(d.get("dataset", "trimodal"), ()),
+            *(owned["adversarial"]["adversarial"] if d.get("adversarial") else ()),
+        ]
+        legacy = {o.name: o.legacy for o in in_use if o.legacy is not opt.NO_LEGACY and o.name not in d}
+        return cls(**{**legacy, **d})
 
     def likelihood_weight(self, names) -> dict[str, float]:
         """{modality: weight of its log-likelihood}: ``likelihood_weights`` in the order of ``names``, or all 1."""
@@ -298,25 +259,35 @@ class Config:
             )
         return {n: float(w) for n, w in zip(names, weights)}
 
-    def differences(self, other: Config, ignore=RESUMABLE) -> dict[str, tuple[Any, Any]]:
-        """{field: (self's value, other's value)} for fields that differ, outside ``ignore``."""
+    def differences(self, other: Config, ignore=None) -> dict[str, tuple[Any, Any]]:
+        """{field: (self's value, other's value)} for fields that differ, outside ``ignore`` (default: the
+        settings that may change on resume, ``RESUMABLE``)."""
+        ignore = RESUMABLE if ignore is None else ignore
         a, b = self.to_dict(), other.to_dict()
         return {k: (a[k], b[k]) for k in a if k not in ignore and a[k] != b[k]}
 
 
-# What pemvae did before these options existed (docs/PEMVAE.md chose today's defaults on validation):
-# a config.json written then lacks them, and resumes or evaluates as it was trained.
-_PEMVAE_BEFORE_OPTIONS = {"subset_sampling": "random", "unimodal_weight": 1.0}
+OPTIONS = all_options()
+"""{name: Option} of every setting (the fields of Config, in order)."""
 
-_TUPLES = (
-    "hidden_dims",
-    "decoder_hidden_dims",
-    "likelihood_weights",
-    "attributes",
-    "conv_widths",
-    "disc_widths",
-    "disc_hidden_dims",
+RESUMABLE = frozenset(name for name, option in OPTIONS.items() if option.resumable)
+"""Settings that may change when a run is resumed: everything else defines the model, its data or its
+optimisation, and must match the saved run."""
+
+_TUPLES = tuple(name for name, option in OPTIONS.items() if option.kind in ("ints", "floats", "strs"))
+
+Config = dataclasses.make_dataclass(
+    "Config",
+    [(name, option.annotation, dataclasses.field(default=option.default)) for name, option in OPTIONS.items()],
+    bases=(_Settings,),
+    frozen=True,
 )
+Config.__module__ = __name__  # for pickle and reprs (make_dataclass's module= is Python >= 3.12)
+Config.__doc__ = """Every setting of one training run: the run's own (``RUN_OPTIONS``), each model's, each data
+set's and adversarial training's (their blocks: ``blocks()``), one field each.
+
+The defaults train JMVAE-kl on the trimodal MNIST / Fashion-MNIST / label set with the MLP widths and latent
+size of Suzuki et al. 2016 (Sec. 4)."""
 
 
 class _DerivedWorkdir(str):
@@ -352,22 +323,22 @@ def load_config(workdir: str | os.PathLike) -> Config:
         raise ValueError(f"{path} holds a JSON {type(saved).__name__}, not an object of settings")
     try:
         for key, value in saved.items():
-            _check_type(key, value)
+            check_type(key, value)
         return Config.from_dict(saved).validate(scopes=False)
     except ValueError as e:
         raise ValueError(f"{path}: {e}") from None
 
 
-# What a config.json value must be, by the field's annotation (JSON has lists where Config has tuples).
+# What a config.json value must be, by the option's kind (JSON has lists where Config has tuples).
 _JSON_TYPES = {
     "int": ("an integer", lambda v: _is_int(v)),
     "float": ("a number", lambda v: _is_float(v)),
     "bool": ("true or false", lambda v: isinstance(v, bool)),
     "str": ("a string", lambda v: isinstance(v, str)),
-    "str | None": ("a string or null", lambda v: v is None or isinstance(v, str)),
-    "tuple[int, ...]": ("a list of integers, e.g. [512, 512]", lambda v: _list_of(v, _is_int)),
-    "tuple[float, ...]": ("a list of numbers, e.g. [1.0, 1.0]", lambda v: _list_of(v, _is_float)),
-    "tuple[str, ...]": ('a list of strings, e.g. ["Male"]', lambda v: _list_of(v, lambda x: isinstance(x, str))),
+    "path": ("a string or null", lambda v: v is None or isinstance(v, str)),
+    "ints": ("a list of integers, e.g. [512, 512]", lambda v: _list_of(v, _is_int)),
+    "floats": ("a list of numbers, e.g. [1.0, 1.0]", lambda v: _list_of(v, _is_float)),
+    "strs": ('a list of strings, e.g. ["Male"]', lambda v: _list_of(v, lambda x: isinstance(x, str))),
 }
 
 
@@ -375,12 +346,12 @@ def _list_of(value, ok) -> bool:
     return isinstance(value, list) and all(ok(x) for x in value)
 
 
-def _check_type(key: str, value) -> None:
-    """ValueError naming ``key`` if its saved ``value`` is not of its field's type (unknown keys: from_dict)."""
-    field = {f.name: f for f in dataclasses.fields(Config)}.get(key)
-    if field is None or field.type not in _JSON_TYPES:
+def check_type(key: str, value) -> None:
+    """ValueError naming ``key`` if its saved ``value`` is not of its option's kind (unknown keys: from_dict)."""
+    option = OPTIONS.get(key)
+    if option is None:
         return
-    allowed, ok = _JSON_TYPES[field.type]
+    allowed, ok = _JSON_TYPES[option.kind]
     if not ok(value):
         raise ValueError(f"{key}={json.dumps(value)} is invalid; allowed: {allowed}")
 

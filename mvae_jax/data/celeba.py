@@ -31,6 +31,7 @@ from pathlib import Path
 
 import numpy as np
 
+from mvae_jax import options as opt
 from mvae_jax.data import sources
 from mvae_jax.data.contract import DatasetSpec
 from mvae_jax.modality import Modality
@@ -330,6 +331,22 @@ def query_vocabulary(config) -> tuple[tuple[str, ...], tuple[str, ...], dict]:
     return check_attributes(config.attributes), tuple(ATTRIBUTES), QUERY_ALIASES
 
 
+ATTRIBUTE_NAMES = opt.Option(
+    "attributes",
+    "strs",
+    (),
+    "the attributes modelled, comma separated",
+    "CelebA attribute names, each once",
+    empty="all 40",
+)
+CONV_WIDTHS = opt.widths(
+    "conv_widths",
+    (32, 64, 128, 256),
+    "channels of the conv encoder's stride-2 layers (the decoder mirrors them); 64 / 2^len must be an integer",
+    "32,64,128,256",
+)
+
+
 def check(config) -> None:
     """ValueError naming the bad setting: unknown attributes, or more conv widths than halvings of the image."""
     check_attributes(config.attributes)
@@ -347,7 +364,7 @@ SPEC = DatasetSpec(
     splits="official",
     query_modality=QUERY_MODALITY,
     query_vocabulary=query_vocabulary,
-    options=("attributes", "conv_widths"),
+    options=(ATTRIBUTE_NAMES, CONV_WIDTHS),
     check=check,
 )
 """No class labels and no scorer of its images yet: eval.py offers queries, samples and likelihoods for it."""

@@ -16,7 +16,8 @@ tables) asks the spec, never a modality's likelihood or a hard-coded name:
   out by ``hold_out``) or ``"official"`` (the data set's own partition);
 - ``query_modality`` and ``query_vocabulary``: what ``eval.py --query`` names;
 - ``class_names``: by class, for figures;
-- ``options``: the run settings (Config fields) that only this data set reads.
+- ``options``: the settings (``mvae_jax.options.Option``) that only this data set reads;
+  one several data sets read is one object (``VALIDATION``).
 """
 
 from __future__ import annotations
@@ -25,6 +26,8 @@ from collections.abc import Callable, Mapping
 import dataclasses
 from typing import Any
 
+from mvae_jax import options as opt
+
 FROM_FILES = "files"
 """``DatasetSpec.labels`` of a data set whose classes come with its files, not as a modality."""
 
@@ -32,6 +35,15 @@ OWN_SPLIT = "own"
 """``Scorer.source`` of a CNN trained on the data set's own training split (and cached)."""
 
 SPLIT_POLICIES = ("held_out", "official")
+
+VALIDATION = opt.integer(
+    "validation",
+    0,
+    "training pairs held out as the validation split (the last N of a fixed permutation, the same for every run), "
+    "scored after every epoch (validation_<term> in metrics.jsonl) and the best epoch kept in best_checkpoint/ "
+    "(eval.py --step=best); eval.py --split=validation scores them; 0 = none",
+)
+"""The option of every data set whose ``splits`` is ``"held_out"``."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -66,7 +78,7 @@ class DatasetSpec:
     query_modality: str | None = None
     query_vocabulary: Callable[[Any], tuple] | None = None
     class_names: tuple[str, ...] | None = None
-    options: tuple[str, ...] = ()
+    options: tuple[opt.Option, ...] = ()
     check: Callable[[Any], None] | None = None
 
     def __post_init__(self):

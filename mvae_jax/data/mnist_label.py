@@ -16,7 +16,7 @@ from __future__ import annotations
 import numpy as np
 
 from mvae_jax.data import sources
-from mvae_jax.data.contract import DatasetSpec, Scorer
+from mvae_jax.data.contract import VALIDATION, DatasetSpec, Scorer
 from mvae_jax.modality import Modality
 
 MODALITIES = (
@@ -61,5 +61,5 @@ SPEC = DatasetSpec(
     labels="w",
     scorers={"x": Scorer("mnist")},
     class_names=CLASS_NAMES,
-    options=("validation",),
+    options=(VALIDATION,),
 )

@@ -57,8 +57,9 @@ import re
 
 import numpy as np
 
+from mvae_jax import options as opt
 from mvae_jax.data import sources
-from mvae_jax.data.contract import FROM_FILES, OWN_SPLIT, DatasetSpec, Scorer
+from mvae_jax.data.contract import FROM_FILES, OWN_SPLIT, VALIDATION, DatasetSpec, Scorer
 from mvae_jax.files import atomic_write_bytes, atomic_write_text
 from mvae_jax.modality import Modality
 
@@ -87,14 +88,14 @@ def modalities(config) -> tuple[Modality, ...]:
     return tuple(Modality(n, (SIZE, SIZE, 3), "bernoulli", "mopoe") for n in modality_names(config.num_modalities))
 
 
-def check(config) -> None:
-    """ValueError naming ``num_modalities`` unless it is 2 to ``MAX_MODALITIES``."""
-    m = config.num_modalities
-    if not (isinstance(m, int) and not isinstance(m, bool) and 2 <= m <= MAX_MODALITIES):
-        raise ValueError(
-            f"num_modalities={m!r} is invalid; allowed: an integer from 2 to {MAX_MODALITIES} (5: PolyMNIST; "
-            f"6-{MAX_MODALITIES}: the Extended PolyMNIST, one background image each)"
-        )
+NUM_MODALITIES = opt.integer(
+    "num_modalities",
+    5,
+    f"image modalities m0..m(N-1), 2 to {MAX_MODALITIES} (5: PolyMNIST; more: the Extended PolyMNIST)",
+    allowed=f"an integer from 2 to {MAX_MODALITIES} (5: PolyMNIST; 6-{MAX_MODALITIES}: the Extended PolyMNIST, one "
+    "background image each)",
+    check=lambda m: opt.is_int(m) and 2 <= m <= MAX_MODALITIES,
+)
 
 
 def cache_directory() -> Path:
@@ -401,6 +402,5 @@ SPEC = DatasetSpec(
     labels=FROM_FILES,
     scorers={f"m{m}": Scorer(OWN_SPLIT) for m in range(MAX_MODALITIES)},
     class_names=tuple(str(c) for c in range(sources.NUM_CLASSES)),
-    options=("validation", "num_modalities"),
-    check=check,
+    options=(VALIDATION, NUM_MODALITIES),
 )

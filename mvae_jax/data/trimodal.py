@@ -21,7 +21,7 @@ from __future__ import annotations
 import numpy as np
 
 from mvae_jax.data import sources
-from mvae_jax.data.contract import DatasetSpec, Scorer
+from mvae_jax.data.contract import VALIDATION, DatasetSpec, Scorer
 from mvae_jax.modality import Modality
 
 MODALITIES = (
@@ -85,5 +85,5 @@ SPEC = DatasetSpec(
     labels="w",
     scorers={"x": Scorer("mnist"), "y": Scorer("fashion_mnist")},
     class_names=CLASS_NAMES,
-    options=("validation",),
+    options=(VALIDATION,),
 )

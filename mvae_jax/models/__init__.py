@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from mvae_jax import options as opt
 from mvae_jax.models import jmvae, mmvae, mopoe, mvae, pemvae, telbo
 from mvae_jax.models.base import Model, check_present, subsets
 
@@ -23,16 +24,16 @@ OPTIONS = {
     "mmvae": mmvae.OPTIONS,
     "mopoe": mopoe.OPTIONS,
 }
-"""Registry name -> the Config fields that model reads beyond the common ones (each declared beside its build)."""
+"""Registry name -> the options (``mvae_jax.options.Option``) that model reads beyond the run's own, declared
+beside its build."""
+
+CHECKS = {"pemvae": pemvae.check}
+"""Registry name -> check(config): ValueError for settings of that model that contradict each other."""
 
 
 def model_options() -> dict[str, tuple[str, ...]]:
-    """{option: the models that read it}, for every model-specific Config field."""
-    owners: dict[str, list[str]] = {}
-    for name, options in OPTIONS.items():
-        for option in options:
-            owners.setdefault(option, []).append(name)
-    return {option: tuple(models) for option, models in owners.items()}
+    """{option name: the models that read it}, for every model's own option."""
+    return opt.owners(OPTIONS)
 
 
 def get_model(config, modalities) -> Model:
@@ -42,4 +43,4 @@ def get_model(config, modalities) -> Model:
     return MODELS[config.model](config, tuple(modalities))
 
 
-__all__ = ["MODELS", "OPTIONS", "Model", "check_present", "get_model", "model_options", "subsets"]
+__all__ = ["CHECKS", "MODELS", "OPTIONS", "Model", "check_present", "get_model", "model_options", "subsets"]

@@ -7,6 +7,7 @@ import dataclasses
 import functools
 import inspect
 import itertools
+import math
 from typing import Any, Protocol
 
 import jax
@@ -14,8 +15,34 @@ import jax.numpy as jnp
 import numpy as np
 
 from mvae_jax import distributions
+from mvae_jax import options as opt
 from mvae_jax.modality import Modality
 from mvae_jax.networks import ConvDecoder, ConvStack, Decoder, GaussianEncoder, JointGaussianEncoder
+
+# Options several models read: one declaration each, named by every model's OPTIONS block.
+LIKELIHOOD_WEIGHTS = opt.Option(
+    "likelihood_weights",
+    "floats",
+    (),
+    "weight lambda of each modality's log-likelihood, comma separated in the data set's modality order "
+    "(x,y,w); empty = all 1",
+    "empty (all 1) or finite numbers >= 0, one per modality",
+    lambda v: all(opt.is_number(w) and math.isfinite(w) and w >= 0 for w in v),
+    empty="all 1",
+)
+KL_WARMUP_EPOCHS = opt.integer(
+    "kl_warmup_epochs",
+    0,
+    "KL weight rises linearly from 0 to beta over this many epochs (beta * min(1, epochs done / N), "
+    "Sonderby et al. 2016); 0 = no warm-up",
+)
+NUM_SUBSETS = opt.integer(
+    "num_subsets",
+    1,
+    "random subsets per example and step: mvae's subset ELBOs (0 = none: with 2 modalities the paper's "
+    "objective); pemvae's proper subsets with --subset_sampling=random",
+    allowed="an integer >= 1 (mvae: >= 0, 0 = the joint and unimodal ELBOs only)",
+)
 
 Params = Any
 Batch = Mapping[str, jax.Array]

@@ -17,11 +17,20 @@ or more modalities short of all, the product of their unimodal experts
 from __future__ import annotations
 
 from mvae_jax import losses
+from mvae_jax import options as opt
 from mvae_jax.modality import Modality
-from mvae_jax.models.base import Model, joint_and_experts
+from mvae_jax.models.base import KL_WARMUP_EPOCHS, Model, joint_and_experts
 
-OPTIONS = ("alpha", "kl_warmup_epochs")
-"""The Config fields this model reads beyond those every model reads (a flag for another model is refused)."""
+OPTIONS = (
+    opt.number(
+        "alpha",
+        0.1,
+        "JMVAE-kl weight of sum_m KL(q(z|all) || q(z|x_m)); 0 = plain JMVAE (Suzuki et al. 2016, Sec. 3.1)",
+        allowed="a finite number >= 0 (0: plain JMVAE)",
+    ),
+    KL_WARMUP_EPOCHS,
+)
+"""The settings this model reads beyond the run's own (a flag for another model is refused)."""
 
 
 def build(config, modalities: tuple[Modality, ...]) -> Model:

@@ -32,8 +32,9 @@ import jax
 import jax.numpy as jnp
 
 from mvae_jax import distributions, losses
+from mvae_jax import options as opt
 from mvae_jax.modality import Modality
-from mvae_jax.models.base import Experts, Model, check_present
+from mvae_jax.models.base import LIKELIHOOD_WEIGHTS, Experts, Model, check_present
 
 
 def dreg(log_weights_fn):
@@ -61,8 +62,11 @@ def dreg(log_weights_fn):
     return f
 
 
-OPTIONS = ("likelihood_weights", "num_samples")
-"""The Config fields this model reads beyond those every model reads (a flag for another model is refused)."""
+OPTIONS = (
+    LIKELIHOOD_WEIGHTS,
+    opt.integer("num_samples", 10, "importance samples K per modality (DReG estimator)", minimum=1),
+)
+"""The settings this model reads beyond the run's own (a flag for another model is refused)."""
 
 
 def build(config, modalities: tuple[Modality, ...]) -> Model:

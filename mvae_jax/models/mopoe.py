@@ -31,10 +31,10 @@ import numpy as np
 
 from mvae_jax import distributions, losses
 from mvae_jax.modality import Modality
-from mvae_jax.models.base import Experts, Model, check_present, subsets
+from mvae_jax.models.base import KL_WARMUP_EPOCHS, LIKELIHOOD_WEIGHTS, Experts, Model, check_present, subsets
 
-OPTIONS = ("likelihood_weights", "kl_warmup_epochs")
-"""The Config fields this model reads beyond those every model reads (a flag for another model is refused)."""
+OPTIONS = (LIKELIHOOD_WEIGHTS, KL_WARMUP_EPOCHS)
+"""The settings this model reads beyond the run's own (a flag for another model is refused)."""
 
 
 def build(config, modalities: tuple[Modality, ...]) -> Model:

@@ -28,10 +28,18 @@ import jax
 
 from mvae_jax import distributions, losses
 from mvae_jax.modality import Modality
-from mvae_jax.models.base import Experts, Model, check_present, random_subset_masks
+from mvae_jax.models.base import (
+    KL_WARMUP_EPOCHS,
+    LIKELIHOOD_WEIGHTS,
+    NUM_SUBSETS,
+    Experts,
+    Model,
+    check_present,
+    random_subset_masks,
+)
 
-OPTIONS = ("likelihood_weights", "num_subsets", "kl_warmup_epochs")
-"""The Config fields this model reads beyond those every model reads (a flag for another model is refused)."""
+OPTIONS = (LIKELIHOOD_WEIGHTS, NUM_SUBSETS, KL_WARMUP_EPOCHS)
+"""The settings this model reads beyond the run's own (a flag for another model is refused)."""
 
 
 def build(config, modalities: tuple[Modality, ...]) -> Model:

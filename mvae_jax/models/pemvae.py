@@ -49,8 +49,19 @@ import jax
 import jax.numpy as jnp
 
 from mvae_jax import distributions, losses
+from mvae_jax import options as opt
 from mvae_jax.modality import Modality
-from mvae_jax.models.base import Experts, Model, check_present, compute_dtype, conv_widths, random_subset_masks, subsets
+from mvae_jax.models.base import (
+    KL_WARMUP_EPOCHS,
+    NUM_SUBSETS,
+    Experts,
+    Model,
+    check_present,
+    compute_dtype,
+    conv_widths,
+    random_subset_masks,
+    subsets,
+)
 from mvae_jax.networks import FusionEncoder
 
 log = logging.getLogger(__name__)
@@ -69,20 +80,85 @@ def modality_dropout_masks(rng: jax.Array, num_modalities: int, batch_size: int,
     return jnp.where(jnp.sum(keep, axis=0, keepdims=True) > 0, keep, one)
 
 
+SUBSET_OBJECTIVES = ("elbo_kl", "kl", "elbo")
+
+# docs/PEMVAE.md chose the defaults of subset_sampling and unimodal_weight on validation; a config.json written
+# before they existed trained with their legacy values, and resumes or evaluates as it was trained.
 OPTIONS = (
-    "num_subsets",
-    "warmup_epochs",
-    "kl_warmup_epochs",
-    "subset_sampling",
-    "unimodal_weight",
-    "subset_objective",
-    "subset_kl_weight",
-    "subset_targets",
-    "freeze_encoder",
-    "fusion",
-    "modality_dropout",
+    NUM_SUBSETS,
+    opt.integer("warmup_epochs", 1, "epochs of the joint ELBO alone, before the encoder also learns subsets"),
+    KL_WARMUP_EPOCHS,
+    opt.choice(
+        "subset_sampling",
+        "all",
+        ("random", "all"),
+        "all = every proper subset every step; random = --num_subsets random proper subsets per example and step "
+        "(cheaper; the default before docs/PEMVAE.md)",
+        legacy="random",
+    ),
+    opt.number("unimodal_weight", 3.0, "weight of the subset terms of single-modality subsets (others 1)", legacy=1.0),
+    opt.choice(
+        "subset_objective",
+        "elbo_kl",
+        SUBSET_OBJECTIVES,
+        "what a subset S trains: elbo_kl = its ELBO + KL(sg q(z|all) || q(z|S)); kl = the KL alone; "
+        "elbo = the ELBO alone",
+    ),
+    opt.number("subset_kl_weight", 1.0, "weight of KL(sg q(z|all) || q(z|S)) (as JMVAE's alpha)"),
+    opt.choice(
+        "subset_targets",
+        "present",
+        ("present", "all"),
+        "what the subset ELBO reconstructs from z ~ q(z|S): present = the modalities in S; all = every modality",
+    ),
+    opt.switch(
+        "freeze_encoder",
+        "after the warm-up, train only the mask tokens of the encoder (the joint encoder's networks stay as "
+        "pretrained); the decoders keep training",
+    ),
+    opt.choice(
+        "fusion",
+        "tokens",
+        ("tokens", "mean", "zero"),
+        "how present modality features combine: tokens = sum, absent ones replaced by learned mask tokens; "
+        "mean = mean over the present ones; zero = sum, absent ones 0",
+    ),
+    opt.Option(
+        "modality_dropout",
+        "float",
+        0.0,
+        "in the joint ELBO, drop each modality from the encoder's input with this probability per example "
+        "(one always stays); every modality is still reconstructed",
+        "a number >= 0 and < 1",
+        lambda v: opt.is_number(v) and 0 <= v < 1,
+    ),
 )
-"""The Config fields this model reads beyond those every model reads (a flag for another model is refused)."""
+"""The settings this model reads beyond the run's own (a flag for another model is refused)."""
+
+
+def check(config) -> None:
+    """ValueError for settings that contradict each other (each option's own range is checked by its Option)."""
+    rules = (
+        (config.num_subsets >= 1, "num_subsets", NUM_SUBSETS.allowed),
+        (
+            config.subset_sampling != "all" or config.num_subsets == 1,
+            "num_subsets",
+            "1 with subset_sampling=all (every proper subset is trained each step)",
+        ),
+        (
+            config.subset_objective != "elbo" or config.subset_kl_weight == 1.0,
+            "subset_kl_weight",
+            "the default with subset_objective=elbo, which has no KL term",
+        ),
+        (
+            config.subset_objective != "kl" or config.subset_kl_weight > 0,
+            "subset_kl_weight",
+            "a number > 0 with subset_objective=kl, whose only term it weights",
+        ),
+    )
+    for ok, name, allowed in rules:
+        if not ok:
+            raise ValueError(f"{name}={getattr(config, name)!r} is invalid; allowed: {allowed}")
 
 
 def build(config, modalities: tuple[Modality, ...]) -> Model:

@@ -28,10 +28,10 @@ import jax
 
 from mvae_jax import losses
 from mvae_jax.modality import Modality
-from mvae_jax.models.base import Model, joint_and_experts
+from mvae_jax.models.base import KL_WARMUP_EPOCHS, LIKELIHOOD_WEIGHTS, Model, joint_and_experts
 
-OPTIONS = ("likelihood_weights", "kl_warmup_epochs")
-"""The Config fields this model reads beyond those every model reads (a flag for another model is refused)."""
+OPTIONS = (LIKELIHOOD_WEIGHTS, KL_WARMUP_EPOCHS)
+"""The settings this model reads beyond the run's own (a flag for another model is refused)."""
 
 
 def build(config, modalities: tuple[Modality, ...]) -> Model:
