@@ -17,7 +17,7 @@ tables) asks the spec, never a modality's likelihood or a hard-coded name:
 - ``query_modality`` and ``query_vocabulary``: what ``eval.py --query`` names;
 - ``class_names``: by class, for figures;
 - ``options``: the settings (``mvae_jax.options.Option``) that only this data set reads;
-  one several data sets read is one object (``VALIDATION``).
+  one several data sets read is one object, which a spec may name (``"validation"``).
 """
 
 from __future__ import annotations
@@ -44,6 +44,9 @@ VALIDATION = opt.integer(
     "(eval.py --step=best); eval.py --split=validation scores them; 0 = none",
 )
 """The option of every data set whose ``splits`` is ``"held_out"``."""
+
+SHARED_OPTIONS = {VALIDATION.name: VALIDATION}
+"""Options a data set may name instead of declaring (``options=("validation",)``)."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -82,6 +85,14 @@ class DatasetSpec:
     check: Callable[[Any], None] | None = None
 
     def __post_init__(self):
+        for option in self.options:
+            if isinstance(option, str) and option not in SHARED_OPTIONS:
+                raise ValueError(
+                    f"{self.name}: options names {option!r}, not a shared option ({', '.join(SHARED_OPTIONS)}); "
+                    "declare its own as a mvae_jax.options.Option"
+                )
+        resolved = tuple(SHARED_OPTIONS[o] if isinstance(o, str) else o for o in self.options)
+        object.__setattr__(self, "options", resolved)
         if self.splits not in SPLIT_POLICIES:
             raise ValueError(f"{self.name}: splits={self.splits!r} is invalid; allowed: {', '.join(SPLIT_POLICIES)}")
         if self.query_modality is not None and self.query_vocabulary is None:
