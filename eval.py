@@ -35,23 +35,20 @@ from mvae_jax import cli, errors
 
 log = logging.getLogger("eval")
 
-LL_POINTS = 1000  # default --ll_points: the first 1000 pairs, so that a first eval.py takes minutes
-FID_POINTS = 5000  # default --fid_points
-LATENT_TRAIN_POINTS = 20_000
-"""Default --latent_train_points: the regressions fit on the first 20,000 training pairs in 5.4 s against 12.9 s
-for all 60,000, every subset's accuracy within 0.002 of the full fit (JMVAE, docs/PERFORMANCE.md)."""
 
-SECTIONS = (
-    "coherence",
-    "latent_accuracy",
-    "log_likelihood",
-    "objective",
-    "fid",
-    "tsne",
-    "cross_modal",
-    "samples",
-    "curves",
-)  # = the registry's
+def __getattr__(name):
+    """``SECTIONS``: the section registry's names, in the order they run (read lazily: JAX loads with it)."""
+    if name == "SECTIONS":
+        return _section_names()
+    raise AttributeError(f"module 'eval' has no attribute {name!r}")
+
+
+def _section_names() -> tuple[str, ...]:
+    from mvae_jax.evaluation import sections as registry
+
+    return tuple(registry.SECTIONS)
+
+
 SPLITS = ("validation", "test")
 
 
@@ -62,9 +59,9 @@ def eval_dir(workdir, split: str = "test") -> Path:
 
 def _sections(text: str) -> tuple[str, ...]:
     names = tuple(s.strip() for s in text.split(",") if s.strip())
-    unknown = [s for s in names if s not in SECTIONS]
+    unknown = [s for s in names if s not in _section_names()]
     if unknown or not names:
-        raise argparse.ArgumentTypeError(f"{text!r}: unknown sections {unknown}; allowed: {','.join(SECTIONS)}")
+        raise argparse.ArgumentTypeError(f"{text!r}: unknown sections {unknown}; allowed: {','.join(_section_names())}")
     return names
 
 
@@ -78,8 +75,10 @@ def _step(text: str) -> int | str:
 
 
 def make_parser() -> argparse.ArgumentParser:
-    """eval.py's flags: one add_argument per flag, which is why this function is long."""
+    """eval.py's flags: the run, split and output, one add_argument each, which is why this function is long;
+    then the options each section declares (``Section.options``)."""
     from mvae_jax.data import DATASETS
+    from mvae_jax.evaluation import sections as registry
     from mvae_jax.models import MODELS
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], prog="eval.py")
@@ -122,7 +121,7 @@ def make_parser() -> argparse.ArgumentParser:
         "--sections",
         type=_sections,
         default=None,
-        help=f"what to compute, comma separated, from: {', '.join(SECTIONS)} (default: all; for data "
+        help=f"what to compute, comma separated, from: {', '.join(_section_names())} (default: all; for data "
         "without class labels, samples and curves)",
     )
     parser.add_argument(
@@ -138,50 +137,15 @@ def make_parser() -> argparse.ArgumentParser:
         default=10,
         help="pseudo-Gibbs steps that impute the attributes not named (default 10; 0 = fill with 1/2)",
     )
-    parser.add_argument(
-        "--classifier_dir",
-        default=None,
-        help="score with CNNs trained here and cached in DIR (trained once if absent) instead of the ones "
-        "shipped in mvae_jax/weights (the default: the same scorers for every user, checksum verified)",
-    )
-    parser.add_argument(
-        "--classifier_epochs",
-        type=int,
-        default=0,
-        help="train scoring CNNs of this many epochs (cached in --classifier_dir, default "
-        "$MVAE_JAX_CACHE/classifiers or ~/.cache/mvae_jax/classifiers) instead of using the shipped ones "
-        "(default 0: the shipped ones, 5 epochs for MNIST, 10 for Fashion-MNIST)",
-    )
-    parser.add_argument(
-        "--prior_samples", type=int, default=10_000, help="z ~ p(z) for prior coherence (default 10000)"
-    )
-    parser.add_argument(
-        "--latent_train_points",
-        type=int,
-        default=LATENT_TRAIN_POINTS,
-        help=f"training pairs the latent classifiers are fit on: the first N (default {LATENT_TRAIN_POINTS}; 0: all)",
-    )
-    parser.add_argument("--iw_samples", type=int, default=1000, help="importance samples K per estimate (default 1000)")
-    parser.add_argument(
-        "--iw_proposal",
-        choices=("own", "joint"),
-        default="own",
-        help="z for log p(x_m) from q(z|x_m) (own) or q(z|all) (joint: JMVAE paper) (default: own)",
-    )
-    parser.add_argument(
-        "--ll_points",
-        type=int,
-        default=LL_POINTS,
-        help=f"pairs of the split the likelihoods average: the first N (default {LL_POINTS}, a few minutes with "
-        "K = 1000; 0: all, the published estimate, about ten times longer)",
-    )
-    parser.add_argument(
-        "--fid_points",
-        type=int,
-        default=FID_POINTS,
-        help=f"pairs of the split the FIDs compare with as many generated images: the first N (default {FID_POINTS})",
-    )
-    parser.add_argument("--tsne_points", type=int, default=5000, help="test pairs in tsne.png (default 5000)")
+    for name, option in registry.options().items():  # each section's options, declared beside it
+        parser.add_argument(
+            f"--{name}",
+            type={"int": int, "float": float, "str": str, "path": str}[option.kind],
+            choices=option.choices or None,
+            default=option.default,
+            help=f"{', '.join(registry.readers(name))}: {option.help}"
+            + (f" (default: {option.shown_default()})" if option.shown_default() else ""),
+        )
     parser.add_argument("--seed", type=int, default=0, help="seed of samples and estimates (default 0)")
     parser.add_argument(
         "--out",
@@ -201,18 +165,13 @@ def check_args(args) -> None:
         raise ValueError("give --workdir=DIR (a run to evaluate) or --compare DIR [DIR ...]")
     if args.compare is not None and args.workdir is not None:
         raise ValueError("--compare draws runs that were evaluated already; leave out --workdir")
-    for name, low in (
-        ("classifier_epochs", 0),
-        ("prior_samples", 1),
-        ("iw_samples", 1),
-        ("tsne_points", 5),
-        ("fid_points", 2),
-        ("latent_train_points", 0),
-        ("ll_points", 0),
-        ("seed", 0),
-        ("query_samples", 1),
-        ("query_steps", 0),
-    ):
+    from mvae_jax.evaluation import sections as registry
+
+    for option in registry.options().values():
+        error = option.error(getattr(args, option.name))
+        if error:
+            raise ValueError(f"--{error}")
+    for name, low in (("seed", 0), ("query_samples", 1), ("query_steps", 0)):
         value = getattr(args, name)
         if value < low:
             raise ValueError(f"--{name}={value} is invalid; allowed: an integer >= {low}")
@@ -306,13 +265,13 @@ def check_request(args):
         )
     modalities = contract.modalities(config)
     labelled = contract.labelled
-    sections = args.sections or (SECTIONS if labelled else ("samples", "curves"))
+    sections = args.sections or (_section_names() if labelled else ("samples", "curves"))
     if not args.sections and not labelled:
         log.info(
             "sections %s left out: they need class labels, which dataset %s has not; %s run on request (--sections)",
             ", ".join(registry.LABELLED),
             config.dataset,
-            ", ".join(s for s in SECTIONS if s not in sections and s not in registry.LABELLED),
+            ", ".join(s for s in _section_names() if s not in sections and s not in registry.LABELLED),
         )
     if not labelled and set(sections) & set(registry.LABELLED):
         raise ValueError(
@@ -393,21 +352,8 @@ def _evaluate(args, sections, labelled, query) -> dict:
         progress=progress,
     )
     path = ctx.out_dir / "metrics.json"
-    flags = {
-        k: getattr(args, k)
-        for k in (
-            "classifier_epochs",
-            "prior_samples",
-            "latent_train_points",
-            "iw_samples",
-            "iw_proposal",
-            "ll_points",
-            "fid_points",
-            "tsne_points",
-            "seed",
-            "step",
-        )
-    }
+    recorded = [name for name, option in registry.options().items() if option.kind != "path"]
+    flags = {k: getattr(args, k) for k in (*recorded, "seed", "step")}
     # What this evaluation computes; each save merges it into metrics.json as it is on disk then (another
     # eval.py of the same checkpoint may have saved since), under an exclusive lock of the eval folder.
     own = {"epoch": ctx.epoch, "params": networks.count_params(state.params), "split": args.split}

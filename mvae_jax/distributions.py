@@ -13,6 +13,7 @@ import math
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 Gaussian = tuple[jax.Array, jax.Array]  # (mu, logvar), each (..., latent)
 
@@ -98,7 +99,20 @@ def product_of_experts(
       mus, logvars: (experts, ..., latent).
       mask: optional (experts, ...) of 0/1: experts with 0 are left out of the product.
       prior_expert: also multiply by the prior expert N(0, I).
+
+    Raises:
+      ValueError: a concrete ``mask`` leaves an example with no expert and there is no prior expert (its
+        product would be NaN). Under ``jit`` the mask is not known when traced: the models that mask draw
+        subsets with at least one member, or add the prior expert.
     """
+    if mask is not None and not prior_expert and not isinstance(mask, jax.core.Tracer):
+        empty = np.flatnonzero(np.sum(np.asarray(mask) > 0, axis=0).reshape(-1) == 0)
+        if empty.size:
+            raise ValueError(
+                f"product_of_experts: the mask leaves {empty.size} example(s) with no expert (the first at flat "
+                f"index {int(empty[0])}) and there is no prior expert, so their product is undefined; keep one "
+                "expert per example or pass prior_expert=True (the prior N(0, I) is then their posterior)"
+            )
     log_precision = -logvars
     if mask is not None:
         log_precision = jnp.where(mask[..., None] > 0, log_precision, -jnp.inf)

@@ -66,11 +66,17 @@ def multimodal_elbo(
       elbo (..., batch), and the terms {"log_likelihood_<m>": (..., batch), "kl": (..., batch)};
       the log-likelihood terms are unweighted and unmasked.
     """
+    weights = {} if weights is None else weights
+    unknown = sorted(set(weights) - set(batch) - {m.name for m in modalities})
+    if unknown:  # a typo would otherwise be a weight of 1, silently
+        raise ValueError(
+            f"weights name {unknown}, which are not modalities of this batch ({', '.join(sorted(batch))}); "
+            "give a weight per modality name, or none for 1"
+        )
     mu, logvar = posterior
     z = distributions.sample_gaussian(rng, mu, logvar)
     log_likelihoods = reconstruction_log_likelihoods(decode(z), batch, modalities)
     kl = distributions.kl_standard_normal(mu, logvar)
-    weights = {} if weights is None else weights
     weighted = {n: weights.get(n, 1.0) * ll for n, ll in log_likelihoods.items()}
     if mask is not None:
         weighted = {n: mask[n] * ll for n, ll in weighted.items()}

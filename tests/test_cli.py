@@ -5,6 +5,7 @@ from pathlib import Path
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -247,11 +248,50 @@ def test_logging_cuts_only_orbaxs_tracebacks(monkeypatch):
 
 
 def test_eval_sections_are_the_registrys():
-    """eval.py lists its sections without importing JAX (fast --help); they must be the registry's, in order."""
+    """eval.py's sections are the registry's, in order."""
     import eval as eval_cli
     from mvae_jax.evaluation import LABELLED, SECTIONS
 
     assert eval_cli.SECTIONS == tuple(SECTIONS) and set(LABELLED) <= set(SECTIONS)
+
+
+def test_a_section_added_to_the_registry_brings_its_flag_and_writes_its_declared_key(tiny_config, monkeypatch, capsys):
+    """docs/ARCHITECTURE.md's "add an eval section": a Section registered with its option and key. eval.py
+    offers its flag (checked before any work) and writes its key; a key it did not declare is an error."""
+    import dataclasses
+
+    import eval as eval_cli
+    from mvae_jax import options as opt
+    from mvae_jax import training
+    from mvae_jax.evaluation import metrics
+    from mvae_jax.evaluation import sections as registry
+
+    points = opt.integer("latent_norm_points", 50, "test pairs whose posterior means are averaged", 1)
+
+    def latent_norm(ctx):
+        n = ctx.options.latent_norm_points
+        batch = {k: v[:n] for k, v in ctx.scored.items()}
+        means = metrics.posterior_means(ctx.model, ctx.params, batch, ctx.model.names)
+        return {"latent_norm": float(np.linalg.norm(np.asarray(means), axis=-1).mean())}
+
+    section = registry.Section("latent_norm", latent_norm, keys=("latent_norm",), options=(points,))
+    monkeypatch.setitem(registry.SECTIONS, "latent_norm", section)
+    assert "latent_norm" in eval_cli.SECTIONS
+    help_text = eval_cli.make_parser().format_help()
+    assert "--latent_norm_points" in help_text and "latent_norm: test pairs whose" in help_text
+    with pytest.raises(SystemExit) as exit_:
+        eval_cli.main([f"--workdir={tiny_config.workdir}", "--latent_norm_points=0"])
+    assert exit_.value.code == 2 and "--latent_norm_points=0 is invalid" in capsys.readouterr().err
+    training.train_sweep([dataclasses.replace(tiny_config, epochs=1)])
+    written = eval_cli.main([f"--workdir={tiny_config.workdir}", "--sections=latent_norm", "--latent_norm_points=7"])
+    saved = json.loads((Path(tiny_config.workdir) / "eval" / "metrics.json").read_text())
+    assert saved["latent_norm"] > 0 and saved["eval_flags"]["latent_norm_points"] == 7, written
+    undeclared = registry.Section("latent_norm", lambda ctx: {"norm": 1.0}, keys=("latent_norm",))
+    monkeypatch.setitem(registry.SECTIONS, "latent_norm", undeclared)
+    with pytest.raises(RuntimeError, match=r"wrote \['norm'\], which it does not declare"):
+        eval_cli.evaluate(
+            eval_cli.make_parser().parse_args([f"--workdir={tiny_config.workdir}", "--sections=latent_norm"])
+        )
 
 
 @pytest.mark.slow

@@ -79,6 +79,16 @@ def test_product_of_experts_mask_leaves_experts_out():
     np.testing.assert_allclose(lv[1], ref_lv, rtol=1e-5)
 
 
+def test_a_product_of_no_experts_without_the_prior_is_an_error_naming_the_example():
+    """Every expert of an example masked and no prior expert: NaN before; now a ValueError saying which and how
+    to fix it (with the prior expert, N(0, I), as above)."""
+    mus, lvs = np.zeros((2, 3, 2)), np.zeros((2, 3, 2))
+    with pytest.raises(ValueError, match=r"leaves 1 example\(s\) with no expert \(the first at flat index 2\)"):
+        D.product_of_experts(mus, lvs, np.array([[1, 0, 0], [0, 1, 0]]))
+    mu, _ = D.product_of_experts(mus, lvs, np.array([[1, 0, 1], [0, 1, 0]]))  # one expert each: fine
+    assert np.all(np.isfinite(mu))
+
+
 def test_bernoulli_log_likelihood_matches_direct_formula():
     rng = np.random.default_rng(4)
     logits, targets = rng.normal(size=(3, 4, 5)) * 3, rng.random((3, 4, 5))

@@ -13,6 +13,18 @@ def _softplus(v):
     return np.log1p(np.exp(-np.abs(v))) + np.maximum(v, 0)
 
 
+def test_a_likelihood_weight_for_an_unknown_modality_is_an_error():
+    """A weight whose name is no modality of the batch (a typo) was a silent weight of 1 for the real one."""
+    modalities = (Modality("x", (2,), "bernoulli"),)
+    batch = {"x": np.zeros((3, 2), np.float32)}
+    posterior = (jnp.zeros((3, 1)), jnp.zeros((3, 1)))
+    decode = lambda z: {"x": jnp.zeros((3, 2))}
+    with pytest.raises(ValueError, match=r"weights name \['X'\], which are not modalities of this batch \(x\)"):
+        losses.multimodal_elbo(jax.random.PRNGKey(0), posterior, decode, batch, modalities, weights={"X": 50.0})
+    elbo, _ = losses.multimodal_elbo(jax.random.PRNGKey(0), posterior, decode, batch, modalities, weights={"x": 2.0})
+    np.testing.assert_allclose(elbo, 2.0 * 2 * -np.log(2.0), rtol=1e-6)
+
+
 @pytest.mark.parametrize("beta", [0.5, 1.0, 3.0])
 def test_multimodal_elbo_matches_hand_computation(beta):
     rng = np.random.default_rng(0)
