@@ -162,7 +162,7 @@ def merge(blocks: dict[str, Sequence[Option]], what: str) -> dict[str, Option]:
     """{name: option} over the blocks; ValueError if two blocks declare different options of one name."""
     merged: dict[str, Option] = {}
     for owner, block in blocks.items():
-        for option in block:
+        for option in _entries(owner, block):
             other = merged.setdefault(option.name, option)
             if other is not option and other != option:
                 raise ValueError(
@@ -172,10 +172,20 @@ def merge(blocks: dict[str, Sequence[Option]], what: str) -> dict[str, Option]:
     return merged
 
 
+def _entries(owner: str, block: Sequence[Option]):
+    for option in block:
+        if not isinstance(option, Option):
+            raise TypeError(
+                f"{owner}'s OPTIONS holds {option!r}, not an options.Option: declare each option it reads "
+                "(a shared one is the object of models/base.py, e.g. base.KL_WARMUP_EPOCHS)"
+            )
+        yield option
+
+
 def owners(blocks: dict[str, Sequence[Option]]) -> dict[str, tuple[str, ...]]:
     """{option name: the blocks that read it}."""
     found: dict[str, tuple[str, ...]] = {}
     for owner, block in blocks.items():
-        for option in block:
+        for option in _entries(owner, block):
             found[option.name] = (*found.get(option.name, ()), owner)
     return found

@@ -71,10 +71,10 @@ def test_a_toy_model_added_by_the_documented_steps_trains_and_evaluates(tiny_con
     """Step 1: a module-like build with OPTIONS; step 2: register it; then train.py's path and eval work."""
     from mvae_jax import distributions, evaluation, losses, models, training
     from mvae_jax.config import Config
-    from mvae_jax.models.base import Experts, JointEncoder, Model, check_present
+    from mvae_jax.models.base import KL_WARMUP_EPOCHS, Experts, JointEncoder, Model, check_present
 
     # Step 1: the objective. "toy": the joint ELBO alone (paper Eq. 1), subsets through the product of experts.
-    OPTIONS = ("kl_warmup_epochs",)
+    OPTIONS = (KL_WARMUP_EPOCHS,)
 
     def build(config, modalities):
         names = tuple(m.name for m in modalities)

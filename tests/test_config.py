@@ -165,3 +165,11 @@ def test_written_files_honour_the_umask(tmp_path, monkeypatch, umask, mode):
     monkeypatch.setattr(files, "_UMASK", umask)
     files.atomic_write_text(tmp_path / "a.json", "{}")
     assert (tmp_path / "a.json").stat().st_mode & 0o777 == mode
+
+
+def test_a_model_block_naming_an_option_by_string_is_a_clear_error(tiny_config, monkeypatch):
+    from mvae_jax import models
+
+    monkeypatch.setitem(models.OPTIONS, "jmvae", ("kl_warmup_epochs",))
+    with pytest.raises(TypeError, match=r"jmvae's OPTIONS holds 'kl_warmup_epochs', not an options.Option"):
+        tiny_config.validate()
