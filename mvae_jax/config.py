@@ -39,6 +39,14 @@ RUN_OPTIONS = (
     ),
     opt.integer("epochs", 20, "train until this many epochs are done (counting resumed ones)", 1, resumable=True),
     opt.integer("batch_size", 128, "examples per step (a multiple of the device count)", 1),
+    opt.integer(
+        "train_examples",
+        0,
+        "train on the first N training examples only (after the validation hold-out, in the data set's fixed "
+        "order: a reduced budget); the validation split, the test split, the scorers and the latent probe are "
+        "unchanged; 0 = all",
+        0,
+    ),
     opt.number("learning_rate", 1e-3, "Adam learning rate", strict=True, allowed="a number > 0"),
     opt.integer("latent_dim", 20, "size of z", 1),
     opt.widths("hidden_dims", (512, 512), "widths of the hidden layers of every MLP, comma separated", "512,512"),

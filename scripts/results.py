@@ -1,7 +1,12 @@
-"""Train every model on the trimodal data over several seeds, select on validation, score the test pairs once,
-write docs/RESULTS.md.
+"""Train every model on a data set (the trimodal data by default) over several seeds, select on validation,
+score the test pairs once, write docs/RESULTS.md (another data set: docs/RESULTS_<DATASET>.md).
 
     python scripts/results.py --data_dir=../shared/datasets
+    python scripts/results.py --data_dir=../shared/datasets --dataset=polymnist \
+        --train_flags="--latent_dim=32 --train_examples=10000" --epochs=5 --seeds=0,1
+
+The tables' columns come from the data set's contract (``mvae_jax.data.DATASETS``): its scored modalities,
+its label, the coherence by number of inputs where it has more than two modalities.
 
 For each model it trains the seeds (``--seeds``, default 0,1,2) as one
 compiled seed sweep, ``train.py --seed=0,1,2`` (each seed its own
@@ -91,6 +96,13 @@ def jobs_env(jobs: int, cap_threads: bool = False) -> dict | None:
 def make_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--data_dir", default=None, help="as in train.py")
+    parser.add_argument("--dataset", default="trimodal", help="as in train.py (default: trimodal)")
+    parser.add_argument(
+        "--sections",
+        default=None,
+        help="eval.py's sections of every run, comma separated (default: all; e.g. leave out log_likelihood "
+        "where it costs too much)",
+    )
     parser.add_argument("--models", default=",".join(MODELS), help="comma separated (default: all six)")
     parser.add_argument(
         "--epochs", type=int, default=100, help="the budget of every run (50 was not converged: docs/RESULTS.md)"
@@ -115,7 +127,9 @@ def make_parser() -> argparse.ArgumentParser:
     parser.add_argument("--iw_samples", type=int, default=1000)
     parser.add_argument("--ll_points", type=int, default=500, help="test pairs of the likelihoods (0: all 10,000)")
     parser.add_argument("--tsne_points", type=int, default=2000)
-    parser.add_argument("--out", default="docs/RESULTS.md")
+    parser.add_argument(
+        "--out", default=None, help="the report (default: docs/RESULTS.md, another data set docs/RESULTS_<DATASET>.md)"
+    )
     parser.add_argument(
         "--train_flags",
         default="",
@@ -150,7 +164,27 @@ def check_args(parser: argparse.ArgumentParser, args) -> tuple[list[str], list[i
             parser.error(f"--{flag}={getattr(args, flag)} is invalid; allowed: an integer >= 1")
     if args.select == "best" and args.validation < 1:
         parser.error(f"--validation={args.validation} with --select=best: model selection needs a validation split")
+    from mvae_jax.data import DATASETS
+
+    if args.dataset not in DATASETS:
+        parser.error(f"--dataset={args.dataset!r}: allowed: one of {','.join(sorted(DATASETS))}")
+    if args.sections is not None:
+        import eval as eval_cli
+
+        given = [x.strip() for x in args.sections.split(",") if x.strip()]
+        unknown = [x for x in given if x not in eval_cli.SECTIONS]
+        if unknown or not given:
+            parser.error(f"--sections={args.sections}: unknown {unknown}; allowed: {','.join(eval_cli.SECTIONS)}")
     return models, seeds
+
+
+def wanted_sections(args) -> list[str]:
+    """eval.py's sections of every run: ``--sections``, or all of them."""
+    import eval as eval_cli
+
+    if args.sections is None:
+        return list(eval_cli.SECTIONS)
+    return [x.strip() for x in args.sections.split(",") if x.strip()]
 
 
 def main(argv=None) -> None:
@@ -158,12 +192,15 @@ def main(argv=None) -> None:
     parser = make_parser()
     args = parser.parse_args(argv)
     models, seeds = check_args(parser, args)
+    if args.out is None:
+        args.out = "docs/RESULTS.md" if args.dataset == "trimodal" else f"docs/RESULTS_{args.dataset.upper()}.md"
 
     python = sys.executable
     runs = Path(args.runs)  # paths relative to the repository root, where the commands run
     (ROOT / runs).mkdir(parents=True, exist_ok=True)
-    figure = Path(args.out).parent / "results_tsne.png"
-    curves = Path(args.out).parent / "results_validation.png"
+    stem = "results" if args.dataset == "trimodal" else f"results_{args.dataset}"
+    figure = Path(args.out).parent / f"{stem}_tsne.png"
+    curves = Path(args.out).parent / f"{stem}_validation.png"
     commands, done = [], {}  # done: {model: {seed: workdir}} of the runs evaluated
     pairs = [(m, s) for m in models for s in seeds]
     commands += [train_command(args, m, seeds, runs, python) for m in models]
@@ -236,14 +273,14 @@ def train_command(args, model: str, seeds: list[int], runs: Path, python: str) -
     ]
     if args.data_dir:
         train.append(f"--data_dir={args.data_dir}")
+    if args.dataset != "trimodal":
+        train.append(f"--dataset={args.dataset}")
     return train + shlex.split(args.train_flags)
 
 
-def eval_sections(seed: int, seeds: list[int]) -> list[str]:
-    """eval.py's sections for ``seed``: all of them, less the tSNE (drawn for the first seed only) for the others."""
-    import eval as eval_cli
-
-    return [s for s in eval_cli.SECTIONS if seed == seeds[0] or s != "tsne"]
+def eval_sections(args, seed: int, seeds: list[int]) -> list[str]:
+    """eval.py's sections for ``seed``: those wanted, less the tSNE (drawn for the first seed only) for the others."""
+    return [s for s in wanted_sections(args) if seed == seeds[0] or s != "tsne"]
 
 
 def eval_command(args, model: str, seed: int, seeds: list[int], runs: Path, python: str) -> list[str]:
@@ -257,8 +294,8 @@ def eval_command(args, model: str, seed: int, seeds: list[int], runs: Path, pyth
         f"--tsne_points={args.tsne_points}",
         f"--seed={seed}",
     ]
-    if seed != seeds[0]:
-        evaluate.append(f"--sections={','.join(eval_sections(seed, seeds))}")
+    if seed != seeds[0] or args.sections is not None:
+        evaluate.append(f"--sections={','.join(eval_sections(args, seed, seeds))}")
     if args.select == "best":
         evaluate.append("--step=best")
     return evaluate
@@ -281,7 +318,16 @@ def write_report(args, models, seeds, done, commands, figure: Path, curves: Path
     figures.plot_validation_curves(records, ROOT / curves)
     evaluated_runs = [(m, metrics[m]) for m in models if m in metrics]
     table = report.results_table(evaluated_runs)
-    compared = (*report.SINGLE_MODALITY_SCORES, ("coherence", "prior"))
+    spec, names = run_modalities(args, models, seeds)
+    text = describe(args, spec, names)
+    compared = (*report.single_modality_scores(spec, names), ("coherence", "prior"))
+    if len(names) > 3:  # PolyMNIST: the pairs are too many columns; the latents, then coherence by inputs
+        by_inputs = sorted({k for ms in metrics.values() for m in ms for k in m.get("coherence_by_inputs", {})})
+        compared = (
+            *(c for c in compared if c[0] == "latent_accuracy"),
+            *(("coherence_by_inputs", k) for k in by_inputs),
+            ("coherence", "prior"),
+        )
     differences = report.difference_table(args.reference, evaluated_runs, compared)
     reading = kept_reading(ROOT / args.out)
     missing = [f"{m} seed {s}" for m in models for s in seeds if s not in done.get(m, {})]
@@ -323,20 +369,21 @@ def write_report(args, models, seeds, done, commands, figure: Path, curves: Path
         else "the last epoch"
     )
     lines = [
-        "# Results: every model on the trimodal data, several seeds, selected on validation",
+        f"# Results: every model on {text['data']}, several seeds, selected on validation",
         "",
         *(["What the tables say is written [at the end](#reading)."] if reading else []),
         "",
         f"Budget: {args.epochs} epochs of the training pairs less {args.validation:,} held out for validation "
-        f"(60,000 - N on the real data), batch 128, Adam 1e-3, beta {args.beta}, "
+        f"({text['pairs']}), batch 128, Adam 1e-3, beta {args.beta}, "
         f"seeds {', '.join(map(str, seeds))}, {flags}"
         "each model's own defaults otherwise (MMVAE K = 10, PEMVAE its defaults of docs/PEMVAE.md, MVAE 1 "
         f"random subset). Scored on the test pairs once per run: {selection}. Coherence, latent accuracy and FID "
         f"on the 10,000 test pairs (FID: the first 5,000); log-likelihoods on the first {args.ll_points or 10000} "
         f"with K = {args.iw_samples} importance samples. Every cell is mean ± sample std over the seeds. "
+        f"Sections evaluated: {', '.join(wanted_sections(args) if args.sections else SCORED + ('tsne',))}. "
         f"Machine: {machine_of(Path(args.runs), not args.summarize_only)}.",
         "",
-        "The published reproductions on binarized MNIST with labels are in [REPRODUCTIONS.md](REPRODUCTIONS.md).",
+        text["published"],
         "",
         *([f"**Missing runs** (not yet trained or evaluated): {', '.join(missing)}.", ""] if missing else []),
         *(
@@ -348,13 +395,7 @@ def write_report(args, models, seeds, done, commands, figure: Path, curves: Path
             if unevaluated
             else []
         ),
-        "Columns: coherence `S->t` is the accuracy of the class of x_t generated from the subset S (scored by "
-        "the CNNs below), `joint->t` the same from all three (reconstruction), `prior` the agreement of x, y, w "
-        "decoded from z ~ p(z); latent accuracy `S` is a logistic regression on the means of q(z|S); "
-        "log-likelihood `m` is log p(x_m); FID compares generated with real test images in the scoring CNN's "
-        "penultimate features. The trimodal images are gray levels scored with the Bernoulli likelihood (not "
-        "binarized), so `ll x` is not comparable with binarized-MNIST numbers (the README's JMVAE "
-        "reproduction has those).",
+        text["columns"],
         "",
         table,
         "",
@@ -362,8 +403,8 @@ def write_report(args, models, seeds, done, commands, figure: Path, curves: Path
             [
                 f"**{args.reference} against each model**: the difference of the means over the seeds "
                 f"({args.reference} minus the model) and the two-sided p-value of Welch's t-test, with no "
-                "correction for the several comparisons. Latent accuracy of q(z|x) and q(z|y) is how far apart "
-                "the single-modality clusters are.",
+                "correction for the several comparisons. Latent accuracy of each single modality's posterior "
+                "is how far apart the single-modality clusters are.",
                 "",
                 differences,
             ]
@@ -400,7 +441,7 @@ def write_report(args, models, seeds, done, commands, figure: Path, curves: Path
         f"![tSNE of posterior means]({figure.name})",
         "",
         f"tSNE of the posterior means of the first {args.tsne_points} test pairs, seed {seeds[0]}: rows are "
-        "models, columns q(z|x,y,w), q(z|x), q(z|y); colour = class.",
+        f"models, columns {text['tsne']}; colour = class.",
         "",
         f"Images decoded from z ~ p(z), seed {seeds[0]}, a row pair per model: "
         f"[{figure.stem}_samples.png]({figure.stem}_samples.png).",
@@ -421,6 +462,63 @@ def write_report(args, models, seeds, done, commands, figure: Path, curves: Path
         f"wrote {out} and {ROOT / curves}"
         + (f" (and {ROOT / figure} by eval.py --compare)" if not args.summarize_only else "")
     )
+
+
+def run_modalities(args, models, seeds):
+    """(the data set's contract, the modality names of its runs): from a trained run's config.json (its
+    settings, e.g. --num_modalities, decide them), else from the defaults."""
+    from mvae_jax import config as config_lib
+    from mvae_jax.data import DATASETS
+
+    spec = DATASETS[args.dataset]
+    config = config_lib.Config(dataset=args.dataset)
+    for m in models:
+        for s in seeds:
+            if (ROOT / args.runs / m / f"seed{s}" / config_lib.CONFIG_FILE).is_file():
+                config = config_lib.load_config(ROOT / args.runs / m / f"seed{s}")
+                break
+        else:
+            continue
+        break
+    return spec, tuple(m.name for m in spec.modalities(config))
+
+
+def describe(args, spec, names) -> dict[str, str]:
+    """The report's words about its data: the trimodal data's as docs/RESULTS.md has them, else from the
+    contract."""
+    if args.dataset == "trimodal":
+        return {
+            "data": "the trimodal data",
+            "pairs": "60,000 - N on the real data",
+            "published": "The published reproductions on binarized MNIST with labels are in "
+            "[REPRODUCTIONS.md](REPRODUCTIONS.md).",
+            "columns": "Columns: coherence `S->t` is the accuracy of the class of x_t generated from the subset S "
+            "(scored by the CNNs below), `joint->t` the same from all three (reconstruction), `prior` the agreement "
+            "of x, y, w decoded from z ~ p(z); latent accuracy `S` is a logistic regression on the means of q(z|S); "
+            "log-likelihood `m` is log p(x_m); FID compares generated with real test images in the scoring CNN's "
+            "penultimate features. The trimodal images are gray levels scored with the Bernoulli likelihood (not "
+            "binarized), so `ll x` is not comparable with binarized-MNIST numbers (the README's JMVAE "
+            "reproduction has those).",
+            "tsne": "q(z|x,y,w), q(z|x), q(z|y)",
+        }
+    scored = ", ".join(spec.scorers_of(names))
+    label = f"; `->{spec.label_modality}` is the argmax of the generated label" if spec.label_modality else ""
+    return {
+        "data": f"{args.dataset} ({', '.join(names)})",
+        "pairs": f"the {args.dataset} training split less N, or the --train_examples of the train.py flags",
+        "published": "The published numbers to set these beside, and what differs in data, scorers and budget, are "
+        f"in [{args.dataset.upper()}.md]({args.dataset.upper()}.md)."
+        if (ROOT / "docs" / f"{args.dataset.upper()}.md").is_file()
+        else "",
+        "columns": f"Columns: coherence `S->t` is the accuracy of the class of x_t generated from the subset S, "
+        f"told by the data set's scoring CNN of t (scored modalities: {scored}){label}; `joint->t` the same from "
+        "all of them (reconstruction), `prior` the agreement of the modalities decoded from z ~ p(z); coherence "
+        "by number of inputs `k` is the mean over the subsets S of k modalities and the targets outside S, "
+        "`mean` over all those pairs (MMVAE+'s mean coherence); latent accuracy `S` is a logistic regression on "
+        "the means of q(z|S); log-likelihood `m` is log p(x_m); FID compares generated with real test images in "
+        "the scoring CNN's penultimate features (not Inception-v3's: another scale than the papers').",
+        "tsne": f"q(z|{','.join(names)}), then q(z|m) of each modality",
+    }
 
 
 def command_block(commands, python: str) -> list[str]:
@@ -466,6 +564,7 @@ def epochs_done(workdir: Path) -> int:
 
 
 NEWER_SCORES = ("label_coherence",)  # scores eval.py gained after some runs were evaluated (2026-11-26)
+SCORED = ("coherence", "latent_accuracy", "log_likelihood", "fid", "cross_modal")  # without --sections: needed
 
 
 def evaluated(workdir: Path, args, seed: int, seeds: list[int], current: bool = False) -> bool:
@@ -473,16 +572,22 @@ def evaluated(workdir: Path, args, seed: int, seeds: list[int], current: bool = 
     flags (the tSNE for the first seed only); ``current``: and every score of today's eval.py (``NEWER_SCORES``):
     an evaluation without them is run again, while the report still shows its other scores."""
     path = ROOT / workdir / "eval" / "metrics.json"
-    tsne = seed == seeds[0]
+    if args.sections:
+        sections = set(eval_sections(args, seed, seeds))
+    else:
+        sections = {*SCORED, *(["tsne"] if seed == seeds[0] else [])}
     if (
         epochs_done(workdir) < args.epochs
         or not path.is_file()
-        or (tsne and not (path.parent / "tsne.npz").is_file())
-        or not (path.parent / "cross_modal.png").is_file()
+        or ("tsne" in sections and not (path.parent / "tsne.npz").is_file())
+        or ("cross_modal" in sections and not (path.parent / "cross_modal.png").is_file())
     ):
         return False
     metrics = json.loads(path.read_text())
     flags = metrics.get("eval_flags", {})
+    from mvae_jax.data import DATASETS
+
+    newer_apply = "coherence" in sections and DATASETS[args.dataset].label_modality is not None
     import eval as eval_cli
 
     defaults = vars(eval_cli.make_parser().parse_args(["--workdir=."]))  # the flags this script leaves to eval.py
@@ -496,12 +601,11 @@ def evaluated(workdir: Path, args, seed: int, seeds: list[int], current: bool = 
         step="best" if args.select == "best" else None,
     )
     epoch = best_epoch(workdir) if args.select == "best" else args.epochs
-    sections = {"coherence", "latent_accuracy", "log_likelihood", "fid", "cross_modal", *(["tsne"] if tsne else [])}
     return (
         metrics.get("epoch") == epoch
         and sections <= set(flags.get("sections", ()))
         and all(flags.get(k) == v for k, v in wanted.items())
-        and (not current or all(k in metrics for k in NEWER_SCORES))
+        and (not current or not newer_apply or all(k in metrics for k in NEWER_SCORES))
     )
 
 

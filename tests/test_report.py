@@ -96,3 +96,53 @@ def test_difference_table_gives_the_reference_minus_each_run_with_welchs_p():
     # The same spread (sd 0.02) on both sides, means 0.92 and 0.82: t = 0.1 / (0.02 * sqrt(2/3)) = 6.124, df 4.
     assert lines[2] == "| jmvae | +0.1000 (p 0.004) |" and lines[3] == "| mvae | +0.0200 |"
     assert report.difference_table("telbo", list(seeds.items()), [("coherence", "x->w")]) == ""
+
+
+def test_results_script_reports_another_data_set_from_its_contract(tmp_path):
+    """--dataset=polymnist: the title names its modalities (from the runs' config.json), the coherence by number
+    of inputs gets its table, the reference is compared on it, and no trimodal words appear."""
+    import json
+
+    import eval as eval_cli
+    from mvae_jax.config import Config, save_config
+    from scripts import results
+
+    defaults = vars(eval_cli.make_parser().parse_args(["--workdir=."]))
+    flags = {k: defaults[k] for k in ("iw_proposal", "classifier_epochs", "latent_train_points", "fid_points")}
+    flags.update(iw_samples=1000, ll_points=500, tsne_points=2000, prior_samples=defaults["prior_samples"], step="best")
+    flags["sections"] = ["coherence", "latent_accuracy"]
+    runs = tmp_path / "runs"
+    for model, base in (("pemvae", 0.6), ("mopoe", 0.5)):
+        for seed in (0, 1):
+            workdir = runs / model / f"seed{seed}"
+            (workdir / "eval").mkdir(parents=True)
+            (workdir / "best_checkpoint" / "2").mkdir(parents=True)
+            save_config(Config(model=model, dataset="polymnist", num_modalities=4, workdir=str(workdir)), workdir)
+            records = [{"epoch": e, "time_s": 10.0, "samples_per_s": 500.0, "validation_loss": 9 - e} for e in (1, 2)]
+            (workdir / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+            metrics = {
+                "epoch": 2,
+                "params": 1000,
+                "eval_seconds": 10.0,
+                "eval_flags": {**flags, "seed": seed},
+                "coherence": {"m0->m1": base, "prior": 0.2},
+                "coherence_by_inputs": {"1": base + seed * 0.02, "2": base + 0.1, "mean": base + 0.05},
+                "latent_accuracy": {"m0": 0.8},
+            }
+            (workdir / "eval" / "metrics.json").write_text(json.dumps(metrics))
+    out = tmp_path / "RESULTS_POLYMNIST.md"
+    results.main(
+        ["--dataset=polymnist", "--models=pemvae,mopoe", "--seeds=0,1", "--epochs=2", "--sections=coherence,"
+         "latent_accuracy", f"--runs={runs}", f"--out={out}", "--summarize_only"]
+    )  # fmt: skip
+    text = out.read_text()
+    assert text.startswith("# Results: every model on polymnist (m0, m1, m2, m3), several seeds")
+    assert "| run | params | 1 | 2 | mean |" in text and "| mopoe | 1,000 | 0.5100 ± 0.0141 | 0.6000 ± 0.0000 |" in text
+    assert (
+        "| against | latent_accuracy m0 | latent_accuracy m1 | latent_accuracy m2 | latent_accuracy m3 | "
+        "coherence_by_inputs 1 |" in text
+    )
+    # by 1 input: 0.60, 0.62 against 0.50, 0.52 (sd 0.0141 each): t = 0.1 / 0.0141 = 7.07, df 2, p 0.019
+    assert "| mopoe | +0.0000 |  |  |  | +0.1000 (p 0.019) | +0.1000 | +0.1000 | +0.0000 |" in text
+    assert "trimodal" not in text and "x, y, w" not in text and "Missing runs" not in text
+    assert (tmp_path / "results_polymnist_validation.png").is_file()

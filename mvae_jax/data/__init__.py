@@ -129,6 +129,21 @@ class Dataset:
             raise ValueError(f"the {self.name} data set has no class labels (its contract declares none)")
         return np.argmax(data[self.label_modality], axis=-1)
 
+    def first_training_examples(self, n: int) -> "Dataset":
+        """This data set with only the first ``n`` training examples (``--train_examples``); ValueError if it is
+        streamed or has fewer."""
+        if self.is_streamed:
+            raise ValueError(f"train_examples={n}: the {self.name} data set is streamed from disk; allowed: 0 (all)")
+        if not 1 <= n <= self.num_train:
+            raise ValueError(
+                f"train_examples={n} is invalid; allowed: 1 to {self.num_train} (the {self.name} training split "
+                "after the validation hold-out), or 0 for all"
+            )
+        labels = self.class_labels
+        if labels is not None:
+            labels = {**labels, "train": labels["train"][:n]}
+        return dataclasses.replace(self, train={k: v[:n] for k, v in self.train.items()}, class_labels=labels)
+
     def training_pairs(self) -> tuple[dict[str, np.ndarray], np.ndarray]:
         """(data, labels) of every training pair, those held out for validation included (scorers train on them)."""
         held = self.validation

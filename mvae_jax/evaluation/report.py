@@ -7,6 +7,10 @@ import statistics
 
 SECTIONS = (
     ("coherence", "Coherence"),
+    (
+        "coherence_by_inputs",
+        "Coherence by number of inputs: mean over the subsets of k inputs and the targets outside them",
+    ),
     ("label_coherence", "Coherence of samples given the label: z ~ q(z|w), 100 per class"),
     ("latent_accuracy", "Latent accuracy"),
     ("log_likelihood", "Log-likelihood (nats)"),
@@ -14,17 +18,21 @@ SECTIONS = (
     ("diversity", "Diversity given the label: mean pairwise feature distance of generated images of one class"),
 )
 
-# (section, key) of the paper's question: how far apart the single-modality clusters are (latent accuracy of
-# q(z|x), q(z|y)), then transfer from one modality (coherence). scripts/pemvae_study.py chooses on these;
-# scripts/results.py compares its --reference on them (and the prior coherence).
-SINGLE_MODALITY_SCORES = (
-    ("latent_accuracy", "x"),
-    ("latent_accuracy", "y"),
-    ("coherence", "x->w"),
-    ("coherence", "y->w"),
-    ("coherence", "x->y"),
-    ("coherence", "y->x"),
-)
+
+def single_modality_scores(spec, names: Sequence[str]) -> tuple[tuple[str, str], ...]:
+    """(section, key) of the paper's question for a run of data set ``spec`` (a ``contract.DatasetSpec``) with
+    modalities ``names``: how far apart the single-modality clusters are (latent accuracy of q(z|m) for each
+    modality m that is not the label), then transfer from one such modality (coherence m->t to each scored
+    target t). On the trimodal data: latent accuracy x, y; coherence x->w, y->w, x->y, y->x.
+    scripts/pemvae_study.py chooses on these; scripts/results.py compares its --reference on them."""
+    sources = [n for n in names if n != spec.label_modality]
+    label = [spec.label_modality] if spec.label_modality in names else []
+    scored = list(spec.scorers_of(names))
+    return (
+        *(("latent_accuracy", m) for m in sources),
+        *(("coherence", f"{m}->{t}") for t in label for m in sources),
+        *(("coherence", f"{m}->{t}") for m in sources for t in scored if t != m),
+    )
 
 
 def mean_std(values: Sequence[float]) -> tuple[float, float]:

@@ -162,6 +162,8 @@ class _Sweep:
             for w in self.workdirs:
                 check_unlocked(w)
         self.dataset = load_dataset(config)
+        if config.train_examples:
+            self.dataset = self.dataset.first_training_examples(config.train_examples)
         if self.dataset.is_streamed and len({c.seed for c in self.configs}) > 1:
             raise ValueError(
                 f"seeds {[c.seed for c in self.configs]}: a seed sweep needs an in-memory data set, and "
