@@ -29,9 +29,8 @@ import os
 from pathlib import Path
 import signal
 import sys
-import time
 
-from mvae_jax import cli, errors
+from mvae_jax import cli
 
 log = logging.getLogger("eval")
 
@@ -47,14 +46,6 @@ def _section_names() -> tuple[str, ...]:
     from mvae_jax.evaluation import sections as registry
 
     return tuple(registry.SECTIONS)
-
-
-SPLITS = ("validation", "test")
-
-
-def eval_dir(workdir, split: str = "test") -> Path:
-    """Where eval.py writes: <workdir>/eval for the test split, <workdir>/eval_<split> otherwise."""
-    return Path(workdir) / ("eval" if split == "test" else f"eval_{split}")
 
 
 def _sections(text: str) -> tuple[str, ...]:
@@ -75,8 +66,9 @@ def _step(text: str) -> int | str:
 
 
 def make_parser() -> argparse.ArgumentParser:
-    """eval.py's flags: the run, split and output, one add_argument each, which is why this function is long;
-    then the options each section declares (``Section.options``)."""
+    """eval.py's flags: the run and output, one add_argument each, which is why this function is long; then the
+    general options (``api.GENERAL_OPTIONS``) and those each section declares (``Section.options``)."""
+    from mvae_jax import api
     from mvae_jax.data import DATASETS
     from mvae_jax.evaluation import sections as registry
     from mvae_jax.models import MODELS
@@ -111,13 +103,6 @@ def make_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--data_dir", default=None, help="as in train.py (default: the run's own data_dir)")
     parser.add_argument(
-        "--split",
-        choices=SPLITS,
-        default="test",
-        help="pairs to score: test, or validation (those train.py --validation=N held out; written "
-        "to eval_validation/) (default: test)",
-    )
-    parser.add_argument(
         "--sections",
         type=_sections,
         default=None,
@@ -130,23 +115,17 @@ def make_parser() -> argparse.ArgumentParser:
         help="attributes to generate images from, e.g. Female,Heavy_Makeup (Name, Name=0, Name=1; "
         "'Female' = Male=0); attributes not named are missing, not false",
     )
-    parser.add_argument("--query_samples", type=int, default=64, help="images in the query grid (default 64)")
-    parser.add_argument(
-        "--query_steps",
-        type=int,
-        default=10,
-        help="pseudo-Gibbs steps that impute the attributes not named (default 10; 0 = fill with 1/2)",
-    )
-    for name, option in registry.options().items():  # each section's options, declared beside it
+    general = {o.name for o in api.GENERAL_OPTIONS}
+    for name, option in api.options().items():  # the general options, then each section's, declared beside it
+        readers = "" if name in general else f"{', '.join(registry.readers(name))}: "
         parser.add_argument(
             f"--{name}",
             type={"int": int, "float": float, "str": str, "path": str}[option.kind],
             choices=option.choices or None,
             default=option.default,
-            help=f"{', '.join(registry.readers(name))}: {option.help}"
+            help=f"{readers}{option.help}"
             + (f" (default: {option.shown_default()})" if option.shown_default() else ""),
         )
-    parser.add_argument("--seed", type=int, default=0, help="seed of samples and estimates (default 0)")
     parser.add_argument(
         "--out",
         default=None,
@@ -161,176 +140,20 @@ def make_parser() -> argparse.ArgumentParser:
 
 def check_args(args) -> None:
     """ValueError naming the first bad flag, before any work."""
+    from mvae_jax import api
+
     if args.compare is None and args.workdir is None:
         raise ValueError("give --workdir=DIR (a run to evaluate) or --compare DIR [DIR ...]")
     if args.compare is not None and args.workdir is not None:
         raise ValueError("--compare draws runs that were evaluated already; leave out --workdir")
-    from mvae_jax.evaluation import sections as registry
-
-    for option in registry.options().values():
-        error = option.error(getattr(args, option.name))
-        if error:
-            raise ValueError(f"--{error}")
-    for name, low in (("seed", 0), ("query_samples", 1), ("query_steps", 0)):
-        value = getattr(args, name)
-        if value < low:
-            raise ValueError(f"--{name}={value} is invalid; allowed: an integer >= {low}")
-
-
-def out_dir(args) -> Path:
-    """Where the evaluation of ``args.workdir`` is written: ``--out``, or the run's eval folder of the split."""
-    return Path(args.out) if args.out else eval_dir(args.workdir, args.split)
-
-
-def restore(args, training):
-    """(config, model, state) of the checkpoint asked for. Without --step, the newest readable one: a damaged
-    newer one is skipped with a warning naming it. With --step, a damaged one is one line naming the epoch
-    and the readable ones."""
-
-    if args.step == "best":
-        (epoch,) = training.saved_epochs(args.workdir, training.BEST_DIR)
-        return training.restore_model(args.workdir, epoch, training.BEST_DIR)
-    steps = training.saved_epochs(args.workdir)
-    wanted = [args.step] if args.step is not None else sorted(steps, reverse=True)
-    skipped = []
-    for epoch in wanted:
-        try:
-            restored = training.restore_model(args.workdir, epoch)
-        except errors.ConfigMismatch:
-            raise  # the settings, not the checkpoint, are wrong: one line, whichever epoch
-        except Exception as e:  # orbax / tensorstore raise many types for damaged files
-            skipped.append((epoch, f"{type(e).__name__}: {(str(e).splitlines() or [''])[0][:160]}"))
-            continue
-        for bad, reason in skipped:
-            log.warning(
-                "the checkpoint of epoch %d in %s is unreadable (%s); evaluating epoch %d, the newest readable one",
-                bad,
-                args.workdir,
-                reason,
-                epoch,
-            )
-        return restored
-    readable = []
-    for epoch in (s for s in steps if s not in wanted):
-        try:
-            training.restore_model(args.workdir, epoch)
-            readable.append(epoch)
-        except Exception:  # listing the readable ones only
-            continue
-    epoch, reason = skipped[0]
-    what = (
-        f"the checkpoint of epoch {epoch} in {args.workdir} is unreadable ({reason})"
-        if args.step is not None
-        else f"no checkpoint in {args.workdir} is readable (epoch {epoch}: {reason})"
-    )
-    raise ValueError(
-        f"{what}; readable checkpoints: {readable or 'none'}" + ("; evaluate one with --step=N" if readable else "")
-    )
-
-
-def check_request(args):
-    """(sections, labelled, query) of an evaluation of ``args.workdir``, or ValueError / FileNotFoundError naming
-    what is wrong, before any data or checkpoint is read."""
-    from mvae_jax import evaluation, training
-    from mvae_jax.config import load_config
-    from mvae_jax.data import DATASETS
-    from mvae_jax.evaluation import sections as registry
-    from mvae_jax.files import unwritable
-
-    config = load_config(args.workdir)
-    for name in ("model", "dataset"):
-        asked = getattr(args, name)
-        if asked is not None and asked != getattr(config, name):
-            raise ValueError(
-                f"--{name}={asked} but workdir={args.workdir} holds a {name}={getattr(config, name)!r} "
-                f"run (its config.json); evaluate that run without --{name}, or pick its workdir"
-            )
-    if args.step == "best" and not training.saved_epochs(args.workdir, training.BEST_DIR):
-        raise FileNotFoundError(
-            f"--step=best: workdir={args.workdir} has no {training.BEST_DIR}/: it is written by a run trained with "
-            "--validation=N (the epoch of the lowest validation objective); evaluate the latest with no --step"
-        )
-    steps = training.saved_epochs(args.workdir)
-    if args.step != "best" and (not steps or (args.step is not None and args.step not in steps)):
-        wanted = "no checkpoint" if not steps else f"no checkpoint of epoch {args.step} (it has {steps})"
-        raise FileNotFoundError(
-            f"workdir={args.workdir} has {wanted} in {training.CHECKPOINT_DIR}/: a checkpoint is "
-            "written at the end of each epoch, so train at least one epoch first"
-        )
-    contract = DATASETS[config.dataset]
-    if args.split == "validation" and contract.splits == "held_out" and not config.validation:
-        raise ValueError(
-            f"--split=validation: workdir={args.workdir} was trained without a validation split; "
-            "train with --validation=N (N training pairs held out) to have one, or use --split=test"
-        )
-    modalities = contract.modalities(config)
-    labelled = contract.labelled
-    sections = args.sections or (_section_names() if labelled else ("samples", "curves"))
-    if not args.sections and not labelled:
-        log.info(
-            "sections %s left out: they need class labels, which dataset %s has not; %s run on request (--sections)",
-            ", ".join(registry.LABELLED),
-            config.dataset,
-            ", ".join(s for s in _section_names() if s not in sections and s not in registry.LABELLED),
-        )
-    if not labelled and set(sections) & set(registry.LABELLED):
-        raise ValueError(
-            f"--sections={','.join(sections)}: "
-            f"{', '.join(s for s in sections if s in registry.LABELLED)} require class labels, which "
-            f"dataset={config.dataset!r} has not; allowed: log_likelihood, objective, samples, curves"
-        )
-    query = None
-    if args.query is not None:
-        if contract.query_modality is None:
-            queryable = sorted(n for n, d in DATASETS.items() if d.query_modality is not None)
-            raise ValueError(
-                f"--query needs a data set with attributes ({', '.join(queryable)}); dataset={config.dataset!r} has "
-                f"{[m.name for m in modalities]}"
-            )
-        names, vocabulary, aliases = contract.query_vocabulary(config)
-        query = (contract.query_modality, evaluation.parse_query(args.query, names, vocabulary, aliases))
-    reason = unwritable(out_dir(args))
-    if reason is not None:
-        raise PermissionError(
-            f"cannot write the evaluation into {out_dir(args).absolute()}: {reason}; write it elsewhere with --out=DIR"
-        )
-    return sections, labelled, query
+    api.check(args)
 
 
 def evaluate(args) -> dict:
-    """Run the sections asked for on the workdir's checkpoint; write and return metrics.json's content.
-
-    Everything is checked first (``check_request``); the run's workdir lock is held shared meanwhile, so a
-    train.py writing the run refuses to start, and this refuses while one writes it.
-    """
-    from mvae_jax.training.lock import WorkdirLock
-
-    sections, labelled, query = check_request(args)
-    lock = WorkdirLock(args.workdir, shared=True).acquire(create=False)
-    try:
-        return _evaluate(args, sections, labelled, query)
-    finally:
-        lock.release()
-
-
-def _evaluate(args, sections, labelled, query) -> dict:
-    """``evaluate`` after its checks, with the lock held.
-
-    Long (about 70 lines) because it lays out the run for the sections in one place: restore, data, the
-    progress bars, the Context, the metrics file kept from earlier sections, then one loop over the registry.
-    """
+    """``mvae_jax.api.evaluate`` of ``args.workdir`` with the flags given, progress bars on stderr."""
     import contextlib
-    import dataclasses
 
-    from mvae_jax import evaluation, networks, training
-    from mvae_jax.data import load_dataset
-    from mvae_jax.evaluation import sections as registry
-    from mvae_jax.files import atomic_write_text, exclusive_lock
-
-    config, model, state = restore(args, training)
-    if args.data_dir is not None:
-        config = dataclasses.replace(config, data_dir=args.data_dir)
-    dataset = load_dataset(config) if set(sections) - {"samples"} else None
+    from mvae_jax import api
 
     @contextlib.contextmanager
     def progress(total, desc):
@@ -338,99 +161,8 @@ def _evaluate(args, sections, labelled, query) -> dict:
             yield bar.update
             bar.update(bar.total - bar.n)
 
-    ctx = evaluation.Context(
-        config,
-        model,
-        state.params,
-        int(state.epoch),
-        dataset,
-        scored=dataset.split(args.split) if dataset is not None else None,
-        scored_labels=dataset.labels(args.split) if dataset is not None and labelled else None,
-        train_labels=dataset.labels("train") if dataset is not None and labelled else None,
-        out_dir=out_dir(args),
-        options=args,
-        progress=progress,
-    )
-    path = ctx.out_dir / "metrics.json"
-    recorded = [name for name, option in registry.options().items() if option.kind != "path"]
-    flags = {k: getattr(args, k) for k in (*recorded, "seed", "step")}
-    # What this evaluation computes; each save merges it into metrics.json as it is on disk then (another
-    # eval.py of the same checkpoint may have saved since), under an exclusive lock of the eval folder.
-    own = {"epoch": ctx.epoch, "params": networks.count_params(state.params), "split": args.split}
-    own["eval_flags"] = {**flags, "sections": list(sections)}
-    own["section_seconds"], own["queries"], own["skipped"] = {}, {}, {}
-    start, written = time.perf_counter(), {}
-
-    def save():
-        own["eval_seconds"] = round(time.perf_counter() - start, 1)
-        with exclusive_lock(ctx.out_dir / METRICS_LOCK):
-            merged = merge_metrics(read_metrics(path), own)
-            atomic_write_text(path, json.dumps(merged, indent=2) + "\n")
-        written.update(merged)
-
-    for name in sections:
-        began = time.perf_counter()
-        try:
-            own.update(registry.SECTIONS[name](ctx))
-        except registry.Skipped as e:
-            log.warning("section %s skipped: %s", name, e)
-            own["skipped"][name] = str(e)
-            save()
-            continue
-        except errors.Interrupted as e:
-            raise errors.Interrupted(
-                f"{e} during section {name}: {path} holds the sections finished before it "
-                f"({', '.join(sections[: sections.index(name)]) or 'none'})",
-                e.signal_number,
-            ) from None
-        own["section_seconds"][name] = round(time.perf_counter() - began, 1)
-        log.info("section %s: %.1f s", name, own["section_seconds"][name])
-        save()
-    if query is not None:
-        given, (values, named) = query
-        own["queries"].update(registry.query(ctx, args.query, values, named, given))
-    save()
-    return written
-
-
-METRICS_LOCK = ".metrics.lock"  # in the eval folder: held exclusively while metrics.json is read and replaced
-
-
-def read_metrics(path: Path) -> dict:
-    """metrics.json as it is on disk ({} if absent); a damaged one is moved aside (never lost) with a warning."""
-    if not path.is_file():
-        return {}
-    try:
-        found = json.loads(path.read_text())
-        if isinstance(found, dict):
-            return found
-    except (ValueError, UnicodeDecodeError):
-        pass
-    aside = path.with_name(f"{path.name}.damaged-{time.strftime('%Y%m%dT%H%M%S')}")
-    path.replace(aside)
-    log.warning("%s is not a JSON object of metrics: moved to %s, written afresh", path, aside)
-    return {}
-
-
-def merge_metrics(on_disk: dict, own: dict) -> dict:
-    """metrics.json after this evaluation's save: what is on disk for the same checkpoint (epoch) and split, with
-    this evaluation's sections, timings and queries over it; the file of another checkpoint is replaced."""
-    if on_disk.get("epoch") != own["epoch"] or on_disk.get("split", own["split"]) != own["split"]:
-        return {k: v for k, v in own.items() if k not in ("queries", "skipped") or v}
-    merged = {**on_disk, **own}
-    for key in ("section_seconds", "queries", "skipped"):
-        merged[key] = {**on_disk.get(key, {}), **own[key]}
-    for name in own["section_seconds"]:  # run now: no longer skipped
-        merged["skipped"].pop(name, None)
-    for key in ("queries", "skipped"):
-        if not merged[key]:
-            del merged[key]  # present only once a query was evaluated, or a section skipped
-    earlier = on_disk.get("eval_flags", {}).get("sections", [])
-    merged["eval_flags"] = {
-        **own["eval_flags"],
-        "sections": [*earlier, *(n for n in own["eval_flags"]["sections"] if n not in earlier)],
-    }
-    return merged
+    given = {k: getattr(args, k) for k in (*api.RUN_FIELDS, *api.options())}
+    return api.evaluate(args.workdir, progress=progress, **given)
 
 
 def compare(args) -> str:
@@ -476,6 +208,8 @@ def compare(args) -> str:
 
 
 def main(argv=None) -> None:
+    from mvae_jax import api
+
     args = make_parser().parse_args(argv)
     cli.setup_logging(args.verbose)
     with cli.user_errors("eval.py"), cli.interrupt_on_signals():
@@ -486,7 +220,7 @@ def main(argv=None) -> None:
             return
         metrics = evaluate(args)
         print(json.dumps(metrics, indent=2))
-        print(f"eval.py: wrote {out_dir(args)} in {metrics['eval_seconds']:.0f} s", file=sys.stderr)
+        print(f"eval.py: wrote {api.out_dir(args)} in {metrics['eval_seconds']:.0f} s", file=sys.stderr)
 
 
 def _exit_at_once_when_interrupted(status) -> None:

@@ -41,6 +41,7 @@ FORBIDDEN = {
     ),
     "training": ("mvae_jax.cli", "mvae_jax.evaluation"),
     "evaluation": ("mvae_jax.cli", "mvae_jax.training"),
+    "api.py": ("mvae_jax.cli",),
 }
 
 

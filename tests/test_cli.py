@@ -117,7 +117,7 @@ def test_train_resume_and_eval(tiny_data_dir, tmp_path, capsys):
         assert (workdir / "eval" / figure).stat().st_size > 10_000
 
     table = run("eval.py", "--compare", str(workdir), str(workdir), f"--out={tmp_path / 'both.png'}").stdout
-    assert table.count("| jmvae beta=2.0 |") == 12  # 2 runs in each of the 6 tables
+    assert table.count("| jmvae beta=2.0 |") == 14  # 2 runs in each of the 7 tables (coherence by inputs too)
     titles = ("**Coherence**", "**Latent accuracy**", "**Log-likelihood (nats)**", "**FID in the scoring CNN")
     for title in (*titles, "**Diversity given the label", "**Coherence of samples given the label"):
         assert title in table
