@@ -41,7 +41,7 @@ from mvae_jax.training.checkpoints import (
 )
 from mvae_jax.training.epochs import epoch_seed, make_epoch_fn, scalar, stream_epoch
 from mvae_jax.training.lock import WorkdirLock, check_unlocked
-from mvae_jax.training.sharding import make_mesh, replicate, stack, unstack
+from mvae_jax.training.sharding import SweepAxes, make_mesh, member, replicate, stack_members
 from mvae_jax.training.state import Reporter, TrainState, create_train_state, make_optimizers, make_step_fn
 
 log = logging.getLogger("mvae_jax.training")
@@ -173,7 +173,8 @@ class _Sweep:
         if self.steps < 1:
             raise ValueError(f"batch_size={config.batch_size} exceeds the {self.dataset.num_train} training examples")
         self.model = get_model(config, self.dataset.modalities)
-        self.betas = tuple(float(c.beta) for c in self.configs) if len(self.configs) > 1 else None
+        self.axes = SweepAxes.of(self.configs)  # None: one run
+        self.betas = None if self.axes is None else self.axes.betas  # the vmapped values of the loss
         self.several = jax.process_count() > 1
         self.reporter = reporter if self.primary else None
         self.stop = stop
@@ -213,7 +214,7 @@ class _Sweep:
             )
             self.validation_data = replicate(held, self.mesh)
             keys = [validation_lib.validation_key(c.seed) for c in self.configs]
-            self.validation_key = replicate(keys[0] if self.betas is None else stack(keys), self.mesh)
+            self.validation_key = replicate(stack_members(self.axes, keys), self.mesh)
 
     def _compile(self) -> None:
         """The optimizers of the configs' learning rates and the epoch function that uses them."""
@@ -267,7 +268,7 @@ class _Sweep:
                 config_lib.save_config(c, w)
                 truncate_metrics(w / METRICS_FILE, start or 0)
         self._resume_best(start or 0)
-        self.state = replicate(states[0] if self.betas is None else stack(states), self.mesh)
+        self.state = replicate(stack_members(self.axes, states), self.mesh)
         self.partial = partial
         if first and partial is not None:
             log.info(
@@ -299,10 +300,7 @@ class _Sweep:
         seconds = time.perf_counter() - began
         return [
             {
-                **{
-                    validation_lib.PREFIX + k: float(np.asarray(v) if self.betas is None else np.asarray(v)[i])
-                    for k, v in terms.items()
-                },
+                **{validation_lib.PREFIX + k: float(member(self.axes, np.asarray(v), i)) for k, v in terms.items()},
                 validation_lib.PREFIX + "time_s": seconds,
             }
             for i in range(len(self.configs))
@@ -319,8 +317,7 @@ class _Sweep:
         finite_params = bool(all_finite(self.state.params))
         count, seconds = scalar(self.state.step) - step_before, time.perf_counter() - began
         members = [
-            {k: float(np.asarray(v) if self.betas is None else np.asarray(v)[i]) for k, v in terms.items()}
-            for i in range(len(self.configs))
+            {k: float(member(self.axes, np.asarray(v), i)) for k, v in terms.items()} for i in range(len(self.configs))
         ]
         members, count, seconds = self._merge_partial(members, count, seconds)
         bad = [w for w, m in zip(self.workdirs, members) if not all(math.isfinite(v) for v in m.values())]
@@ -444,7 +441,7 @@ class _Sweep:
             )
 
     def _member(self, index: int) -> TrainState:
-        return self.state if self.betas is None else unstack(self.state, index)
+        return member(self.axes, self.state, index)
 
     def final_states(self) -> list[TrainState]:
         return [self._member(i) for i in range(len(self.configs))]

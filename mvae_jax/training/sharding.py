@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+import dataclasses
 
 import jax
 import jax.numpy as jnp
@@ -48,3 +49,38 @@ def stack(states: Sequence[TrainState]) -> TrainState:
 def unstack(state: TrainState, index: int) -> TrainState:
     """Member ``index`` of a stacked sweep state."""
     return jax.tree_util.tree_map(lambda x: x[index], state)
+
+
+@dataclasses.dataclass(frozen=True)
+class SweepAxes:
+    """The axes of a sweep: several runs trained as one program, each its own beta and seed.
+
+    The members' states are stacked along a leading axis (``stack``) and every step is vmapped over it; the
+    per-member values of the loss (``betas``) are the vmapped argument, the seeds reach each member through
+    its own initialisation, batch order and noise. One run is not a sweep: ``of`` gives None, and the state
+    has no member axis.
+    """
+
+    betas: tuple[float, ...]
+    seeds: tuple[int, ...]
+
+    @classmethod
+    def of(cls, configs) -> SweepAxes | None:
+        """The axes of ``configs`` trained together; None for one run."""
+        if len(configs) == 1:
+            return None
+        return cls(tuple(float(c.beta) for c in configs), tuple(int(c.seed) for c in configs))
+
+    @property
+    def size(self) -> int:
+        return len(self.betas)
+
+
+def stack_members(axes: SweepAxes | None, trees: Sequence):
+    """The trees of a sweep's members stacked along the member axis; one run's tree as it is."""
+    return trees[0] if axes is None else stack(trees)
+
+
+def member(axes: SweepAxes | None, tree, index: int):
+    """Member ``index`` of a sweep's stacked tree (a state, or the arrays of a metric); one run's as it is."""
+    return tree if axes is None else unstack(tree, index)
