@@ -373,7 +373,8 @@ def write_report(args, models, seeds, done, commands, figure: Path, curves: Path
         "",
         *(["What the tables say is written [at the end](#reading)."] if reading else []),
         "",
-        f"Budget: {args.epochs} epochs of the training pairs less {args.validation:,} held out for validation "
+        f"Budget: {args.epochs} epoch{'s' if args.epochs != 1 else ''} of the training pairs less "
+        f"{args.validation:,} held out for validation "
         f"({text['pairs']}), batch 128, Adam 1e-3, beta {args.beta}, "
         f"seeds {', '.join(map(str, seeds))}, {flags}"
         "each model's own defaults otherwise (MMVAE K = 10, PEMVAE its defaults of docs/PEMVAE.md, MVAE 1 "
@@ -438,14 +439,26 @@ def write_report(args, models, seeds, done, commands, figure: Path, curves: Path
         "",
         f"In all {total_s / 3600:.1f} hours of training (once per seed sweep) and evaluation.",
         "",
-        f"![tSNE of posterior means]({figure.name})",
-        "",
-        f"tSNE of the posterior means of the first {args.tsne_points} test pairs, seed {seeds[0]}: rows are "
-        f"models, columns {text['tsne']}; colour = class.",
-        "",
-        f"Images decoded from z ~ p(z), seed {seeds[0]}, a row pair per model: "
-        f"[{figure.stem}_samples.png]({figure.stem}_samples.png).",
-        "",
+        *(
+            [
+                f"![tSNE of posterior means]({figure.name})",
+                "",
+                f"tSNE of the posterior means of the first {args.tsne_points} test pairs, seed {seeds[0]}: rows "
+                f"are models, columns {text['tsne']}; colour = class.",
+                "",
+            ]
+            if "tsne" in (wanted_sections(args) if args.sections else ("tsne",))
+            else []
+        ),
+        *(
+            [
+                f"Images decoded from z ~ p(z), seed {seeds[0]}, a row pair per model: "
+                f"[{figure.stem}_samples.png]({figure.stem}_samples.png).",
+                "",
+            ]
+            if "samples" in wanted_sections(args)
+            else []
+        ),
         "## Commands",
         "",
         f"`{_invocation(args)}` runs these, in this order, from the repository root. A training already at its "
