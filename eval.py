@@ -49,11 +49,12 @@ def _section_names() -> tuple[str, ...]:
 
 
 def _sections(text: str) -> tuple[str, ...]:
-    names = tuple(s.strip() for s in text.split(",") if s.strip())
-    unknown = [s for s in names if s not in _section_names()]
-    if unknown or not names:
-        raise argparse.ArgumentTypeError(f"{text!r}: unknown sections {unknown}; allowed: {','.join(_section_names())}")
-    return names
+    from mvae_jax import api
+
+    try:
+        return api.parse_sections(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
 
 
 def _step(text: str) -> int | str:

@@ -109,16 +109,22 @@ def check(req) -> None:
         if error:
             raise ValueError(f"--{error}")
     if req.sections is not None:
-        if isinstance(req.sections, str):
-            req.sections = tuple(s.strip() for s in req.sections.split(",") if s.strip())
-        req.sections = tuple(req.sections)
-        unknown = [s for s in req.sections if s not in section_names()]
-        if unknown or not req.sections:
-            raise ValueError(
-                f"sections={','.join(req.sections)!r}: unknown sections {unknown}; allowed: {','.join(section_names())}"
-            )
+        try:
+            req.sections = parse_sections(req.sections)
+        except ValueError as e:
+            raise ValueError(f"sections={e}") from None
     if req.step is not None and req.step != "best" and not (opt.is_int(req.step) and req.step >= 1):
         raise ValueError(f"step={req.step!r} is invalid; allowed: an epoch (an integer >= 1), best, or None (latest)")
+
+
+def parse_sections(given) -> tuple[str, ...]:
+    """Section names from ``"a,b"`` or a sequence; ValueError naming the unknown ones and the allowed."""
+    names = tuple(s.strip() for s in given.split(",")) if isinstance(given, str) else tuple(given)
+    names = tuple(s for s in names if s)
+    unknown = [s for s in names if s not in section_names()]
+    if unknown or not names:
+        raise ValueError(f"{given!r}: unknown sections {unknown}; allowed: {','.join(section_names())}")
+    return names
 
 
 def out_dir(req) -> Path:

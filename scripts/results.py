@@ -169,22 +169,20 @@ def check_args(parser: argparse.ArgumentParser, args) -> tuple[list[str], list[i
     if args.dataset not in DATASETS:
         parser.error(f"--dataset={args.dataset!r}: allowed: one of {','.join(sorted(DATASETS))}")
     if args.sections is not None:
-        import eval as eval_cli
+        from mvae_jax import api
 
-        given = [x.strip() for x in args.sections.split(",") if x.strip()]
-        unknown = [x for x in given if x not in eval_cli.SECTIONS]
-        if unknown or not given:
-            parser.error(f"--sections={args.sections}: unknown {unknown}; allowed: {','.join(eval_cli.SECTIONS)}")
+        try:
+            api.parse_sections(args.sections)
+        except ValueError as e:
+            parser.error(f"--sections={e}")
     return models, seeds
 
 
 def wanted_sections(args) -> list[str]:
     """eval.py's sections of every run: ``--sections``, or all of them."""
-    import eval as eval_cli
+    from mvae_jax import api
 
-    if args.sections is None:
-        return list(eval_cli.SECTIONS)
-    return [x.strip() for x in args.sections.split(",") if x.strip()]
+    return list(api.section_names() if args.sections is None else api.parse_sections(args.sections))
 
 
 def main(argv=None) -> None:
@@ -484,15 +482,9 @@ def run_modalities(args, models, seeds):
     from mvae_jax.data import DATASETS
 
     spec = DATASETS[args.dataset]
-    config = config_lib.Config(dataset=args.dataset)
-    for m in models:
-        for s in seeds:
-            if (ROOT / args.runs / m / f"seed{s}" / config_lib.CONFIG_FILE).is_file():
-                config = config_lib.load_config(ROOT / args.runs / m / f"seed{s}")
-                break
-        else:
-            continue
-        break
+    workdirs = (ROOT / args.runs / m / f"seed{s}" for m in models for s in seeds)
+    trained = next((w for w in workdirs if (w / config_lib.CONFIG_FILE).is_file()), None)
+    config = config_lib.load_config(trained) if trained else config_lib.Config(dataset=args.dataset)
     return spec, tuple(m.name for m in spec.modalities(config))
 
 

@@ -33,30 +33,39 @@ def test_mean_std_and_cells():
     assert report.format_cell([], 2) == "" and report.format_cell([1.234], 1) == "1.2"
 
 
-def test_results_script_reports_mean_and_std_over_seeds_from_finished_runs(tmp_path):
-    """scripts/results.py --summarize_only on two finished seeds (files as train.py and eval.py write them):
-    every table cell is mean ± std, the convergence and cost tables and the validation figure are there."""
-    import json
-
+def _eval_flags(sections: list[str]) -> dict:
+    """eval_flags as eval.py records them for scripts/results.py's default flags (seed added per run)."""
     import eval as eval_cli
-    from scripts import results
 
     defaults = vars(eval_cli.make_parser().parse_args(["--workdir=."]))
     flags = {k: defaults[k] for k in ("iw_proposal", "classifier_epochs", "latent_train_points", "fid_points")}
     flags.update(iw_samples=1000, ll_points=500, tsne_points=2000, prior_samples=defaults["prior_samples"], step="best")
-    flags["sections"] = ["coherence", "latent_accuracy", "log_likelihood", "objective", "fid", "tsne", "cross_modal"]
+    return {**flags, "sections": sections}
+
+
+def _write_run(workdir, best: int, records: list[dict], metrics: dict) -> None:
+    """A finished run's files as train.py and eval.py write them: best_checkpoint/<best>, metrics.jsonl, eval/."""
+    import json
+
+    (workdir / "eval").mkdir(parents=True)
+    (workdir / "best_checkpoint" / str(best)).mkdir(parents=True)
+    (workdir / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+    (workdir / "eval" / "metrics.json").write_text(json.dumps(metrics))
+
+
+def test_results_script_reports_mean_and_std_over_seeds_from_finished_runs(tmp_path):
+    """scripts/results.py --summarize_only on two finished seeds (files as train.py and eval.py write them):
+    every table cell is mean ± std, the convergence and cost tables and the validation figure are there."""
+    from scripts import results
+
+    flags = _eval_flags(["coherence", "latent_accuracy", "log_likelihood", "objective", "fid", "tsne", "cross_modal"])
     runs = tmp_path / "runs"
     for seed, x_to_w in ((0, 0.90), (1, 0.94)):
         workdir = runs / "jmvae" / f"seed{seed}"
-        (workdir / "eval").mkdir(parents=True)
-        (workdir / "best_checkpoint" / "11").mkdir(parents=True)
-        for name in ("tsne.npz", "cross_modal.png"):
-            (workdir / "eval" / name).write_bytes(b"")
         records = [
             {"epoch": e, "time_s": 10.0, "samples_per_s": 5000.0, "validation_loss": 300 - e + (e == 12) * 5}
             for e in range(1, 13)
         ]
-        (workdir / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
         metrics = {
             "epoch": 11,
             "params": 4380362,
@@ -65,7 +74,9 @@ def test_results_script_reports_mean_and_std_over_seeds_from_finished_runs(tmp_p
             "coherence": {"x->w": x_to_w, "prior": 0.3},
             "fid": {"w->x": 40.0 + seed, "points": 5000},
         }
-        (workdir / "eval" / "metrics.json").write_text(json.dumps(metrics))
+        _write_run(workdir, 11, records, metrics)
+        for name in ("tsne.npz", "cross_modal.png"):
+            (workdir / "eval" / name).write_bytes(b"")
     out = tmp_path / "RESULTS.md"
     results.main(["--models=jmvae", "--seeds=0,1", "--epochs=12", f"--runs={runs}", f"--out={out}", "--summarize_only"])
     text = out.read_text()
@@ -101,25 +112,15 @@ def test_difference_table_gives_the_reference_minus_each_run_with_welchs_p():
 def test_results_script_reports_another_data_set_from_its_contract(tmp_path):
     """--dataset=polymnist: the title names its modalities (from the runs' config.json), the coherence by number
     of inputs gets its table, the reference is compared on it, and no trimodal words appear."""
-    import json
-
-    import eval as eval_cli
     from mvae_jax.config import Config, save_config
     from scripts import results
 
-    defaults = vars(eval_cli.make_parser().parse_args(["--workdir=."]))
-    flags = {k: defaults[k] for k in ("iw_proposal", "classifier_epochs", "latent_train_points", "fid_points")}
-    flags.update(iw_samples=1000, ll_points=500, tsne_points=2000, prior_samples=defaults["prior_samples"], step="best")
-    flags["sections"] = ["coherence", "latent_accuracy"]
+    flags = _eval_flags(["coherence", "latent_accuracy"])
     runs = tmp_path / "runs"
     for model, base in (("pemvae", 0.6), ("mopoe", 0.5)):
         for seed in (0, 1):
             workdir = runs / model / f"seed{seed}"
-            (workdir / "eval").mkdir(parents=True)
-            (workdir / "best_checkpoint" / "2").mkdir(parents=True)
-            save_config(Config(model=model, dataset="polymnist", num_modalities=4, workdir=str(workdir)), workdir)
             records = [{"epoch": e, "time_s": 10.0, "samples_per_s": 500.0, "validation_loss": 9 - e} for e in (1, 2)]
-            (workdir / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
             metrics = {
                 "epoch": 2,
                 "params": 1000,
@@ -129,7 +130,8 @@ def test_results_script_reports_another_data_set_from_its_contract(tmp_path):
                 "coherence_by_inputs": {"1": base + seed * 0.02, "2": base + 0.1, "mean": base + 0.05},
                 "latent_accuracy": {"m0": 0.8},
             }
-            (workdir / "eval" / "metrics.json").write_text(json.dumps(metrics))
+            _write_run(workdir, 2, records, metrics)
+            save_config(Config(model=model, dataset="polymnist", num_modalities=4, workdir=str(workdir)), workdir)
     out = tmp_path / "RESULTS_POLYMNIST.md"
     results.main(
         ["--dataset=polymnist", "--models=pemvae,mopoe", "--seeds=0,1", "--epochs=2", "--sections=coherence,"
@@ -144,5 +146,7 @@ def test_results_script_reports_another_data_set_from_its_contract(tmp_path):
     )
     # by 1 input: 0.60, 0.62 against 0.50, 0.52 (sd 0.0141 each): t = 0.1 / 0.0141 = 7.07, df 2, p 0.019
     assert "| mopoe | +0.0000 |  |  |  | +0.1000 (p 0.019) | +0.1000 | +0.1000 | +0.0000 |" in text
+    assert "tSNE of the posterior means" not in text and "decoded from z ~ p(z), seed" not in text  # not evaluated
+    assert "Budget: 2 epochs of" in text
     assert "trimodal" not in text and "x, y, w" not in text and "Missing runs" not in text
     assert (tmp_path / "results_polymnist_validation.png").is_file()

@@ -174,7 +174,6 @@ class _Sweep:
             raise ValueError(f"batch_size={config.batch_size} exceeds the {self.dataset.num_train} training examples")
         self.model = get_model(config, self.dataset.modalities)
         self.axes = SweepAxes.of(self.configs)  # None: one run
-        self.betas = None if self.axes is None else self.axes.betas  # the vmapped values of the loss
         self.several = jax.process_count() > 1
         self.reporter = reporter if self.primary else None
         self.stop = stop
@@ -197,6 +196,11 @@ class _Sweep:
     @property
     def config(self) -> config_lib.Config:
         return self.configs[0]
+
+    @property
+    def betas(self) -> tuple[float, ...] | None:
+        """The vmapped values of the loss, one per member; None for one run."""
+        return None if self.axes is None else self.axes.betas
 
     @property
     def epochs_done(self) -> int:

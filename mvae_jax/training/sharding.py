@@ -71,10 +71,6 @@ class SweepAxes:
             return None
         return cls(tuple(float(c.beta) for c in configs), tuple(int(c.seed) for c in configs))
 
-    @property
-    def size(self) -> int:
-        return len(self.betas)
-
 
 def stack_members(axes: SweepAxes | None, trees: Sequence):
     """The trees of a sweep's members stacked along the member axis; one run's tree as it is."""
