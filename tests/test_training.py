@@ -220,12 +220,11 @@ def test_no_readable_checkpoint_is_an_error_that_names_the_folder(tiny_config):
         training.train_and_evaluate(Config(**{**tiny_config.to_dict(), "epochs": 3}))
 
 
-def test_train_examples_trains_on_the_first_n_examples_only(tiny_config, tmp_path):
-    """--train_examples=N: N // batch steps per epoch; more than the split has is refused before training."""
+def test_train_examples_keeps_the_first_n_and_refuses_more_than_the_split(tiny_config, tmp_path):
+    """--train_examples=N: the first N training examples, the other splits as they are; more than the split has
+    is refused before training."""
     from mvae_jax.data import load_dataset
 
-    state = training.train_and_evaluate(Config(**{**tiny_config.to_dict(), "train_examples": 40, "epochs": 1}))
-    assert int(state.step) == 40 // tiny_config.batch_size
     dataset = load_dataset(tiny_config)
     first = dataset.first_training_examples(40)
     assert all(np.array_equal(first.train[k], dataset.train[k][:40]) for k in dataset.train)
@@ -235,3 +234,10 @@ def test_train_examples_trains_on_the_first_n_examples_only(tiny_config, tmp_pat
     )
     with pytest.raises(ValueError, match=rf"train_examples={dataset.num_train + 1} is invalid; allowed: 1 to "):
         training.train_and_evaluate(too_many)
+
+
+@pytest.mark.slow
+def test_train_examples_trains_on_the_first_n_examples_only(tiny_config):
+    """--train_examples=N: N // batch steps per epoch."""
+    state = training.train_and_evaluate(Config(**{**tiny_config.to_dict(), "train_examples": 40, "epochs": 1}))
+    assert int(state.step) == 40 // tiny_config.batch_size
