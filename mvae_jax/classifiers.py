@@ -52,11 +52,56 @@ class Recipe:
 
 # Epochs that reach the accuracy we score with (MNIST >= 0.99, Fashion-MNIST >= 0.90 on test):
 # measured 0.9908 for MNIST after 5 epochs; Fashion-MNIST reached 0.8982 after 5, so it gets 10.
-DEFAULT_EPOCHS = {"mnist": 5, "fashion_mnist": 10}
+# CelebA's attribute CNN (mvae_jax.attributes): 2 epochs of its 162,770 training faces, not measured here (CelebA
+# is not on this machine); its info.json and eval.py's metrics.json record its test accuracy per attribute.
+DEFAULT_EPOCHS = {"mnist": 5, "fashion_mnist": 10, "celeba/image": 2}
+
+
+class _LabelledImages:
+    """Images and their classes, split into train and test: what a class scorer is fit on (``fit``) and tested on
+    (``evaluate``). Subclasses give ``splits()``; ``fingerprint`` None keys the cache by the scorer's name only."""
+
+    fingerprint: str | None = None
+
+    def splits(self) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+        raise NotImplementedError
+
+    @functools.cached_property
+    def _splits(self):
+        return self.splits()
+
+    def fit(self, recipe: "Recipe", on_epoch=None):
+        """Parameters of a ``Classifier`` trained on the training split (``train_classifier``)."""
+        images, labels = self._splits["train"]
+        return train_classifier(images, labels, recipe, on_epoch)
+
+    def evaluate(self, params) -> dict:
+        """The entries of info.json that describe the scorer ``params`` and its test accuracy."""
+        (train_images, train_labels), (test_images, test_labels) = self._splits["train"], self._splits["test"]
+        return {
+            "classes": int(train_labels.max()) + 1,
+            "input_shape": list(train_images.shape[1:]),
+            "test_accuracy": accuracy(params, test_images, test_labels),
+        }
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
-class OwnSplit:
+class SourceSet(_LabelledImages):
+    """An image classification set (``mnist``, ``fashion_mnist``) from ``data_dir`` or tensorflow-datasets."""
+
+    name: str
+    data_dir: str | None = None
+
+    def splits(self) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+        """{"train": (images (n, H, W, C) float32 in [0, 1], labels (n,)), "test": ...}."""
+        from mvae_jax.data import sources
+
+        splits = sources.load_image_classification(self.name, self.data_dir)
+        return {s: (np.asarray(images, np.float32) / 255.0, labels) for s, (images, labels) in splits.items()}
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class OwnSplit(_LabelledImages):
     """One modality of a data set's own training pairs (validation included) and test split, with its classes:
     what a scorer of ``contract.OWN_SPLIT`` trains and is tested on. ``fingerprint`` keys its cache and its
     shipped weights: the data set's own for the modality (``Dataset.fingerprints``) or a SHA-256 of the arrays."""
@@ -75,7 +120,7 @@ class OwnSplit:
         if self.dataset.fingerprints is not None:
             return hashlib.sha256(f"{self.dataset.fingerprints[self.modality]}/{self.modality}".encode()).hexdigest()
         digest = hashlib.sha256()
-        for images, labels in self.splits().values():
+        for images, labels in self._splits.values():
             digest.update(repr(images.shape).encode())
             digest.update(np.ascontiguousarray(images, np.float32).tobytes())
             digest.update(np.asarray(labels, np.int64).tobytes())
@@ -90,6 +135,13 @@ def default_recipe(name: str) -> Recipe:
 def default_directory() -> Path:
     """$MVAE_JAX_CACHE/classifiers, by default ~/.cache/mvae_jax/classifiers."""
     return Path(os.environ.get("MVAE_JAX_CACHE", Path.home() / ".cache" / "mvae_jax")) / "classifiers"
+
+
+def adam_update(tx, loss_fn, params, opt_state):
+    """(params, opt_state, loss) after one step of ``tx`` on ``loss_fn(params)`` (inside a jitted step)."""
+    loss, grads = jax.value_and_grad(loss_fn)(params)
+    updates, opt_state = tx.update(grads, opt_state, params)
+    return optax.apply_updates(params, updates), opt_state, loss
 
 
 def train_classifier(
@@ -125,9 +177,7 @@ def train_classifier(
             logits = network.apply({"params": p}, images[indices])
             return optax.softmax_cross_entropy_with_integer_labels(logits, labels[indices]).mean()
 
-        loss, grads = jax.value_and_grad(loss_fn)(params)
-        updates, opt_state = tx.update(grads, opt_state, params)
-        return optax.apply_updates(params, updates), opt_state, loss
+        return adam_update(tx, loss_fn, params, opt_state)
 
     images, labels = jnp.asarray(images, jnp.float32), jnp.asarray(labels, jnp.int32)
     for e in range(recipe.epochs):
@@ -193,21 +243,21 @@ def load_or_train(
     directory: str | os.PathLike | None = None,
     recipe: Recipe = Recipe(),
     on_epoch: Callable[[int, float], None] | None = None,
-    data: OwnSplit | None = None,
+    data=None,
 ):
     """(params, info) of the classifier of ``name`` (``mnist``, ``fashion_mnist``), trained now if not cached.
 
-    With ``data`` (an ``OwnSplit``), the scorer ``name`` (``polymnist/m0``) of that data set's own split, its
-    cache folder keyed by the data's fingerprint. ``info`` holds the data set, the recipe and the test accuracy
-    measured when it was trained.
+    With ``data`` (an ``OwnSplit``, or an ``attributes.AttributeSplit``: anything with ``fingerprint``, ``fit``
+    and ``evaluate``), the scorer ``name`` (``polymnist/m0``, ``celeba/image``) of that data set's own split,
+    its cache folder keyed by the data's fingerprint. ``info`` holds the data set, the recipe and the test
+    accuracy measured when it was trained.
     """
-    from mvae_jax.data import sources
-
     directory = Path(directory if directory is not None else default_directory()).absolute()
-    stem = name if data is None else f"{name.replace('/', '-')}-{data.fingerprint[:16]}"
+    data = data if data is not None else SourceSet(name, data_dir)
+    fingerprint = data.fingerprint
+    stem = name if fingerprint is None else f"{name.replace('/', '-')}-{fingerprint[:16]}"
     folder = directory / f"{stem}-v{VERSION}-e{recipe.epochs}-s{recipe.seed}"
     info_path = folder / INFO_FILE
-    splits = None
     if info_path.is_file():
         info = json.loads(info_path.read_text())
         template = _template(info["classes"], info["input_shape"], recipe.seed)
@@ -215,24 +265,14 @@ def load_or_train(
         log.info("classifier %s from %s (test accuracy %.4f)", name, folder, info["test_accuracy"])
         return params, info
 
-    if data is None:
-        splits = sources.load_image_classification(name, data_dir)
-        splits = {s: (np.asarray(images, np.float32) / 255.0, labels) for s, (images, labels) in splits.items()}
-    else:
-        splits = data.splits()
-    train_images, train_labels = splits["train"]
-    test_images, test_labels = splits["test"]
     log.info("training the %s classifier (%d epochs), cached in %s", name, recipe.epochs, folder)
-    params = train_classifier(train_images, train_labels, recipe, on_epoch)
-    test_accuracy = accuracy(params, test_images, test_labels)
+    params = data.fit(recipe, on_epoch)
     info = {
         "dataset": name,
-        "classes": int(train_labels.max()) + 1,
-        "input_shape": list(train_images.shape[1:]),
-        "test_accuracy": test_accuracy,
+        **data.evaluate(params),
         "recipe": dataclasses.asdict(recipe),
         "version": VERSION,
-        **({} if data is None else {"data_sha256": data.fingerprint}),
+        **({} if fingerprint is None else {"data_sha256": fingerprint}),
     }
     if folder.exists():  # an interrupted earlier training: nothing in it was marked complete
         shutil.rmtree(folder)
@@ -241,7 +281,7 @@ def load_or_train(
     checkpointer.save(folder / "params", params)
     checkpointer.wait_until_finished()
     atomic_write_text(info_path, json.dumps(info, indent=2) + "\n")
-    log.info("classifier %s: test accuracy %.4f", name, test_accuracy)
+    log.info("classifier %s: test accuracy %.4f", name, info["test_accuracy"])
     return params, info
 
 
@@ -285,7 +325,7 @@ def shipped_record(directory: str | os.PathLike | None = None) -> dict:
     return json.loads(path.read_text()) if path.is_file() else {}
 
 
-def load_shipped(name: str, directory: str | os.PathLike | None = None, data: OwnSplit | None = None):
+def load_shipped(name: str, directory: str | os.PathLike | None = None, data=None):
     """(params, info) of the scorer of ``name`` shipped with the package, checksum verified; None if none ships.
 
     A scorer of a data set's own split (``data``) ships for the data it was trained on: None, and a log line

@@ -1,6 +1,7 @@
 """CelebA: the official folder layout, tensorflow-datasets under mock_data, and training on a stream."""
 
 import dataclasses
+import json
 
 import jax
 import numpy as np
@@ -178,11 +179,29 @@ def test_eval_query_grid_samples_and_compare(tiny_celeba_dir, tmp_path, capsys):
     )
     runs = [Config(**{**base.to_dict(), "beta": b, "workdir": str(tmp_path / f"b{b}")}) for b in (0.5, 2.0)]
     training.train_sweep(runs)
+    cnn = f"--classifier_dir={tmp_path / 'cnn'}"
     for run in runs:
-        eval_cli.main([f"--workdir={run.workdir}", "--query=Female,Heavy_Makeup", "--query_samples=8"])
+        eval_cli.main([f"--workdir={run.workdir}", "--query=Female,Heavy_Makeup", "--query_samples=8", cnn])
     out = tmp_path / "eval" / "metrics.json"
     eval_dir = tmp_path / "b0.5" / "eval"
     assert (eval_dir / "query_Female-Heavy_Makeup.png").stat().st_size > 1000
+    # The attribute CNN (trained once on the 16 training faces, cached) scores the 8 generated faces and 8 from
+    # the prior; each rate is a count out of 8.
+    query = json.loads((eval_dir / "metrics.json").read_text())["queries"]["Female,Heavy_Makeup"]
+    assert set(query) == {"figure", "samples", "steps", "carried", "prior", "scorer"}
+    for which in ("carried", "prior"):
+        rates = query[which]["image"]
+        assert set(rates) == {"Male=0", "Heavy_Makeup=1", "all"}
+        assert all(8 * r == int(8 * r) and 0 <= r <= 1 for r in rates.values())
+        assert rates["all"] <= min(rates["Male=0"], rates["Heavy_Makeup=1"])
+    scorer = query["scorer"]["celeba/image"]
+    assert set(scorer["attribute_accuracy"]) == {"Male", "Heavy_Makeup"} and scorer["test_examples"] == 4
+    assert len(list((tmp_path / "cnn").glob("celeba-image-*/info.json"))) == 1  # one scorer for both runs
+    # FID in the attribute CNN's features (CelebA has no class scorer), the split read from its stream.
+    eval_cli.main([f"--workdir={runs[0].workdir}", "--sections=fid", cnn, "--fid_points=4"])
+    fid = json.loads((eval_dir / "metrics.json").read_text())["fid"]
+    assert fid["points"] == 4 and {"attributes->image", "joint->image", "prior->image"} <= set(fid)
+    assert "queries" in json.loads((eval_dir / "metrics.json").read_text())  # kept beside the new section
     assert (eval_dir / "samples.png").is_file() and (eval_dir / "metrics.json").is_file()
     eval_cli.main(["--compare", runs[0].workdir, runs[1].workdir, f"--out={tmp_path / 'cmp.png'}"])
     assert (tmp_path / "cmp_samples.png").is_file() and not out.exists()

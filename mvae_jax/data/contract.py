@@ -11,7 +11,8 @@ tables) asks the spec, never a modality's likelihood or a hard-coded name:
   beside the modalities in ``Dataset.class_labels``), or nowhere (None);
 - ``scorers``: {modality: ``Scorer``}, the classifier that tells the class of
   that modality's generated values, and how it is obtained (it may name
-  modalities that a run lacks: PolyMNIST declares m0..m9, a run has M of them);
+  modalities that a run lacks: PolyMNIST declares m0..m9, a run has M of them),
+  or (``Scorer.targets``) the attributes it carries (CelebA's faces);
 - ``splits``: ``"held_out"`` (validation = ``--validation=N`` training pairs held
   out by ``hold_out``) or ``"official"`` (the data set's own partition);
 - ``query_modality`` and ``query_vocabulary``: what ``eval.py --query`` names;
@@ -59,9 +60,18 @@ class Scorer:
     own training split of the modality against its class labels, shipped where
     ``mvae_jax/weights`` has one for the same data (by checksum), else trained
     once and cached.
+
+    ``targets``: an attribute scorer instead (``mvae_jax.attributes``): a
+    multi-label CNN trained on the data set's own training split of this image
+    modality against the binary entries of the vector modality ``targets``
+    (CelebA: ``image`` for its ``attributes``), trained once and cached; it
+    scores ``--query`` (how often generated images carry the queried
+    attributes) and gives FID its features where no class scorer does. It must
+    be ``OWN_SPLIT`` and its targets the data set's query modality.
     """
 
     source: str
+    targets: str | None = None
 
     @property
     def own(self) -> bool:
@@ -97,6 +107,12 @@ class DatasetSpec:
             raise ValueError(f"{self.name}: splits={self.splits!r} is invalid; allowed: {', '.join(SPLIT_POLICIES)}")
         if self.query_modality is not None and self.query_vocabulary is None:
             raise ValueError(f"{self.name}: a query_modality needs its query_vocabulary(config)")
+        for modality, scorer in self.scorers.items():
+            if scorer.targets is not None and (not scorer.own or scorer.targets != self.query_modality):
+                raise ValueError(
+                    f"{self.name}: the scorer of {modality} predicts {scorer.targets!r}; an attribute scorer must "
+                    f"be Scorer(OWN_SPLIT, targets=<the query modality, {self.query_modality!r}>)"
+                )
 
     @property
     def labelled(self) -> bool:
@@ -109,8 +125,12 @@ class DatasetSpec:
         return self.labels if self.labels not in (None, FROM_FILES) else None
 
     def scorers_of(self, names) -> dict[str, Scorer]:
-        """{modality: Scorer} for the modalities ``names`` of a run, in their order."""
-        return {n: self.scorers[n] for n in names if n in self.scorers}
+        """{modality: Scorer} of the class scorers of the modalities ``names`` of a run, in their order."""
+        return {n: self.scorers[n] for n in names if n in self.scorers and self.scorers[n].targets is None}
+
+    def attribute_scorers_of(self, names) -> dict[str, Scorer]:
+        """{image modality: Scorer} of the attribute scorers (``Scorer.targets``) among the modalities ``names``."""
+        return {n: self.scorers[n] for n in names if n in self.scorers and self.scorers[n].targets is not None}
 
     def validate(self, config) -> None:
         """ValueError if the contract contradicts the modalities of ``config``, then the data set's own checks."""

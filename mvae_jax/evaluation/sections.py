@@ -7,60 +7,34 @@ writes, the options it reads (eval.py's flags come from them), whether it needs
 class labels and the files it writes. ``eval.py`` parses flags, builds the
 context and runs the sections asked for, saving after each. To add a section,
 write ``fn(context) -> dict`` here and register a ``Section`` in ``SECTIONS``.
+
+The sections that score are here; those that draw are in ``figure_sections``; the ``Context`` they read and
+the scoring CNNs they share in ``context``.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
-import contextlib
+from collections.abc import Callable
 import dataclasses
 import logging
-from pathlib import Path
-from typing import Any
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 
 from mvae_jax import options as opt
 from mvae_jax.evaluation import metrics
+from mvae_jax.evaluation.context import Context, Skipped, scoring_cnns
+from mvae_jax.evaluation.figure_sections import (  # noqa: F401 (panel_titles, query: api's and eval.py's names)
+    SAMPLES_FILE,
+    cross_modal,
+    curves,
+    panel_titles,
+    query,
+    samples,
+    tsne,
+)
 
 log = logging.getLogger("mvae_jax.evaluation")
-
-
-@dataclasses.dataclass
-class Context:
-    """What every section may read.
-
-    ``scored``/``scored_labels``: the split evaluated (``--split``: test or
-    validation); ``train``/``train_labels``: the training pairs (latent
-    classifiers are fit there); None without a data set loaded (``samples``
-    only). ``options``: the evaluation's flags (``eval.py --help``).
-    ``progress(total, description)``: a context manager yielding ``update(n)``.
-    """
-
-    config: Any
-    model: Any
-    params: Any
-    epoch: int
-    dataset: Any
-    scored: Mapping[str, np.ndarray] | None
-    scored_labels: np.ndarray | None
-    train_labels: np.ndarray | None
-    out_dir: Path
-    options: Any
-    progress: Callable[[int, str], contextlib.AbstractContextManager] = lambda total, desc: contextlib.nullcontext(
-        lambda n=1: None
-    )
-
-    @property
-    def rng(self) -> jax.Array:
-        return jax.random.PRNGKey(self.options.seed)
-
-
-class Skipped(Exception):
-    """Raised by a section that the run's data does not allow (no scorer, no label): eval.py says why in one
-    line, records it under ``skipped`` in metrics.json and goes on with the next section."""
 
 
 DIVERSITY_SAMPLES = 100  # images per class generated from the label (``diversity``, ``label_coherence``)
@@ -101,42 +75,6 @@ def coherence(ctx: Context) -> dict:
     return out
 
 
-def scoring_cnns(ctx: Context) -> tuple[dict, dict]:
-    """({modality: CNN params}, {scorer: test accuracy}): the data set's scorers (its contract), shipped or
-    --classifier_dir's.
-
-    A scorer of a classification set (``mnist``) is keyed by that set's name; one trained on the data set's own
-    split by ``<data set>/<modality>``.
-    """
-    from mvae_jax import classifiers
-    from mvae_jax.data import DATASETS
-
-    fresh = ctx.options.classifier_dir is not None or bool(ctx.options.classifier_epochs)
-    cnns, accuracies = {}, {}
-    for name, scorer in DATASETS[ctx.config.dataset].scorers_of(ctx.model.names).items():
-        key = f"{ctx.config.dataset}/{name}" if scorer.own else scorer.source
-        data = classifiers.OwnSplit(ctx.dataset, name) if scorer.own else None
-        shipped = None if fresh else classifiers.load_shipped(key, data=data)
-        if shipped is not None:
-            params, info = shipped
-        else:
-            recipe = classifiers.default_recipe(key)
-            if ctx.options.classifier_epochs:
-                recipe = classifiers.Recipe(epochs=ctx.options.classifier_epochs)
-            with ctx.progress(recipe.epochs, f"classifier {key}") as update:
-                params, info = classifiers.load_or_train(
-                    key,
-                    ctx.config.data_dir,
-                    ctx.options.classifier_dir,
-                    recipe,
-                    on_epoch=lambda e, loss: update(1),
-                    data=data,
-                )
-        accuracies[key] = info["test_accuracy"]
-        cnns[name] = params
-    return cnns, accuracies
-
-
 OBJECTIVE_STREAM = 8  # folded into the evaluation's key: the objective's z draws
 
 
@@ -163,7 +101,8 @@ def fid(ctx: Context) -> dict:
     """Frechet distances of generated to real images in the scoring CNN's penultimate features (lower: closer),
     and the diversity of images generated from the label in the same features (``metrics.label_diversity``).
 
-    Per image modality t with a scoring CNN: "S->t" from one z ~ q(z | x_S)
+    Per image modality t with a scoring CNN (a class scorer, else an attribute scorer: CelebA's faces in the
+    features of its attribute CNN): "S->t" from one z ~ q(z | x_S)
     per pair, "joint->t" (reconstruction) and "prior->t", each over the first
     ``--fid_points`` pairs of the split and as many generated images, against
     those pairs' real images (``metrics.fid``). Values from different
@@ -172,10 +111,14 @@ def fid(ctx: Context) -> dict:
     from mvae_jax import classifiers
 
     cnns, _ = scoring_cnns(ctx)
+    cnns = cnns or scoring_cnns(ctx, attributes=True)[0]
     if not cnns:
         raise Skipped(f"no image modality of {ctx.config.dataset} has a scoring CNN, whose features FID compares")
-    n = min(ctx.options.fid_points, len(ctx.scored[ctx.model.names[0]]))
-    data = {k: v[:n] for k, v in ctx.scored.items()}
+    if ctx.dataset.is_streamed:
+        data = ctx.scored.take(ctx.options.fid_points)
+    else:
+        data = {k: v[: ctx.options.fid_points] for k, v in ctx.scored.items()}
+    n = len(data[ctx.model.names[0]])
     features = {name: lambda images, p=params: classifiers.features(p, images) for name, params in cnns.items()}
     with ctx.progress(len(metrics.fid_pairs(ctx.model, tuple(features))) + 1, f"FID of {n} images") as update:
         scores = metrics.fid(
@@ -243,124 +186,6 @@ def log_likelihood(ctx: Context) -> dict:
     return {
         "log_likelihood": {**ll, "num_samples": options.iw_samples, "proposal": options.iw_proposal, "test_points": n}
     }
-
-
-def panel_titles(names) -> dict[str, str]:
-    """{panel: title} of the tSNE panels: q(z|x,y,w) for "joint", q(z|m) for each modality."""
-    return {"joint": f"q(z|{','.join(names)})", **{n: f"q(z|{n})" for n in names}}
-
-
-def tsne(ctx: Context) -> dict:
-    """tsne.png and tsne.npz: the posterior means of the first --tsne_points pairs, given all and each image."""
-    from mvae_jax import figures
-
-    n = min(ctx.options.tsne_points, len(ctx.scored_labels))
-    data = {k: v[:n] for k, v in ctx.scored.items()}
-    panels = {"joint": ctx.model.names}
-    panels.update({n: (n,) for n in ctx.model.names if n != ctx.dataset.label_modality})
-    embeddings = {}
-    with ctx.progress(len(panels), f"tSNE of {n} points") as update:
-        for panel, present in panels.items():
-            embeddings[panel] = figures.tsne_embedding(
-                metrics.posterior_means(ctx.model, ctx.params, data, present), ctx.options.seed
-            )
-            update(1)
-    ctx.out_dir.mkdir(parents=True, exist_ok=True)
-    figures.save_tsne(ctx.out_dir / figures.TSNE_FILE, embeddings, ctx.scored_labels[:n])
-    figures.plot_tsne(
-        [(f"{ctx.config.model} (epoch {ctx.epoch})", embeddings, ctx.scored_labels[:n])],
-        ctx.out_dir / "tsne.png",
-        titles=panel_titles(ctx.model.names),
-        class_names=class_names(ctx.config.dataset),
-    )
-    return {}
-
-
-def cross_modal(ctx: Context) -> dict:
-    """cross_modal.png: samples of each modality given each other, one example per class."""
-    from mvae_jax import figures
-
-    figures.plot_cross_modal(
-        ctx.model,
-        ctx.params,
-        ctx.scored,
-        ctx.scored_labels,
-        jax.random.fold_in(ctx.rng, 3),
-        ctx.out_dir / "cross_modal.png",
-        title=run_title(ctx),
-        class_names=class_names(ctx.config.dataset),
-    )
-    return {}
-
-
-SAMPLES_FILE = "samples.npz"
-
-
-def run_title(ctx: Context) -> str:
-    """A figure's title: the model, beta and the epoch evaluated."""
-    return f"{ctx.config.model} beta={ctx.config.beta} (epoch {ctx.epoch})"
-
-
-def class_names(dataset: str) -> tuple[str, ...] | None:
-    """The data set's class names by label (figures), or None."""
-    from mvae_jax.data import DATASETS
-
-    return DATASETS[dataset].class_names
-
-
-def samples(ctx: Context) -> dict:
-    """samples.png and samples.npz: images decoded from z ~ p(z)."""
-    from mvae_jax import figures
-
-    images = metrics.prior_images(ctx.model, ctx.params, jax.random.fold_in(ctx.rng, 4), 16)
-    ctx.out_dir.mkdir(parents=True, exist_ok=True)
-    figures.save_samples(ctx.out_dir / SAMPLES_FILE, images)
-    figures.plot_image_rows(
-        [(f"{n}: mean of p({n}|z), z ~ p(z)", v) for n, v in images.items()],
-        ctx.out_dir / "samples.png",
-        run_title(ctx),
-    )
-    return {}
-
-
-def curves(ctx: Context) -> dict:
-    """curves.png: every loss term of the run's metrics.jsonl against the epoch (validation dashed, if logged)."""
-    import json
-
-    from mvae_jax import figures
-    from mvae_jax.config import METRICS_FILE
-
-    path = Path(ctx.options.workdir) / METRICS_FILE
-    records = [json.loads(line) for line in path.read_text().splitlines() if line.strip()] if path.is_file() else []
-    if records:
-        ctx.out_dir.mkdir(parents=True, exist_ok=True)
-        figures.plot_curves(records, ctx.out_dir / "curves.png", f"{ctx.config.model} beta={ctx.config.beta}")
-    return {}
-
-
-def query(ctx: Context, text: str, values: np.ndarray, named: np.ndarray, given: str) -> dict:
-    """query_<query>.png: images generated from the attributes a query names (``--query``), the rest imputed."""
-    from mvae_jax import figures
-
-    options = ctx.options
-    images = metrics.query_images(
-        ctx.model,
-        ctx.params,
-        jax.random.fold_in(ctx.rng, 5),
-        values,
-        named,
-        options.query_samples,
-        options.query_steps,
-        given,
-    )
-    slug = "-".join(item.strip().replace("=", "") for item in text.split(",") if item.strip())
-    figure = ctx.out_dir / f"query_{slug}.png"
-    figures.plot_image_rows(
-        [(f"{n}: mean of p({n}|z), z ~ q(z | {text})", v) for n, v in images.items()],
-        figure,
-        f"{ctx.config.model} beta={ctx.config.beta}: {text} (others missing; {options.query_steps} imputation steps)",
-    )
-    return {text: {"figure": figure.name, "samples": options.query_samples, "steps": options.query_steps}}
 
 
 @dataclasses.dataclass(frozen=True)
