@@ -104,6 +104,12 @@ def make_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--data_dir", default=None, help="as in train.py (default: the run's own data_dir)")
     parser.add_argument(
+        "--plugins",
+        default="",
+        help="your own modules, comma separated import paths, imported first: their eval sections join "
+        "--sections (mvae_jax.plugins); those of the run's config.json are imported anyway",
+    )
+    parser.add_argument(
         "--sections",
         type=_sections,
         default=None,
@@ -211,6 +217,7 @@ def compare(args) -> str:
 def main(argv=None) -> None:
     from mvae_jax import api
 
+    cli.preload_plugins("eval.py", sys.argv[1:] if argv is None else argv, workdir_config=True)
     args = make_parser().parse_args(argv)
     cli.setup_logging(args.verbose)
     with cli.user_errors("eval.py"), cli.interrupt_on_signals():

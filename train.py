@@ -154,6 +154,7 @@ def configs_from_flags(flags: dict) -> list[config_lib.Config]:
 
 
 def main(argv=None) -> None:
+    cli.preload_plugins("train.py", sys.argv[1:] if argv is None else argv)  # their models join --model's choices
     flags = vars(make_parser().parse_args(argv))
     verbose, mode, cache = flags.pop("verbose"), flags.pop("distributed"), flags.pop("compilation_cache")
     recipe = flags.pop("config")

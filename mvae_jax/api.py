@@ -16,7 +16,8 @@ a train state with its config, runs the sections asked for (every section the
 data allows by default), writes ``<workdir>/eval/metrics.json`` and the figures
 as eval.py does, and returns the metrics dict. Its keywords are eval.py's flags
 without the dashes: ``sections``, ``step``, ``split``, ``seed``, ``query``,
-``data_dir``, ``out``, the general ``query_samples`` and ``query_steps``, and
+``data_dir``, ``out``, ``plugins`` (modules to import first: ``mvae_jax.plugins``), the general
+``query_samples`` and ``query_steps``, and
 every section's own options (``iw_samples``, ``fid_points``, ...: ``OPTIONS``).
 A bad one is a ValueError (or TypeError for an unknown name) naming it and what
 is allowed, before any data or checkpoint is read.
@@ -62,7 +63,7 @@ GENERAL_OPTIONS = (
 )
 """Options of every evaluation, whatever its sections (eval.py's flags of the same names)."""
 
-RUN_FIELDS = ("sections", "step", "query", "data_dir", "out", "model", "dataset")
+RUN_FIELDS = ("sections", "step", "query", "data_dir", "out", "model", "dataset", "plugins")
 """The other keywords of ``evaluate``: what to evaluate and where to write (default None: see ``evaluate``)."""
 
 METRICS_LOCK = ".metrics.lock"  # in the eval folder: held exclusively while metrics.json is read and replaced
@@ -97,6 +98,11 @@ def request(workdir, **given) -> types.SimpleNamespace:
     fields.update({name: option.default for name, option in checked.items()})
     fields.update(given)
     fields["workdir"] = None if workdir is None else str(workdir)
+    names = fields["plugins"] or ()
+    fields["plugins"] = tuple(n.strip() for n in names.split(",") if n.strip()) if isinstance(names, str) else names
+    from mvae_jax import plugins
+
+    plugins.load(fields["plugins"])  # their sections are then known to the check (the run's own: load_config)
     req = types.SimpleNamespace(**fields)
     check(req)
     return req
@@ -235,14 +241,14 @@ def check_request(req, config=None):
     if not req.sections and not labelled:
         log.info(
             "sections %s left out: they need class labels, which dataset %s has not; %s run on request (--sections)",
-            ", ".join(registry.LABELLED),
+            ", ".join(registry.labelled_sections()),
             config.dataset,
-            ", ".join(s for s in section_names() if s not in sections and s not in registry.LABELLED),
+            ", ".join(s for s in section_names() if s not in sections and s not in registry.labelled_sections()),
         )
-    if not labelled and set(sections) & set(registry.LABELLED):
+    if not labelled and set(sections) & set(registry.labelled_sections()):
         raise ValueError(
             f"--sections={','.join(sections)}: "
-            f"{', '.join(s for s in sections if s in registry.LABELLED)} require class labels, which "
+            f"{', '.join(s for s in sections if s in registry.labelled_sections())} require class labels, which "
             f"dataset={config.dataset!r} has not; allowed: log_likelihood, objective, samples, curves"
         )
     query = None

@@ -87,15 +87,20 @@ class _LabelledImages:
 
 @dataclasses.dataclass(frozen=True, eq=False)
 class SourceSet(_LabelledImages):
-    """An image classification set (``mnist``, ``fashion_mnist``) from ``data_dir`` or tensorflow-datasets."""
+    """An image classification set (``mnist``, ``fashion_mnist``) from ``data_dir`` or tensorflow-datasets, or
+    one a plugin registered (``plugins.register_source``)."""
 
     name: str
     data_dir: str | None = None
 
     def splits(self) -> dict[str, tuple[np.ndarray, np.ndarray]]:
         """{"train": (images (n, H, W, C) float32 in [0, 1], labels (n,)), "test": ...}."""
+        from mvae_jax import plugins
         from mvae_jax.data import sources
 
+        if self.name in plugins.SOURCES:  # registered by a plugin: images already float32 in [0, 1]
+            splits = plugins.SOURCES[self.name](self.data_dir)
+            return {s: (np.asarray(images, np.float32), np.asarray(labels)) for s, (images, labels) in splits.items()}
         splits = sources.load_image_classification(self.name, self.data_dir)
         return {s: (np.asarray(images, np.float32) / 255.0, labels) for s, (images, labels) in splits.items()}
 

@@ -160,6 +160,33 @@ def user_errors(prog: str, aborted: str = ABORTED):
         sys.exit(128 + signal.SIGINT)
 
 
+def preload_plugins(prog: str, argv, workdir_config: bool = False) -> None:
+    """Import the plugins that ``--plugins`` names in ``argv`` (and, with ``workdir_config``, those the
+    config.json of ``--workdir`` names, where it has a readable one) before the parser that lists the
+    registries (models, data sets, sections) is built; a plugin that cannot be imported is ``prog: error:``
+    and exit status 2, like a bad flag."""
+    import argparse
+    import json
+    from pathlib import Path
+
+    from mvae_jax import plugins
+    from mvae_jax.config import CONFIG_FILE
+
+    pre = argparse.ArgumentParser(add_help=False)
+    pre.add_argument("--plugins", default="")
+    pre.add_argument("--workdir", default=None)
+    known, _ = pre.parse_known_args(argv)
+    names = [n.strip() for n in known.plugins.split(",") if n.strip()]
+    if workdir_config and known.workdir is not None:
+        try:
+            saved = json.loads((Path(known.workdir) / CONFIG_FILE).read_text()).get("plugins", [])
+            names += [n for n in saved if isinstance(n, str)]
+        except (OSError, ValueError, AttributeError):
+            pass  # no or a damaged config.json: eval.py's own checks say so
+    with user_errors(prog):
+        plugins.load(names)
+
+
 class StopRequest:
     """Callable: True once SIGINT or SIGTERM arrived (the first asks for a clean stop; a second SIGINT aborts)."""
 

@@ -30,6 +30,18 @@ def _registry(name: str, default: str, help: str) -> Option:
 RUN_OPTIONS = (
     _registry("model", "jmvae", "model to train"),
     _registry("dataset", "trimodal", "paired data set"),
+    Option(
+        "plugins",
+        "strs",
+        (),
+        "your own modules, comma separated import paths, imported first: they register data sets, models, "
+        "scorers or eval sections (mvae_jax.plugins); saved in config.json, so that resuming, restore_model and "
+        "eval.py import them too",
+        "import paths of Python modules, e.g. my_lab.halves",
+        lambda v: all(isinstance(n, str) and n.strip() for n in v),
+        empty="none",
+        resumable=True,
+    ),
     opt.number(
         "beta",
         1.0,
@@ -193,8 +205,11 @@ class _Settings:
         ``disc_learning_rate`` of a run without a discriminator too).
         """
         given = frozenset(given or ())
+        from mvae_jax import plugins
         from mvae_jax.data import DATASETS
         from mvae_jax.models import CHECKS, MODELS
+
+        plugins.load(self.plugins)  # before the registries are asked: they may hold its model and data set
 
         for name, registry in (("model", MODELS), ("dataset", DATASETS)):
             if getattr(self, name) not in registry:
@@ -332,6 +347,9 @@ def load_config(workdir: str | os.PathLike) -> Config:
     try:
         for key, value in saved.items():
             check_type(key, value)
+        from mvae_jax import plugins
+
+        plugins.load(saved.get("plugins", ()))  # before from_dict: the run's model and data set may be theirs
         return Config.from_dict(saved).validate(scopes=False)
     except ValueError as e:
         raise ValueError(f"{path}: {e}") from None

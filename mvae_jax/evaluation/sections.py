@@ -273,7 +273,13 @@ SECTIONS: dict[str, Section] = {section.name: section for section in _SECTIONS}
 """Section name -> Section, in the order eval.py runs them. To add one, register a Section here."""
 
 LABELLED = tuple(name for name, section in SECTIONS.items() if section.labelled)
-"""Sections that need class labels (``DatasetSpec.labels``)."""
+"""The built-in sections that need class labels (``DatasetSpec.labels``); ``labelled_sections()`` adds those
+that plugins registered."""
+
+
+def labelled_sections() -> tuple[str, ...]:
+    """Every registered section that needs class labels, in the order they run."""
+    return tuple(name for name, section in SECTIONS.items() if getattr(section, "labelled", False))
 
 
 def options() -> dict[str, opt.Option]:
