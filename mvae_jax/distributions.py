@@ -64,6 +64,21 @@ def kl_standard_normal(mu: jax.Array, logvar: jax.Array) -> jax.Array:
     return 0.5 * jnp.sum(mu**2 + jnp.exp(logvar) - logvar - 1.0, axis=-1)
 
 
+def laplace_log_likelihood(loc: jax.Array, targets: jax.Array, scale: float, event_ndims: int = 1) -> jax.Array:
+    """log Laplace(targets; loc, scale) = sum [-|targets - loc| / scale - log(2 scale)] over the last ``event_ndims``
+    axes.
+
+    The image likelihood of MoPoE and MMVAE+ on PolyMNIST (Sutter et al. 2021, Palumbo et al. 2023): the
+    decoder's unsquashed output is the location, the scale a constant 0.75 (MoPoE's ``DecoderImg``).
+    """
+    targets = jnp.asarray(targets)
+    if targets.ndim < event_ndims:
+        targets = jnp.broadcast_to(targets, loc.shape)
+    loc = loc.reshape(*loc.shape[: loc.ndim - event_ndims], -1)
+    targets = targets.reshape(*targets.shape[: targets.ndim - event_ndims], -1)
+    return -jnp.sum(jnp.abs(targets - loc), axis=-1) / scale - loc.shape[-1] * math.log(2.0 * scale)
+
+
 def bernoulli_log_likelihood(logits: jax.Array, targets: jax.Array, event_ndims: int = 1) -> jax.Array:
     """log Bern(targets; sigmoid(logits)) summed over the last ``event_ndims`` axes.
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 import io
+import logging
 import os
 
 import jax
@@ -16,6 +17,9 @@ from mvae_jax.models import Model
 from mvae_jax.models.base import per_model_jit
 
 TSNE_FILE = "tsne.npz"
+
+
+log = logging.getLogger(__name__)
 
 
 def tsne_embedding(means: np.ndarray, seed: int = 0) -> np.ndarray:
@@ -31,8 +35,13 @@ def tsne_embedding(means: np.ndarray, seed: int = 0) -> np.ndarray:
     if n < 5:
         raise ValueError(f"tSNE needs at least 5 points, got {n}")
     perplexity = min(30.0, (n - 1) / 3)
-    embedding = TSNE(perplexity=perplexity, initialization="pca", n_jobs=-1, random_state=seed)
-    return np.asarray(embedding.fit(np.asarray(means, np.float64)))
+    means = np.asarray(means, np.float64)
+    init = "pca"
+    if not np.ptp(means, axis=0).any():  # PCA of equal points divides by 0: NaN coordinates, an empty figure
+        log.warning("tSNE: the %d posterior means are all equal (a collapsed posterior); random initialisation", n)
+        init = "random"
+    embedding = TSNE(perplexity=perplexity, initialization=init, n_jobs=-1, random_state=seed)
+    return np.asarray(embedding.fit(means))
 
 
 def save_tsne(path: str | os.PathLike, embeddings: Mapping[str, np.ndarray], labels: np.ndarray) -> None:
@@ -115,7 +124,7 @@ def plot_cross_modal(
     plt = _pyplot()
     classes, picks = first_of_each_class(labels)
     kinds = {m.name: m for m in model.modalities}
-    tile = next((m.shape for m in model.modalities if m.likelihood == "bernoulli"), (28, 28, 1))
+    tile = next((m.shape for m in model.modalities if m.is_image), (28, 28, 1))
     tiles_down = 1 + samples * (len(model.names) - 1)  # the mosaic's rows of tiles, of len(picks) columns
     height = 3.8 * tiles_down / len(picks) + 1.3  # the images' aspect, plus the titles and the rotated names
     fig, axes = plt.subplots(

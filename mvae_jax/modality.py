@@ -10,7 +10,8 @@ import jax.numpy as jnp
 
 from mvae_jax import distributions
 
-LIKELIHOODS = ("bernoulli", "categorical", "gaussian")
+LIKELIHOODS = ("bernoulli", "categorical", "gaussian", "laplace")
+LAPLACE_SCALE = 0.75  # MoPoE's and MMVAE+'s fixed scale of the image likelihood on PolyMNIST (DecoderImg)
 NETWORKS = ("mlp", "conv", "mopoe")
 
 
@@ -23,8 +24,11 @@ class Modality:
       shape: the shape of one example, without the batch axis.
       likelihood: ``"bernoulli"`` (images in [0, 1], decoder gives logits per
         pixel), ``"categorical"`` (one-hot vectors, decoder gives class logits)
-        or ``"gaussian"`` (real values, decoder gives the mean of a unit-variance
-        Gaussian).
+        ``"gaussian"`` (real values, decoder gives the mean of a unit-variance
+        Gaussian) or ``"laplace"`` (images in [0, 1], decoder gives the
+        location of a Laplace of scale ``LAPLACE_SCALE`` per value: MoPoE's and
+        MMVAE+'s image likelihood on PolyMNIST; its mean for figures and
+        scorers is the location clipped to [0, 1]).
       network: ``"mlp"`` (flattened input, MLP encoder and decoder of the
         run's ``hidden_dims``), ``"conv"`` (an image (H, W, C): DCGAN-style
         convolutional encoder and decoder of the run's ``conv_widths``) or
@@ -49,8 +53,8 @@ class Modality:
 
     @property
     def is_image(self) -> bool:
-        """An image (H, W, C) with pixel probabilities: what a discriminator can judge."""
-        return len(self.shape) == 3 and self.likelihood == "bernoulli"
+        """An image (H, W, C) of values in [0, 1] (its ``mean``): what a discriminator can judge."""
+        return len(self.shape) == 3 and self.likelihood in ("bernoulli", "laplace")
 
     @property
     def size(self) -> int:
@@ -61,6 +65,8 @@ class Modality:
         """log p(targets | logits) per example: (batch,) from (batch, *shape)."""
         if self.likelihood == "bernoulli":
             return distributions.bernoulli_log_likelihood(logits, targets, event_ndims=len(self.shape))
+        if self.likelihood == "laplace":
+            return distributions.laplace_log_likelihood(logits, targets, LAPLACE_SCALE, event_ndims=len(self.shape))
         if self.likelihood == "gaussian":
             mean = logits.reshape(*logits.shape[: logits.ndim - len(self.shape)], -1)
             values = jnp.broadcast_to(targets, logits.shape).reshape(mean.shape)
@@ -68,9 +74,12 @@ class Modality:
         return distributions.categorical_log_likelihood(logits, targets)
 
     def mean(self, logits: jax.Array) -> jax.Array:
-        """E[x | z] from decoder outputs: pixel probabilities, class probabilities or the Gaussian mean."""
+        """E[x | z] from decoder outputs: pixel probabilities, class probabilities, the Gaussian mean, or the
+        Laplace location clipped to the images' range [0, 1] (as torchvision's save_image shows MoPoE's)."""
         if self.likelihood == "bernoulli":
             return jax.nn.sigmoid(logits)
+        if self.likelihood == "laplace":
+            return jnp.clip(logits, 0.0, 1.0)
         if self.likelihood == "categorical":
             return jax.nn.softmax(logits, axis=-1)
         return logits

@@ -110,9 +110,9 @@ def test_a_config_saved_before_the_option_blocks_loads_the_same_and_builds_the_s
     (tmp_path / config_lib.CONFIG_FILE).write_text(path.read_text())
     loaded = config_lib.load_config(tmp_path)
     saved, now = json.loads(path.read_text()), loaded.to_dict()
-    newer = set(now) - set(saved)  # options added since (train_examples, plugins): their defaults, no other change
+    newer = set(now) - set(saved)  # options added since (train_examples, plugins, image_likelihood): their defaults
     assert now == {**{k: v for k, v in config_lib.Config().to_dict().items() if k in newer}, **saved}
-    assert newer <= {"train_examples", "plugins"}
+    assert newer <= {"train_examples", "plugins", "image_likelihood"}
     model = get_model(loaded, DATASETS[loaded.dataset].modalities(loaded))
     built = _shapes(jax.eval_shape(model.init, jax.random.PRNGKey(0)))
     assert built == json.loads(path.with_suffix(".shapes.json").read_text())

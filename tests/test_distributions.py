@@ -134,3 +134,29 @@ def test_bernoulli_log_likelihood_broadcasts_samples_over_targets(event_ndims):
     got = D.bernoulli_log_likelihood(jnp.asarray(logits), jnp.asarray(targets), event_ndims=event_ndims)
     assert got.shape == expected.shape
     np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-4)
+
+
+@pytest.mark.parametrize("event_ndims", [1, 3])
+def test_laplace_log_likelihood_matches_the_density_in_float64(event_ndims):
+    """log Laplace(x; loc, b) = sum [-|x - loc| / b - log 2b], K samples of locations against (B, ...) targets."""
+    rng = np.random.default_rng(7)
+    loc = rng.normal(size=(2, 4, 28, 28, 3)) * 0.5 + 0.5
+    targets = rng.random((4, 28, 28, 3))
+    per_value = stats.laplace.logpdf(targets, loc=loc, scale=0.75)
+    expected = per_value.sum(axis=tuple(range(per_value.ndim - event_ndims, per_value.ndim)))
+    with jax.enable_x64(True):
+        got = D.laplace_log_likelihood(jnp.asarray(loc), jnp.asarray(targets), 0.75, event_ndims=event_ndims)
+        assert got.dtype == jnp.float64 and got.shape == expected.shape
+        np.testing.assert_allclose(got, expected, rtol=1e-12)
+
+
+def test_a_laplace_image_modality_scores_its_location_and_shows_it_clipped():
+    from mvae_jax.modality import LAPLACE_SCALE, Modality
+
+    image = Modality("m0", (2, 2, 3), "laplace", "mopoe")
+    loc = jnp.asarray(np.linspace(-0.5, 1.5, 12, dtype=np.float32).reshape(1, 2, 2, 3))
+    targets = jnp.full((1, 2, 2, 3), 0.25)
+    expected = -np.abs(0.25 - np.asarray(loc)).sum() / LAPLACE_SCALE - 12 * np.log(2 * LAPLACE_SCALE)
+    np.testing.assert_allclose(image.log_likelihood(loc, targets), [expected], rtol=1e-6)
+    assert image.is_image and LAPLACE_SCALE == 0.75
+    np.testing.assert_array_equal(image.mean(loc), np.clip(np.asarray(loc), 0, 1))

@@ -263,19 +263,25 @@ def test_a_scorer_of_the_own_split_is_trained_on_every_training_pair_cached_and_
 
 @pytest.mark.slow
 def test_a_polymnist_run_trains_and_every_eval_section_runs(cache, sources_dir, tmp_path):
-    """train.py then eval.py on 3 modalities: labels from the files, scorers trained on the own split, coherence by
-    the number of inputs (1 and 2), every figure."""
+    """train.py then eval.py on 3 modalities with MoPoE's Laplace likelihood: labels from the files, scorers trained
+    on the own split, coherence by the number of inputs (1 and 2) on the first 30 test pairs, every figure."""
     import eval as eval_cli
     import train
 
     workdir = tmp_path / "run"
     flags = [f"--data_dir={sources_dir}", "--num_modalities=3", f"--workdir={workdir}", "--validation=20"]
-    train.main(["--dataset=polymnist", "--model=mopoe", "--epochs=1", "--batch_size=20", "--latent_dim=4", *flags])
+    train.main(
+        ["--dataset=polymnist", "--model=mopoe", "--epochs=1", "--batch_size=20", "--latent_dim=4",
+         "--image_likelihood=laplace", *flags]
+    )  # fmt: skip
+    line = json.loads((workdir / "metrics.jsonl").read_text().splitlines()[0])
+    assert np.isfinite(line["loss"]) and line["loss"] > 3 * 28 * 28 * 3 * np.log(2 * 0.75)  # -log p >= 2352 log 1.5
     eval_cli.main(
         [f"--workdir={workdir}", "--classifier_epochs=1", f"--classifier_dir={tmp_path / 'cnn'}", "--prior_samples=50",
-         "--tsne_points=20", "--fid_points=20", "--iw_samples=2", "--ll_points=10"]
+         "--tsne_points=20", "--fid_points=20", "--iw_samples=2", "--ll_points=10", "--coherence_points=30"]
     )  # fmt: skip
     metrics = json.loads((workdir / "eval" / "metrics.json").read_text())
+    assert metrics["eval_flags"]["coherence_points"] == 30
     assert set(metrics["classifiers"]) == {"polymnist/m0", "polymnist/m1", "polymnist/m2"}
     assert len(metrics["coherence"]) == 3 * 2 + 3 + 3 + 1  # 1 input -> 2 targets, 2 inputs -> 1, joint, prior
     by_inputs = metrics["coherence_by_inputs"]

@@ -53,3 +53,13 @@ def test_cross_modal_grid_stacks_each_sources_generations(tiny_config):
     # Three blocks of 3 columns of 28 pixels, 4-pixel gaps between them.
     assert grid.shape == (4 * 28, 3 * 3 * 28 + 2 * 4, 1)
     assert 0.0 <= grid.min() and grid.max() <= 1.0
+
+
+def test_the_tsne_of_a_collapsed_posterior_is_finite_and_says_so(caplog):
+    """Equal posterior means (every example encoded alike) made openTSNE's PCA start divide by 0: NaN coordinates."""
+    from mvae_jax import figures
+
+    with caplog.at_level("WARNING", logger="mvae_jax.figures"):
+        embedding = figures.tsne_embedding(np.ones((20, 4), np.float32))
+    assert embedding.shape == (20, 2) and np.all(np.isfinite(embedding))
+    assert "posterior means are all equal" in caplog.text

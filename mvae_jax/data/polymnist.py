@@ -84,8 +84,9 @@ def modality_names(num_modalities: int) -> tuple[str, ...]:
 
 
 def modalities(config) -> tuple[Modality, ...]:
-    """m0..m(M-1): (28, 28, 3) RGB in [0, 1], Bernoulli likelihood, the MoPoE PolyMNIST networks."""
-    return tuple(Modality(n, (SIZE, SIZE, 3), "bernoulli", "mopoe") for n in modality_names(config.num_modalities))
+    """m0..m(M-1): (28, 28, 3) RGB in [0, 1], ``config.image_likelihood``, the MoPoE PolyMNIST networks."""
+    kind = config.image_likelihood
+    return tuple(Modality(n, (SIZE, SIZE, 3), kind, "mopoe") for n in modality_names(config.num_modalities))
 
 
 NUM_MODALITIES = opt.integer(
@@ -95,6 +96,15 @@ NUM_MODALITIES = opt.integer(
     allowed=f"an integer from 2 to {MAX_MODALITIES} (5: PolyMNIST; 6-{MAX_MODALITIES}: the Extended PolyMNIST, one "
     "background image each)",
     check=lambda m: opt.is_int(m) and 2 <= m <= MAX_MODALITIES,
+)
+
+IMAGE_LIKELIHOOD = opt.choice(
+    "image_likelihood",
+    "bernoulli",
+    ("bernoulli", "laplace"),
+    "likelihood of the images: bernoulli (pixel values in [0, 1] as probabilities), or laplace of scale 0.75 "
+    "(MoPoE's and MMVAE+'s on PolyMNIST; configs/mopoe_polymnist.py)",
+    legacy="bernoulli",
 )
 
 
@@ -402,5 +412,5 @@ SPEC = DatasetSpec(
     labels=FROM_FILES,
     scorers={f"m{m}": Scorer(OWN_SPLIT) for m in range(MAX_MODALITIES)},
     class_names=tuple(str(c) for c in range(sources.NUM_CLASSES)),
-    options=(VALIDATION, NUM_MODALITIES),
+    options=(VALIDATION, NUM_MODALITIES, IMAGE_LIKELIHOOD),
 )
