@@ -142,6 +142,13 @@ def make_parser() -> argparse.ArgumentParser:
         help="more train.py flags for every run (e.g. smaller networks; the report says so)",
     )
     parser.add_argument(
+        "--model_flags",
+        action="append",
+        default=[],
+        metavar="MODEL:FLAGS",
+        help="more train.py flags for one model, e.g. 'mmvae:--num_samples=1' (repeatable; the report says so)",
+    )
+    parser.add_argument(
         "--summarize_only", action="store_true", help="run nothing: write the report from the runs already done"
     )
     parser.add_argument("--jobs", type=int, default=1, help="models trained at once (e.g. several on one GPU)")
@@ -165,6 +172,9 @@ def check_args(parser: argparse.ArgumentParser, args) -> tuple[list[str], list[i
         parser.error(f"--epochs={args.epochs} is invalid; allowed: an integer >= 1")
     if args.reference not in MODELS:
         parser.error(f"--reference={args.reference!r}: allowed: one of {','.join(MODELS)}")
+    for entry in args.model_flags:
+        if entry.split(":", 1)[0] not in MODELS or ":" not in entry:
+            parser.error(f"--model_flags={entry!r}: allowed: MODEL:FLAGS with MODEL one of {','.join(MODELS)}")
     for flag in ("jobs", "eval_jobs"):
         if getattr(args, flag) is not None and getattr(args, flag) < 1:
             parser.error(f"--{flag}={getattr(args, flag)} is invalid; allowed: an integer >= 1")
@@ -279,7 +289,12 @@ def train_command(args, model: str, seeds: list[int], runs: Path, python: str) -
         train.append(f"--data_dir={args.data_dir}")
     if args.dataset != "trimodal":
         train.append(f"--dataset={args.dataset}")
-    return train + shlex.split(args.train_flags)
+    return train + shlex.split(args.train_flags) + shlex.split(model_flags(args).get(model, ""))
+
+
+def model_flags(args) -> dict[str, str]:
+    """{model: its own train.py flags} of ``--model_flags=MODEL:FLAGS`` (checked by ``check_args``)."""
+    return dict(entry.split(":", 1) for entry in args.model_flags)
 
 
 def eval_sections(args, seed: int, seeds: list[int]) -> list[str]:
@@ -367,7 +382,7 @@ def write_report(args, models, seeds, done, commands, figure: Path, curves: Path
         total_s += max(train_s, default=0.0) + sum(eval_s)  # a seed sweep's seeds share their epochs' time
     flags = (
         f"train.py flags `{args.train_flags}`, " if args.train_flags else "default widths (512, 512) and latent 20, "
-    )
+    ) + "".join(f"{m} also `{f}`, " for m, f in model_flags(args).items())
     selection = (
         "the epoch of the lowest validation objective (`eval.py --step=best`)"
         if args.select == "best"

@@ -174,8 +174,19 @@ def test_results_script_refuses_bad_flags_before_any_work(tmp_path):
         ("--jobs=0", "--jobs=0 is invalid; allowed: an integer >= 1"),
         ("--eval_jobs=0", "--eval_jobs=0 is invalid; allowed: an integer >= 1"),
         ("--reference=vae", "--reference='vae': allowed: one of jmvae,telbo,mvae,pemvae,mmvae,mopoe"),
+        ("--model_flags=vae:--num_samples=1", "--model_flags='vae:--num_samples=1': allowed: MODEL:FLAGS"),
+        ("--model_flags=mmvae", "--model_flags='mmvae': allowed: MODEL:FLAGS"),
     )
     _refuses("scripts/results.py", cases, tmp_path)
+
+
+def test_results_script_gives_a_model_its_own_flags(tmp_path):
+    from scripts import results
+
+    args = results.make_parser().parse_args(["--train_flags=--latent_dim=8", "--model_flags=mmvae:--num_samples=1"])
+    mmvae = results.train_command(args, "mmvae", [0, 1], tmp_path, "python")
+    mopoe = results.train_command(args, "mopoe", [0, 1], tmp_path, "python")
+    assert mmvae[-2:] == ["--latent_dim=8", "--num_samples=1"] and mopoe[-1] == "--latent_dim=8"
 
 
 def test_paper_study_sweeps_beta_compares_adversarial_and_writes_the_report(tiny_data_dir, tmp_path):

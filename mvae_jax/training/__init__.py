@@ -23,11 +23,8 @@ from mvae_jax.training.checkpoints import (
     SUPERSEDED_DIR,
     Checkpoints,
     MidEpochCheckpoint,
-    check_disk_space,
-    check_workdir,
     restore_model,
     saved_epochs,
-    truncate_metrics,
 )
 from mvae_jax.training.epochs import EpochFn, epoch_seed, make_epoch_fn, stream_epoch
 from mvae_jax.training.lock import LOCK_FILE, WorkdirBusy, WorkdirLock
@@ -42,6 +39,7 @@ from mvae_jax.training.state import (
     make_step_fn,
     make_train_step,
 )
+from mvae_jax.training.workdir import check_disk_space, check_workdir, truncate_metrics
 
 __all__ = [
     "BEST_DIR",

@@ -4,6 +4,11 @@ A ``_Sweep`` holds everything one call needs: the runs' configs and files,
 the data, the compiled epoch and the state. The loop reads straight through:
 resume, then per epoch run it, and either roll back (non-finite numbers),
 checkpoint a stop part-way, or finish it (metrics line, checkpoint).
+
+Why one module of about 490 lines: every step of the loop reads and updates
+the same ``_Sweep`` (configs, files, compiled epoch, states); split across
+modules, each part would reach back into it. The workdir's checks live in
+``training.workdir``, the checkpoints in ``training.checkpoints``.
 """
 
 from __future__ import annotations
@@ -32,17 +37,15 @@ from mvae_jax.training.checkpoints import (
     Checkpoints,
     MidEpochCheckpoint,
     all_finite,
-    check_disk_space,
-    check_workdir,
     restore_latest_good,
     restore_mid_epoch,
     resume_epoch,
-    truncate_metrics,
 )
 from mvae_jax.training.epochs import epoch_seed, make_epoch_fn, scalar, stream_epoch
 from mvae_jax.training.lock import WorkdirLock, check_unlocked
 from mvae_jax.training.sharding import SweepAxes, make_mesh, member, replicate, stack_members
 from mvae_jax.training.state import Reporter, TrainState, create_train_state, make_optimizers, make_step_fn
+from mvae_jax.training.workdir import check_disk_space, check_workdir, truncate_metrics
 
 log = logging.getLogger("mvae_jax.training")
 
