@@ -1,7 +1,7 @@
 """Training speed of mvae_jax against MultiVae (PyTorch), same models, architectures, data and machine.
 
     pip install -e '.[bench]'      # torch and multivae: an optional extra, never a core dependency
-    python bench/peer_multivae.py [--models=jmvae,telbo,mvae,mopoe,mmvae] [--batch_size=128]
+    python bench/peer_multivae.py [--models=jmvae,telbo,mvae,mopoe,mmvae,mvtcae] [--batch_size=128]
                                   [--examples=25600] [--epochs=2] [--rounds=2] [--threads=N]
                                   [--libraries=mvae_jax,multivae] [--device=cpu|cuda]
 
@@ -55,7 +55,7 @@ import subprocess
 import sys
 import time
 
-MODELS = ("jmvae", "telbo", "mvae", "mopoe", "mmvae")
+MODELS = ("jmvae", "telbo", "mvae", "mopoe", "mmvae", "mvtcae")
 LIBRARIES = ("mvae_jax", "multivae")
 LATENT = 20
 HIDDEN = (512, 512)
@@ -140,6 +140,8 @@ def multivae_model(name: str):
     if name == "mmvae":
         config = mv.MMVAEConfig(**common, K=10, prior_and_posterior_dist="normal", learn_prior=False)
         return mv.MMVAE(config, encoders, decoders)
+    if name == "mvtcae":  # alpha 5/6 (ours and the authors' PolyMNIST value; MultiVae's default is 0.1), beta 1
+        return mv.MVTCAE(mv.MVTCAEConfig(**common, alpha=5 / 6, beta=1.0), encoders, decoders)
     raise ValueError(f"unknown model {name!r}; allowed: {', '.join(MODELS)}")
 
 

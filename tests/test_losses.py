@@ -69,7 +69,7 @@ def test_kl_weight_rises_linearly_over_the_warm_up_epochs():
     assert [float(losses.kl_weight(2.0, e, 4)) for e in (0, 1, 2, 4, 9)] == [0.0, 0.5, 1.0, 2.0, 2.0]
 
 
-@pytest.mark.parametrize("name", ["jmvae", "telbo", "mvae", "pemvae", "mopoe"])
+@pytest.mark.parametrize("name", ["jmvae", "telbo", "mvae", "pemvae", "mopoe", "mvtcae"])
 def test_kl_warm_up_scales_beta_inside_each_models_loss(name):
     """With warm-up over 4 epochs, the loss at epoch 2 (beta/2) equals the loss of beta/2 without warm-up."""
     from tests import reference

@@ -138,6 +138,7 @@ def test_default_trimodal_parameter_counts():
         "mvae": unimodal + decoders,
         "mmvae": unimodal + decoders,
         "mopoe": unimodal + decoders,
+        "mvtcae": unimodal + decoders,
         "pemvae": joint + decoders + 3 * 512,
     }
     counts = {name: _count(get_model(Config(model=name), trimodal.MODALITIES)) for name in ALL_MODELS}

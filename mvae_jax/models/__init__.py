@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from mvae_jax import options as opt
-from mvae_jax.models import jmvae, mmvae, mopoe, mvae, pemvae, telbo
+from mvae_jax.models import jmvae, mmvae, mopoe, mvae, mvtcae, pemvae, telbo
 from mvae_jax.models.base import Model, check_present, subsets
 
 MODELS = {
@@ -13,6 +13,7 @@ MODELS = {
     "pemvae": pemvae.build,
     "mmvae": mmvae.build,
     "mopoe": mopoe.build,
+    "mvtcae": mvtcae.build,
 }
 """Registry name -> build(config, modalities) -> Model."""
 
@@ -23,6 +24,7 @@ OPTIONS = {
     "pemvae": pemvae.OPTIONS,
     "mmvae": mmvae.OPTIONS,
     "mopoe": mopoe.OPTIONS,
+    "mvtcae": mvtcae.OPTIONS,
 }
 """Registry name -> the options (``mvae_jax.options.Option``) that model reads beyond the run's own, declared
 beside its build."""
