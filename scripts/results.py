@@ -151,6 +151,14 @@ def make_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--summarize_only", action="store_true", help="run nothing: write the report from the runs already done"
     )
+    parser.add_argument(
+        "--sweep",
+        choices=("vmap", "each"),
+        default="vmap",
+        help="vmap: a model's seeds as one seed sweep, one compiled program (default); each: one train.py per "
+        "seed, after one another: faster for conv networks on a CPU, where XLA runs a vmapped convolution about "
+        "2x slower per member (docs/PERFORMANCE.md)",
+    )
     parser.add_argument("--jobs", type=int, default=1, help="models trained at once (e.g. several on one GPU)")
     parser.add_argument("--eval_jobs", type=int, default=None, help="runs evaluated at once (default: --jobs)")
     return parser
@@ -217,7 +225,8 @@ def main(argv=None) -> None:
     curves = Path(args.out).parent / f"{stem}_validation.png"
     commands, done = [], {}  # done: {model: {seed: workdir}} of the runs evaluated
     pairs = [(m, s) for m in models for s in seeds]
-    commands += [train_command(args, m, seeds, runs, python) for m in models]
+    groups = [seeds] if args.sweep == "vmap" else [[s] for s in seeds]  # the seeds each train.py trains
+    commands += [train_command(args, m, group, runs, python) for m in models for group in groups]
     commands += [eval_command(args, m, s, seeds, runs, python) for m, s in pairs]
     failed = []
     if not args.summarize_only:
@@ -251,10 +260,10 @@ def main(argv=None) -> None:
 
             def train(model):
                 pending = [s for s in seeds if epochs_done(runs / model / f"seed{s}") < args.epochs]
-                if pending and not attempt(
-                    train_command(args, model, pending, runs, python), f"{model}.log", train_env
-                ):
-                    return
+                for group in [pending] if args.sweep == "vmap" else [[s] for s in pending]:
+                    command = train_command(args, model, group, runs, python)
+                    if group and not attempt(command, f"{model}.log", train_env):
+                        return
                 eval_pool.submit(evaluate_model, model)  # as soon as the model is trained
 
             list(train_pool.map(train, sorted(models, key=COST_ORDER.index)))

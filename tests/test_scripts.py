@@ -280,3 +280,16 @@ def test_conv_chunks_benchmark_prints_seconds_per_step():
     out = _run("bench/conv_chunks.py", "--batch_size=4", "--steps=2", "--chunks=2")
     (record,) = [json.loads(line) for line in out.splitlines() if line.startswith("{")]
     assert record["chunk"] == "2" and record["s_per_step"] > 0 and record["first_epoch_s"] > 0
+
+
+@pytest.mark.slow
+def test_results_script_trains_each_seed_on_its_own_with_sweep_each(tiny_data_dir, tmp_path):
+    runs = tmp_path / "runs"
+    flags = [f"--data_dir={tiny_data_dir}", "--models=mvtcae", "--seeds=0,1", "--epochs=1", "--validation=20"]
+    flags += ["--sections=objective", f"--runs={runs}", f"--out={tmp_path / 'R.md'}", f"--train_flags={TINY_TRAIN}"]
+    _run("scripts/results.py", *flags, "--sweep=each")
+    trained = [line for line in (runs / "logs" / "mvtcae.log").read_text().splitlines() if line.startswith("$")]
+    assert [line.split("--seed=")[1].split()[0] for line in trained] == ["0", "1"]
+    for seed in (0, 1):
+        assert json.loads((runs / "mvtcae" / f"seed{seed}" / "config.json").read_text())["seed"] == seed
+    assert "| mvtcae |" in (tmp_path / "R.md").read_text()
