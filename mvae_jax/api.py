@@ -316,7 +316,7 @@ def run_sections(req, config, model, state, sections: Sequence[str], labelled, q
 
     if req.data_dir is not None:
         config = dataclasses.replace(config, data_dir=req.data_dir)
-    dataset = load_dataset(config) if set(sections) - {"samples"} else None
+    dataset = load_dataset(config) if set(sections) - {"samples"} or req.sampler != "prior" else None
     ctx = evaluation.Context(
         config,
         model,

@@ -38,9 +38,35 @@ class Context:
         lambda n=1: None
     )
 
+    _sampler: Any = dataclasses.field(default=None, init=False, repr=False)
+
     @property
     def rng(self) -> jax.Array:
         return jax.random.PRNGKey(self.options.seed)
+
+    def sampler(self) -> tuple[str, Any]:
+        """(key, ``metrics.samplers.LatentSampler``) of ``--sampler``, built once: the key names where z came
+        from in the metrics ("prior", "gmm"); a GMM is fitted on the means of q(z | every modality) of the
+        first ``--latent_train_points`` training pairs (or read from the run's ``samplers/``)."""
+        from mvae_jax.evaluation.metrics import model_latent, posterior_means, samplers
+
+        if self._sampler is None:
+            name, points = self.options.sampler, self.options.latent_train_points
+
+            def codes():
+                train = self.dataset.train
+                if self.dataset.is_streamed:
+                    train = train.take(points or 20_000)
+                elif points:
+                    train = {k: v[:points] for k, v in train.items()}
+                return posterior_means(self.model, self.params, train, self.model.names)
+
+            latent = model_latent(self.model, self.params)
+            workdir = getattr(self.config, "workdir", None)
+            components, seed = self.options.sampler_components, self.options.seed
+            made = samplers.fitted(name, codes, latent, workdir, self.epoch, components, points, seed)
+            self._sampler = (name, made)
+        return self._sampler
 
 
 class Skipped(Exception):

@@ -79,14 +79,16 @@ def class_names(dataset: str) -> tuple[str, ...] | None:
 
 
 def samples(ctx: Context) -> dict:
-    """samples.png and samples.npz: images decoded from z ~ p(z)."""
+    """samples.png and samples.npz: images decoded from z ~ p(z) (or ~ ``--sampler``)."""
     from mvae_jax import figures
 
-    images = metrics.prior_images(ctx.model, ctx.params, jax.random.fold_in(ctx.rng, 4), 16)
+    source, sampler = ctx.sampler()
+    images = metrics.prior_images(ctx.model, ctx.params, jax.random.fold_in(ctx.rng, 4), 16, sampler=sampler)
     ctx.out_dir.mkdir(parents=True, exist_ok=True)
     figures.save_samples(ctx.out_dir / SAMPLES_FILE, images)
+    drawn = "z ~ p(z)" if source == "prior" else f"z ~ the {source.upper()} fitted to q(z|all)"
     figures.plot_image_rows(
-        [(f"{n}: mean of p({n}|z), z ~ p(z)", v) for n, v in images.items()],
+        [(f"{n}: mean of p({n}|z), {drawn}", v) for n, v in images.items()],
         ctx.out_dir / "samples.png",
         run_title(ctx),
     )

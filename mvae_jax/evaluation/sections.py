@@ -62,8 +62,9 @@ def coherence(ctx: Context) -> dict:
     with ctx.progress(len(pairs), "coherence") as update:
         scores = metrics.coherence(ctx.model, ctx.params, scored, ctx.scored_labels[:n], classify, progress=update)
     if len(scorable) >= 2:
-        scores["prior"] = metrics.prior_coherence(
-            ctx.model, ctx.params, jax.random.fold_in(ctx.rng, 1), classify, ctx.options.prior_samples
+        source, sampler = ctx.sampler()
+        scores[source] = metrics.prior_coherence(
+            ctx.model, ctx.params, jax.random.fold_in(ctx.rng, 1), classify, ctx.options.prior_samples, sampler=sampler
         )
     else:
         log.warning("coherence: no prior coherence, which needs two classified modalities (%s has one)", scorable[0])
@@ -131,7 +132,10 @@ def fid(ctx: Context) -> dict:
             features,
             progress=update,
             binarize=ctx.dataset.binarize,
+            sampler=ctx.sampler()[1],
         )
+    source = ctx.sampler()[0]  # "prior->t" is "gmm->t" with --sampler=gmm
+    scores = {(source + k[len("prior") :] if k.startswith("prior->") else k): v for k, v in scores.items()}
     out = {"fid": {**scores, "points": n}}
     label = ctx.dataset.label_modality
     if label is not None:
@@ -230,6 +234,17 @@ SCORER_OPTIONS = (
     ),
 )
 PRIOR_SAMPLES = opt.integer("prior_samples", 10_000, "z ~ p(z) for prior coherence", 1)
+SAMPLER_OPTIONS = (
+    opt.choice(
+        "sampler",
+        "prior",
+        metrics.samplers.SAMPLERS,
+        "where generation 'from the prior' draws z (prior coherence, FID, samples.png): prior = N(0, I); gmm = a "
+        "Gaussian mixture fitted on the means of q(z|every modality) of the first --latent_train_points training "
+        "pairs, saved in the run's samplers/ (metrics keys 'gmm' and 'gmm->t' instead of 'prior', 'prior->t')",
+    ),
+    opt.integer("sampler_components", 10, "components of --sampler=gmm (MultiVae's default)", 1),
+)
 COHERENCE_POINTS = opt.integer(
     "coherence_points",
     0,
@@ -264,16 +279,16 @@ _SECTIONS = (
         "coherence",
         coherence,
         ("classifiers", "coherence", "coherence_by_inputs", "label_coherence"),
-        (*SCORER_OPTIONS, PRIOR_SAMPLES, COHERENCE_POINTS),
+        (*SCORER_OPTIONS, PRIOR_SAMPLES, COHERENCE_POINTS, *SAMPLER_OPTIONS, LATENT_TRAIN_POINTS),
         labelled=True,
     ),
     Section("latent_accuracy", latent_accuracy, ("latent_accuracy",), (LATENT_TRAIN_POINTS,), labelled=True),
     Section("log_likelihood", log_likelihood, ("log_likelihood",), LIKELIHOOD_OPTIONS),
     Section("objective", objective, ("objective",)),
-    Section("fid", fid, ("fid", "diversity"), (*SCORER_OPTIONS, FID_POINTS)),
+    Section("fid", fid, ("fid", "diversity"), (*SCORER_OPTIONS, FID_POINTS, *SAMPLER_OPTIONS, LATENT_TRAIN_POINTS)),
     Section("tsne", tsne, (), (TSNE_POINTS,), labelled=True, files=("tsne.png",)),
     Section("cross_modal", cross_modal, (), labelled=True, files=("cross_modal.png",)),
-    Section("samples", samples, (), files=(SAMPLES_FILE, "samples.png")),
+    Section("samples", samples, (), (*SAMPLER_OPTIONS, LATENT_TRAIN_POINTS), files=(SAMPLES_FILE, "samples.png")),
     Section("curves", curves, (), files=("curves.png",)),
 )
 

@@ -9,6 +9,7 @@ callback (a tqdm bar's ``update``); the library itself never prints.
 Everything is importable from here too (``metrics.coherence``).
 """
 
+from mvae_jax.evaluation.metrics import samplers
 from mvae_jax.evaluation.metrics.coherences import (
     coherence,
     coherence_by_inputs,
@@ -40,6 +41,7 @@ from mvae_jax.evaluation.metrics.likelihoods import iw_log_likelihood, log_likel
 from mvae_jax.evaluation.metrics.queries import parse_query, query_images, query_latents
 
 __all__ = [
+    "samplers",
     "Classify",
     "Progress",
     "classify_outputs",

@@ -9,17 +9,19 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from mvae_jax.evaluation.metrics import samplers
 from mvae_jax.evaluation.metrics.common import (
     Classify,
     Progress,
     batches,
     classify_outputs,
     conditional_means,
+    decoded_means,
     model_latent,
-    prior_means,
     sampled_means,
     subset_key,
 )
+from mvae_jax.evaluation.metrics.samplers import LatentSampler
 from mvae_jax.models import Model, subsets
 
 
@@ -101,12 +103,15 @@ def prior_coherence(
     classify: Mapping[str, Classify],
     num_samples: int = 10_000,
     batch_size: int = 1000,
+    sampler: LatentSampler | None = None,
 ) -> float:
-    """Fraction of z ~ p(z) whose decoded modalities all get the same class (every scorable modality)."""
+    """Fraction of z ~ p(z) (or ~ ``sampler``: ``metrics.samplers``) whose decoded modalities all get the same
+    class (every scorable modality)."""
     agree, done = 0, 0
-    latent = model_latent(model, params)
+    sampler = sampler or samplers.prior(model_latent(model, params))
     for i, s in enumerate(batches(num_samples, batch_size)):
-        outputs = jax.device_get(prior_means(model, params, jax.random.fold_in(rng, i), s.stop - s.start, latent))
+        z = sampler.sample(jax.random.fold_in(rng, i), s.stop - s.start)
+        outputs = jax.device_get(decoded_means(model, params, z, model.names))
         classes = list(classify_outputs(model, outputs, classify).values())
         if len(classes) < 2:
             raise ValueError(f"prior coherence needs two scorable modalities, {model.name} has {len(classes)}")

@@ -70,13 +70,6 @@ def classify_outputs(model: Model, outputs: Mapping[str, np.ndarray], classify: 
     return out
 
 
-@per_model_jit(static_argnums=(0, 3, 4))
-def prior_means(model: Model, params, rng, num_samples: int, latent: int):
-    z = jax.random.normal(rng, (num_samples, latent))
-    logits = model.decode(params, z)
-    return {m.name: m.mean(logits[m.name]) for m in model.modalities}
-
-
 def model_latent(model: Model, params) -> int:
     """Size of z, read from the parameters by one abstract encoding."""
     one = {m.name: jax.ShapeDtypeStruct((1, *m.shape), jnp.float32) for m in model.modalities}
@@ -97,9 +90,12 @@ def sampled_means(model: Model, params, batch, present, targets, rng):
     return decoded_means(model, params, distributions.sample_mixture(rng, mus, logvars, (1,))[0], targets)
 
 
-def prior_images(model: Model, params, rng: jax.Array, num_samples: int = 16) -> dict[str, np.ndarray]:
-    """{image modality: (num_samples, H, W, C) pixel means} decoded from z ~ p(z)."""
-    return image_means(model, params, jax.random.normal(rng, (num_samples, model_latent(model, params))))
+def prior_images(model: Model, params, rng: jax.Array, num_samples: int = 16, sampler=None) -> dict[str, np.ndarray]:
+    """{image modality: (num_samples, H, W, C) pixel means} decoded from z ~ p(z), or z ~ ``sampler`` (a
+    ``samplers.LatentSampler``)."""
+    if sampler is None:
+        return image_means(model, params, jax.random.normal(rng, (num_samples, model_latent(model, params))))
+    return image_means(model, params, sampler.sample(rng, num_samples))
 
 
 def image_means(model: Model, params, z: jax.Array) -> dict[str, np.ndarray]:

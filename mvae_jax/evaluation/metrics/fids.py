@@ -8,6 +8,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from mvae_jax.evaluation.metrics import samplers
 from mvae_jax.evaluation.metrics.coherences import label_samples
 from mvae_jax.evaluation.metrics.common import (
     Progress,
@@ -59,12 +60,14 @@ def fid(
     batch_size: int = 1000,
     progress: Progress = None,
     binarize: Sequence[str] = (),
+    sampler=None,
 ) -> dict[str, float]:
     """{"S->t": FID} of generated images of each modality t in ``features`` against the real ones of ``data``.
 
     For every non-empty subset S without t: x_t's pixel means at one
     z ~ q(z | x_S) per pair (cross-modal generation); "joint->t": z ~ q(z | all)
-    (reconstruction); "prior->t": as many z ~ p(z). The real set is ``data[t]``;
+    (reconstruction); "prior->t": as many z ~ p(z) (or ~ ``sampler``, a ``samplers.LatentSampler``).
+    The real set is ``data[t]``;
     ``features[t]`` maps images to the feature space (``classifiers.features``).
     ``progress(1)`` after each of ``fid_pairs`` and after the prior samples.
     Modalities in ``binarize`` have binary real images (mnist_label's test
@@ -94,9 +97,10 @@ def fid(
                 generated[t].setdefault(key, []).append(image_features(t, means[t], i, j))
         if progress is not None:
             progress(1)
-    latent, prior_rng = model_latent(model, params), jax.random.fold_in(rng, len(pairs))
+    sampler = sampler or samplers.prior(model_latent(model, params))
+    prior_rng = jax.random.fold_in(rng, len(pairs))
     for j, s in enumerate(batches(n, batch_size)):
-        z = jax.random.normal(jax.random.fold_in(prior_rng, j), (s.stop - s.start, latent))
+        z = sampler.sample(jax.random.fold_in(prior_rng, j), s.stop - s.start)
         for t, images in decoded_means(model, params, z, targets).items():
             generated[t]["prior"].append(image_features(t, images, len(pairs), j))
     if progress is not None:
