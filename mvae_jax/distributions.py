@@ -147,6 +147,25 @@ def mixture_log_density(z: jax.Array, mus: jax.Array, logvars: jax.Array) -> jax
     return jax.nn.logsumexp(per_component, axis=0) - math.log(mus.shape[0])
 
 
+def sample_laplace(rng: jax.Array, loc: jax.Array, scale: jax.Array, shape: tuple[int, ...] = ()) -> jax.Array:
+    """Reparameterised z = loc + scale * eps, eps ~ Laplace(0, 1) per coordinate: (*shape, *loc.shape)."""
+    eps = jax.random.laplace(rng, (*shape, *jnp.shape(loc)), jnp.result_type(loc))
+    return loc + scale * eps
+
+
+def laplace_log_density(z: jax.Array, loc: jax.Array, scale: jax.Array) -> jax.Array:
+    """log Laplace(z; loc, scale) = sum_j [-log(2 scale_j) - |z_j - loc_j| / scale_j] over the last axis: (...,).
+
+    The posteriors and priors of MMVAE+ (Palumbo, Daunhawer & Vogt 2023, Sec. 4: "Laplace posteriors and priors").
+    """
+    return -jnp.sum(jnp.log(2.0 * scale) + jnp.abs(z - loc) / scale, axis=-1)
+
+
+def laplace_log_variance(scale: jax.Array) -> jax.Array:
+    """log of the variance 2 scale^2 of Laplace(loc, scale): its moments as a Gaussian's (mu, logvar)."""
+    return jnp.log(2.0) + 2.0 * jnp.log(scale)
+
+
 def mixture_moments(mus: jax.Array, logvars: jax.Array) -> Gaussian:
     """Mean and log variance (per coordinate) of the equal-weight mixture of (C, ..., latent) Gaussians.
 

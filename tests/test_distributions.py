@@ -160,3 +160,18 @@ def test_a_laplace_image_modality_scores_its_location_and_shows_it_clipped():
     np.testing.assert_allclose(image.log_likelihood(loc, targets), [expected], rtol=1e-6)
     assert image.is_image and LAPLACE_SCALE == 0.75
     np.testing.assert_array_equal(image.mean(loc), np.clip(np.asarray(loc), 0, 1))
+
+
+def test_laplace_density_sampling_and_variance_against_scipy():
+    rng = np.random.default_rng(3)
+    loc, scale = rng.normal(size=(4, 6)), rng.uniform(0.2, 2.0, size=(4, 6))
+    z = rng.normal(size=(4, 6)) * 2
+    expected = stats.laplace.logpdf(z, loc=loc, scale=scale).sum(-1)
+    np.testing.assert_allclose(D.laplace_log_density(z, loc, scale), expected, rtol=1e-5)
+    np.testing.assert_allclose(np.exp(D.laplace_log_variance(scale)), stats.laplace.var(scale=scale), rtol=1e-5)
+    draws = np.asarray(D.sample_laplace(jax.random.PRNGKey(0), loc[0], scale[0], (40_000,)))
+    assert draws.shape == (40_000, 6)
+    np.testing.assert_allclose(np.median(draws, 0), loc[0], atol=0.05 * scale[0].max() + 0.02)
+    np.testing.assert_allclose(np.mean(np.abs(draws - loc[0]), 0), scale[0], rtol=0.03)  # E|z - loc| = scale
+    grad = jax.grad(lambda s: D.sample_laplace(jax.random.PRNGKey(1), 0.0, s).sum())(jnp.ones(3))
+    assert np.all(np.isfinite(grad)) and np.any(grad != 0)  # reparameterised: the scale gets a gradient

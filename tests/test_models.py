@@ -139,6 +139,8 @@ def test_default_trimodal_parameter_counts():
         "mmvae": unimodal + decoders,
         "mopoe": unimodal + decoders,
         "mvtcae": unimodal + decoders,
+        # shared z of 20 and private w of 32: encoders give both, decoders read both; r_m's scales, 3 x 32
+        "mmvaeplus": 2 * mlp(784, 104) + mlp(10, 104) + 2 * mlp(52, 784) + mlp(52, 10) + 3 * 32,
         "pemvae": joint + decoders + 3 * 512,
     }
     counts = {name: _count(get_model(Config(model=name), trimodal.MODALITIES)) for name in ALL_MODELS}

@@ -174,7 +174,7 @@ def test_binarized_modalities_are_fresh_bernoulli_draws_every_step():
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("name", ["mvae", "pemvae", "mmvae", "mopoe", "mvtcae"])  # subsets, or products of experts
+@pytest.mark.parametrize("name", ["mvae", "pemvae", "mmvae", "mopoe", "mvtcae", "mmvaeplus"])  # no joint encoder
 def test_subset_models_train_on_the_two_modality_mnist_label_set(name, tiny_data_dir, tmp_path):
     config = Config(
         model=name,

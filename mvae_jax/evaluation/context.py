@@ -64,7 +64,8 @@ class Context:
             latent = model_latent(self.model, self.params)
             workdir = getattr(self.config, "workdir", None)
             components, seed = self.options.sampler_components, self.options.seed
-            made = samplers.fitted(name, codes, latent, workdir, self.epoch, components, points, seed)
+            family = self.model.latent_prior
+            made = samplers.fitted(name, codes, latent, workdir, self.epoch, components, points, seed, family)
             self._sampler = (name, made)
         return self._sampler
 

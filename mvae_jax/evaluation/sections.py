@@ -173,6 +173,11 @@ def latent_accuracy(ctx: Context) -> dict:
 
 def log_likelihood(ctx: Context) -> dict:
     """Importance-weighted log-likelihoods of every modality and of all of them."""
+    if ctx.model.latent_prior != "gaussian":
+        raise Skipped(
+            f"{ctx.model.name}: the importance-weighted estimate assumes one latent with prior N(0, I); "
+            f"{ctx.model.name} has a {ctx.model.latent_prior} prior and private latents"
+        )
     options, data = ctx.options, ctx.scored
     if ctx.dataset.is_streamed:
         data = data.take(options.ll_points or len(data))

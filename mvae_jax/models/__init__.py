@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from mvae_jax import options as opt
-from mvae_jax.models import jmvae, mmvae, mopoe, mvae, mvtcae, pemvae, telbo
+from mvae_jax.models import jmvae, mmvae, mmvaeplus, mopoe, mvae, mvtcae, pemvae, telbo
 from mvae_jax.models.base import Model, check_present, subsets
 
 MODELS = {
@@ -14,6 +14,7 @@ MODELS = {
     "mmvae": mmvae.build,
     "mopoe": mopoe.build,
     "mvtcae": mvtcae.build,
+    "mmvaeplus": mmvaeplus.build,
 }
 """Registry name -> build(config, modalities) -> Model."""
 
@@ -25,6 +26,7 @@ OPTIONS = {
     "mmvae": mmvae.OPTIONS,
     "mopoe": mopoe.OPTIONS,
     "mvtcae": mvtcae.OPTIONS,
+    "mmvaeplus": mmvaeplus.OPTIONS,
 }
 """Registry name -> the options (``mvae_jax.options.Option``) that model reads beyond the run's own, declared
 beside its build."""

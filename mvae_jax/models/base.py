@@ -99,6 +99,8 @@ class Model:
         (params, epoch) -> a tree like params of 0/1 scalars, by which the
         training step multiplies the optimizer's updates (PEMVAE's
         ``freeze_encoder``). ``epoch`` may be traced.
+      latent_prior: p(z), which eval.py's generation "from the prior" draws:
+        ``"gaussian"`` N(0, I), or ``"laplace"`` Laplace(0, 1) (MMVAE+).
     """
 
     name: str
@@ -109,6 +111,7 @@ class Model:
     decode: DecodeFn
     mixture: MixtureFn | None = None
     trainable: Callable[[Params, jax.Array], Params] | None = None
+    latent_prior: str = "gaussian"
     # Programs compiled for this model by ``per_model_jit`` functions: they live and die with the model.
     _jitted: dict = dataclasses.field(default_factory=dict, init=False, repr=False, compare=False, hash=False)
 

@@ -108,7 +108,7 @@ def prior_coherence(
     """Fraction of z ~ p(z) (or ~ ``sampler``: ``metrics.samplers``) whose decoded modalities all get the same
     class (every scorable modality)."""
     agree, done = 0, 0
-    sampler = sampler or samplers.prior(model_latent(model, params))
+    sampler = sampler or samplers.prior(model_latent(model, params), model.latent_prior)
     for i, s in enumerate(batches(num_samples, batch_size)):
         z = sampler.sample(jax.random.fold_in(rng, i), s.stop - s.start)
         outputs = jax.device_get(decoded_means(model, params, z, model.names))

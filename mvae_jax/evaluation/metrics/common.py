@@ -91,10 +91,12 @@ def sampled_means(model: Model, params, batch, present, targets, rng):
 
 
 def prior_images(model: Model, params, rng: jax.Array, num_samples: int = 16, sampler=None) -> dict[str, np.ndarray]:
-    """{image modality: (num_samples, H, W, C) pixel means} decoded from z ~ p(z), or z ~ ``sampler`` (a
-    ``samplers.LatentSampler``)."""
+    """{image modality: (num_samples, H, W, C) pixel means} decoded from z ~ p(z) (``Model.latent_prior``), or
+    z ~ ``sampler`` (a ``samplers.LatentSampler``)."""
     if sampler is None:
-        return image_means(model, params, jax.random.normal(rng, (num_samples, model_latent(model, params))))
+        from mvae_jax.evaluation.metrics import samplers
+
+        sampler = samplers.prior(model_latent(model, params), model.latent_prior)
     return image_means(model, params, sampler.sample(rng, num_samples))
 
 

@@ -97,7 +97,7 @@ def fid(
                 generated[t].setdefault(key, []).append(image_features(t, means[t], i, j))
         if progress is not None:
             progress(1)
-    sampler = sampler or samplers.prior(model_latent(model, params))
+    sampler = sampler or samplers.prior(model_latent(model, params), model.latent_prior)
     prior_rng = jax.random.fold_in(rng, len(pairs))
     for j, s in enumerate(batches(n, batch_size)):
         z = sampler.sample(jax.random.fold_in(prior_rng, j), s.stop - s.start)

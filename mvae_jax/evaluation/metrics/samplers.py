@@ -7,7 +7,8 @@ instead raises the prior coherence and lowers the FID from the prior for every
 model (Ghosh et al. 2020, "From variational to deterministic autoencoders",
 Sec. 4, the ex-post density estimation; MultiVae's ``samplers``).
 
-- ``prior``: z ~ N(0, I), the model's own prior (the default).
+- ``prior``: z ~ the model's own prior, N(0, I) (Laplace(0, 1) for MMVAE+:
+  ``Model.latent_prior``), the default.
 - ``gmm``: a Gaussian mixture of ``sampler_components`` full-covariance
   components (scikit-learn's ``GaussianMixture``, EM, ``tol=1e-3``,
   ``max_iter=2000``, as MultiVae's ``GaussianMixtureSampler``), fitted on the
@@ -44,12 +45,14 @@ SAMPLERS_DIR = "samplers"
 @dataclasses.dataclass(frozen=True)
 class LatentSampler:
     """A Gaussian mixture over z: ``weights`` (K,), ``means`` (K, latent), ``scale_trils`` (K, latent, latent)
-    lower-triangular factors of the covariances. ``name`` "prior" is N(0, I) itself (K = 1)."""
+    lower-triangular factors of the covariances. ``name`` "prior" is the model's prior itself: N(0, I) (K = 1),
+    or with ``family`` "laplace" Laplace(0, 1) per coordinate."""
 
     name: str
     weights: np.ndarray
     means: np.ndarray
     scale_trils: np.ndarray
+    family: str = "gaussian"
 
     @property
     def latent(self) -> int:
@@ -57,6 +60,8 @@ class LatentSampler:
 
     def sample(self, rng: jax.Array, num_samples: int) -> jax.Array:
         """z (num_samples, latent): a component per sample by its weight, then z = mean + L eps."""
+        if self.name == "prior" and self.family == "laplace":
+            return jax.random.laplace(rng, (num_samples, self.latent))
         if self.name == "prior":  # the draw eval.py always made: the same z as before samplers existed
             return jax.random.normal(rng, (num_samples, self.latent))
         k_component, k_eps = jax.random.split(rng)
@@ -68,6 +73,8 @@ class LatentSampler:
     def log_density(self, z: jax.Array) -> jax.Array:
         """log of the mixture's density at z (n, latent): (n,)."""
         z = jnp.asarray(z)
+        if self.family == "laplace":
+            return -jnp.sum(jnp.log(2.0) + jnp.abs(z), axis=-1)
         trils = jnp.asarray(self.scale_trils, z.dtype)
         diff = z[None] - jnp.asarray(self.means, z.dtype)[:, None]  # (K, n, latent)
         solved = jax.scipy.linalg.solve_triangular(trils, jnp.swapaxes(diff, 1, 2), lower=True)  # (K, latent, n)
@@ -76,9 +83,9 @@ class LatentSampler:
         return jax.nn.logsumexp(per + jnp.log(jnp.asarray(self.weights, z.dtype))[:, None], axis=0)
 
 
-def prior(latent: int) -> LatentSampler:
-    """N(0, I) over ``latent`` dimensions."""
-    return LatentSampler("prior", np.ones(1), np.zeros((1, latent)), np.eye(latent)[None])
+def prior(latent: int, family: str = "gaussian") -> LatentSampler:
+    """N(0, I) over ``latent`` dimensions (``family`` "laplace": Laplace(0, 1) per coordinate)."""
+    return LatentSampler("prior", np.ones(1), np.zeros((1, latent)), np.eye(latent)[None], family)
 
 
 def fit_gmm(codes: np.ndarray, components: int = 10, seed: int = 0) -> LatentSampler:
@@ -111,13 +118,16 @@ def load(path: Path) -> LatentSampler:
         return LatentSampler(str(f["name"]), f["weights"], f["means"], f["trils"])
 
 
-def fitted(name: str, codes_fn, latent: int, workdir: str | None, epoch: int, components: int, points: int, seed=0):
-    """The sampler ``name`` of a run: the prior, or a GMM read from the run's ``samplers/`` folder when one was
-    fitted with these settings, else fitted on ``codes_fn()`` (n, latent) and saved there (where writable)."""
+def fitted(
+    name: str, codes_fn, latent: int, workdir: str | None, epoch: int, components: int, points: int, seed=0, family=""
+):
+    """The sampler ``name`` of a run: the prior (of ``family``), or a GMM read from the run's ``samplers/``
+    folder when one was fitted with these settings, else fitted on ``codes_fn()`` (n, latent) and saved there
+    (where writable)."""
     if name not in SAMPLERS:
         raise ValueError(f"sampler={name!r} is invalid; allowed: {', '.join(SAMPLERS)}")
     if name == "prior":
-        return prior(latent)
+        return prior(latent, family or "gaussian")
     path = None
     if workdir is not None and Path(workdir).is_dir():
         path = Path(workdir) / SAMPLERS_DIR / f"{name}_k{components}_n{points}_seed{seed}_epoch{epoch}.npz"
