@@ -156,7 +156,7 @@ def sample_laplace(rng: jax.Array, loc: jax.Array, scale: jax.Array, shape: tupl
 def laplace_log_density(z: jax.Array, loc: jax.Array, scale: jax.Array) -> jax.Array:
     """log Laplace(z; loc, scale) = sum_j [-log(2 scale_j) - |z_j - loc_j| / scale_j] over the last axis: (...,).
 
-    The posteriors and priors of MMVAE+ (Palumbo, Daunhawer & Vogt 2023, Sec. 4: "Laplace posteriors and priors").
+    The posteriors and priors of MMVAE+ on PolyMNIST (Palumbo et al. 2023; their ``--priorposterior Laplace``).
     """
     return -jnp.sum(jnp.log(2.0 * scale) + jnp.abs(z - loc) / scale, axis=-1)
 

@@ -7,7 +7,7 @@ are Laplace(0, 1). The decoder of m reads (w_m, z). The posterior of z given a
 subset S is the mixture (1/|S|) sum_{m in S} q(z | x_m) (MMVAE's, Shi et al.
 2019). Per example, with one sample per modality (the authors' PolyMNIST
 recipe: ``--obj elbo --K 1``), the objective (maximised) is the mean over the
-encoding modality r of (the paper's Eq. 5 with K = 1, as the authors'
+encoding modality r of (the paper's objective with K = 1, as the authors'
 ``objectives._m_elbo`` computes it):
 
     z_r ~ q(z | x_r), w_r ~ q(w_r | x_r)
@@ -16,8 +16,8 @@ encoding modality r of (the paper's Eq. 5 with K = 1, as the authors'
     w~_r = w_r;  w~_d ~ r_d(w_d) = Laplace(0, s_d) for d != r
 
 so a modality is decoded from another's shared code with a private code drawn
-from an auxiliary prior r_d whose scale s_d is learned (the paper's Sec. 3.2:
-this keeps cross-modal information out of the private latents). Scales are
+from an auxiliary prior r_d whose scale s_d is learned (the paper's device to
+keep shared information out of the private latents). Scales are
 parameterised as the authors' code does: softmax(l) * D + eta over each
 latent's D coordinates (the encoders' second output, and l_d of r_d,
 initialised to 0, so r_d starts at Laplace(0, 1)).

@@ -10,7 +10,7 @@ experts, **without** a prior expert (the authors' ``ivw_fusion``: precisions add
 Objective (maximised), per example, with alpha = ``--tc_alpha`` and M modalities:
 a variational bound on the total correlation of the views, written as a
 weighted ELBO of the joint posterior plus conditional information bottlenecks
-(the paper's Sec. 3, in the form the authors' code computes it,
+(the paper's objective, in the form the authors' code computes it,
 gr8joo/MVTCAE ``run_epochs.py``, ``modality_ivw``):
 
     L = (M - alpha) / M * E_q(z|X)[sum_m lambda_m log p(x_m | z)]

@@ -4,8 +4,8 @@ A VAE's aggregate posterior rarely fills N(0, I): regions of the prior that no
 training example encodes to decode to blur or to the wrong class. Fitting a
 density to the training posteriors after training and sampling z from it
 instead raises the prior coherence and lowers the FID from the prior for every
-model (Ghosh et al. 2020, "From variational to deterministic autoencoders",
-Sec. 4, the ex-post density estimation; MultiVae's ``samplers``).
+model (Ghosh et al. 2020, "From variational to deterministic autoencoders":
+ex-post density estimation; MultiVae's ``samplers``).
 
 - ``prior``: z ~ the model's own prior, N(0, I) (Laplace(0, 1) for MMVAE+:
   ``Model.latent_prior``), the default.
