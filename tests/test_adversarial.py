@@ -66,7 +66,9 @@ def test_generator_gradient_flows_through_the_generated_images(tiny_config):
     assert all(np.all(np.asarray(g) == 0) for g in jax.tree_util.tree_leaves(grads["decoders"]["w"]))
 
 
-@pytest.mark.parametrize("network", ["conv", "auto"])  # the trimodal images: conv D, then MLP D
+@pytest.mark.parametrize(
+    "network", [pytest.param("conv", marks=pytest.mark.slow), "auto"]
+)  # the trimodal images: conv D (28 s to compile here: slow tier), then MLP D
 def test_discriminator_loss_falls_on_a_fixed_batch(tiny_config, network):
     model, _, adversary, state, batch = _setup(tiny_config, disc_network=network)
     fakes = adversary.fakes(model, state.params, batch, jax.random.PRNGKey(0))
@@ -105,6 +107,7 @@ def test_adversarial_options_need_the_flag(tiny_config):
         Config(**{**tiny_config.to_dict(), "adv_weight": 2.0}).validate()
 
 
+@pytest.mark.slow  # over 7 s: the everyday tier stays under 4 minutes
 def test_the_discriminator_follows_the_modality_network(tiny_config):
     """An MLP D for the trimodal images (MLP networks), a conv D with --disc_network=conv; old configs load as conv."""
     from mvae_jax.networks import Discriminator, MLPDiscriminator

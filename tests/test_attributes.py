@@ -42,6 +42,7 @@ def celeba_60(tmp_path_factory):
     return write_tiny_celeba(tmp_path_factory.mktemp("celeba60"), n=60, seed=1)
 
 
+@pytest.mark.slow  # a whole training or evaluation run: the everyday tier stays under 4 minutes
 def test_attribute_scorer_learns_male_from_the_stream_and_is_cached(celeba_60, tmp_path):
     config = Config(dataset="celeba", data_dir=str(celeba_60), attributes=("Male", "Smiling"))
     dataset = load_dataset(config)

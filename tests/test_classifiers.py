@@ -36,6 +36,7 @@ def test_classifier_is_cached_and_reused(tiny_data_dir, tmp_path):
     assert len(epochs) == 4 and (folder / classifiers.INFO_FILE).is_file()
 
 
+@pytest.mark.slow  # a whole training or evaluation run: the everyday tier stays under 4 minutes
 def test_classifier_learns_a_separable_task():
     rng = np.random.default_rng(0)
     labels = np.arange(400) % 4

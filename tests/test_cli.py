@@ -255,6 +255,7 @@ def test_eval_sections_are_the_registrys():
     assert eval_cli.SECTIONS == tuple(SECTIONS) and set(LABELLED) <= set(SECTIONS)
 
 
+@pytest.mark.slow  # a whole training or evaluation run: the everyday tier stays under 4 minutes
 def test_a_section_added_to_the_registry_brings_its_flag_and_writes_its_declared_key(tiny_config, monkeypatch, capsys):
     """docs/ARCHITECTURE.md's "add an eval section": a Section registered with its option and key. eval.py
     offers its flag (checked before any work) and writes its key; a key it did not declare is an error."""

@@ -110,6 +110,7 @@ def test_parameter_count_is_the_joint_models_plus_mask_tokens():
     assert p["encoder"]["mask_tokens"].shape == (3, 5)
 
 
+@pytest.mark.slow  # over 7 s: the everyday tier stays under 4 minutes
 def test_subset_stage_holds_the_joint_posterior_and_decoders_fixed():
     """In stage 2 the KL and subset-ELBO terms train the encoder only, not the decoders."""
     model, params = _model(warmup_epochs=1, subset_sampling="random")
@@ -233,6 +234,7 @@ def test_modality_dropout_keeps_each_with_the_stated_probability_and_never_none(
     np.testing.assert_allclose(masks.mean(1), 0.7 + 0.3**3 / 3, atol=0.004)
 
 
+@pytest.mark.slow  # over 7 s: the everyday tier stays under 4 minutes
 def test_freeze_encoder_trains_only_the_mask_tokens_after_the_warm_up():
     """With freeze_encoder, a training step leaves the encoder's networks unchanged after the warm-up;
     the mask tokens and the decoders still move, and in the warm-up everything used moves."""

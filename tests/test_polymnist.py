@@ -214,6 +214,7 @@ def test_the_contract_declares_labels_from_files_and_own_scorers():
     assert [m.shape for m in spec.modalities(cfg)] == [(28, 28, 3)] * 3
 
 
+@pytest.mark.slow  # over 7 s: the everyday tier stays under 4 minutes
 def test_the_mopoe_networks_have_mopoe_parameter_counts():
     """Sutter et al. 2021's PolyMNIST encoder (3x3 convs 32-64-128, a dense layer, two heads) and decoder, latent
     512 as in their PolyMNIST runs: counted by hand from their ConvNetworksImgMMNIST.py."""
@@ -359,6 +360,7 @@ def test_mopoe_learns_polymnist_classes_in_80_steps(real_polymnist, tmp_path, mo
     assert scores["m0"] >= 0.25 and scores["m0,m1"] >= 0.3
 
 
+@pytest.mark.slow  # over 7 s: the everyday tier stays under 4 minutes
 def test_the_tensorboard_grid_takes_image_modalities_of_different_shapes():
     """A gray 28x28 and an RGB 20x24 modality: every image padded to 28x28 and drawn on 3 channels."""
     import jax

@@ -31,6 +31,7 @@ def test_mlp_swish_is_x_times_sigmoid_x_between_layers():
     np.testing.assert_allclose(relu, jnp.maximum(h, 0) @ params["dense_1"]["kernel"] + params["dense_1"]["bias"])
 
 
+@pytest.mark.slow  # over 7 s: the everyday tier stays under 4 minutes
 def test_the_mvae_recipe_networks():
     """latent 64, swish encoders 784-512-512, decoders of 3 hidden layers of 512; the defaults mirror the encoders."""
     params = _model(latent_dim=64, activation="swish", decoder_hidden_dims=(512, 512, 512)).init(jax.random.PRNGKey(0))
@@ -64,6 +65,7 @@ def test_bad_network_options_are_refused(option, message):
         dataclasses.replace(Config(), **option).validate()
 
 
+@pytest.mark.slow  # over 7 s: the everyday tier stays under 4 minutes
 def test_mvae_without_random_subsets_is_the_joint_plus_unimodal_elbos():
     """num_subsets=0 (2 modalities: the paper's objective): loss = -(ELBO(x,w) + ELBO(x) + ELBO(w)), nothing else."""
     model = _model(num_subsets=0, likelihood_weights=(1.0, 50.0))

@@ -55,6 +55,7 @@ def test_unimodal_kl_uses_the_unimodal_variance():
         assert np.all(np.abs(np.asarray(terms[f"kl_{m}"]) - slip) > 1e-3), m
 
 
+@pytest.mark.slow  # over 7 s: the everyday tier stays under 4 minutes
 def test_unimodal_elbos_train_their_encoder_and_not_the_decoders():
     model, params = _model()
     batch = ref.batch(np.random.default_rng(2))

@@ -21,6 +21,7 @@ def _records(workdir) -> list[dict]:
     return [json.loads(line) for line in (Path(workdir) / "metrics.jsonl").read_text().splitlines()]
 
 
+@pytest.mark.slow  # over 7 s: the everyday tier stays under 4 minutes
 def test_validation_fn_is_the_mean_of_the_per_example_loss_at_the_final_weights(tiny_config):
     """Batched, padded and masked: equal to one call of the model's loss on every pair, KL warm-up over."""
     config = dataclasses.replace(tiny_config, validation=30, kl_warmup_epochs=5)
@@ -83,6 +84,7 @@ def test_no_validation_split_no_validation_terms_and_no_best_checkpoint(tiny_con
     assert not (Path(tiny_config.workdir) / training.BEST_DIR).exists()
 
 
+@pytest.mark.slow  # resumes or evaluates a training run
 def test_a_resumed_run_keeps_the_best_bar_of_its_checkpoint(tiny_config, monkeypatch):
     """Resuming does not forget the best so far: an epoch is saved as best only if it beats that epoch's loss."""
     config = dataclasses.replace(tiny_config, validation=20, epochs=2)
@@ -109,6 +111,7 @@ def test_an_empty_validation_split_is_refused(tiny_config):
         validation.make_validation_fn(model, 0, 8, 1)
 
 
+@pytest.mark.slow  # resumes or evaluates a training run
 def test_eval_step_best_scores_the_best_validation_epoch(tiny_config, tmp_path, capsys):
     import eval as eval_cli
 
@@ -149,6 +152,7 @@ def test_eval_objective_is_the_validation_function_on_the_split(tiny_config):
     assert got["points"] == 40 and got["loss"] == pytest.approx(float(want["loss"]), rel=1e-5)
 
 
+@pytest.mark.slow  # resumes or evaluates a training run
 def test_a_best_checkpoint_past_the_resumed_epoch_is_moved_aside_not_trusted(tiny_config):
     """Epoch 3's checkpoint lost (a crash): training resumes from epoch 2, so the best of epoch 3 is of a lost
     future; it goes to superseded_checkpoints/ and the recomputed epoch 3 competes afresh."""
