@@ -53,6 +53,7 @@ def test_the_readme_recipes_are_the_files():
     assert {k: parsed[k] for k in jmvae} == jmvae
 
 
+@pytest.mark.slow  # a training run: the everyday tier stays under 4 minutes
 def test_a_recipe_trains_with_flags_overriding_it(tiny_data_dir, tmp_path):
     recipe = tmp_path / "tiny.py"
     recipe.write_text(

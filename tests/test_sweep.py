@@ -98,6 +98,7 @@ def test_seed_sweep_equals_separate_runs_with_their_own_order_noise_and_validati
     assert not np.allclose(jax.tree_util.tree_leaves(swept[0].params)[0], jax.tree_util.tree_leaves(swept[1].params)[0])
 
 
+@pytest.mark.slow  # a training run: the everyday tier stays under 4 minutes
 def test_seed_sweep_orders_the_batches_of_each_member_by_its_own_key(tiny_config):
     """The EpochFn of a sweep: per member a permutation from its own key; a beta sweep's members (one seed) share it."""
     ds = load_dataset(tiny_config)

@@ -118,6 +118,7 @@ def test_resume_after_one_epoch_equals_two_straight(tiny_config, tmp_path, model
     assert training.Checkpoints(tmp_path / "b").all_steps() == [1, 2]
 
 
+@pytest.mark.slow  # a training run: the everyday tier stays under 4 minutes
 def test_only_the_latest_checkpoints_are_kept(tiny_config):
     cfg = Config(**{**tiny_config.to_dict(), "epochs": 4, "keep_checkpoints": 2})
     training.train_and_evaluate(cfg)
