@@ -262,8 +262,9 @@ def main(argv=None) -> None:
             def train(model):
                 pending = [s for s in seeds if epochs_done(runs / model / f"seed{s}") < args.epochs]
                 for group in [pending] if args.sweep == "vmap" else [[s] for s in pending]:
-                    command = train_command(args, model, group, runs, python)
-                    if group and not attempt(command, f"{model}.log", train_env):
+                    if not group:  # every seed trained already
+                        continue
+                    if not attempt(train_command(args, model, group, runs, python), f"{model}.log", train_env):
                         return
                 eval_pool.submit(evaluate_model, model)  # as soon as the model is trained
 
