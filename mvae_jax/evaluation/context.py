@@ -44,9 +44,9 @@ class Context:
     def rng(self) -> jax.Array:
         return jax.random.PRNGKey(self.options.seed)
 
-    def sampler(self) -> tuple[str, Any]:
-        """(key, ``metrics.samplers.LatentSampler``) of ``--sampler``, built once: the key names where z came
-        from in the metrics ("prior", "gmm"); a GMM is fitted on the means of q(z | every modality) of the
+    def sampler(self) -> Any:
+        """The ``metrics.samplers.LatentSampler`` of ``--sampler``, built once; its ``name`` is where z came from
+        in the metrics keys ("prior", "gmm"); a GMM is fitted on the means of q(z | every modality) of the
         first ``--latent_train_points`` training pairs (or read from the run's ``samplers/``)."""
         from mvae_jax.evaluation.metrics import model_latent, posterior_means, samplers
 
@@ -66,7 +66,7 @@ class Context:
             components, seed = self.options.sampler_components, self.options.seed
             family = self.model.latent_prior
             made = samplers.fitted(name, codes, latent, workdir, self.epoch, components, points, seed, family)
-            self._sampler = (name, made)
+            self._sampler = made
         return self._sampler
 
 

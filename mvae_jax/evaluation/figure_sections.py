@@ -82,11 +82,11 @@ def samples(ctx: Context) -> dict:
     """samples.png and samples.npz: images decoded from z ~ p(z) (or ~ ``--sampler``)."""
     from mvae_jax import figures
 
-    source, sampler = ctx.sampler()
+    sampler = ctx.sampler()
     images = metrics.prior_images(ctx.model, ctx.params, jax.random.fold_in(ctx.rng, 4), 16, sampler=sampler)
     ctx.out_dir.mkdir(parents=True, exist_ok=True)
     figures.save_samples(ctx.out_dir / SAMPLES_FILE, images)
-    drawn = "z ~ p(z)" if source == "prior" else f"z ~ the {source.upper()} fitted to q(z|all)"
+    drawn = "z ~ p(z)" if sampler.name == "prior" else f"z ~ the {sampler.name.upper()} fitted to q(z|all)"
     figures.plot_image_rows(
         [(f"{n}: mean of p({n}|z), {drawn}", v) for n, v in images.items()],
         ctx.out_dir / "samples.png",

@@ -62,8 +62,8 @@ def coherence(ctx: Context) -> dict:
     with ctx.progress(len(pairs), "coherence") as update:
         scores = metrics.coherence(ctx.model, ctx.params, scored, ctx.scored_labels[:n], classify, progress=update)
     if len(scorable) >= 2:
-        source, sampler = ctx.sampler()
-        scores[source] = metrics.prior_coherence(
+        sampler = ctx.sampler()
+        scores[sampler.name] = metrics.prior_coherence(
             ctx.model, ctx.params, jax.random.fold_in(ctx.rng, 1), classify, ctx.options.prior_samples, sampler=sampler
         )
     else:
@@ -132,10 +132,8 @@ def fid(ctx: Context) -> dict:
             features,
             progress=update,
             binarize=ctx.dataset.binarize,
-            sampler=ctx.sampler()[1],
+            sampler=ctx.sampler(),
         )
-    source = ctx.sampler()[0]  # "prior->t" is "gmm->t" with --sampler=gmm
-    scores = {(source + k[len("prior") :] if k.startswith("prior->") else k): v for k, v in scores.items()}
     out = {"fid": {**scores, "points": n}}
     label = ctx.dataset.label_modality
     if label is not None:

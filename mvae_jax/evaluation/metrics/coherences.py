@@ -9,7 +9,6 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from mvae_jax.evaluation.metrics import samplers
 from mvae_jax.evaluation.metrics.common import (
     Classify,
     Progress,
@@ -17,7 +16,7 @@ from mvae_jax.evaluation.metrics.common import (
     classify_outputs,
     conditional_means,
     decoded_means,
-    model_latent,
+    model_prior,
     sampled_means,
     subset_key,
 )
@@ -108,7 +107,7 @@ def prior_coherence(
     """Fraction of z ~ p(z) (or ~ ``sampler``: ``metrics.samplers``) whose decoded modalities all get the same
     class (every scorable modality)."""
     agree, done = 0, 0
-    sampler = sampler or samplers.prior(model_latent(model, params), model.latent_prior)
+    sampler = sampler or model_prior(model, params)
     for i, s in enumerate(batches(num_samples, batch_size)):
         z = sampler.sample(jax.random.fold_in(rng, i), s.stop - s.start)
         outputs = jax.device_get(decoded_means(model, params, z, model.names))

@@ -93,11 +93,15 @@ def sampled_means(model: Model, params, batch, present, targets, rng):
 def prior_images(model: Model, params, rng: jax.Array, num_samples: int = 16, sampler=None) -> dict[str, np.ndarray]:
     """{image modality: (num_samples, H, W, C) pixel means} decoded from z ~ p(z) (``Model.latent_prior``), or
     z ~ ``sampler`` (a ``samplers.LatentSampler``)."""
-    if sampler is None:
-        from mvae_jax.evaluation.metrics import samplers
-
-        sampler = samplers.prior(model_latent(model, params), model.latent_prior)
+    sampler = sampler or model_prior(model, params)
     return image_means(model, params, sampler.sample(rng, num_samples))
+
+
+def model_prior(model: Model, params):
+    """The model's own p(z) as a ``samplers.LatentSampler``: N(0, I), or Laplace(0, 1) (``Model.latent_prior``)."""
+    from mvae_jax.evaluation.metrics import samplers
+
+    return samplers.prior(model_latent(model, params), model.latent_prior)
 
 
 def image_means(model: Model, params, z: jax.Array) -> dict[str, np.ndarray]:

@@ -8,13 +8,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from mvae_jax.evaluation.metrics import samplers
 from mvae_jax.evaluation.metrics.coherences import label_samples
 from mvae_jax.evaluation.metrics.common import (
     Progress,
     batches,
     decoded_means,
-    model_latent,
+    model_prior,
     sampled_means,
     subset_key,
 )
@@ -66,7 +65,7 @@ def fid(
 
     For every non-empty subset S without t: x_t's pixel means at one
     z ~ q(z | x_S) per pair (cross-modal generation); "joint->t": z ~ q(z | all)
-    (reconstruction); "prior->t": as many z ~ p(z) (or ~ ``sampler``, a ``samplers.LatentSampler``).
+    (reconstruction); "prior->t": as many z ~ p(z) ("<name>->t" from ``sampler``, a ``samplers.LatentSampler``).
     The real set is ``data[t]``;
     ``features[t]`` maps images to the feature space (``classifiers.features``).
     ``progress(1)`` after each of ``fid_pairs`` and after the prior samples.
@@ -84,7 +83,8 @@ def fid(
 
     n = len(data[model.names[0]])
     targets = tuple(t for t in model.names if t in features)
-    generated = {t: {"prior": []} for t in targets}
+    sampler = sampler or model_prior(model, params)
+    generated = {t: {sampler.name: []} for t in targets}
     pairs = fid_pairs(model, targets)
     for i, (present, wanted) in enumerate(pairs):
         key = "joint" if present == model.names else subset_key(present)
@@ -97,12 +97,11 @@ def fid(
                 generated[t].setdefault(key, []).append(image_features(t, means[t], i, j))
         if progress is not None:
             progress(1)
-    sampler = sampler or samplers.prior(model_latent(model, params), model.latent_prior)
     prior_rng = jax.random.fold_in(rng, len(pairs))
     for j, s in enumerate(batches(n, batch_size)):
         z = sampler.sample(jax.random.fold_in(prior_rng, j), s.stop - s.start)
         for t, images in decoded_means(model, params, z, targets).items():
-            generated[t]["prior"].append(image_features(t, images, len(pairs), j))
+            generated[t][sampler.name].append(image_features(t, images, len(pairs), j))
     if progress is not None:
         progress(1)
     out = {}
