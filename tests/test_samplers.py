@@ -1,5 +1,6 @@
 """Latent samplers (metrics.samplers): the GMM fitted after training against scikit-learn's own density and
-moments, the prior's draws unchanged, and --sampler=gmm through eval's sections."""
+moments, the MAF (flowjax) against the best single Gaussian, the prior's draws unchanged, and --sampler=gmm
+through eval's sections."""
 
 import json
 from pathlib import Path
@@ -34,6 +35,44 @@ def test_the_gmm_has_sklearns_density_and_samples_its_moments(two_clusters):
     np.testing.assert_allclose(np.cov(z.T), np.cov(two_clusters.T), atol=0.1)
 
 
+@pytest.fixture(scope="module")
+def maf(two_clusters):
+    pytest.importorskip("flowjax", reason="the flows extra (pip install -e '.[flows]') is not installed")
+    return samplers.fit_maf(two_clusters, seed=0, max_epochs=30)
+
+
+@pytest.mark.slow  # the fit: about 20 s
+def test_the_maf_fits_two_clusters_better_than_one_gaussian_and_samples_them(maf, two_clusters):
+    """Early stopping on a held-out tenth, the best epoch kept; its density integrates the held-in codes far
+    better than the best single Gaussian's (whose log-likelihood is the closed form below); its draws have the
+    codes' moments and both clusters' weights (the first coordinate splits them at 0.5)."""
+    assert set(maf.losses) == {"train", "val"} and len(maf.losses["val"]) >= 6
+    assert min(maf.losses["val"]) < maf.losses["val"][0]
+    cov = np.cov(two_clusters.T, bias=True)
+    gaussian = -0.5 * (3 * np.log(2 * np.pi) + np.linalg.slogdet(cov)[1] + 3)  # mean log N(x; mean, cov)
+    ours = float(np.mean(maf.log_density(two_clusters)))
+    assert ours > gaussian + 1.0, (ours, gaussian)
+    z = np.asarray(maf.sample(jax.random.PRNGKey(1), 10_000))
+    assert z.shape == (10_000, 3) and np.all(np.isfinite(z))
+    np.testing.assert_allclose(z.mean(0), two_clusters.mean(0), atol=0.15)
+    assert abs(np.mean(z[:, 0] > 0.5) - 0.75) < 0.03
+
+
+@pytest.mark.slow  # the fit: about 20 s
+def test_a_fitted_maf_is_saved_and_read_back_to_the_same_draws(maf, tmp_path):
+    samplers.save_flow(maf, tmp_path / "maf.npz")
+    again = samplers.load_flow(tmp_path / "maf.npz", seed=0)
+    key = jax.random.PRNGKey(5)
+    np.testing.assert_array_equal(again.sample(key, 7), maf.sample(key, 7))
+    np.testing.assert_allclose(again.log_density(np.zeros((2, 3))), maf.log_density(np.zeros((2, 3))), rtol=1e-6)
+
+
+def test_too_few_codes_for_a_maf_are_refused_by_count():
+    pytest.importorskip("flowjax", reason="the flows extra is not installed")
+    with pytest.raises(ValueError, match="at least 20 training codes .* there are 5"):
+        samplers.fit_maf(np.zeros((5, 2)))
+
+
 def test_the_prior_draws_what_eval_always_drew():
     z = samplers.prior(4).sample(jax.random.PRNGKey(3), 5)
     np.testing.assert_array_equal(z, jax.random.normal(jax.random.PRNGKey(3), (5, 4)))
@@ -53,8 +92,8 @@ def test_a_fitted_sampler_is_saved_beside_the_run_and_read_back(two_clusters, tm
     np.testing.assert_array_equal(first.means, again.means)
     samplers.fitted("gmm", codes, 3, str(tmp_path), epoch=5, components=2, points=2000)  # another epoch: refit
     assert len(calls) == 2
-    with pytest.raises(ValueError, match="sampler='maf' is invalid; allowed: prior, gmm"):
-        samplers.fitted("maf", codes, 3, None, 1, 2, 10)
+    with pytest.raises(ValueError, match="sampler='flow' is invalid; allowed: prior, gmm, maf"):
+        samplers.fitted("flow", codes, 3, None, 1, 2, 10)
     with pytest.raises(ValueError, match="sampler_components=30: .* there are 20 training codes"):
         samplers.fit_gmm(two_clusters[:20], components=30)
 

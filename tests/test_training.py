@@ -175,7 +175,9 @@ def test_binarized_modalities_are_fresh_bernoulli_draws_every_step():
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("name", ["mvae", "pemvae", "mmvae", "mopoe", "mvtcae", "mmvaeplus"])  # no joint encoder
+@pytest.mark.parametrize(  # the models without a joint encoder
+    "name", ["mvae", "pemvae", "mmvae", "mopoe", "mvtcae", "mmvaeplus", "dmvae", "cmvae"]
+)
 def test_subset_models_train_on_the_two_modality_mnist_label_set(name, tiny_data_dir, tmp_path):
     config = Config(
         model=name,

@@ -49,7 +49,10 @@ class Context:
         in the metrics keys ("prior", "gmm"); a GMM is fitted on the means of q(z | every modality) of the
         first ``--latent_train_points`` training pairs (or read from the run's ``samplers/``)."""
         from mvae_jax.evaluation.metrics import model_latent, posterior_means, samplers
+        from mvae_jax.evaluation.metrics.common import model_prior
 
+        if self._sampler is None and self.options.sampler == "prior":
+            self._sampler = model_prior(self.model, self.params)  # CMVAE's: its learned clusters
         if self._sampler is None:
             name, points = self.options.sampler, self.options.latent_train_points
 

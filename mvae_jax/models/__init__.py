@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from mvae_jax import options as opt
-from mvae_jax.models import jmvae, mmvae, mmvaeplus, mopoe, mvae, mvtcae, pemvae, telbo
+from mvae_jax.models import cmvae, dmvae, jmvae, mmvae, mmvaeplus, mopoe, mvae, mvtcae, pemvae, telbo
 from mvae_jax.models.base import Model, check_present, subsets
 
 MODELS = {
@@ -15,6 +15,8 @@ MODELS = {
     "mopoe": mopoe.build,
     "mvtcae": mvtcae.build,
     "mmvaeplus": mmvaeplus.build,
+    "dmvae": dmvae.build,
+    "cmvae": cmvae.build,
 }
 """Registry name -> build(config, modalities) -> Model."""
 
@@ -27,6 +29,8 @@ OPTIONS = {
     "mopoe": mopoe.OPTIONS,
     "mvtcae": mvtcae.OPTIONS,
     "mmvaeplus": mmvaeplus.OPTIONS,
+    "dmvae": dmvae.OPTIONS,
+    "cmvae": cmvae.OPTIONS,
 }
 """Registry name -> the options (``mvae_jax.options.Option``) that model reads beyond the run's own, declared
 beside its build."""

@@ -41,6 +41,12 @@ KL_WARMUP_EPOCHS = opt.integer(
     "KL weight rises linearly from 0 to beta over this many epochs (beta * min(1, epochs done / N), "
     "Sonderby et al. 2016); 0 = no warm-up",
 )
+PRIVATE_DIM = opt.integer(
+    "private_dim",
+    32,
+    "size of each modality's private latent w_m beside the shared z (32: MMVAE+'s PolyMNIST value)",
+    1,
+)
 NUM_SUBSETS = opt.integer(
     "num_subsets",
     1,
@@ -101,6 +107,9 @@ class Model:
         ``freeze_encoder``). ``epoch`` may be traced.
       latent_prior: p(z), which eval.py's generation "from the prior" draws:
         ``"gaussian"`` N(0, I), or ``"laplace"`` Laplace(0, 1) (MMVAE+).
+      prior_mixture: None when p(z) is ``latent_prior``'s standard distribution; else params ->
+        (weights (C,), locations (C, latent), scales (C, latent)): a learned p(z), a mixture of
+        ``latent_prior``'s family (CMVAE's clusters).
     """
 
     name: str
@@ -112,6 +121,7 @@ class Model:
     mixture: MixtureFn | None = None
     trainable: Callable[[Params, jax.Array], Params] | None = None
     latent_prior: str = "gaussian"
+    prior_mixture: Callable[[Params], tuple[jax.Array, jax.Array, jax.Array]] | None = None
     # Programs compiled for this model by ``per_model_jit`` functions: they live and die with the model.
     _jitted: dict = dataclasses.field(default_factory=dict, init=False, repr=False, compare=False, hash=False)
 

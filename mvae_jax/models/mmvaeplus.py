@@ -44,23 +44,31 @@ Where this module differs from the authors' code (srl-ethz/mmvaeplus):
 from __future__ import annotations
 
 import dataclasses
+from typing import Protocol
 
 import jax
 import jax.numpy as jnp
 
 from mvae_jax import distributions
-from mvae_jax import options as opt
 from mvae_jax.modality import Modality
-from mvae_jax.models.base import LIKELIHOOD_WEIGHTS, Experts, Model, check_present
+from mvae_jax.models.base import LIKELIHOOD_WEIGHTS, PRIVATE_DIM, Experts, Model, check_present
 
 ETA = 1e-6  # added to every scale (the authors' Constants.eta): no scale is 0
 
-PRIVATE_DIM = opt.integer(
-    "private_dim", 32, "size of each modality's private latent w_m (MMVAE+; the authors' PolyMNIST value)", 1
-)
-
 OPTIONS = (LIKELIHOOD_WEIGHTS, PRIVATE_DIM)
 """The settings this model reads beyond the run's own (a flag for another model is refused)."""
+
+
+class SharedPrior(Protocol):
+    """A learned p(z) in place of Laplace(0, 1): its parameters live under ``params["prior"]``."""
+
+    def init(self, rng: jax.Array, latent: int) -> dict: ...
+
+    def log_density(self, params: dict, z: jax.Array) -> jax.Array:
+        """log p(z): (...,) from z (..., latent)."""
+
+    def mixture(self, params: dict) -> tuple[jax.Array, jax.Array, jax.Array]:
+        """p(z) as a mixture of Laplace components: (weights (C,), locations (C, latent), scales (C, latent))."""
 
 
 def scales(raw: jax.Array) -> jax.Array:
@@ -70,6 +78,11 @@ def scales(raw: jax.Array) -> jax.Array:
 
 def build(config, modalities: tuple[Modality, ...]) -> Model:
     """MMVAE+ with the data set's networks, shared latent ``config.latent_dim``, private ``config.private_dim``."""
+    return make(config, modalities, "mmvaeplus")
+
+
+def make(config, modalities: tuple[Modality, ...], name: str, shared_prior: SharedPrior | None = None) -> Model:
+    """The MMVAE+ objective with p(z) = Laplace(0, 1), or ``shared_prior``'s p(z) (CMVAE's mixture)."""
     names = tuple(m.name for m in modalities)
     beta, shared, private = float(config.beta), int(config.latent_dim), int(config.private_dim)
     weights = config.likelihood_weight(names)
@@ -78,7 +91,14 @@ def build(config, modalities: tuple[Modality, ...]) -> Model:
     def init(rng):
         params = experts.init_from(rng)
         params["aux_scales"] = {n: jnp.zeros((private,), jnp.float32) for n in names}  # l_d of r_d
+        if shared_prior is not None:
+            params["prior"] = shared_prior.init(jax.random.fold_in(rng, 1), shared)
         return params
+
+    def log_prior_z(params, z):
+        if shared_prior is None:
+            return distributions.laplace_log_density(z, 0.0, 1.0)
+        return shared_prior.log_density(params["prior"], z)
 
     def split(params, batch, name):
         """((w loc, w scale), (z loc, z scale)) of modality ``name``'s encoder, each (batch, dim)."""
@@ -118,7 +138,7 @@ def build(config, modalities: tuple[Modality, ...]) -> Model:
                 ll = m.log_likelihood(logits, batch[m.name])
                 terms[f"log_likelihood_{n}->{m.name}"] = ll
                 log_likelihood = log_likelihood + weights[m.name] * ll
-            log_prior = distributions.laplace_log_density(z, 0.0, 1.0) + distributions.laplace_log_density(w, 0.0, 1.0)
+            log_prior = log_prior_z(params, z) + distributions.laplace_log_density(w, 0.0, 1.0)
             log_q_z = jax.nn.logsumexp(distributions.laplace_log_density(z[None], z_locs, z_scales), axis=0) - jnp.log(
                 len(names)
             )
@@ -130,4 +150,15 @@ def build(config, modalities: tuple[Modality, ...]) -> Model:
         terms["loss"] = -terms["elbo"]
         return terms
 
-    return Model("mmvaeplus", tuple(modalities), init, loss, encode, decode, mixture=mixture, latent_prior="laplace")
+    prior_mixture = None if shared_prior is None else (lambda params: shared_prior.mixture(params["prior"]))
+    return Model(
+        name,
+        tuple(modalities),
+        init,
+        loss,
+        encode,
+        decode,
+        mixture=mixture,
+        latent_prior="laplace",
+        prior_mixture=prior_mixture,
+    )

@@ -1,5 +1,5 @@
 """Evaluation of a trained model, one module per metric (as MultiVae's ``metrics/<metric>/``):
-``coherences``, ``latents``, ``likelihoods``, ``fids``, ``queries``, and what they share (``common``).
+``coherences``, ``latents``, ``likelihoods``, ``fids``, ``queries``, ``clusters``, and what they share (``common``).
 
 Every function takes the model (pure functions), its parameters and data as
 dicts of arrays keyed by modality name; image modalities are scored by
@@ -9,7 +9,7 @@ callback (a tqdm bar's ``update``); the library itself never prints.
 Everything is importable from here too (``metrics.coherence``).
 """
 
-from mvae_jax.evaluation.metrics import samplers
+from mvae_jax.evaluation.metrics import clusters, samplers
 from mvae_jax.evaluation.metrics.coherences import (
     coherence,
     coherence_by_inputs,
@@ -41,6 +41,7 @@ from mvae_jax.evaluation.metrics.likelihoods import iw_log_likelihood, log_likel
 from mvae_jax.evaluation.metrics.queries import parse_query, query_images, query_latents
 
 __all__ = [
+    "clusters",
     "samplers",
     "Classify",
     "Progress",

@@ -98,9 +98,14 @@ def prior_images(model: Model, params, rng: jax.Array, num_samples: int = 16, sa
 
 
 def model_prior(model: Model, params):
-    """The model's own p(z) as a ``samplers.LatentSampler``: N(0, I), or Laplace(0, 1) (``Model.latent_prior``)."""
+    """The model's own p(z) as a ``samplers.LatentSampler``: N(0, I), or Laplace(0, 1) (``Model.latent_prior``),
+    or the learned mixture of a model with a cluster prior (``Model.prior_mixture``, CMVAE)."""
     from mvae_jax.evaluation.metrics import samplers
 
+    if model.prior_mixture is not None:
+        weights, locations, scales = (np.asarray(a, np.float64) for a in model.prior_mixture(params))
+        trils = np.einsum("kj,ij->kij", scales, np.eye(scales.shape[-1]))
+        return samplers.LatentSampler("prior", weights, locations, trils, model.latent_prior)
     return samplers.prior(model_latent(model, params), model.latent_prior)
 
 
