@@ -25,6 +25,7 @@ def trained(tiny_data_dir, tmp_path_factory):
     return config, training.train_and_evaluate(config)
 
 
+@pytest.mark.slow  # an evaluation of every section: 30-40 s
 def test_evaluate_a_workdir_returns_and_writes_the_metrics(trained):
     config, _ = trained
     metrics = api.evaluate(config.workdir, sections=("coherence", "latent_accuracy"), step="best", seed=3)
@@ -34,6 +35,7 @@ def test_evaluate_a_workdir_returns_and_writes_the_metrics(trained):
     assert 0 <= metrics["latent_accuracy"]["x"] <= 1
 
 
+@pytest.mark.slow  # two evaluations: about 12 s
 def test_evaluate_a_state_in_memory_gives_the_restored_checkpoints_numbers(trained, tmp_path):
     config, state = trained
     from_disk = api.evaluate(config.workdir, sections="latent_accuracy", out=str(tmp_path / "a"))

@@ -63,6 +63,9 @@ def test_one_epoch_beta_sweep_of_jmvae_transfers_labels_and_evaluates(real_data_
             "--iw_samples=20",
             "--ll_points=100",
             "--tsne_points=300",
+            "--coherence_points=2000",
+            "--prior_samples=2000",
+            "--fid_points=1000",
         ]
     )
     metrics = json.loads((workdir / "eval" / "metrics.json").read_text())
@@ -83,6 +86,7 @@ def test_one_epoch_beta_sweep_of_jmvae_transfers_labels_and_evaluates(real_data_
 # importance samples instead of 10 to keep the suite short on CPU. pemvae trains 3 epochs with its
 # defaults (docs/PEMVAE.md): its first epoch (warmup_epochs=1) fits the joint ELBO only, so it
 # cannot yet infer from x or y.
+SHORT_RUN_EXAMPLES = 20_000  # the first 20,000 training pairs: a third of the epoch, to keep the suite short
 SHORT_RUN_OPTIONS = {
     "telbo": {},
     "mvae": {},
@@ -91,29 +95,36 @@ SHORT_RUN_OPTIONS = {
     "mopoe": {},
     "mvtcae": {},
     "mmvaeplus": {},
+    "dmvae": {},
+    "cmvae": {},
 }
-# Thresholds (x->w, y->w) on 2,000 test pairs, about 0.04 below what 1 epoch gave (2026-11-24,
-# seed 0): telbo 0.8695 / 0.75, mvae 0.8075 / 0.715, mmvae 0.9245 / 0.831, mopoe 0.881 / 0.7825.
-# pemvae (every proper subset each step, single-modality subsets weighted 3) after 3 epochs
-# measured 0.9235 / 0.8265 (2026-11-25, 117 s); mvtcae (alpha 5/6) 0.8690 / 0.7480 and mmvaeplus (private 32,
-# decoded with w = 0) 0.8680 / 0.7460 (2026-12-06).
+# Thresholds (x->w, y->w) on 2,000 test pairs, about 0.04 below what a short run on the first 20,000
+# training pairs gave (seed 0, 2026-12-06, `python -m pytest -q -n 2 -rA tests/test_real_data.py`):
+# telbo 0.7400 / 0.7080, mvae 0.6265 / 0.6360, pemvae (3 epochs: every proper subset each step, single-modality
+# subsets weighted 3) 0.8965 / 0.8130, mmvae 0.8505 / 0.7390, mopoe 0.7680 / 0.6815, mvtcae (alpha 5/6)
+# 0.7670 / 0.6975, mmvaeplus (private 32, decoded with w = 0) 0.5625 / 0.5695, dmvae 0.6240 / 0.6280,
+# cmvae 0.5840 / 0.5650. Chance is 0.1; a third of an epoch is far from converged (the full epoch's numbers,
+# 2026-11-24 to 2026-12-06, were 0.81-0.92 / 0.72-0.83): these runs catch a model that stops learning.
 # MVAE transfers less well: its unimodal experts are trained only to reconstruct their own modality,
 # the weakness Shi et al. 2019 report.
 THRESHOLDS = {
-    "telbo": (0.83, 0.70),
-    "mvae": (0.76, 0.66),
-    "pemvae": (0.89, 0.79),
-    "mmvae": (0.88, 0.78),
-    "mopoe": (0.84, 0.73),
-    "mvtcae": (0.83, 0.70),
-    "mmvaeplus": (0.83, 0.70),
+    "telbo": (0.70, 0.66),
+    "mvae": (0.58, 0.59),
+    "pemvae": (0.85, 0.77),
+    "mmvae": (0.81, 0.69),
+    "mopoe": (0.72, 0.64),
+    "mvtcae": (0.72, 0.65),
+    "mmvaeplus": (0.52, 0.52),
+    "dmvae": (0.58, 0.58),
+    "cmvae": (0.54, 0.52),
 }
 
 
 @pytest.mark.parametrize("name", sorted(SHORT_RUN_OPTIONS))
 def test_a_short_run_of_each_model_transfers_labels(name, real_data_dir, tmp_path):
-    """After 1 epoch (pemvae: 3), q(z|x) and q(z|y) decoded to w beat THRESHOLDS on 2,000 test pairs."""
-    options = {"epochs": 1, **SHORT_RUN_OPTIONS[name]}
+    """After 1 epoch (pemvae: 3) of the first 20,000 training pairs, q(z|x) and q(z|y) decoded to w beat
+    THRESHOLDS on 2,000 test pairs."""
+    options = {"epochs": 1, "train_examples": SHORT_RUN_EXAMPLES, **SHORT_RUN_OPTIONS[name]}
     config = Config(model=name, data_dir=str(real_data_dir), workdir=str(tmp_path / name), **options)
     acc_x, acc_y = _train_and_score(config)
     print(f"{name} {config.epochs} epoch(s): x->w {acc_x:.4f}, y->w {acc_y:.4f}")
