@@ -238,6 +238,12 @@ def check_request(req, config=None):
         )
     labelled = contract.labelled
     sections = req.sections or (section_names() if labelled else ("samples", "curves"))
+    if not req.sections:  # the defaults leave out the sections that do not apply to this model (clusters)
+        from mvae_jax.models import get_model
+
+        model = get_model(config, contract.modalities(config))
+        applies = {name: getattr(registry.SECTIONS.get(name), "applies", None) for name in sections}
+        sections = tuple(name for name in sections if applies[name] is None or applies[name](model))
     if not req.sections and not labelled:
         log.info(
             "sections %s left out: they need class labels, which dataset %s has not; %s run on request (--sections)",

@@ -150,3 +150,15 @@ def test_eval_scores_the_clusters_of_a_trained_cmvae(tiny_data_dir, tmp_path):
     assert 0.1 <= scores["accuracy"] <= 1 and 0 <= scores["nmi"] <= 1 and scores["test_points"] == 40
     again = api.evaluate(str(tmp_path / "run"), sections=("clusters",), model="cmvae")
     assert again["clusters"] == scores  # the same draws: the section is deterministic
+
+
+def test_the_default_sections_include_clusters_for_cmvae_only(tmp_path):
+    """Asked by name, clusters runs for any model and says why it is skipped; by default it is left out for a
+    model without a cluster prior, so their metrics.json gains no 'skipped' entry."""
+    from mvae_jax import api
+    from mvae_jax.config import Config
+
+    for name, included in (("cmvae", True), ("mmvaeplus", False), ("jmvae", False)):
+        config = Config(model=name, workdir=str(tmp_path / name))
+        sections, _, _ = api.check_request(api.request(config.workdir), config)
+        assert ("clusters" in sections) == included and "coherence" in sections, name

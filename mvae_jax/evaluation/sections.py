@@ -33,6 +33,7 @@ from mvae_jax.evaluation.figure_sections import (  # noqa: F401 (panel_titles, q
     samples,
     tsne,
 )
+from mvae_jax.models.base import Model
 
 log = logging.getLogger("mvae_jax.evaluation")
 
@@ -218,7 +219,8 @@ class Section:
     """One section of eval.py: ``run(context)`` returns the entries it adds to metrics.json, which must be
     among its declared ``keys``; ``options``: the flags only it (or the sections sharing them) reads, from
     which eval.py builds its own; ``labelled``: it needs class labels (``DatasetSpec.labels``); ``files``: the
-    figures and arrays it writes into the eval folder."""
+    figures and arrays it writes into the eval folder; ``applies``: None, or model -> whether the default
+    sections include it for that model (asked for by name, it runs and says why it is skipped)."""
 
     name: str
     run: Callable[[Context], dict]
@@ -226,6 +228,7 @@ class Section:
     options: tuple[opt.Option, ...] = ()
     labelled: bool = False
     files: tuple[str, ...] = ()
+    applies: Callable[[Model], bool] | None = None
 
     def __call__(self, ctx: Context) -> dict:
         out = self.run(ctx)
@@ -304,7 +307,14 @@ _SECTIONS = (
         labelled=True,
     ),
     Section("latent_accuracy", latent_accuracy, ("latent_accuracy",), (LATENT_TRAIN_POINTS,), labelled=True),
-    Section("clusters", clusters, ("clusters",), (LATENT_TRAIN_POINTS,), labelled=True),
+    Section(
+        "clusters",
+        clusters,
+        ("clusters",),
+        (LATENT_TRAIN_POINTS,),
+        labelled=True,
+        applies=lambda model: model.prior_mixture is not None,
+    ),
     Section("log_likelihood", log_likelihood, ("log_likelihood",), LIKELIHOOD_OPTIONS),
     Section("objective", objective, ("objective",)),
     Section("fid", fid, ("fid", "diversity"), (*SCORER_OPTIONS, FID_POINTS, *SAMPLER_OPTIONS, LATENT_TRAIN_POINTS)),
