@@ -23,7 +23,7 @@ def _run(*args, timeout=900):
 def test_throughput_benchmark_prints_training_and_eval_numbers():
     out = _run(
         "bench/throughput.py",
-        "--models=jmvae,pemvae",
+        "--models=jmvae,mvae",  # mvae, not pemvae: its six subset ELBOs doubled the compile time here
         "--examples=256",
         "--batch_size=64",
         "--epochs=1",
@@ -32,12 +32,12 @@ def test_throughput_benchmark_prints_training_and_eval_numbers():
     )
     records = [json.loads(line) for line in out.splitlines() if line.startswith("{")]
     training = {r["model"]: r for r in records if "samples_per_s" in r}
-    assert set(training) == {"jmvae", "pemvae"}
+    assert set(training) == {"jmvae", "mvae"}
     for r in training.values():
         assert r["samples_per_s"] > 0 and r["xla_gflop_per_step"] > 0 and r["xla_buffers_mib"] > 0
         assert r["chunk_steps"] == 4 and 0 < r["fraction_of_peak"] < 1.5  # 256 / 64 = 4 steps in one chunk
     evaluation = [r for r in records if "coherence_s" in r]
-    assert [r["model"] for r in evaluation] == ["jmvae", "pemvae"] and "tsne_s" in evaluation[0]
+    assert [r["model"] for r in evaluation] == ["jmvae", "mvae"] and "tsne_s" in evaluation[0]
     assert "float32 matmul peak:" in out and "process peak resident memory" in out
 
 
