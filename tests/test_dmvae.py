@@ -65,5 +65,6 @@ def test_the_shared_posterior_is_one_expert_alone_or_the_product_with_the_prior(
     np.testing.assert_allclose(mu, want[0], rtol=1e-4, atol=1e-6)
     np.testing.assert_allclose(lv, want[1], rtol=1e-4, atol=1e-6)
     assert mu.shape == (3, SHARED) and model.latent_prior == "gaussian"
+    assert model.private_latents  # eval's importance-weighted log-likelihood (over z alone) skips it
     logits = model.decode(params, mu)
     assert logits["x"].shape == (3, 2, 3, 1) and logits["w"].shape == (3, 3)

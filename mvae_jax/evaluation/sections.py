@@ -188,10 +188,11 @@ def clusters(ctx: Context) -> dict:
 
 def log_likelihood(ctx: Context) -> dict:
     """Importance-weighted log-likelihoods of every modality and of all of them."""
-    if ctx.model.latent_prior != "gaussian":
+    if ctx.model.latent_prior != "gaussian" or ctx.model.private_latents:
+        private = " and private latents" if ctx.model.private_latents else ""
         raise Skipped(
             f"{ctx.model.name}: the importance-weighted estimate assumes one latent with prior N(0, I); "
-            f"{ctx.model.name} has a {ctx.model.latent_prior} prior and private latents"
+            f"{ctx.model.name} has a {ctx.model.latent_prior} prior{private}"
         )
     options, data = ctx.options, ctx.scored
     if ctx.dataset.is_streamed:

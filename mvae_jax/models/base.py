@@ -110,6 +110,9 @@ class Model:
       prior_mixture: None when p(z) is ``latent_prior``'s standard distribution; else params ->
         (weights (C,), locations (C, latent), scales (C, latent)): a learned p(z), a mixture of
         ``latent_prior``'s family (CMVAE's clusters).
+      private_latents: the decoders also read latents of their own modality (MMVAE+, DMVAE, CMVAE), which
+        ``decode`` sets to their prior mean; estimates over z alone (the importance-weighted log-likelihood)
+        do not apply.
     """
 
     name: str
@@ -122,6 +125,7 @@ class Model:
     trainable: Callable[[Params, jax.Array], Params] | None = None
     latent_prior: str = "gaussian"
     prior_mixture: Callable[[Params], tuple[jax.Array, jax.Array, jax.Array]] | None = None
+    private_latents: bool = False
     # Programs compiled for this model by ``per_model_jit`` functions: they live and die with the model.
     _jitted: dict = dataclasses.field(default_factory=dict, init=False, repr=False, compare=False, hash=False)
 

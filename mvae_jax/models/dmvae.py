@@ -114,4 +114,4 @@ def build(config, modalities: tuple[Modality, ...]) -> Model:
         terms["loss"] = -terms["objective"]
         return terms
 
-    return Model("dmvae", tuple(modalities), experts.init_from, loss, encode, decode)
+    return Model("dmvae", tuple(modalities), experts.init_from, loss, encode, decode, private_latents=True)

@@ -161,4 +161,5 @@ def make(config, modalities: tuple[Modality, ...], name: str, shared_prior: Shar
         mixture=mixture,
         latent_prior="laplace",
         prior_mixture=prior_mixture,
+        private_latents=True,
     )
