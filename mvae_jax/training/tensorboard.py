@@ -63,8 +63,9 @@ class TensorBoard:
                 self._open()
             for key, value in record.items():
                 if key not in ("epoch", "step") and isinstance(value, (int, float)):
-                    # TensorBoard's tag characters exclude the comma of subset terms: kl_m0,m1 -> kl_m0_m1
-                    tag = f"{'speed' if key in SPEED else 'train'}/{key.replace(',', '_')}"
+                    # TensorBoard's tag characters exclude the comma of subset terms (kl_m0,m1 -> kl_m0_m1) and the
+                    # arrow of cross-modal ones (log_likelihood_x->y -> log_likelihood_x_to_y)
+                    tag = f"{'speed' if key in SPEED else 'train'}/{key.replace(',', '_').replace('->', '_to_')}"
                     self._write(summary.scalar(tag, value), epoch)
             if self.every and self.examples is not None and epoch % self.every == 0:
                 grid = figures.cross_modal_grid(model, params, self.examples, jax.random.PRNGKey(epoch))
