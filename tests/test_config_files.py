@@ -111,11 +111,13 @@ def test_a_config_saved_before_the_option_blocks_loads_the_same_and_builds_the_s
     (tmp_path / config_lib.CONFIG_FILE).write_text(path.read_text())
     loaded = config_lib.load_config(tmp_path)
     saved, now = json.loads(path.read_text()), loaded.to_dict()
-    # Options added since (train_examples, plugins, image_likelihood, tc_alpha, private_dim, num_clusters):
-    # their defaults.
+    # Options added since (train_examples, plugins, image_likelihood, tc_alpha, private_dim, num_clusters,
+    # dmvae_private_dim): their defaults.
     newer = set(now) - set(saved)
     assert now == {**{k: v for k, v in config_lib.Config().to_dict().items() if k in newer}, **saved}
-    assert newer <= {"train_examples", "plugins", "image_likelihood", "tc_alpha", "private_dim", "num_clusters"}
+    assert newer <= {
+        "train_examples", "plugins", "image_likelihood", "tc_alpha", "private_dim", "num_clusters", "dmvae_private_dim"
+    }  # fmt: skip
     model = get_model(loaded, DATASETS[loaded.dataset].modalities(loaded))
     built = _shapes(jax.eval_shape(model.init, jax.random.PRNGKey(0)))
     assert built == json.loads(path.with_suffix(".shapes.json").read_text())

@@ -23,7 +23,7 @@ def _experts(params, flat):
 
 @pytest.mark.parametrize("beta,weights", [(1.0, ()), (2.5, (1.0, 0.5, 20.0))])
 def test_dmvae_loss_is_the_sum_of_the_joint_and_cross_elbos_by_hand(beta, weights):
-    model, params = ref.tiny_model("dmvae", beta=beta, likelihood_weights=weights, private_dim=PRIVATE)
+    model, params = ref.tiny_model("dmvae", beta=beta, likelihood_weights=weights, dmvae_private_dim=PRIVATE)
     lam = dict(zip(NAMES, weights or (1.0, 1.0, 1.0)))
     n = 4
     batch = ref.batch(np.random.default_rng(0), n=n)
@@ -54,7 +54,7 @@ def test_dmvae_loss_is_the_sum_of_the_joint_and_cross_elbos_by_hand(beta, weight
 
 
 def test_the_shared_posterior_is_one_expert_alone_or_the_product_with_the_prior():
-    model, params = ref.tiny_model("dmvae", private_dim=PRIVATE)
+    model, params = ref.tiny_model("dmvae", dmvae_private_dim=PRIVATE)
     batch = ref.batch(np.random.default_rng(1), n=3)
     experts = _experts(params, ref.flat(batch))
     mu, lv = model.encode(params, batch, ("y",))

@@ -133,8 +133,8 @@ def test_default_trimodal_parameter_counts():
         "mvtcae": unimodal + decoders,
         # shared z of 20 and private w of 32: encoders give both, decoders read both; r_m's scales, 3 x 32
         "mmvaeplus": 2 * mlp(784, 104) + mlp(10, 104) + 2 * mlp(52, 784) + mlp(52, 10) + 3 * 32,
-        # DMVAE: the same encoders and decoders as MMVAE+, no auxiliary prior
-        "dmvae": 2 * mlp(784, 104) + mlp(10, 104) + 2 * mlp(52, 784) + mlp(52, 10),
+        # DMVAE: shared z of 20 and a private w of 1 per modality, encoders give both, decoders read both
+        "dmvae": 2 * mlp(784, 42) + mlp(10, 42) + 2 * mlp(21, 784) + mlp(21, 10),
         # CMVAE: MMVAE+ and its prior, 40 cluster logits and 40 locations of 20
         "cmvae": 2 * mlp(784, 104) + mlp(10, 104) + 2 * mlp(52, 784) + mlp(52, 10) + 3 * 32 + 40 + 40 * 20,
         "pemvae": joint + decoders + 3 * 512,

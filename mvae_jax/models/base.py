@@ -44,7 +44,8 @@ KL_WARMUP_EPOCHS = opt.integer(
 PRIVATE_DIM = opt.integer(
     "private_dim",
     32,
-    "size of each modality's private latent w_m beside the shared z (32: MMVAE+'s PolyMNIST value)",
+    "size of each modality's private latent w_m beside the shared z (32: MMVAE+'s PolyMNIST value; DMVAE has "
+    "its own, --dmvae_private_dim)",
     1,
 )
 NUM_SUBSETS = opt.integer(
