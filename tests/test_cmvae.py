@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from tests import reference as ref
-from tests.test_mmvaeplus import NAMES, PRIVATE, SHARED, _experts, _laplace, _scales
+from tests.test_mmvaeplus import NAMES, PRIVATE, _laplace, _scales, hand_terms
 
 CLUSTERS = 4
 
@@ -30,23 +30,8 @@ def test_cmvae_loss_is_the_papers_expectation_over_the_clusters_by_hand(beta):
     key = jax.random.PRNGKey(11)
     terms = jax.jit(model.loss)(params, batch, key)
 
-    experts = _experts(params, flat)
-    z_locs = np.stack([experts[m][1][0] for m in NAMES])
-    z_scales = np.stack([experts[m][1][1] for m in NAMES])
     elbos = []
-    for r, (k, n) in enumerate(zip(jax.random.split(key, 3), NAMES)):
-        k_z, k_w, k_aux = jax.random.split(k, 3)
-        (w_loc, w_scale), (z_loc, z_scale) = experts[n]
-        z = z_loc + z_scale * np.asarray(jax.random.laplace(k_z, (4, SHARED)), np.float64)
-        w = w_loc + w_scale * np.asarray(jax.random.laplace(k_w, (4, PRIVATE)), np.float64)
-        log_likelihood = 0.0
-        for d, (k_d, m) in enumerate(zip(jax.random.split(k_aux, 3), NAMES)):
-            aux = _scales(np.asarray(params["aux_scales"][m], np.float64))
-            w_d = w if d == r else aux * np.asarray(jax.random.laplace(k_d, (4, PRIVATE)), np.float64)
-            log_likelihood += ref.log_likelihoods(params["decoders"], np.concatenate([w_d, z], 1), flat)[m]
-        per_expert = np.stack([_laplace(z, z_locs[j], z_scales[j]) for j in range(3)])
-        log_q_z = np.log(np.mean(np.exp(per_expert), axis=0))
-        log_q_w = _laplace(w, w_loc, w_scale)
+    for log_likelihood, z, w, log_q_z, log_q_w in hand_terms(params, flat, key, dict.fromkeys(NAMES, 1.0)):
         joint = _cluster_terms(params["prior"], z)  # (C, n)
         q_c = np.exp(joint - joint.max(0)) / np.exp(joint - joint.max(0)).sum(0)
         # The paper's Eq. 3 with K = 1: the expectation over q(c | z) written out term by term.
@@ -60,8 +45,7 @@ def test_cmvae_loss_is_the_papers_expectation_over_the_clusters_by_hand(beta):
 
 
 def test_the_cluster_prior_learns_and_generation_draws_from_its_clusters():
-    from mvae_jax.evaluation.metrics import common
-    from mvae_jax.models import cmvae
+    from mvae_jax.evaluation.metrics import clusters, common
 
     model, params = ref.tiny_model("cmvae", private_dim=PRIVATE, num_clusters=CLUSTERS)
     batch = ref.batch(np.random.default_rng(2), n=5)
@@ -77,12 +61,11 @@ def test_the_cluster_prior_learns_and_generation_draws_from_its_clusters():
     z = np.asarray(common.model_prior(model, params).sample(jax.random.PRNGKey(1), 5_000))
     np.testing.assert_allclose(z.mean(0), [8.0, -8.0], atol=0.08)  # 4 standard errors (sqrt(2 / 5000) = 0.02)
     np.testing.assert_allclose(np.abs(z - [8.0, -8.0]).mean(0), [1.0, 1.0], atol=0.06)  # E|z - mu| = scale = 1
-    q = np.asarray(cmvae.cluster_posterior(model, params, np.array([[8.0, -8.0], [0.0, 1.0]], np.float32)))
+    q = np.asarray(clusters.cluster_posterior(model, params, np.array([[8.0, -8.0], [0.0, 1.0]], np.float32)))
     assert q.shape == (2, CLUSTERS) and q[0].argmax() == 1
     np.testing.assert_allclose(q.sum(1), 1.0, rtol=1e-6)
-    pruned = np.asarray(
-        cmvae.cluster_posterior(model, params, np.zeros((3, 2), np.float32), keep=np.array([True, False, True, True]))
-    )
+    keep = np.array([True, False, True, True])
+    pruned = np.asarray(clusters.cluster_posterior(model, params, np.zeros((3, 2), np.float32), keep=keep))
     assert np.all(pruned[:, 1] == 0) and np.allclose(pruned.sum(1), 1.0)
 
 

@@ -97,19 +97,3 @@ class ClusterPrior:
 def build(config, modalities: tuple[Modality, ...]) -> Model:
     """CMVAE: MMVAE+ with ``config.num_clusters`` Laplace clusters as the prior of the shared latent."""
     return mmvaeplus.make(config, modalities, "cmvae", ClusterPrior(int(config.num_clusters)))
-
-
-def cluster_posterior(model: Model, params, z: jax.Array, keep: jax.Array | None = None) -> jax.Array:
-    """q(c | z) = pi_c p(z | c) / p(z): (..., C) from z (..., latent), for a model with a cluster prior.
-
-    ``keep``: optional (C,) booleans; the others are pruned (pi renormalised over the kept clusters, as
-    MultiVae's ``prune_clusters`` sets a pruned cluster's logit to -inf), so their q(c | z) is 0.
-    """
-    if model.prior_mixture is None:
-        raise ValueError(f"{model.name} has no cluster prior: clusters are read from cmvae's shared latent only")
-    weights, locations, scales = model.prior_mixture(params)
-    log_pi = jnp.log(weights)
-    if keep is not None:
-        log_pi = jnp.where(keep, log_pi, -jnp.inf)
-    log_joint = log_pi + distributions.laplace_log_density(z[..., None, :], locations, scales)
-    return jax.nn.softmax(log_joint, axis=-1)

@@ -89,11 +89,18 @@ def _vote(q: np.ndarray) -> np.ndarray:
     return np.argmax(counts, axis=-1)
 
 
-def assign(model: Model, params, codes: np.ndarray, keep: np.ndarray | None = None) -> np.ndarray:
-    """Each example's cluster from its codes (M, n, latent), among the ``keep`` clusters (default: all)."""
+def cluster_posterior(model: Model, params, codes: np.ndarray, keep: np.ndarray | None = None) -> np.ndarray:
+    """q(c | z) = pi_c p(z | c) / p(z): (..., C) from codes (..., latent), float64. ``keep``: optional (C,)
+    booleans; the others are pruned (pi renormalised over the kept clusters, as MultiVae's ``prune_clusters``
+    sets a pruned cluster's logit to -inf), so their q(c | z) is 0."""
     densities = cluster_log_densities(model, params, codes)
     keep = np.ones(densities.shape[-1], bool) if keep is None else np.asarray(keep, bool)
-    return _vote(_posterior(model, params, densities, keep)[0])
+    return _posterior(model, params, densities, keep)[0]
+
+
+def assign(model: Model, params, codes: np.ndarray, keep: np.ndarray | None = None) -> np.ndarray:
+    """Each example's cluster from its codes (M, n, latent), among the ``keep`` clusters (default: all)."""
+    return _vote(cluster_posterior(model, params, codes, keep))
 
 
 def selection(model: Model, params, codes: np.ndarray, beta: float) -> tuple[np.ndarray, dict[int, float]]:
