@@ -14,6 +14,24 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("MVAE_JAX_COMPILATION_CACHE", str(Path(tempfile.gettempdir()) / "mvae_jax_tests_jax_cache"))
 
 ROOT = Path(__file__).resolve().parent.parent
+
+
+def pytest_configure(config):
+    """The tests' own programs go to the same persistent compilation cache as their train.py and eval.py.
+
+    Many tests build the same model with the same settings and compile the same programs; JAX's in-memory
+    cache is per function object, the persistent one is per program, so a second test (or the other xdist
+    worker) loads what the first compiled. Off with MVAE_JAX_COMPILATION_CACHE=off.
+    """
+    from mvae_jax import cli
+
+    folder = cli.enable_compilation_cache()
+    if folder is not None:
+        import jax
+
+        jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
+
+
 REAL_DATA = ROOT.parent / "shared" / "datasets"
 
 
