@@ -11,6 +11,7 @@ import os
 from pathlib import Path
 from typing import Any
 
+from mvae_jax import missing
 from mvae_jax import options as opt
 from mvae_jax.files import atomic_write_bytes, atomic_write_text  # noqa: F401 (re-exported)
 from mvae_jax.options import Option
@@ -59,6 +60,7 @@ RUN_OPTIONS = (
         "unchanged; 0 = all",
         0,
     ),
+    *missing.OPTIONS,
     opt.number("learning_rate", 1e-3, "Adam learning rate", strict=True, allowed="a number > 0"),
     opt.integer("latent_dim", 20, "size of z", 1),
     opt.widths("hidden_dims", (512, 512), "widths of the hidden layers of every MLP, comma separated", "512,512"),
@@ -227,6 +229,7 @@ class _Settings:
             )
         if self.model in CHECKS:
             CHECKS[self.model](self)
+        self._check_missing(names)
         if not scopes:
             return self
         defaults = Config()
@@ -247,6 +250,31 @@ class _Settings:
                         "add --adversarial or leave it out"
                     )
         return self
+
+    def _check_missing(self, names) -> None:
+        """``missing`` against the data set's modalities, and the model's acceptance of incomplete examples."""
+        from mvae_jax.models import INCOMPLETE
+
+        rates = missing.parse(self.missing, names)
+        if not rates:
+            for name, default in (("drop_incomplete", False), ("missing_seed", 0)):
+                if getattr(self, name) != default:
+                    raise ValueError(
+                        f"{name}={getattr(self, name)!r} applies with --missing only (missing={self.missing!r} "
+                        "leaves every example complete); leave it out"
+                    )
+            return
+        if not self.drop_incomplete and self.model not in INCOMPLETE:
+            raise ValueError(
+                f"model={self.model!r} cannot train on incomplete data (missing={self.missing!r}): its objective "
+                f"needs every modality at once. Models that can: {', '.join(INCOMPLETE)}; or add "
+                "--drop_incomplete to train on the complete examples only"
+            )
+        if self.adversarial:
+            raise ValueError(
+                f"missing={self.missing!r} with --adversarial: the discriminators' real images would include "
+                "the erased ones; train adversarially on complete data"
+            )
 
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)

@@ -26,15 +26,25 @@ def sample_gaussian(rng: jax.Array, mu: jax.Array, logvar: jax.Array) -> jax.Arr
     return mu + jnp.exp(0.5 * logvar) * eps
 
 
-def sample_mixture(rng: jax.Array, mus: jax.Array, logvars: jax.Array, shape: tuple[int, ...] = ()) -> jax.Array:
+def sample_mixture(
+    rng: jax.Array, mus: jax.Array, logvars: jax.Array, shape: tuple[int, ...] = (), weights: jax.Array | None = None
+) -> jax.Array:
     """z from the equal-weight mixture of N(mus[c], diag(exp(logvars[c]))): (*shape, batch, latent).
 
     ``mus``, ``logvars`` (components, batch, latent). Each example, and each of
     the ``shape`` samples of it, draws a component uniformly, then z from that
     Gaussian (reparameterised; the component choice is not differentiated).
+    ``weights`` (components, batch) 0/1, at least one 1 per example: each example's
+    mixture is over its components with 1 (all 1: the same draws as without).
     """
     k_component, k_z = jax.random.split(rng)
-    component = jax.random.randint(k_component, (*shape, mus.shape[1]), 0, mus.shape[0])
+    if weights is None:
+        component = jax.random.randint(k_component, (*shape, mus.shape[1]), 0, mus.shape[0])
+    else:  # the k-th allowed component, k uniform
+        allowed = weights > 0
+        count = jnp.sum(allowed, axis=0)
+        k = jax.random.randint(k_component, (*shape, mus.shape[1]), 0, jnp.maximum(count, 1))
+        component = jnp.argmax(jnp.cumsum(allowed, axis=0) > k[..., None, :], axis=-2)
     rows = jnp.arange(mus.shape[1])
     return sample_gaussian(k_z, mus[component, rows], logvars[component, rows])
 
@@ -145,6 +155,16 @@ def mixture_log_density(z: jax.Array, mus: jax.Array, logvars: jax.Array) -> jax
     """log of the equal-weight mixture (1/C) sum_c N(z; mu_c, s_c): z (..., latent), mus (C, ..., latent) -> (...,)."""
     per_component = gaussian_log_density(z[None], mus, logvars)
     return jax.nn.logsumexp(per_component, axis=0) - math.log(mus.shape[0])
+
+
+def masked_mixture_log_density(z: jax.Array, mus: jax.Array, logvars: jax.Array, mask: jax.Array) -> jax.Array:
+    """log of the equal-weight mixture of the components with ``mask`` 1: (1/|C|) sum_{c in C} N(z; mu_c, s_c).
+
+    ``mask`` (C, ...) 0/1 broadcasting against z's leading axes, at least one 1 per example: an example's
+    mixture over the modalities it has (incomplete data).
+    """
+    per_component = jnp.where(mask > 0, gaussian_log_density(z[None], mus, logvars), -jnp.inf)
+    return jax.nn.logsumexp(per_component, axis=0) - jnp.log(jnp.sum(mask, axis=0))
 
 
 def sample_laplace(rng: jax.Array, loc: jax.Array, scale: jax.Array, shape: tuple[int, ...] = ()) -> jax.Array:

@@ -84,7 +84,7 @@ class Option:
         """The default as the help and the README show it."""
         if isinstance(self.default, tuple):
             return ",".join(map(str, self.default)) or self.empty
-        if self.default is None:
+        if self.default is None or self.default == "":
             return self.empty
         if isinstance(self.default, bool):
             return "on" if self.default else "off"

@@ -78,3 +78,47 @@ def test_product_stays_finite_for_extreme_variances():
     assert np.all(np.isfinite(mu)) and np.all(np.isfinite(lv))
     np.testing.assert_allclose(mu[0, 0], 1.0, rtol=1e-6)  # the sharpest expert wins
     np.testing.assert_allclose(lv[0], [-100.0, -np.log(1 + 2 * np.exp(-80.0))], rtol=1e-6, atol=1e-6)
+
+
+def test_mvae_with_missing_modalities_is_each_examples_objective_on_what_it_has_by_hand():
+    """An example with only the modalities P: ELBO(x_P) + sum_{m in P} ELBO(x_m) + ELBOs of subsets of P drawn
+    uniformly (``--missing``), in float64 with the same draws."""
+    from mvae_jax.models import PRESENT
+
+    beta, n = 1.5, 6
+    model, params = _model(beta=beta, num_subsets=2)
+    present = np.array([[1, 1, 1], [1, 0, 0], [0, 1, 1], [1, 0, 1], [0, 0, 1], [1, 1, 0]], bool)
+    batch = ref.batch(np.random.default_rng(3), n=n)
+    for i, m in enumerate("xyw"):  # what an example lacks is erased, as mvae_jax.missing does
+        batch[m] = batch[m] * present[:, i].reshape((-1,) + (1,) * (batch[m].ndim - 1))
+    flat = ref.flat(batch)
+    key = jax.random.PRNGKey(11)
+    terms = model.loss(params, {**batch, PRESENT: present}, key)
+
+    experts = [ref.gaussian(params["encoders"][m], flat[m]) for m in "xyw"]
+    noise = lambda k, mu: np.asarray(jax.random.normal(k, mu.shape), np.float64)
+
+    def elbo(k, mask):
+        precision = 1.0 + sum(mask[i][:, None] * np.exp(-experts[i][1]) for i in range(3))
+        mu = sum(mask[i][:, None] * experts[i][0] * np.exp(-experts[i][1]) for i in range(3)) / precision
+        lv = -np.log(precision)
+        z = mu + np.exp(lv / 2) * noise(k, mu)
+        lls = ref.log_likelihoods(params["decoders"], z, flat)
+        return sum(mask[i] * lls[m] for i, m in enumerate("xyw")) - beta * ref.kl_prior(mu, lv)
+
+    mask_p = present.T.astype(np.float64)
+    k_joint, k_single, k_subsets = jax.random.split(key, 3)
+    total = elbo(k_joint, mask_p)
+    for i, k in enumerate(jax.random.split(k_single, 3)):
+        total = total + mask_p[i] * elbo(k, np.eye(3)[i][:, None] * np.ones((3, n)))
+    for k in jax.random.split(k_subsets, 2):
+        k_mask, k_z = jax.random.split(k)
+        # Each example's allowed subset codes (within P), and the k-th of them with k uniform.
+        within = lambda e, c: all(present[e, b] or not (c >> b) & 1 for b in range(3))
+        allowed = [[c for c in range(1, 8) if within(e, c)] for e in range(n)]
+        draws = np.asarray(jax.random.randint(k_mask, (n,), 0, np.array([len(a) for a in allowed])))
+        codes = np.array([allowed[e][draws[e]] for e in range(n)])
+        mask = ref.subset_bits(codes)
+        assert np.all(mask <= mask_p)
+        total = total + elbo(k_z, mask)
+    np.testing.assert_allclose(terms["loss"], -total, rtol=2e-5)

@@ -148,7 +148,7 @@ class Dataset:
         """(data, labels) of every training pair, those held out for validation included (scorers train on them)."""
         held = self.validation
         parts = ["train"] + (["validation"] if isinstance(held, dict) and len(next(iter(held.values()))) else [])
-        data = {k: np.concatenate([getattr(self, s)[k] for s in parts]) for k in self.train}
+        data = {m.name: np.concatenate([getattr(self, s)[m.name] for s in parts]) for m in self.modalities}
         return data, np.concatenate([self.labels(s) for s in parts])
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from mvae_jax import options as opt
 from mvae_jax.models import cmvae, dmvae, jmvae, mmvae, mmvaeplus, mopoe, mvae, mvtcae, pemvae, telbo
-from mvae_jax.models.base import Model, check_present, subsets
+from mvae_jax.models.base import INCOMPLETE_MODELS, PRESENT, Model, check_present, subsets
 
 MODELS = {
     "jmvae": jmvae.build,
@@ -35,6 +35,9 @@ OPTIONS = {
 """Registry name -> the options (``mvae_jax.options.Option``) that model reads beyond the run's own, declared
 beside its build."""
 
+INCOMPLETE = INCOMPLETE_MODELS
+"""The models that train on incomplete data (``--missing``), each from the modalities an example has."""
+
 CHECKS = {"pemvae": pemvae.check}
 """Registry name -> check(config): ValueError for settings of that model that contradict each other."""
 
@@ -51,4 +54,15 @@ def get_model(config, modalities) -> Model:
     return MODELS[config.model](config, tuple(modalities))
 
 
-__all__ = ["CHECKS", "MODELS", "OPTIONS", "Model", "check_present", "get_model", "model_options", "subsets"]
+__all__ = [
+    "CHECKS",
+    "INCOMPLETE",
+    "MODELS",
+    "OPTIONS",
+    "PRESENT",
+    "Model",
+    "check_present",
+    "get_model",
+    "model_options",
+    "subsets",
+]

@@ -59,6 +59,12 @@ NUM_SUBSETS = opt.integer(
 Params = Any
 Batch = Mapping[str, jax.Array]
 
+PRESENT = "_present"
+"""Key of a batch's presence mask, for incomplete data (``--missing``, ``mvae_jax.missing``): (batch, M) bool,
+column i for the model's modality i, True where the example has it. A batch without the key is complete. The
+values of a missing modality are zeros that no objective reads: a model that accepts incomplete data
+(``models.INCOMPLETE``) computes each example's objective from the modalities it has."""
+
 
 class InitFn(Protocol):
     def __call__(self, rng: jax.Array) -> Params: ...
@@ -292,6 +298,41 @@ def check_present(present: Sequence[str], names: Sequence[str]) -> tuple[str, ..
     return tuple(n for n in names if n in present)
 
 
+def presence(batch: Batch, names: Sequence[str]) -> jax.Array | None:
+    """(M, batch) float32 0/1 of the batch's ``PRESENT`` mask in the order of ``names``; None: a complete batch."""
+    if PRESENT not in batch:
+        return None
+    mask = jnp.asarray(batch[PRESENT])
+    if mask.ndim != 2 or mask.shape[-1] != len(names):
+        raise ValueError(
+            f"batch[{PRESENT!r}] has shape {tuple(mask.shape)}; expected (batch, {len(names)}): one column per "
+            f"modality {', '.join(names)}"
+        )
+    return jnp.moveaxis(mask, -1, 0).astype(jnp.float32)
+
+
+def complete_only(name: str):
+    """A loss that refuses a batch with a presence mask: ``name``'s objective needs every modality at once."""
+
+    def refuse(loss):
+        @functools.wraps(loss)
+        def checked(params, batch, *args, **kwargs):
+            if PRESENT in batch:
+                raise ValueError(
+                    f"{name} cannot train on incomplete data: every term of its objective needs q(z | all the "
+                    f"modalities); models that accept --missing: {', '.join(INCOMPLETE_MODELS)}"
+                )
+            return loss(params, batch, *args, **kwargs)
+
+        return checked
+
+    return refuse
+
+
+INCOMPLETE_MODELS = ("mvae", "telbo", "pemvae", "mmvae", "mopoe", "mvtcae", "mmvaeplus", "dmvae", "cmvae")
+"""The models that train on examples that lack modalities (``--missing``); JMVAE's objective needs them all."""
+
+
 def flatten_inputs(batch: Batch, modalities: Sequence[Modality]) -> jax.Array:
     """Concatenate the flattened modalities into one input: (batch, sum of sizes)."""
     parts = [batch[m.name].reshape(batch[m.name].shape[0], -1) for m in modalities]
@@ -315,6 +356,27 @@ def random_subset_masks(rng: jax.Array, num_modalities: int, batch_size: int, pr
         raise ValueError(f"no {'proper ' if proper else ''}non-empty subsets of {num_modalities} modalities")
     index = jax.random.randint(rng, (batch_size,), 1, high)
     return ((index[None, :] >> jnp.arange(num_modalities)[:, None]) & 1).astype(jnp.float32)
+
+
+def random_present_subsets(rng: jax.Array, present: jax.Array, proper: bool = False) -> tuple[jax.Array, jax.Array]:
+    """(masks (modalities, batch) 0/1, found (batch,) 0/1): per example, a subset of its present modalities drawn
+    uniformly from the non-empty ones (``proper``: from those that leave one of them out).
+
+    ``present`` (modalities, batch) 0/1. ``found`` is 0 where no such subset exists (``proper`` with one
+    modality present); the mask is then that of some other subset, to be weighted by ``found``. For a
+    complete batch these are the draws of ``random_subset_masks`` with the same key.
+    """
+    num_modalities = present.shape[0]
+    codes = jnp.arange(1, 2**num_modalities)  # subset i <-> bits of its code
+    bits = ((codes[:, None] >> jnp.arange(num_modalities)[None, :]) & 1).astype(jnp.float32)  # (S, M)
+    inside = jnp.all(bits[:, :, None] <= present[None], axis=1)  # (S, batch): subset within the present ones
+    if proper:
+        inside &= jnp.any(bits[:, :, None] < present[None], axis=1)
+    count = jnp.sum(inside, axis=0)
+    # The k-th allowed subset, k uniform: with every subset allowed, randint's draw of random_subset_masks.
+    k = jax.random.randint(rng, count.shape, 0, jnp.maximum(count, 1))
+    chosen = jnp.argmax(jnp.cumsum(inside, axis=0) > k[None], axis=0)
+    return bits[chosen].T, (count > 0).astype(jnp.float32)
 
 
 MOPOE_CONV = ConvStack((32, 64, 128), kernel=3, activation="relu")

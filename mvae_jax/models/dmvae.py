@@ -49,6 +49,11 @@ with the prior expert for several (MultiVae's ``_infer_latent_parameters``).
 ``decode(params, z)`` decodes with every w_m at the prior mean 0 (our
 ``decode`` takes no random key), where the authors and MultiVae draw w_m
 from p(w_m) for cross-modal and unconditional generation.
+
+Incomplete data (``--missing``): an example with only the modalities P takes
+the objective on P, as MultiVae's DMVAE does with its masks: the joint ELBO
+from the product of the experts of P, the cross ELBOs of s in P, each summing
+over m in P.
 """
 
 from __future__ import annotations
@@ -61,7 +66,7 @@ import jax.numpy as jnp
 from mvae_jax import distributions
 from mvae_jax import options as opt
 from mvae_jax.modality import Modality
-from mvae_jax.models.base import LIKELIHOOD_WEIGHTS, Experts, Model, check_present
+from mvae_jax.models.base import LIKELIHOOD_WEIGHTS, Experts, Model, check_present, presence
 
 DMVAE_PRIVATE_DIM = opt.integer(
     "dmvae_private_dim",
@@ -88,12 +93,12 @@ def build(config, modalities: tuple[Modality, ...]) -> Model:
         mu, logvar = experts.encode(params, batch, name)
         return (mu[..., :private], logvar[..., :private]), (mu[..., private:], logvar[..., private:])
 
-    def shared_posterior(parts, present):
+    def shared_posterior(parts, present, mask=None):
         if len(present) == 1:
             return parts[present[0]][1]
         mus = jnp.stack([parts[n][1][0] for n in present])
         logvars = jnp.stack([parts[n][1][1] for n in present])
-        return distributions.product_of_experts(mus, logvars, prior_expert=True)
+        return distributions.product_of_experts(mus, logvars, mask, prior_expert=True)
 
     def encode(params, batch, present):
         present = check_present(present, names)
@@ -105,8 +110,9 @@ def build(config, modalities: tuple[Modality, ...]) -> Model:
 
     def loss(params, batch, rng, epoch=0, beta=beta):
         parts = {n: split(params, batch, n) for n in names}
+        present = presence(batch, names)  # None: a complete batch
         sources = ("joint", *names)
-        posteriors = [shared_posterior(parts, names)] + [parts[n][1] for n in names]
+        posteriors = [shared_posterior(parts, names, present)] + [parts[n][1] for n in names]
         mus = jnp.stack([mu for mu, _ in posteriors])  # (M + 1, batch, shared): one row per source s
         logvars = jnp.stack([lv for _, lv in posteriors])
         k_shared, k_private = jax.random.split(rng)
@@ -123,7 +129,10 @@ def build(config, modalities: tuple[Modality, ...]) -> Model:
             for source, ll in zip(sources, lls):
                 terms[f"log_likelihood_{source}->{m.name}"] = ll
             terms[f"kl_private_{m.name}"] = kl_private
-            elbos = elbos + weights[m.name] * lls - kl_private
+            term = weights[m.name] * lls - kl_private
+            elbos = elbos + (term if present is None else present[names.index(m.name)] * term)
+        if present is not None:  # no cross ELBO from a missing modality
+            elbos = elbos * jnp.concatenate([jnp.ones_like(present[:1]), present])
         for source, elbo in zip(sources, elbos):
             terms[f"elbo_{source}"] = elbo
         terms["elbo"] = elbos[0]  # the joint posterior's ELBO

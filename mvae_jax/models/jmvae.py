@@ -12,6 +12,11 @@ alpha = 0 gives plain JMVAE (the unimodal encoders then get no gradient).
 Inference from one modality uses its unimodal encoder; from a subset of two
 or more modalities short of all, the product of their unimodal experts
 (no prior expert: each expert already approximates a posterior).
+
+Incomplete data: refused (``--missing`` names the models that accept it).
+Every term needs q(z | x_1..x_M), which reads all the modalities at once, so
+an incomplete example would give JMVAE nothing to learn; train it with
+``--drop_incomplete`` (the complete examples only) instead.
 """
 
 from __future__ import annotations
@@ -19,7 +24,7 @@ from __future__ import annotations
 from mvae_jax import losses
 from mvae_jax import options as opt
 from mvae_jax.modality import Modality
-from mvae_jax.models.base import KL_WARMUP_EPOCHS, Model, joint_and_experts
+from mvae_jax.models.base import KL_WARMUP_EPOCHS, Model, complete_only, joint_and_experts
 
 OPTIONS = (
     opt.number(
@@ -39,6 +44,7 @@ def build(config, modalities: tuple[Modality, ...]) -> Model:
     beta, alpha = float(config.beta), float(config.alpha)
     joint, experts, init, encode = joint_and_experts(config, modalities, prior_expert=False)
 
+    @complete_only("jmvae")
     def loss(params, batch, rng, epoch=0, beta=beta):
         kl_beta = losses.kl_weight(beta, epoch, config.kl_warmup_epochs)
         posterior = joint.encode(params, batch)

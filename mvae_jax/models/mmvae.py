@@ -24,6 +24,10 @@ DReG) and ``--likelihood_weights`` lambda (the paper's likelihood scaling,
 default 1 for every modality; the paper scaled MNIST by 3072 / 784 against
 SVHN). ``encode`` returns the mixture's mean and variance; ``posterior`` the
 mixture itself.
+
+Incomplete data (``--missing``): an example with only the modalities P takes
+the bound of the model on P: the mixture of the experts of P, the likelihoods of
+P, the mean over m in P (as MultiVae's MMVAE does with its masks).
 """
 
 from __future__ import annotations
@@ -34,7 +38,7 @@ import jax.numpy as jnp
 from mvae_jax import distributions, losses
 from mvae_jax import options as opt
 from mvae_jax.modality import Modality
-from mvae_jax.models.base import LIKELIHOOD_WEIGHTS, Experts, Model, check_present
+from mvae_jax.models.base import LIKELIHOOD_WEIGHTS, Experts, Model, check_present, presence
 
 
 def dreg(log_weights_fn):
@@ -82,13 +86,19 @@ def build(config, modalities: tuple[Modality, ...]) -> Model:
     def encode(params, batch, present):
         return distributions.mixture_moments(*mixture(params, batch, present))
 
-    def log_weights(z, decoders, batch, mus, logvars, beta):
-        """log w(z) for z (K, batch, latent) -> (K, batch); q's parameters and beta are passed in, held fixed."""
+    def log_weights(z, decoders, batch, mus, logvars, beta, present=None):
+        """log w(z) for z (K, batch, latent) -> (K, batch); q's parameters and beta are passed in, held fixed.
+
+        ``present`` (M, batch) 0/1: each example's likelihoods and mixture over its own modalities."""
         logits = experts.decode({"decoders": decoders}, z)
-        log_likelihood = sum(weights[m.name] * m.log_likelihood(logits[m.name], batch[m.name]) for m in modalities)
+        lls = [weights[m.name] * m.log_likelihood(logits[m.name], batch[m.name]) for m in modalities]
         log_prior = distributions.gaussian_log_density(z, jnp.zeros_like(z), jnp.zeros_like(z))
-        log_q = distributions.mixture_log_density(z, mus[:, None], logvars[:, None])
-        return log_likelihood + beta * (log_prior - log_q)
+        if present is None:
+            log_q = distributions.mixture_log_density(z, mus[:, None], logvars[:, None])
+        else:
+            lls = [p * ll for p, ll in zip(present, lls)]
+            log_q = distributions.masked_mixture_log_density(z, mus[:, None], logvars[:, None], present[:, None])
+        return sum(lls) + beta * (log_prior - log_q)
 
     dreg_log_weights = dreg(log_weights)
 
@@ -98,16 +108,22 @@ def build(config, modalities: tuple[Modality, ...]) -> Model:
         zs = mus[:, None] + jnp.exp(0.5 * logvars[:, None]) * eps  # (M, K, batch, latent)
         fixed_q = jax.lax.stop_gradient((mus, logvars))
         data = {n: batch[n] for n in names}
+        present = presence(batch, names)  # None: a complete batch
+        extra = () if present is None else (present,)
         terms, total, surrogate = {}, 0.0, 0.0
         for i, n in enumerate(names):
-            lw = dreg_log_weights(zs[i], params["decoders"], data, *fixed_q, beta)
+            lw = dreg_log_weights(zs[i], params["decoders"], data, *fixed_q, beta, *extra)
             bound = losses.importance_weighted_bound(lw)
             normalised = jax.lax.stop_gradient(jax.nn.softmax(lw, axis=0))
-            surrogate = surrogate + jnp.sum(normalised * lw, axis=0)
+            term = jnp.sum(normalised * lw, axis=0)
+            if present is not None:  # the experts of missing modalities draw nothing
+                bound, term = present[i] * bound, present[i] * term
+            surrogate = surrogate + term
             total = total + bound
             terms[f"iwae_{n}"] = bound
-        bound = total / len(names)
-        surrogate = surrogate / len(names)
+        count = len(names) if present is None else jnp.sum(present, axis=0)
+        bound = total / count
+        surrogate = surrogate / count
         terms["iwae"] = bound
         # Value -L, gradient that of the DReG surrogate.
         terms["loss"] = jax.lax.stop_gradient(-bound) - (surrogate - jax.lax.stop_gradient(surrogate))

@@ -39,6 +39,11 @@ Where this module differs from the authors' code (srl-ethz/mmvaeplus):
   authors draw w ~ p(w) for cross-modal and unconditional generation (our
   ``decode`` takes no random key); eval.py's prior draws z ~ Laplace(0, 1)
   (``Model.latent_prior``).
+
+Incomplete data (``--missing``): an example with only the modalities P takes
+the objective on P, as MultiVae's MMVAE+ does with its masks: the mean of L_r
+over r in P, each L_r with the likelihoods of d in P and the mixture
+(1/|P|) sum_{m in P} q(z | x_m).
 """
 
 from __future__ import annotations
@@ -51,7 +56,7 @@ import jax.numpy as jnp
 
 from mvae_jax import distributions
 from mvae_jax.modality import Modality
-from mvae_jax.models.base import LIKELIHOOD_WEIGHTS, PRIVATE_DIM, Experts, Model, check_present
+from mvae_jax.models.base import LIKELIHOOD_WEIGHTS, PRIVATE_DIM, Experts, Model, check_present, presence
 
 ETA = 1e-6  # added to every scale (the authors' Constants.eta): no scale is 0
 
@@ -122,6 +127,7 @@ def make(config, modalities: tuple[Modality, ...], name: str, shared_prior: Shar
         parts = {n: split(params, batch, n) for n in names}
         z_locs = jnp.stack([parts[n][1][0] for n in names])  # (M, batch, shared)
         z_scales = jnp.stack([parts[n][1][1] for n in names])
+        present = presence(batch, names)  # None: a complete batch
         terms, total = {}, 0.0
         for r, (key, n) in enumerate(zip(jax.random.split(rng, len(names)), names)):
             k_z, k_w, k_aux = jax.random.split(key, 3)
@@ -137,16 +143,23 @@ def make(config, modalities: tuple[Modality, ...], name: str, shared_prior: Shar
                 logits = experts.decode(params, jnp.concatenate([w_d, z], axis=-1), (m.name,))[m.name]
                 ll = m.log_likelihood(logits, batch[m.name])
                 terms[f"log_likelihood_{n}->{m.name}"] = ll
+                if present is not None:
+                    ll = present[d] * ll
                 log_likelihood = log_likelihood + weights[m.name] * ll
             log_prior = log_prior_z(params, z) + distributions.laplace_log_density(w, 0.0, 1.0)
-            log_q_z = jax.nn.logsumexp(distributions.laplace_log_density(z[None], z_locs, z_scales), axis=0) - jnp.log(
-                len(names)
-            )
+            log_q_each = distributions.laplace_log_density(z[None], z_locs, z_scales)  # (M, batch)
+            if present is None:
+                log_q_z = jax.nn.logsumexp(log_q_each, axis=0) - jnp.log(len(names))
+            else:  # the mixture of the example's own modalities
+                log_q_each = jnp.where(present > 0, log_q_each, -jnp.inf)
+                log_q_z = jax.nn.logsumexp(log_q_each, axis=0) - jnp.log(jnp.sum(present, axis=0))
             log_q_w = distributions.laplace_log_density(w, w_loc, w_scale)
             elbo = log_likelihood + beta * (log_prior - log_q_z - log_q_w)
+            if present is not None:
+                elbo = present[r] * elbo
             terms[f"elbo_{n}"] = elbo
             total = total + elbo
-        terms["elbo"] = total / len(names)
+        terms["elbo"] = total / (len(names) if present is None else jnp.sum(present, axis=0))
         terms["loss"] = -terms["elbo"]
         return terms
 

@@ -22,6 +22,11 @@ the sample reconstructs all M modalities. The KLs are exact. ``lambda_m`` is
 ``--likelihood_weights`` (default 1). The posterior of a subset T of the
 modalities is, the same way, the mixture over the non-empty subsets of T:
 ``posterior`` returns it, ``encode`` its mean and variance.
+
+Incomplete data (``--missing``): an example with only the modalities P takes
+the objective of the model on P: the mixture over the non-empty subsets of P,
+its sample drawn from one of them, the likelihoods of P, the mean of their KLs
+(as MultiVae's MoPoE does with its masks).
 """
 
 from __future__ import annotations
@@ -31,7 +36,15 @@ import numpy as np
 
 from mvae_jax import distributions, losses
 from mvae_jax.modality import Modality
-from mvae_jax.models.base import KL_WARMUP_EPOCHS, LIKELIHOOD_WEIGHTS, Experts, Model, check_present, subsets
+from mvae_jax.models.base import (
+    KL_WARMUP_EPOCHS,
+    LIKELIHOOD_WEIGHTS,
+    Experts,
+    Model,
+    check_present,
+    presence,
+    subsets,
+)
 
 OPTIONS = (LIKELIHOOD_WEIGHTS, KL_WARMUP_EPOCHS)
 """The settings this model reads beyond the run's own (a flag for another model is refused)."""
@@ -60,16 +73,24 @@ def build(config, modalities: tuple[Modality, ...]) -> Model:
     def loss(params, batch, rng, epoch=0, beta=beta):
         kl_beta = losses.kl_weight(beta, epoch, config.kl_warmup_epochs)
         all_subsets = subsets(names)
+        members = [[names.index(n) for n in s] for s in all_subsets]
         mus, logvars = products(*experts.encode_stack(params, batch, names), names)  # (subsets, batch, latent)
         # The expectation over the mixture: each example's z from one subset's posterior drawn uniformly
         # (unbiased for the mean over subsets, one decoder pass per example, as the paper's code does).
-        z = distributions.sample_mixture(rng, mus, logvars)
+        present = presence(batch, names)  # None: a complete batch
+        # Subsets within each example's modalities: (subsets, batch) 0/1, or all of them.
+        within = None if present is None else jnp.stack([jnp.prod(present[np.array(ix)], axis=0) for ix in members])
+        z = distributions.sample_mixture(rng, mus, logvars, weights=within)
         lls = losses.reconstruction_log_likelihoods(experts.decode(params, z), batch, modalities)
         # KL of the mixture, bounded above by the mean of the subsets' KLs.
         kls = distributions.kl_standard_normal(mus, logvars)  # (subsets, batch)
         terms = {f"log_likelihood_{n}": ll for n, ll in lls.items()}
         terms.update({f"kl_{','.join(s)}": kl for s, kl in zip(all_subsets, kls)})
-        terms["kl"] = jnp.mean(kls, axis=0)
+        if present is None:
+            terms["kl"] = jnp.mean(kls, axis=0)
+        else:
+            terms["kl"] = jnp.sum(within * kls, axis=0) / jnp.sum(within, axis=0)
+            lls = {n: present[i] * ll for i, (n, ll) in enumerate(lls.items())}
         terms["elbo"] = sum(weights[n] * ll for n, ll in lls.items()) - kl_beta * terms["kl"]
         terms["loss"] = -terms["elbo"]
         return terms

@@ -20,6 +20,12 @@ Each ELBO reconstructs only the modalities of its subset. ``lambda_m`` is
 ``--likelihood_weights`` (default 1). The product is computed in log space and
 always keeps the prior expert, which avoids the NaNs reported for the published
 code (mhw32/multimodal-vae-public#3).
+
+Incomplete data (``--missing``): an example that has only the modalities P
+trains the same objective on P, as Wu & Goodman train on unpaired and partly
+observed examples (Sec. 2.2, "weakly supervised"): the joint ELBO becomes
+ELBO(x_P), the single-modality ELBOs are those of m in P, and the random
+subsets are drawn uniformly from the non-empty subsets of P.
 """
 
 from __future__ import annotations
@@ -35,6 +41,8 @@ from mvae_jax.models.base import (
     Experts,
     Model,
     check_present,
+    presence,
+    random_present_subsets,
     random_subset_masks,
 )
 
@@ -57,15 +65,17 @@ def build(config, modalities: tuple[Modality, ...]) -> Model:
         kl_beta = losses.kl_weight(beta, epoch, config.kl_warmup_epochs)
         mus, logvars = experts.encode_stack(params, batch, names)
         batch_size = mus.shape[1]
+        present = presence(batch, names)  # None: a complete batch
         k_joint, k_single, k_subsets = jax.random.split(rng, 3)
         elbo, terms = losses.multimodal_elbo(
             k_joint,
-            distributions.product_of_experts(mus, logvars, prior_expert=True),
+            distributions.product_of_experts(mus, logvars, present, prior_expert=True),
             lambda z: experts.decode(params, z),
             batch,
             modalities,
             kl_beta,
             weights,
+            mask=None if present is None else dict(zip(names, present)),
         )
         terms["elbo_joint"] = elbo
         total = elbo
@@ -79,11 +89,16 @@ def build(config, modalities: tuple[Modality, ...]) -> Model:
                 kl_beta,
                 weights,
             )
+            if present is not None:
+                elbo_m = present[i] * elbo_m
             terms[f"elbo_{m.name}"] = elbo_m
             total = total + elbo_m
         for j, key in enumerate(jax.random.split(k_subsets, num_subsets)):
             k_mask, k_z = jax.random.split(key)
-            mask = random_subset_masks(k_mask, len(modalities), batch_size)
+            if present is None:
+                mask = random_subset_masks(k_mask, len(modalities), batch_size)
+            else:
+                mask, _ = random_present_subsets(k_mask, present)
             elbo_s, _ = losses.multimodal_elbo(
                 k_z,
                 distributions.product_of_experts(mus, logvars, mask, prior_expert=True),

@@ -26,14 +26,20 @@ summed over the batch where this module averages it; its default alpha is 0.1.
 
 ``encode`` returns q(z | x_S) for any non-empty S: the product of the experts
 of S, as the authors' and MultiVae's conditional generation do.
+
+Incomplete data (``--missing``): an example with only the modalities P takes
+the objective above with X = x_P and M = |P| (the product, the reconstructions
+and the unimodal KLs over P only), as MultiVae's MVTCAE does with its masks.
 """
 
 from __future__ import annotations
 
+import jax.numpy as jnp
+
 from mvae_jax import distributions, losses
 from mvae_jax import options as opt
 from mvae_jax.modality import Modality
-from mvae_jax.models.base import KL_WARMUP_EPOCHS, LIKELIHOOD_WEIGHTS, Experts, Model, check_present
+from mvae_jax.models.base import KL_WARMUP_EPOCHS, LIKELIHOOD_WEIGHTS, Experts, Model, check_present, presence
 
 TC_ALPHA = opt.Option(
     "tc_alpha",
@@ -64,7 +70,8 @@ def build(config, modalities: tuple[Modality, ...]) -> Model:
     def loss(params, batch, rng, epoch=0, beta=beta):
         kl_beta = losses.kl_weight(beta, epoch, config.kl_warmup_epochs)
         mus, logvars = experts.encode_stack(params, batch, names)  # (M, batch, latent)
-        mu, logvar = distributions.product_of_experts(mus, logvars)
+        present = presence(batch, names)  # None: a complete batch
+        mu, logvar = distributions.product_of_experts(mus, logvars, present)
         z = distributions.sample_gaussian(rng, mu, logvar)
         lls = losses.reconstruction_log_likelihoods(experts.decode(params, z), batch, modalities)
         kl_prior = distributions.kl_standard_normal(mu, logvar)
@@ -72,9 +79,13 @@ def build(config, modalities: tuple[Modality, ...]) -> Model:
         terms = {f"log_likelihood_{n}": ll for n, ll in lls.items()}
         terms.update({f"kl_joint_to_{n}": kl for n, kl in zip(names, kl_views)})
         terms["kl"] = kl_prior
+        views = count
+        if present is not None:  # the objective of each example's own modalities
+            lls = {n: present[i] * ll for i, (n, ll) in enumerate(lls.items())}
+            kl_views, views = present * kl_views, jnp.sum(present, axis=0)
         reconstruction = sum(weights[n] * ll for n, ll in lls.items())
-        divergence = (1.0 - alpha) * kl_prior + (alpha / count) * kl_views.sum(axis=0)
-        terms["objective"] = (count - alpha) / count * reconstruction - kl_beta * divergence
+        divergence = (1.0 - alpha) * kl_prior + (alpha / views) * kl_views.sum(axis=0)
+        terms["objective"] = (views - alpha) / views * reconstruction - kl_beta * divergence
         terms["elbo"] = reconstruction - kl_beta * kl_prior  # the joint posterior's ELBO, for comparison
         terms["loss"] = -terms["objective"]
         return terms

@@ -39,6 +39,13 @@ model". ``--modality_dropout=p`` drops each modality from the encoder's input
 of L_1's first term with probability p per example, one always kept
 (ModDrop, Neverova et al. 2016), while every modality is still reconstructed;
 the KL target of stage 2 stays the posterior given all modalities.
+
+Incomplete data (``--missing``): the one encoder takes any subset, so an
+example with only the modalities P trains as if P were all there is. Its
+"joint" posterior is q(z | x_P) (the mask tokens stand in for the rest), L_1
+reconstructs P, the subsets S of stage 2 are the proper subsets of P (none
+for |P| = 1), their KL target is sg[q(z | x_P)], and ``subset_targets=all``
+reconstructs P. Modality dropout drops among P.
 """
 
 from __future__ import annotations
@@ -59,6 +66,8 @@ from mvae_jax.models.base import (
     check_present,
     compute_dtype,
     conv_widths,
+    presence,
+    random_present_subsets,
     random_subset_masks,
     subsets,
 )
@@ -219,15 +228,20 @@ def build(config, modalities: tuple[Modality, ...]) -> Model:
         kl_beta = losses.kl_weight(beta, epoch, config.kl_warmup_epochs)
         k_joint, k_subsets = jax.random.split(rng)
         k_drop = jax.random.fold_in(rng, 2)
-        joint = encode(params, batch, names)
+        present = presence(batch, names)  # None: a complete batch
+        joint = encode(params, batch, names) if present is None else encode_masked(params, batch, present)
         size = batch[names[0]].shape[0]
-        source = (
-            joint
-            if dropout == 0
-            else encode_masked(params, batch, modality_dropout_masks(k_drop, len(names), size, dropout))
-        )
+        if dropout == 0:
+            source = joint
+        else:
+            kept = modality_dropout_masks(k_drop, len(names), size, dropout)
+            if present is not None:  # drop among the present ones, one always kept
+                kept = kept * present
+                kept = jnp.where(jnp.sum(kept, axis=0) > 0, kept, present)
+            source = encode_masked(params, batch, kept)
+        present_mask = None if present is None else dict(zip(names, present))
         elbo, terms = losses.multimodal_elbo(
-            k_joint, source, lambda z: experts.decode(params, z), batch, modalities, kl_beta
+            k_joint, source, lambda z: experts.decode(params, z), batch, modalities, kl_beta, mask=present_mask
         )
         terms["elbo_joint"] = elbo
         # (label, key, subset): a fixed subset per draw with "all", one drawn per example (None) with "random"
@@ -250,11 +264,16 @@ def build(config, modalities: tuple[Modality, ...]) -> Model:
             out = {}
             for label, key, subset in draws:
                 k_mask, k_z = jax.random.split(key)
-                masks = (
-                    random_subset_masks(k_mask, len(names), size, proper=True)
-                    if subset is None
-                    else subset_mask(subset, names, size)
-                )
+                found = 1.0  # the example has this proper subset of its modalities
+                if subset is not None:
+                    masks = subset_mask(subset, names, size)
+                    if present is not None:
+                        found = jnp.all(masks <= present, axis=0) & jnp.any(masks < present, axis=0)
+                        masks = jnp.where(found, masks, present)  # unused: keeps the encoder's input non-empty
+                elif present is None:
+                    masks = random_subset_masks(k_mask, len(names), size, proper=True)
+                else:
+                    masks, found = random_present_subsets(k_mask, present, proper=True)
                 mask = dict(zip(names, masks))
                 posterior = encode_masked(params, batch, masks)
                 kl = distributions.kl_gaussians(*target, *posterior)
@@ -267,9 +286,9 @@ def build(config, modalities: tuple[Modality, ...]) -> Model:
                         batch,
                         modalities,
                         kl_beta,
-                        mask=mask if targets == "present" else None,
+                        mask=mask if targets == "present" else present_mask,
                     )
-                weight = jnp.where(jnp.sum(masks, axis=0) == 1, unimodal_weight, 1.0)
+                weight = jnp.where(jnp.sum(masks, axis=0) == 1, unimodal_weight, 1.0) * found
                 out[f"subset_{label}"] = weight * (sub_elbo - (kl_weight * kl if use_kl else 0.0))
                 out[f"elbo_subset_{label}"], out[f"kl_joint_to_subset_{label}"] = sub_elbo, kl
             return out

@@ -20,15 +20,21 @@ short of all, the product of their experts and the prior
 (q(z | x_S) ~ p(z) prod_{m in S} q(z | x_m), the paper's product of experts
 for partially specified attributes).
 ``lambda_m`` is ``--likelihood_weights`` (default 1 for every modality).
+
+Incomplete data (``--missing``): the joint ELBO needs every modality (its
+encoder reads them all at once), so it is trained on the complete examples
+only; each unimodal ELBO, which reads one modality, is trained on every
+example that has it.
 """
 
 from __future__ import annotations
 
 import jax
+import jax.numpy as jnp
 
 from mvae_jax import losses
 from mvae_jax.modality import Modality
-from mvae_jax.models.base import KL_WARMUP_EPOCHS, LIKELIHOOD_WEIGHTS, Model, joint_and_experts
+from mvae_jax.models.base import KL_WARMUP_EPOCHS, LIKELIHOOD_WEIGHTS, Model, joint_and_experts, presence
 
 OPTIONS = (LIKELIHOOD_WEIGHTS, KL_WARMUP_EPOCHS)
 """The settings this model reads beyond the run's own (a flag for another model is refused)."""
@@ -53,6 +59,9 @@ def build(config, modalities: tuple[Modality, ...]) -> Model:
             kl_beta,
             weights,
         )
+        present = presence(batch, names)  # None: a complete batch
+        if present is not None:  # the joint ELBO of the complete examples only
+            elbo = jnp.prod(present, axis=0) * elbo
         fixed = {"decoders": jax.lax.stop_gradient(params["decoders"])}
         total = elbo
         for m, key in zip(modalities, keys[1:]):
@@ -65,6 +74,8 @@ def build(config, modalities: tuple[Modality, ...]) -> Model:
                 kl_beta,
                 weights,
             )
+            if present is not None:
+                elbo_m = present[names.index(m.name)] * elbo_m
             total = total + elbo_m
             terms[f"elbo_{m.name}"] = elbo_m
             terms[f"kl_{m.name}"] = terms_m["kl"]

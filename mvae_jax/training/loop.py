@@ -25,7 +25,7 @@ import jax
 import numpy as np
 
 from mvae_jax import config as config_lib
-from mvae_jax import distributed, errors
+from mvae_jax import distributed, errors, missing
 from mvae_jax.data import load_dataset
 from mvae_jax.models import get_model
 from mvae_jax.training import tensorboard
@@ -167,6 +167,11 @@ class _Sweep:
         self.dataset = load_dataset(config)
         if config.train_examples:
             self.dataset = self.dataset.first_training_examples(config.train_examples)
+        self.dataset, incomplete = missing.apply(self.dataset, config)
+        if incomplete is not None and self.primary:
+            log.info(
+                "missing=%s%s: %s", config.missing, " (dropped)" if config.drop_incomplete else "", incomplete.line()
+            )
         if self.dataset.is_streamed and len({c.seed for c in self.configs}) > 1:
             raise ValueError(
                 f"seeds {[c.seed for c in self.configs]}: a seed sweep needs an in-memory data set, and "
