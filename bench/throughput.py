@@ -3,7 +3,7 @@
     python bench/throughput.py [--models=jmvae,telbo,...] [--batch_size=128] [--epochs=2]
                                [--devices=1,8] [--precision=fp32|bf16] [--no_eval]
                                [--examples=60000] [--eval_points=10000] [--tsne_points=5000]
-                               [--adversarial=auto|conv]
+                               [--adversarial=auto|conv] [--missing=RATE]
 
 For each model, on trimodal-shaped random data held on the device (60,000
 training pairs, dynamic binarization of x and y as in train.py):
@@ -31,6 +31,10 @@ training pairs, dynamic binarization of x and y as in train.py):
 builds (MLPs for the trimodal images), ``conv`` with conv ones, and prints its
 cost against the plain step of the same run.
 
+``--missing=RATE`` also times each model's step on incomplete data (``train.py
+--missing=RATE``: the presence mask travels with every batch) and prints its
+cost against the complete step of the same run.
+
 ``--devices=1,8`` runs the training measurement again in a subprocess per
 count with that many forced CPU devices (XLA_FLAGS), for a CPU-only machine.
 Every result is also printed as one JSON line.
@@ -50,10 +54,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from mvae_jax import training
+from mvae_jax import missing, training
 from mvae_jax.config import Config
 from mvae_jax.data import trimodal
-from mvae_jax.models import MODELS, get_model
+from mvae_jax.models import INCOMPLETE, MODELS, PRESENT, get_model
 
 MODEL_OPTIONS = {"mmvae": {"num_samples": 10}}  # the config defaults, stated: K matters for mmvae's cost
 
@@ -120,9 +124,11 @@ def measure_training(
     n: int = 60_000,
     precision: str = "fp32",
     adversarial: str | None = None,
+    missing_rate: float = 0.0,
 ) -> dict:
     """Samples/s, XLA FLOPs per step and memory of ``model_name``'s training epoch (see the module docstring);
-    ``adversarial`` ("auto" or "conv", the --disc_network): of its adversarial training."""
+    ``adversarial`` ("auto" or "conv", the --disc_network): of its adversarial training; ``missing_rate``:
+    on incomplete data, each modality missing with that probability (``train.py --missing``)."""
     options = {"adversarial": True, "disc_network": adversarial} if adversarial else {}
     config = Config(
         model=model_name,
@@ -138,7 +144,12 @@ def measure_training(
         raise ValueError(f"batch_size={batch_size} must be a multiple of the {mesh.size} devices")
     binarize = ("x", "y")
     state = training.replicate(training.create_train_state(model, tx, 0, adversary), mesh)
-    data = training.replicate(synthetic_trimodal(n), mesh)
+    pairs = synthetic_trimodal(n)
+    if missing_rate:
+        present = missing.draw(n, model.names, {name: missing_rate for name in model.names}, seed=0)
+        pairs = {k: v * present[:, i].reshape((-1,) + (1,) * (v.ndim - 1)) for i, (k, v) in enumerate(pairs.items())}
+        pairs[PRESENT] = present
+    data = training.replicate(pairs, mesh)
     one_batch = jax.tree_util.tree_map(lambda v: v[:batch_size], data)
     step = jax.jit(training.make_step_fn(model, tx, mesh, binarize, adversary)).lower(state, one_batch).compile()
     step_flops = _cost(step)["flops"] * mesh.size  # XLA counts one device's share of the SPMD program
@@ -160,7 +171,9 @@ def measure_training(
     steps = n // batch_size
     best = min(times)
     result = {
-        "model": model_name if adversarial is None else f"{model_name}+adv({adversarial})",
+        "model": model_name
+        + ("" if adversarial is None else f"+adv({adversarial})")
+        + (f"+missing({missing_rate})" if missing_rate else ""),
         "batch_size": batch_size,
         "precision": precision,
         "devices": f"{jax.devices()[0].device_kind} x{jax.device_count()}",
@@ -274,6 +287,13 @@ def main():
         default=None,
         help="also time the adversarial step with the discriminators of train.py --disc_network=this",
     )
+    parser.add_argument(
+        "--missing",
+        type=float,
+        default=0.0,
+        metavar="RATE",
+        help="also time the step on incomplete data, each modality missing with this probability",
+    )
     args = parser.parse_args()
     names = [m for m in args.models.split(",") if m]
     unknown = sorted(set(names) - set(MODELS))
@@ -302,6 +322,13 @@ def main():
             )
             adv["cost_vs_plain"] = results[-1]["samples_per_s"] / adv["samples_per_s"]
             results.append(adv)
+        if args.missing and m in INCOMPLETE:
+            plain = next(r for r in reversed(results) if r["model"] == m)
+            masked = measure_training(
+                m, args.batch_size, args.epochs, args.examples, args.precision, missing_rate=args.missing
+            )
+            masked["cost_vs_plain"] = plain["samples_per_s"] / masked["samples_per_s"]
+            results.append(masked)
     if not args.no_peak:
         for k in kinds:
             peaks[k].append(matmul_peak_gflops(dtype=PEAK_DTYPES[k]))

@@ -103,6 +103,65 @@ def test_throughput_benchmark_times_the_adversarial_step_against_the_plain_one()
     assert "the step costs" in out
 
 
+def test_throughput_benchmark_times_the_step_on_incomplete_data_against_the_complete_one():
+    out = _run(
+        "bench/throughput.py",
+        "--models=mvae,jmvae",
+        "--missing=0.5",
+        "--examples=256",
+        "--batch_size=64",
+        "--epochs=1",
+        "--no_eval",
+        "--no_peak",
+    )
+    records = [json.loads(line) for line in out.splitlines() if line.startswith("{")]
+    assert [r["model"] for r in records] == ["mvae", "mvae+missing(0.5)", "jmvae"]  # jmvae refuses incomplete data
+    assert records[1]["cost_vs_plain"] > 0 and "the step costs" in out
+
+
+def test_incomplete_study_trains_each_fraction_scores_once_and_writes_the_report(tiny_data_dir, tmp_path):
+    runs, out = tmp_path / "runs", tmp_path / "INCOMPLETE_LABELS.md"
+    args = [
+        "scripts/incomplete_study.py",
+        f"--data_dir={tiny_data_dir}",
+        "--models=mvae",
+        "--fractions=1,0.1",
+        "--seeds=0,1",
+        "--epochs=1",
+        "--validation=20",
+        f"--train_flags={TINY_TRAIN}",
+        "--eval_flags=--classifier_epochs=1 --latent_train_points=50",
+        f"--runs={runs}",
+        f"--out={out}",
+    ]
+    printed = _run(*args)
+    trains = [line for line in printed.splitlines() if line.startswith("$") and "train.py" in line]
+    assert len(trains) == 2 and "--missing" not in trains[0] and "--missing=w:0.9" in trains[1]
+    config = json.loads((runs / "labels0.1" / "mvae" / "seed1" / "config.json").read_text())
+    assert (config["missing"], config["seed"]) == ("w:0.9", 1)
+    for fraction in ("1", "0.1"):
+        for seed in (0, 1):
+            metrics = json.loads(
+                (runs / f"labels{fraction}" / "mvae" / f"seed{seed}" / "eval" / "metrics.json").read_text()
+            )
+            assert {"coherence", "latent_accuracy"} <= set(metrics) and metrics["split"] == "test"
+    report = out.read_text()
+    assert "| mvae | 0.1 (" in report and " ± " in report and (tmp_path / "incomplete_labels.png").is_file()
+    assert "--missing=w:0.9" in report  # the commands
+    again = _run(*args)  # resumes: everything is kept
+    assert "$ " not in again
+
+
+def test_incomplete_study_refuses_bad_flags_before_any_work(tmp_path):
+    cases = (
+        ("--models=jmvae", "allowed: models that accept --missing: mvae,telbo"),
+        ("--fractions=0", "allowed: numbers in (0, 1]"),
+        ("--fractions=1.5", "allowed: numbers in (0, 1]"),
+        ("--seeds=0,0", "distinct integers"),
+    )
+    _refuses("scripts/incomplete_study.py", cases, tmp_path)
+
+
 def test_results_script_trains_seeds_selects_on_validation_and_reports_mean_and_std(tiny_data_dir, tmp_path):
     """One run per seed, each scored at its best-validation epoch; every table cell is mean ± std over seeds."""
     report = tmp_path / "RESULTS.md"
