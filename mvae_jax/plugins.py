@@ -63,9 +63,10 @@ def _claim(kind: str, name: str, registry) -> None:
         raise PluginError(f"{kind} {name!r} is already registered; choose another name")
 
 
-def register_model(name: str, build: Callable, check: Callable | None = None) -> None:
+def register_model(name: str, build: Callable, check: Callable | None = None, incomplete: bool = False) -> None:
     """Register ``build(config, modalities) -> Model`` as ``--model=name``; ``check(config)``: ValueError for
-    settings that contradict each other (as ``models.CHECKS``). The model reads existing settings only."""
+    settings that contradict each other (as ``models.CHECKS``). The model reads existing settings only.
+    ``incomplete``: its loss reads a batch's presence mask (``models.PRESENT``), so ``--missing`` may train it."""
     from mvae_jax import models
 
     _claim("model", name, models.MODELS)
@@ -74,6 +75,8 @@ def register_model(name: str, build: Callable, check: Callable | None = None) ->
     models.MODELS[name], models.OPTIONS[name] = build, ()
     if check is not None:
         models.CHECKS[name] = check
+    if incomplete:
+        models.INCOMPLETE.append(name)
 
 
 def register_dataset(spec) -> None:

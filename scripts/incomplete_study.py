@@ -215,8 +215,10 @@ def write_report(args, models, fractions, seeds) -> None:
         f"x and y are present in every training example; w in a fraction of them (`train.py --missing=w:(1 - f)`, "
         f"mask seed 0). {args.epochs} epochs, {len(seeds)} seeds ({','.join(map(str, seeds))}) as one seed sweep, "
         f"the epoch of the lowest validation objective ({args.validation} complete held-out pairs) scored once on "
-        f"the 10,000 test pairs. Extra train.py flags: `{args.train_flags or 'none'}`; eval.py flags: "
-        f"`{args.eval_flags or 'none'}`. Mean ± std over the seeds.",
+        f"the test pairs (all 10,000 unless the eval.py flags say fewer). The latent accuracy is that of a linear "
+        f"probe trained on the posterior means of complete training pairs with their labels (eval.py's protocol), "
+        "so it measures the representation, not the labels the model saw. Extra train.py flags: "
+        f"`{args.train_flags or 'none'}`; eval.py flags: `{args.eval_flags or 'none'}`. Mean ± std over the seeds.",
         "",
         "![x->w, y->w and the latent accuracy against the labelled fraction](incomplete_labels.png)",
         "",

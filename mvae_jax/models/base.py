@@ -329,8 +329,9 @@ def complete_only(name: str):
     return refuse
 
 
-INCOMPLETE_MODELS = ("mvae", "telbo", "pemvae", "mmvae", "mopoe", "mvtcae", "mmvaeplus", "dmvae", "cmvae")
-"""The models that train on examples that lack modalities (``--missing``); JMVAE's objective needs them all."""
+INCOMPLETE_MODELS = ["mvae", "telbo", "pemvae", "mmvae", "mopoe", "mvtcae", "mmvaeplus", "dmvae", "cmvae"]
+"""The models that train on examples that lack modalities (``--missing``); JMVAE's objective needs them all.
+A plugin's model joins with ``plugins.register_model(..., incomplete=True)``."""
 
 
 def flatten_inputs(batch: Batch, modalities: Sequence[Modality]) -> jax.Array:
