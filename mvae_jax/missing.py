@@ -2,11 +2,12 @@
 
 A run with ``--missing`` trains on a training split in which some examples lack some modalities. The
 presence mask is drawn once, from ``--missing_seed``, over the training split (after the validation hold-out
-and ``--train_examples``), so the same run draws the same mask on resume and in evaluation; what an
+and ``--train_examples``) and saved in the workdir (``MASK_FILE``), which a resumed run reads back. What an
 example lacks is erased (set to 0) in the arrays, so nothing of it can reach the model. The mask travels
-with every batch under the key ``models.base.PRESENT``: (batch, M) bool, column i for modality i. One compiled
-program serves every pattern. Each model that accepts incomplete data (``models.INCOMPLETE``) computes
-its objective from what an example has; see each model's docstring.
+with every batch under the key ``models.base.PRESENT``: (batch, M) bool, column i for modality i; one
+compiled program serves every pattern. Each model that accepts incomplete data (``models.INCOMPLETE``)
+computes its objective from what an example has; see each model's docstring. eval.py scores the complete
+test split, as for any run.
 
 Two ways to draw it:
 
@@ -26,6 +27,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 import dataclasses
 import math
+from pathlib import Path
 
 import numpy as np
 
@@ -106,6 +108,40 @@ def draw(num_examples: int, names: Sequence[str], rates: dict[str, float], seed:
     return present
 
 
+MASK_FILE = "missing_mask.npz"
+"""The run's presence mask in its workdir: ``present`` (examples, M) bool and ``names``; what a resumed run
+trains on (so a change in how numpy draws cannot change it)."""
+
+
+def save_mask(workdir, mask: np.ndarray, names: Sequence[str]) -> None:
+    """Write ``workdir/MASK_FILE`` atomically, unless it is there already."""
+    import io
+
+    from mvae_jax.files import atomic_write_bytes
+
+    path = Path(workdir) / MASK_FILE
+    if path.exists():
+        return
+    buffer = io.BytesIO()
+    np.savez_compressed(buffer, present=np.asarray(mask, bool), names=np.asarray(names))
+    atomic_write_bytes(path, buffer.getvalue())
+
+
+def load_mask(workdir, names: Sequence[str], num_examples: int) -> np.ndarray | None:
+    """The mask a run saved (None if it has none); ValueError if it does not fit the data set."""
+    path = Path(workdir) / MASK_FILE
+    if not path.exists():
+        return None
+    with np.load(path) as saved:
+        mask, saved_names = saved["present"], tuple(str(n) for n in saved["names"])
+    if saved_names != tuple(names) or mask.shape != (num_examples, len(names)):
+        raise ValueError(
+            f"{path} holds a mask of {mask.shape[0]} examples of {saved_names}, but the training split has "
+            f"{num_examples} examples of {tuple(names)}; it belongs to another run: move it away or use another workdir"
+        )
+    return mask
+
+
 @dataclasses.dataclass(frozen=True)
 class Summary:
     """What the mask left: examples in all, complete ones, and the fraction of each modality present."""
@@ -113,17 +149,19 @@ class Summary:
     examples: int
     complete: int
     present: dict[str, float]
+    mask: np.ndarray = dataclasses.field(repr=False, compare=False, default=None)
 
     def line(self) -> str:
         shares = ", ".join(f"{n} {100 * p:.1f}%" for n, p in self.present.items())
         return f"{self.examples} training examples, {self.complete} complete; present: {shares}"
 
 
-def apply(dataset, config, names: Sequence[str] | None = None):
+def apply(dataset, config, names: Sequence[str] | None = None, workdir=None):
     """``dataset`` with ``config.missing`` applied to its training split: (dataset, Summary), or (dataset, None).
 
     The missing values are set to 0 and the mask added under ``PRESENT``; with ``drop_incomplete`` the
-    incomplete examples are dropped instead (no mask). ValueError for a streamed data set.
+    incomplete examples are dropped instead (no mask). The mask is the one saved in ``workdir`` (a resumed
+    run), else drawn. ValueError for a streamed data set.
     """
     from mvae_jax.models.base import PRESENT
 
@@ -136,9 +174,12 @@ def apply(dataset, config, names: Sequence[str] | None = None):
             f"missing={config.missing!r}: the {dataset.name} data set is streamed from disk; incomplete training "
             "data needs an in-memory data set (trimodal, mnist_label, polymnist)"
         )
-    present = draw(dataset.num_train, names, rates, config.missing_seed)
+    present = None if workdir is None else load_mask(workdir, names, dataset.num_train)
+    if present is None:
+        present = draw(dataset.num_train, names, rates, config.missing_seed)
     complete = present.all(axis=1)
-    summary = Summary(len(present), int(complete.sum()), {n: float(p) for n, p in zip(names, present.mean(0))})
+    shares = {n: float(p) for n, p in zip(names, present.mean(0))}
+    summary = Summary(len(present), int(complete.sum()), shares, present)
     labels = dataset.class_labels
     if config.drop_incomplete:
         if not complete.any():

@@ -1,6 +1,7 @@
 """Incomplete training data (``--missing``): the mask, its settings, and every model's objective under it."""
 
 import dataclasses
+from pathlib import Path
 
 import jax
 import jax.numpy as jnp
@@ -82,7 +83,7 @@ def test_the_mask_keeps_one_modality_per_example_follows_the_rates_and_its_seed(
 
 
 def test_applied_to_a_training_split_the_missing_values_are_erased_or_the_incomplete_examples_dropped(
-    tiny_config,
+    tiny_config, tmp_path
 ):
     from mvae_jax.data import load_dataset
 
@@ -101,6 +102,16 @@ def test_applied_to_a_training_split_the_missing_values_are_erased_or_the_incomp
     np.testing.assert_array_equal(dropped.train["x"], dataset.train["x"][present.all(axis=1)])
     same, none = missing.apply(dataset, dataclasses.replace(config, missing="0"))
     assert same is dataset and none is None
+    # A run's saved mask is what it trains on when resumed, whatever a fresh draw would give.
+    other = ~present
+    other[~other.any(axis=1), 0] = True
+    missing.save_mask(tmp_path, other, NAMES)
+    resumed, _ = missing.apply(dataset, config, workdir=tmp_path)
+    np.testing.assert_array_equal(resumed.train[PRESENT], other)
+    with pytest.raises(ValueError, match="belongs to another run"):
+        missing.apply(
+            missing.apply(dataset, dataclasses.replace(config, drop_incomplete=True))[0], config, workdir=tmp_path
+        )
 
 
 def _masked_batch(rng, present):
@@ -172,6 +183,9 @@ def test_a_run_with_missing_data_trains_and_missing_zero_is_the_complete_run(tin
         runs[label] = train_and_evaluate(config).params
     same = jax.tree_util.tree_map(lambda a, b: np.array_equal(a, b), runs["complete"], runs["zero"])
     assert all(jax.tree_util.tree_leaves(same))
+    saved = np.load(f"{tiny_config.workdir}_half/{missing.MASK_FILE}")
+    assert saved["present"].shape[1] == 3 and 0.05 < saved["present"].mean() < 0.95
+    assert not Path(f"{tiny_config.workdir}_zero/{missing.MASK_FILE}").exists()
     differs = jax.tree_util.tree_map(lambda a, b: not np.array_equal(a, b), runs["complete"], runs["half"])
     assert any(jax.tree_util.tree_leaves(differs))
     assert all(np.isfinite(np.asarray(p)).all() for p in jax.tree_util.tree_leaves(runs["half"]))

@@ -167,7 +167,7 @@ class _Sweep:
         self.dataset = load_dataset(config)
         if config.train_examples:
             self.dataset = self.dataset.first_training_examples(config.train_examples)
-        self.dataset, incomplete = missing.apply(self.dataset, config)
+        self.dataset, incomplete = missing.apply(self.dataset, config, workdir=self.workdirs[0])
         if incomplete is not None and self.primary:
             log.info(
                 "missing=%s%s: %s", config.missing, " (dropped)" if config.drop_incomplete else "", incomplete.line()
@@ -191,6 +191,10 @@ class _Sweep:
         self._setup_validation()
         self._compile()
         self.locks = [WorkdirLock(w).acquire() for w in self.workdirs] if self.primary else []
+        if incomplete is not None and self.primary:  # what the run trains on, read back on resume
+            names = [m.name for m in self.dataset.modalities]
+            for w in self.workdirs:
+                missing.save_mask(w, incomplete.mask, names)
         self.checkpoints = [Checkpoints(w, config.keep_checkpoints) for w in self.workdirs]
         self.best = [Checkpoints(w, 1, BEST_DIR) for w in self.workdirs] if self.validate is not None else []
         self.best_loss = [math.inf for _ in self.workdirs]
