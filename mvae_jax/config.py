@@ -257,7 +257,7 @@ class _Settings:
 
         rates = missing.parse(self.missing, names)
         if not rates:
-            for name, default in (("drop_incomplete", False), ("missing_seed", 0)):
+            for name, default in (("drop_incomplete", False), ("missing_eval", False), ("missing_seed", 0)):
                 if getattr(self, name) != default:
                     raise ValueError(
                         f"{name}={getattr(self, name)!r} applies with --missing only (missing={self.missing!r} "

@@ -19,7 +19,8 @@ Two ways to draw it:
 
 By default every example trains with what it has (MultiVae's ``keep_incomplete=True``); with
 ``--drop_incomplete`` the incomplete examples are dropped and the run trains on the complete ones only
-(``keep_incomplete=False``). The validation and test splits stay complete.
+(``keep_incomplete=False``). The validation split stays complete unless ``--missing_eval`` (the same rates,
+from ``--missing_seed + 1``), the test split always.
 """
 
 from __future__ import annotations
@@ -84,6 +85,11 @@ OPTIONS = (
         empty="none",
     ),
     opt.integer("missing_seed", 0, "seed of the missing-data mask of --missing (drawn once per run)"),
+    opt.switch(
+        "missing_eval",
+        "with --missing: the validation split (model selection) is incomplete too, drawn with the same rates "
+        "from --missing_seed + 1; eval.py's test metrics stay complete",
+    ),
     opt.switch(
         "drop_incomplete",
         "with --missing: drop the incomplete training examples and train on the complete ones only (MultiVae's "
@@ -180,18 +186,30 @@ def apply(dataset, config, names: Sequence[str] | None = None, workdir=None):
     complete = present.all(axis=1)
     shares = {n: float(p) for n, p in zip(names, present.mean(0))}
     summary = Summary(len(present), int(complete.sum()), shares, present)
-    labels = dataset.class_labels
-    if config.drop_incomplete:
-        if not complete.any():
-            raise ValueError(f"missing={config.missing!r} with --drop_incomplete leaves no complete example")
-        train = {k: v[complete] for k, v in dataset.train.items()}
-        if labels is not None:
-            labels = {**labels, "train": labels["train"][complete]}
-        return dataclasses.replace(dataset, train=train, class_labels=labels), summary
-    train = {}
-    for i, n in enumerate(names):
-        values = dataset.train[n]
-        keep = present[:, i].reshape((-1,) + (1,) * (values.ndim - 1))
-        train[n] = np.where(keep, values, np.zeros((), values.dtype))
-    train[PRESENT] = present
-    return dataclasses.replace(dataset, train=train), summary
+    labels = dict(dataset.class_labels) if dataset.class_labels is not None else None
+    splits = {"train": (dataset.train, present)}
+    held = dataset.validation
+    if config.missing_eval and isinstance(held, dict) and len(next(iter(held.values()))):
+        count = len(next(iter(held.values())))
+        splits["validation"] = (held, draw(count, names, rates, config.missing_seed + 1))
+    changed = {}
+    for split, (data, mask) in splits.items():
+        if config.drop_incomplete:
+            keep = mask.all(axis=1)
+            if not keep.any():
+                raise ValueError(
+                    f"missing={config.missing!r} with --drop_incomplete leaves no complete {split} example"
+                )
+            changed[split] = {k: v[keep] for k, v in data.items()}
+            if labels is not None:
+                labels[split] = labels[split][keep]
+            continue
+        erased = {}
+        for i, n in enumerate(names):
+            values = data[n]
+            erased[n] = np.where(
+                mask[:, i].reshape((-1,) + (1,) * (values.ndim - 1)), values, np.zeros((), values.dtype)
+            )
+        erased[PRESENT] = mask
+        changed[split] = erased
+    return dataclasses.replace(dataset, **changed, class_labels=labels), summary

@@ -189,3 +189,31 @@ def test_a_run_with_missing_data_trains_and_missing_zero_is_the_complete_run(tin
     differs = jax.tree_util.tree_map(lambda a, b: not np.array_equal(a, b), runs["complete"], runs["half"])
     assert any(jax.tree_util.tree_leaves(differs))
     assert all(np.isfinite(np.asarray(p)).all() for p in jax.tree_util.tree_leaves(runs["half"]))
+
+
+def test_missing_eval_makes_the_validation_split_incomplete_and_its_objective_scores_what_each_example_has(
+    tiny_config,
+):
+    from mvae_jax.data import load_dataset
+    from mvae_jax.models import get_model
+    from mvae_jax.models.base import AFTER_WARMUPS, make_mean_loss_fn
+
+    config = dataclasses.replace(tiny_config, model="mvae", missing="0.5", missing_eval=True, validation=30)
+    dataset = load_dataset(config)
+    kept, _ = missing.apply(dataset, config)
+    held = kept.validation
+    np.testing.assert_array_equal(held[PRESENT], missing.draw(30, NAMES, missing.parse("0.5", NAMES), 1))
+    assert not held["x"][~held[PRESENT][:, 0]].any()
+    assert PRESENT not in missing.apply(dataset, dataclasses.replace(config, missing_eval=False))[0].validation
+    model = get_model(config, dataset.modalities)
+    params = model.init(jax.random.PRNGKey(0))
+    rng = jax.random.PRNGKey(1)
+    scored = make_mean_loss_fn(model, 30, 8, AFTER_WARMUPS)(params, rng, held)  # 4 batches, the last padded
+    assert np.isfinite(scored["loss"])
+    by_batch = [
+        model.loss(params, {k: v[i : i + 8] for k, v in held.items()}, jax.random.fold_in(rng, j), AFTER_WARMUPS)
+        for j, i in enumerate(range(0, 30, 8))
+    ]
+    np.testing.assert_allclose(scored["loss"], np.concatenate([b["loss"] for b in by_batch]).mean(), rtol=1e-5)
+    with pytest.raises(ValueError, match="missing_eval=True applies with --missing only"):
+        Config(model="mvae", missing_eval=True).validate()

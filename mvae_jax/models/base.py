@@ -238,9 +238,13 @@ def make_mean_loss_fn(model: Model, num_examples: int, batch_size: int, final_ep
         first = jax.tree_util.tree_map(lambda x: x[:size], data)
         shapes = jax.eval_shape(lambda: model.loss(params, first, rng, epoch, *beta_arg))
         zeros = {k: jnp.zeros((), jnp.float32) for k in shapes}
-        stacked = jax.tree_util.tree_map(
-            lambda x: jnp.pad(x, [(0, pad)] + [(0, 0)] * (x.ndim - 1)).reshape(batches, size, *x.shape[1:]), data
-        )
+        # Padding rows: zeros, with every modality present (a presence mask of incomplete data: no example empty).
+        stacked = {
+            k: jnp.pad(x, [(0, pad)] + [(0, 0)] * (x.ndim - 1), constant_values=k == PRESENT).reshape(
+                batches, size, *x.shape[1:]
+            )
+            for k, x in data.items()
+        }
         sums, _ = jax.lax.scan(body, zeros, (jnp.arange(batches), stacked, mask))
         return {k: v / num_examples for k, v in sums.items()}
 
