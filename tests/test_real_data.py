@@ -23,19 +23,30 @@ def _train_and_score(config):
 
 
 def test_one_epoch_beta_sweep_of_jmvae_transfers_labels_and_evaluates(real_data_dir, tmp_path):
-    """--beta=1,2 for 1 epoch in one program, then eval.py on the beta-1 run.
+    """--beta=1,2 for 1 epoch of the first 20,000 training pairs in one program, then eval.py on the beta-1 run.
 
     Each run has its workdir and checkpoint; more beta, less KL. The beta-1 run
     (the defaults: alpha 0.1, latent 20, batch 128, seed 0; the same parameters
-    as training it alone, tests/test_sweep.py) decodes q(z|x) to w >= 0.85 and
-    q(z|y) to w >= 0.70 on 2,000 test pairs (measured: 0.91 and 0.82). Then
-    eval.py writes every section and figure, scored by the shipped CNNs (MNIST
-    0.9908, Fashion-MNIST 0.9155; asserted >= 0.99 and >= 0.91).
+    as training it alone, tests/test_sweep.py) decodes q(z|x) to w >= 0.75 and
+    q(z|y) to w >= 0.68 on 2,000 test pairs, beta 2 q(z|x) >= 0.70 (measured
+    2026-12-06: 0.795, 0.727 and 0.7445; 0.91 and 0.82 after a whole epoch).
+    Then eval.py writes every section and figure, scored by the shipped CNNs
+    (MNIST 0.9908, Fashion-MNIST 0.9155; asserted >= 0.99 and >= 0.91);
+    measured x->w 0.795, joint->w 0.911, latent accuracy of q(z|x) 0.8898.
     """
     import eval as eval_cli
 
     betas = (1.0, 2.0)
-    configs = [Config(data_dir=str(real_data_dir), workdir=str(tmp_path / f"beta{b}"), beta=b, epochs=1) for b in betas]
+    configs = [
+        Config(
+            data_dir=str(real_data_dir),
+            workdir=str(tmp_path / f"beta{b}"),
+            beta=b,
+            epochs=1,
+            train_examples=SHORT_RUN_EXAMPLES,
+        )
+        for b in betas
+    ]
     states = training.train_sweep(configs)
     dataset = load_dataset(configs[0])
     test = {k: v[:2000] for k, v in dataset.test.items()}
@@ -50,9 +61,9 @@ def test_one_epoch_beta_sweep_of_jmvae_transfers_labels_and_evaluates(real_data_
         print(
             f"beta {config.beta}: kl {record['kl']:.2f}, x->w {acc_x:.4f}, y->w {acc_y:.4f}, {record['time_s']:.1f} s"
         )
-        assert acc_x >= (0.85 if config.beta == 1.0 else 0.80)
+        assert acc_x >= (0.75 if config.beta == 1.0 else 0.70)
         if config.beta == 1.0:
-            assert acc_y >= 0.70
+            assert acc_y >= 0.68
     assert kls[0] > kls[1]
 
     workdir = tmp_path / "beta1.0"
@@ -72,8 +83,8 @@ def test_one_epoch_beta_sweep_of_jmvae_transfers_labels_and_evaluates(real_data_
     print(json.dumps(metrics))
     assert metrics["classifiers"]["mnist"] >= 0.99 and metrics["classifiers"]["fashion_mnist"] >= 0.91
     coherence = metrics["coherence"]
-    assert len(coherence) == 13 and coherence["x->w"] >= 0.85 and coherence["x,y->w"] >= coherence["y->w"]
-    assert coherence["joint->w"] >= 0.9 and coherence["prior"] > 0.1
+    assert len(coherence) == 13 and coherence["x->w"] >= 0.75 and coherence["x,y->w"] >= coherence["y->w"]
+    assert coherence["joint->w"] >= 0.87 and coherence["prior"] > 0.1
     assert metrics["latent_accuracy"]["x"] >= 0.85 and metrics["latent_accuracy"]["w"] >= 0.99
     ll = metrics["log_likelihood"]
     assert ll["joint"] < ll["x"] < 0 and ll["w"] < 0
