@@ -94,14 +94,14 @@ def test_one_epoch_beta_sweep_of_jmvae_transfers_labels_and_evaluates(real_data_
 
 
 # Options of the short runs below (everything else at its default, beta 1). mmvae uses K = 2
-# importance samples instead of 10 to keep the suite short on CPU. pemvae trains 3 epochs with its
+# importance samples instead of 10 to keep the suite short on CPU. pemvae trains 2 epochs with its
 # defaults (docs/PEMVAE.md): its first epoch (warmup_epochs=1) fits the joint ELBO only, so it
 # cannot yet infer from x or y.
 SHORT_RUN_EXAMPLES = 20_000  # the first 20,000 training pairs: a third of the epoch, to keep the suite short
 SHORT_RUN_OPTIONS = {
     "telbo": {},
     "mvae": {},
-    "pemvae": {"epochs": 3},
+    "pemvae": {"epochs": 2},
     "mmvae": {"num_samples": 2},
     "mopoe": {},
     "mvtcae": {},
@@ -111,9 +111,10 @@ SHORT_RUN_OPTIONS = {
 }
 # Thresholds (x->w, y->w) on 2,000 test pairs, about 0.04 below what a short run on the first 20,000
 # training pairs gave (seed 0, 2026-12-06, `python -m pytest -q -n 2 -rA tests/test_real_data.py`):
-# telbo 0.7400 / 0.7080, mvae 0.6265 / 0.6360, pemvae (3 epochs: every proper subset each step, single-modality
-# subsets weighted 3) 0.8965 / 0.8130, mmvae 0.8505 / 0.7390, mopoe 0.7680 / 0.6815, mvtcae (alpha 5/6)
-# 0.7670 / 0.6975, mmvaeplus (private 32, decoded with w = 0) 0.5625 / 0.5695, cmvae 0.5840 / 0.5650,
+# telbo 0.7400 / 0.7080, mvae 0.6265 / 0.6360, pemvae (2 epochs: the joint ELBO, then every proper subset each
+# step, single-modality subsets weighted 3) 0.8610 / 0.7575 (3 epochs: 0.8965 / 0.8130), mmvae 0.8505 / 0.7390,
+# mopoe 0.7680 / 0.6815, mvtcae (alpha 5/6) 0.7670 / 0.6975, mmvaeplus (private 32, decoded with w = 0)
+# 0.5625 / 0.5695, cmvae 0.5840 / 0.5650,
 # dmvae (private 1) 0.8410 / 0.7460 (eval.py's coherence x->w, y->w on the same 2,000 pairs).
 # Chance is 0.1; a third of an epoch is far from converged (the full epoch's numbers, 2026-11-24 to
 # 2026-12-06, were 0.81-0.92 / 0.72-0.83): these runs catch a model that stops learning.
@@ -122,7 +123,7 @@ SHORT_RUN_OPTIONS = {
 THRESHOLDS = {
     "telbo": (0.70, 0.66),
     "mvae": (0.58, 0.59),
-    "pemvae": (0.85, 0.77),
+    "pemvae": (0.82, 0.71),
     "mmvae": (0.81, 0.69),
     "mopoe": (0.72, 0.64),
     "mvtcae": (0.72, 0.65),
@@ -134,7 +135,7 @@ THRESHOLDS = {
 
 @pytest.mark.parametrize("name", sorted(SHORT_RUN_OPTIONS))
 def test_a_short_run_of_each_model_transfers_labels(name, real_data_dir, tmp_path):
-    """After 1 epoch (pemvae: 3) of the first 20,000 training pairs, q(z|x) and q(z|y) decoded to w beat
+    """After 1 epoch (pemvae: 2) of the first 20,000 training pairs, q(z|x) and q(z|y) decoded to w beat
     THRESHOLDS on 2,000 test pairs."""
     options = {"epochs": 1, "train_examples": SHORT_RUN_EXAMPLES, **SHORT_RUN_OPTIONS[name]}
     config = Config(model=name, data_dir=str(real_data_dir), workdir=str(tmp_path / name), **options)
