@@ -241,10 +241,11 @@ def write_report(args, models, fractions, seeds) -> None:
             )
     lines += ["", f"The fewest labels with which a model's mean x->w coherence reaches {TARGET}:", ""]
     for model in models:
-        reached = [f for f in fractions if (model, f) in table and table[model, f][("coherence", "x->w")][0] >= TARGET]
-        lines.append(
-            f"- {model}: " + (f"a fraction of {min(reached):g}" if reached else "not reached at these fractions")
-        )
+        measured = [f for f in fractions if (model, f) in table]
+        reached = [f for f in measured if table[model, f][("coherence", "x->w")][0] >= TARGET]
+        text = f"a fraction of {min(reached):g}" if reached else "not reached at these fractions"
+        absent = [f"{f:g}" for f in fractions if f not in measured]
+        lines.append(f"- {model}: {text}" + (f" (not run at {', '.join(absent)})" if absent else ""))
     lines += ["", "Commands (each train.py is followed by eval.py for each seed):", "", "```bash"]
     for fraction in fractions:
         for model in models:
