@@ -15,6 +15,22 @@ def _model(**kw):
     return ref.tiny_model("mvae", **kw)
 
 
+def _hand_elbo(params, flat, lam, beta):
+    """(key, mask (3, batch)) -> the float64 ELBO of each example's subset: q = p(z) prod_{m in S} q~(z|x_m),
+    one draw from ``key``, log-likelihoods weighted by ``lam``."""
+    experts = [ref.gaussian(params["encoders"][m], flat[m]) for m in "xyw"]
+
+    def elbo(k, mask):
+        precision = 1.0 + sum(mask[i][:, None] * np.exp(-experts[i][1]) for i in range(3))
+        mu = sum(mask[i][:, None] * experts[i][0] * np.exp(-experts[i][1]) for i in range(3)) / precision
+        lv = -np.log(precision)
+        z = mu + np.exp(lv / 2) * np.asarray(jax.random.normal(k, mu.shape), np.float64)
+        lls = ref.log_likelihoods(params["decoders"], z, flat)
+        return sum(mask[i] * lam[i] * lls[m] for i, m in enumerate("xyw")) - beta * ref.kl_prior(mu, lv)
+
+    return elbo
+
+
 @pytest.mark.parametrize("beta,weights,num_subsets", [(1.0, (), 1), (2.0, (1.0, 2.0, 50.0), 3)])
 def test_mvae_loss_matches_hand_computation(beta, weights, num_subsets):
     model, params = _model(beta=beta, likelihood_weights=weights, num_subsets=num_subsets)
@@ -24,17 +40,7 @@ def test_mvae_loss_matches_hand_computation(beta, weights, num_subsets):
     key = jax.random.PRNGKey(7)
     terms = model.loss(params, batch, key)
 
-    experts = [ref.gaussian(params["encoders"][m], flat[m]) for m in "xyw"]
-    noise = lambda k, mu: np.asarray(jax.random.normal(k, mu.shape), np.float64)
-
-    def elbo(k, mask):
-        """ELBO of each example's subset (mask (3, batch)): q = p(z) prod_{m in S} q~(z|x_m)."""
-        precision = 1.0 + sum(mask[i][:, None] * np.exp(-experts[i][1]) for i in range(3))
-        mu = sum(mask[i][:, None] * experts[i][0] * np.exp(-experts[i][1]) for i in range(3)) / precision
-        lv = -np.log(precision)
-        z = mu + np.exp(lv / 2) * noise(k, mu)
-        lls = ref.log_likelihoods(params["decoders"], z, flat)
-        return sum(mask[i] * lam[i] * lls[m] for i, m in enumerate("xyw")) - beta * ref.kl_prior(mu, lv)
+    elbo = _hand_elbo(params, flat, lam, beta)
 
     k_joint, k_single, k_subsets = jax.random.split(key, 3)
     ones = np.ones((3, 6))
@@ -95,16 +101,7 @@ def test_mvae_with_missing_modalities_is_each_examples_objective_on_what_it_has_
     key = jax.random.PRNGKey(11)
     terms = model.loss(params, {**batch, PRESENT: present}, key)
 
-    experts = [ref.gaussian(params["encoders"][m], flat[m]) for m in "xyw"]
-    noise = lambda k, mu: np.asarray(jax.random.normal(k, mu.shape), np.float64)
-
-    def elbo(k, mask):
-        precision = 1.0 + sum(mask[i][:, None] * np.exp(-experts[i][1]) for i in range(3))
-        mu = sum(mask[i][:, None] * experts[i][0] * np.exp(-experts[i][1]) for i in range(3)) / precision
-        lv = -np.log(precision)
-        z = mu + np.exp(lv / 2) * noise(k, mu)
-        lls = ref.log_likelihoods(params["decoders"], z, flat)
-        return sum(mask[i] * lls[m] for i, m in enumerate("xyw")) - beta * ref.kl_prior(mu, lv)
+    elbo = _hand_elbo(params, flat, np.ones(3), beta)
 
     mask_p = present.T.astype(np.float64)
     k_joint, k_single, k_subsets = jax.random.split(key, 3)
