@@ -14,7 +14,8 @@ training pairs, dynamic binarization of x and y as in train.py):
   the devices; for JMVAE on one device 98% of it is the dense layers) times
   steps per second, and its fraction
   of the float32 matmul peak (the best of large jitted matmuls, measured
-  before and after the models; the larger is used); on a GPU or TPU also of
+  before the models; each model is printed as soon as it is measured, and the
+  peak measured again after them is printed at the end); on a GPU or TPU also of
   the bfloat16 peak, and the fraction is against the peak of ``--precision``;
 - compile_s: compiling the epoch's chunk programs (``EpochFn.compile``), which
   the timed epochs then reuse, as train.py does;
@@ -33,7 +34,7 @@ cost against the plain step of the same run.
 
 ``--missing=RATE`` also times each model's step on incomplete data (``train.py
 --missing=RATE``: the presence mask travels with every batch) and prints its
-cost against the complete step of the same run.
+cost against the complete step, their timed epochs interleaved.
 
 ``--devices=1,8`` runs the training measurement again in a subprocess per
 count with that many forced CPU devices (XLA_FLAGS), for a CPU-only machine.
@@ -117,18 +118,16 @@ def _cost(compiled) -> dict:
     return cost[0] if isinstance(cost, list) else cost
 
 
-def measure_training(
+def _prepare(
     model_name: str,
     batch_size: int,
-    epochs: int,
-    n: int = 60_000,
-    precision: str = "fp32",
+    n: int,
+    precision: str,
     adversarial: str | None = None,
     missing_rate: float = 0.0,
 ) -> dict:
-    """Samples/s, XLA FLOPs per step and memory of ``model_name``'s training epoch (see the module docstring);
-    ``adversarial`` ("auto" or "conv", the --disc_network): of its adversarial training; ``missing_rate``:
-    on incomplete data, each modality missing with that probability (``train.py --missing``)."""
+    """The compiled epoch of ``model_name`` on ``n`` synthetic pairs, its state and data, and the facts measured
+    while compiling it (see ``measure_training``)."""
     options = {"adversarial": True, "disc_network": adversarial} if adversarial else {}
     config = Config(
         model=model_name,
@@ -161,38 +160,92 @@ def measure_training(
     start = time.perf_counter()
     state, terms = epoch_fn(state, data)  # the programs compiled above are reused
     jax.block_until_ready(terms)
-    first = time.perf_counter() - start
-    times = []
-    for _ in range(epochs):
-        start = time.perf_counter()
-        state, terms = epoch_fn(state, data)
-        jax.block_until_ready(terms)
-        times.append(time.perf_counter() - start)
-    steps = n // batch_size
-    best = min(times)
-    result = {
-        "model": model_name
+    return {
+        "epoch_fn": epoch_fn,
+        "state": state,
+        "data": data,
+        "first_epoch_s": time.perf_counter() - start,
+        "compile_s": compile_s,
+        "step_flops": step_flops,
+        "chunks": chunks,
+        "memory": memory,
+        "name": model_name
         + ("" if adversarial is None else f"+adv({adversarial})")
         + (f"+missing({missing_rate})" if missing_rate else ""),
+    }
+
+
+def _time_epoch(run: dict) -> float:
+    """Seconds of one more epoch of a ``_prepare``d run (its state carried on)."""
+    start = time.perf_counter()
+    run["state"], terms = run["epoch_fn"](run["state"], run["data"])
+    jax.block_until_ready(terms)
+    return time.perf_counter() - start
+
+
+def _result(run: dict, times: list[float], batch_size: int, n: int, precision: str) -> dict:
+    steps = n // batch_size
+    best = min(times)
+    memory = run["memory"]
+    result = {
+        "model": run["name"],
         "batch_size": batch_size,
         "precision": precision,
         "devices": f"{jax.devices()[0].device_kind} x{jax.device_count()}",
         "samples_per_s": steps * batch_size / best,
         "epoch_s": times,
-        "compile_s": compile_s,
-        "first_epoch_s": first,
-        "xla_gflop_per_step": step_flops / 1e9,
-        "gflops": steps * step_flops / best / 1e9,
-        "chunk_steps": max(chunks),
+        "compile_s": run["compile_s"],
+        "first_epoch_s": run["first_epoch_s"],
+        "xla_gflop_per_step": run["step_flops"] / 1e9,
+        "gflops": steps * run["step_flops"] / best / 1e9,
+        "chunk_steps": max(run["chunks"]),
         "xla_buffers_mib": (memory.argument_size_in_bytes + memory.temp_size_in_bytes) / 2**20,
         "xla_temp_mib": memory.temp_size_in_bytes / 2**20,
     }
-    if model_name == "jmvae":
-        result["hand_dense_gflop_per_step"] = batch_size * dense_flops_per_example(state.params) / 1e9
+    if run["name"] == "jmvae":
+        result["hand_dense_gflop_per_step"] = batch_size * dense_flops_per_example(run["state"].params) / 1e9
     stats = jax.devices()[0].memory_stats() or {}
     if "peak_bytes_in_use" in stats:
         result["device_peak_mib"] = stats["peak_bytes_in_use"] / 2**20
     return result
+
+
+def measure_training(
+    model_name: str,
+    batch_size: int,
+    epochs: int,
+    n: int = 60_000,
+    precision: str = "fp32",
+    adversarial: str | None = None,
+    missing_rate: float = 0.0,
+) -> dict:
+    """Samples/s, XLA FLOPs per step and memory of ``model_name``'s training epoch (see the module docstring);
+    ``adversarial`` ("auto" or "conv", the --disc_network): of its adversarial training; ``missing_rate``:
+    on incomplete data, each modality missing with that probability (``train.py --missing``)."""
+    run = _prepare(model_name, batch_size, n, precision, adversarial, missing_rate)
+    times = [_time_epoch(run) for _ in range(epochs)]
+    return _result(run, times, batch_size, n, precision)
+
+
+def measure_masked_cost(
+    model_name: str, batch_size: int, epochs: int, n: int, precision: str, missing_rate: float
+) -> tuple[dict, dict]:
+    """(complete, incomplete) results of ``model_name``'s epoch on complete data and on data with each modality
+    missing with ``missing_rate``, their timed epochs interleaved (complete, incomplete, complete, ...) so that
+    a machine whose speed drifts (a shared VM) slows both alike; the incomplete result carries
+    ``cost_vs_plain``, the ratio of the best epochs."""
+    plain = _prepare(model_name, batch_size, n, precision)
+    masked = _prepare(model_name, batch_size, n, precision, missing_rate=missing_rate)
+    times = {"plain": [], "masked": []}
+    for _ in range(epochs):
+        times["plain"].append(_time_epoch(plain))
+        times["masked"].append(_time_epoch(masked))
+    results = (
+        _result(plain, times["plain"], batch_size, n, precision),
+        _result(masked, times["masked"], batch_size, n, precision),
+    )
+    results[1]["cost_vs_plain"] = min(times["masked"]) / min(times["plain"])
+    return results
 
 
 def measure_evaluation(model_name: str, n: int = 10_000, tsne_points: int = 5_000, tsne: bool = True) -> dict:
@@ -313,22 +366,25 @@ def main():
     # The peaks: float32 everywhere, bfloat16 too on a GPU or TPU (on a CPU it is slower than float32).
     kinds = ["fp32"] if jax.default_backend() == "cpu" else ["fp32", "bf16"]
     peaks = {k: [] if args.no_peak else [matmul_peak_gflops(dtype=PEAK_DTYPES[k])] for k in kinds}
-    results = []
+    # Each result is printed as soon as it is measured (a long run that is stopped keeps what it printed),
+    # against the peak measured before the models; the peak after them is printed at the end.
+    before = {k: v[0] for k, v in peaks.items()} if not args.no_peak else None
     for m in names:
-        results.append(measure_training(m, args.batch_size, args.epochs, n=args.examples, precision=args.precision))
+        if args.missing and m in INCOMPLETE:  # the complete epochs interleaved with the incomplete ones
+            plain, masked = measure_masked_cost(
+                m, args.batch_size, args.epochs, args.examples, args.precision, missing_rate=args.missing
+            )
+        else:
+            plain = measure_training(m, args.batch_size, args.epochs, n=args.examples, precision=args.precision)
+        _report(plain, before)
         if args.adversarial:
             adv = measure_training(
                 m, args.batch_size, args.epochs, args.examples, args.precision, adversarial=args.adversarial
             )
-            adv["cost_vs_plain"] = results[-1]["samples_per_s"] / adv["samples_per_s"]
-            results.append(adv)
+            adv["cost_vs_plain"] = plain["samples_per_s"] / adv["samples_per_s"]
+            _report(adv, before)
         if args.missing and m in INCOMPLETE:
-            plain = next(r for r in reversed(results) if r["model"] == m)
-            masked = measure_training(
-                m, args.batch_size, args.epochs, args.examples, args.precision, missing_rate=args.missing
-            )
-            masked["cost_vs_plain"] = plain["samples_per_s"] / masked["samples_per_s"]
-            results.append(masked)
+            _report(masked, before)
     if not args.no_peak:
         for k in kinds:
             peaks[k].append(matmul_peak_gflops(dtype=PEAK_DTYPES[k]))
@@ -338,8 +394,6 @@ def main():
                 f"{' / '.join(f'{p:.1f}' for p in peaks[k])})",
                 flush=True,
             )
-    for r in results:
-        _report(r, {k: max(v) for k, v in peaks.items()} if not args.no_peak else None)
     if not args.no_eval:
         for i, m in enumerate(names):
             r = measure_evaluation(m, n=args.eval_points, tsne_points=args.tsne_points, tsne=i == 0)

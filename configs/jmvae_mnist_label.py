@@ -8,7 +8,7 @@
 Expected: test log p(x) -86.86 +- 0.11 over seeds 0 and 1 (-86.78, -86.93; K = 1000), against the paper's
 -86.86 and MultiVae's -86.85 +- 0.03; x->w coherence 0.9776 (seed 0).
 Time: 88 min of epochs (seed 0; seed 1: 99 min) on 2 shared CPU cores, evaluation 297 s; 2026-11-26
-(README, "Reproducing JMVAE's MNIST log-likelihood"; docs/REPRODUCTIONS.md).
+(docs/recipes.md, "Reproducing JMVAE's MNIST log-likelihood"; docs/REPRODUCTIONS.md).
 """
 
 

@@ -8,7 +8,7 @@ weight 50, the joint and both unimodal ELBOs).
 
 Expected: the objective section's test loss 189.14 (seed 0, last epoch), against the paper's 188.8 and
 MultiVae's 188.3 +- 0.4; x->w coherence 0.19 and w->x 0.10 (MVAE's weak transfer from one modality).
-Time: 172 min on 2 CPU cores (README, "MVAE's recipe on MNIST with labels"; docs/REPRODUCTIONS.md).
+Time: 172 min on 2 CPU cores (docs/recipes.md, "MVAE's recipe on MNIST with labels"; docs/REPRODUCTIONS.md).
 """
 
 

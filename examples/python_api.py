@@ -2,7 +2,7 @@
 
     python examples/python_api.py --data_dir=../shared/datasets          # about a minute on 2 CPU cores
 
-Each step prints what it got. The README's "Using mvae_jax from Python" walks
+Each step prints what it got. docs/python.md ("Using mvae_jax from Python") walks
 through the same calls.
 """
 

@@ -278,6 +278,31 @@ def check_request(req, config=None):
 Progress = Callable[[int, str], contextlib.AbstractContextManager]
 
 
+def train(config, *, progress: bool = True, reporter=None, stop: Callable[[], bool] | None = None):
+    """Train ``config`` (a ``Config``, or a list of them: a sweep) as ``train.py`` does, and return its final
+    ``TrainState`` (a list for a list): ``training.train_sweep`` with the config validated first and progress
+    shown.
+
+    ``progress``: a bar per epoch with the running loss (in a notebook too; plain lines where the output is
+    not a terminal). ``reporter``: your own ``training.Reporter`` instead (``epoch_start``, ``step``,
+    ``epoch_end(metrics)``: every epoch's metrics line, e.g. to plot the loss live). ``stop``: a callable that
+    ends training at the next step when it returns True (the state is checkpointed; the same call resumes).
+    """
+    from mvae_jax import progress as progress_lib
+    from mvae_jax import training
+
+    configs = [c.validate() for c in (config if isinstance(config, (list, tuple)) else [config])]
+    own = reporter is None and progress
+    if own:
+        reporter = progress_lib.TqdmReporter()
+    try:
+        states = training.train_sweep(configs, reporter, stop=stop)
+    finally:
+        if own:
+            reporter.close()
+    return states if isinstance(config, (list, tuple)) else states[0]
+
+
 def evaluate(run, *, config=None, progress: Progress | None = None, **given) -> dict:
     """Evaluate ``run`` (a workdir, or a train state with its ``config``) and return metrics.json's content.
 

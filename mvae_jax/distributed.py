@@ -3,7 +3,7 @@
 One process runs per host (TPU pod slice, GPU machines); each sees its local
 devices, and ``jax.devices()`` lists the devices of all of them. Training
 then shards every batch over that global mesh (``training.make_mesh``); see
-the README's "Several hosts" section for launch commands.
+docs/devices.md for launch commands.
 """
 
 from __future__ import annotations

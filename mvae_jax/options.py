@@ -7,7 +7,7 @@ training's (``mvae_jax.adversarial.OPTIONS``). An option carries its default, it
 help line, its check and the value a run saved before it existed trained with.
 From these blocks come the fields of :class:`mvae_jax.config.Config`, train.py's
 flags and help, the refusal of a flag the chosen model or data set does not read,
-and the README's table of flags (``scripts/flag_table.py``).
+and the documentation site's tables of flags (``docs/hooks.py``).
 
 An option read by several models (``likelihood_weights``) is one object that each
 of their blocks names, so that its default and help exist once.
@@ -35,7 +35,7 @@ class Option:
     allowed values), and ``allowed`` says what is: the error names both.
     ``legacy``: the value a config.json written before this option existed
     trained with; it applies where the option's block is in use (its model is
-    chosen, adversarial training is on). ``empty``: how the help and the README
+    chosen, adversarial training is on). ``empty``: how the help and the docs
     show an empty default ("all 1"). ``resumable``: it may change when a run is
     resumed.
     """
@@ -81,7 +81,7 @@ class Option:
         return None if ok else f"{self.name}={value!r} is invalid; allowed: {allowed}"
 
     def shown_default(self) -> str:
-        """The default as the help and the README show it."""
+        """The default as the help and the docs' tables show it."""
         if isinstance(self.default, tuple):
             return ",".join(map(str, self.default)) or self.empty
         if self.default is None or self.default == "":

@@ -536,7 +536,7 @@ def describe(args, spec, names) -> dict[str, str]:
             "of x, y, w decoded from z ~ p(z); latent accuracy `S` is a logistic regression on the means of q(z|S); "
             "log-likelihood `m` is log p(x_m); FID compares generated with real test images in the scoring CNN's "
             "penultimate features. The trimodal images are gray levels scored with the Bernoulli likelihood (not "
-            "binarized), so `ll x` is not comparable with binarized-MNIST numbers (the README's JMVAE "
+            "binarized), so `ll x` is not comparable with binarized-MNIST numbers (docs/recipes.md's JMVAE "
             "reproduction has those).",
             "tsne": "q(z|x,y,w), q(z|x), q(z|y)",
         }

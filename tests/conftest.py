@@ -39,7 +39,7 @@ REAL_DATA = ROOT.parent / "shared" / "datasets"
 def real_data_dir() -> Path:
     """../shared/datasets with real MNIST and Fashion-MNIST IDX files, or skip."""
     if not (REAL_DATA / "mnist").is_dir() or not (REAL_DATA / "fashion_mnist").is_dir():
-        pytest.skip(f"real MNIST / Fashion-MNIST IDX files not found at {REAL_DATA} (see README: offline data)")
+        pytest.skip(f"real MNIST / Fashion-MNIST IDX files not found at {REAL_DATA} (see docs/datasets.md)")
     return REAL_DATA
 
 

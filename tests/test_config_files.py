@@ -41,8 +41,8 @@ def test_each_recipe_loads_validates_and_says_its_command_result_and_time(path):
         c.validate(given=settings)
 
 
-def test_the_readme_recipes_are_the_files():
-    """The README's MVAE and JMVAE recipes as long command lines give the files' settings."""
+def test_the_documented_recipes_are_the_files():
+    """docs/recipes.md's MVAE and JMVAE recipes as long command lines give the files' settings."""
     jmvae = recipes.load(ROOT / "configs/jmvae_mnist_label.py")
     parsed = vars(
         train.make_parser().parse_args(

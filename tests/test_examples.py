@@ -1,4 +1,4 @@
-"""The runnable examples/ scripts the README points to: each must run as documented."""
+"""The runnable examples/ scripts the docs point to: each must run as documented."""
 
 import subprocess
 import sys

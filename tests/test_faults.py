@@ -311,7 +311,7 @@ def test_a_nan_rollback_lowers_the_discriminators_learning_rate_too(tiny_data_di
     _assert_same_params(jax.tree_util.tree_leaves(rolled.params), jax.tree_util.tree_leaves(resumed.params))
 
 
-# Issue 26: the probe's eight faults, one or more tests each (the README's Troubleshooting lists them).
+# Issue 26: the probe's eight faults, one or more tests each (docs/troubleshooting.md lists them).
 
 
 def _tiny_run(data_dir, workdir, epochs=1, **extra):
