@@ -303,16 +303,21 @@ def train(config, *, progress: bool = True, reporter=None, stop: Callable[[], bo
     return states if isinstance(config, (list, tuple)) else states[0]
 
 
-def evaluate(run, *, config=None, progress: Progress | None = None, **given) -> dict:
+def evaluate(run, *, config=None, progress: Progress | bool | None = None, **given) -> dict:
     """Evaluate ``run`` (a workdir, or a train state with its ``config``) and return metrics.json's content.
 
     ``given``: the module docstring's keywords (eval.py's flags). ``progress(total, description)``: a context
-    manager yielding ``update(n)`` (eval.py's progress bars); None: silent. Everything is checked first; the
+    manager yielding ``update(n)``; True: eval.py's progress bars (in a notebook too); None: silent.
+    Everything is checked first; the
     run's workdir lock is held shared meanwhile, so a train.py writing the run refuses to start, and this
     refuses while one writes it.
     """
     from mvae_jax.training.lock import WorkdirLock
 
+    if progress is True:
+        from mvae_jax.progress import steps as progress
+    elif progress is False:
+        progress = None
     state = None if isinstance(run, (str, os.PathLike)) else run
     if state is not None and config is None:
         raise TypeError("evaluate(state) needs the run's config: evaluate(state, config=config)")

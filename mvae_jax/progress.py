@@ -6,6 +6,7 @@ of eval.py's steps. The library's computations never print; these are what the f
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import sys
 import time
@@ -109,3 +110,12 @@ def _losses(value) -> str:
     import numpy as np
 
     return "/".join(f"{v:.3f}" for v in np.atleast_1d(np.asarray(value, dtype=float)))
+
+
+@contextlib.contextmanager
+def steps(total: int, desc: str):
+    """A ``progress_bar`` of ``total`` steps as ``api.evaluate``'s progress: yields its ``update(n)``, and fills
+    the bar when the block ends (a section may count fewer steps than it announced)."""
+    with progress_bar(total, desc) as bar:
+        yield bar.update
+        bar.update(bar.total - bar.n)

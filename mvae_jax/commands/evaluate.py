@@ -158,18 +158,10 @@ def check_args(args) -> None:
 
 def evaluate(args) -> dict:
     """``mvae_jax.api.evaluate`` of ``args.workdir`` with the flags given, progress bars on stderr."""
-    import contextlib
-
     from mvae_jax import api
 
-    @contextlib.contextmanager
-    def progress(total, desc):
-        with cli.progress_bar(total, desc) as bar:
-            yield bar.update
-            bar.update(bar.total - bar.n)
-
     given = {k: getattr(args, k) for k in (*api.RUN_FIELDS, *api.options())}
-    return api.evaluate(args.workdir, progress=progress, **given)
+    return api.evaluate(args.workdir, progress=True, **given)
 
 
 def compare(args) -> str:
