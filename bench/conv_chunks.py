@@ -28,6 +28,7 @@ import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 import optax  # noqa: E402
 
+from mvae_jax import cli  # noqa: E402
 from mvae_jax.config import Config  # noqa: E402
 from mvae_jax.data import DATASETS  # noqa: E402
 from mvae_jax.models import get_model  # noqa: E402
@@ -42,7 +43,9 @@ def main(argv=None) -> int:
     parser.add_argument("--batch_size", type=int, default=128)
     parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--chunks", default="loop,2,10")
+    cli.add_bench_cache_flag(parser)
     args = parser.parse_args(argv)
+    cli.enable_compilation_cache(args.compilation_cache)
     config = Config(dataset="polymnist", model=args.model, latent_dim=args.latent_dim).validate()
     modalities = DATASETS["polymnist"].modalities(config)
     model, tx = get_model(config, modalities), optax.adam(1e-3)

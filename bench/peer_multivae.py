@@ -238,6 +238,9 @@ def measure_mvae_jax(name: str, batch_size: int, epochs: int, n: int) -> dict:
 
 def _worker(args) -> None:
     if args.worker == "mvae_jax":
+        from mvae_jax import cli
+
+        cli.enable_compilation_cache(args.compilation_cache)
         result = measure_mvae_jax(args.models, args.batch_size, args.epochs, args.examples)
     else:
         result = measure_multivae(
@@ -258,6 +261,7 @@ def _run_worker(library: str, model: str, args, env: dict, stage: int = 1) -> di
         f"--threads={args.threads}",
         f"--stage={stage}",
         f"--device={args.device}",
+        f"--compilation_cache={args.compilation_cache}",
     ]
     proc = subprocess.run(cmd, env={**os.environ, **env}, capture_output=True, text=True)
     if proc.returncode:
@@ -339,6 +343,9 @@ def main():
     parser.add_argument(
         "--device", default="cpu", choices=("cpu", "cuda"), help="where MultiVae (torch) runs (default: cpu)"
     )
+    from mvae_jax import cli  # the command-line helpers only: no JAX in the parent process
+
+    cli.add_bench_cache_flag(parser)
     args = parser.parse_args()
     if args.worker:
         return _worker(args)

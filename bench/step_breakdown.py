@@ -27,7 +27,7 @@ import optax
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from throughput import matmul_peak_gflops, synthetic_trimodal  # noqa: E402
 
-from mvae_jax import training  # noqa: E402
+from mvae_jax import cli, training  # noqa: E402
 from mvae_jax.config import Config  # noqa: E402
 from mvae_jax.data import trimodal  # noqa: E402
 from mvae_jax.models import get_model  # noqa: E402
@@ -51,7 +51,9 @@ def main():
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--steps", type=int, default=60, help="steps of each timed epoch")
     parser.add_argument("--calls", type=int, default=40, help="calls per timing of each part (best of 5)")
+    cli.add_bench_cache_flag(parser)
     args = parser.parse_args()
+    cli.enable_compilation_cache(args.compilation_cache)
     b, steps = args.batch_size, args.steps
     config = Config(batch_size=b).validate()
     model = get_model(config, trimodal.MODALITIES)

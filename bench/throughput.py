@@ -55,7 +55,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from mvae_jax import missing, training
+from mvae_jax import cli, missing, training
 from mvae_jax.config import Config
 from mvae_jax.data import trimodal
 from mvae_jax.models import INCOMPLETE, MODELS, PRESENT, get_model
@@ -297,6 +297,7 @@ def _in_subprocess(devices: int, args) -> list[dict]:
         *([f"--adversarial={args.adversarial}"] if args.adversarial else []),
         "--no_eval",
         "--no_peak",
+        f"--compilation_cache={args.compilation_cache}",
     ]
     out = subprocess.run(cmd, env=env, capture_output=True, text=True, check=True).stdout
     return [json.loads(line) for line in out.splitlines() if line.startswith("{")]
@@ -347,7 +348,9 @@ def main():
         metavar="RATE",
         help="also time the step on incomplete data, each modality missing with this probability",
     )
+    cli.add_bench_cache_flag(parser)
     args = parser.parse_args()
+    cli.enable_compilation_cache(args.compilation_cache)
     names = [m for m in args.models.split(",") if m]
     unknown = sorted(set(names) - set(MODELS))
     if unknown:

@@ -136,6 +136,17 @@ def add_compilation_cache_flag(parser) -> None:
     )
 
 
+def add_bench_cache_flag(parser) -> None:
+    """bench/'s ``--compilation_cache=DIR|off``: off by default, so that a benchmark's compile time measures
+    compiling; a folder (the tests give theirs) makes a repeated run start fast."""
+    parser.add_argument(
+        "--compilation_cache",
+        default="off",
+        metavar="DIR|off",
+        help="JAX's persistent compilation cache (default off: compile times then measure compiling)",
+    )
+
+
 MIN_COMPILE_S = 0.2  # programs that compile faster are not worth a file (JAX's default is 1 s)
 
 
