@@ -34,6 +34,7 @@ images' content lived in w_m, which generation sets to 0. beta weighs the shared
 Where this module differs from the authors' code (seqam-lab/DMVAE,
 ``mnist_svhn/main.py``) and MultiVae's (``multivae.models.DMVAE``); we follow
 MultiVae, which follows the paper's equation:
+
 - the authors' ``elbo`` sets the joint (PoE) reconstruction terms to 0 and
   keeps their KLs, so that their code trains the unimodal and cross terms
   only; the paper's Eq. 6 and MultiVae keep them, as we do;

@@ -27,6 +27,7 @@ PolyMNIST recipe, ``run_polyMNIST_experiment.sh``: 32 each, beta 2.5, batch
 128, with ``--image_likelihood=laplace``); ``--likelihood_weights`` lambda (default 1).
 
 Where this module differs from the authors' code (srl-ethz/mmvaeplus):
+
 - the networks are the data set's (MoPoE's conv networks on PolyMNIST, one
   trunk whose output holds both w's and z's parameters), not their two
   ResNet branches per encoder; MultiVae's reproduction used their ResNets;
