@@ -43,7 +43,7 @@ def main(argv=None) -> int:
     parser.add_argument("--batch_size", type=int, default=128)
     parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--chunks", default="loop,2,10")
-    cli.add_bench_cache_flag(parser)
+    cli.add_compilation_cache_flag(parser, bench=True)
     args = parser.parse_args(argv)
     cli.enable_compilation_cache(args.compilation_cache)
     config = Config(dataset="polymnist", model=args.model, latent_dim=args.latent_dim).validate()

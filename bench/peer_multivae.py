@@ -345,7 +345,7 @@ def main():
     )
     from mvae_jax import cli  # the command-line helpers only: no JAX in the parent process
 
-    cli.add_bench_cache_flag(parser)
+    cli.add_compilation_cache_flag(parser, bench=True)
     args = parser.parse_args()
     if args.worker:
         return _worker(args)

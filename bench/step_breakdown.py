@@ -51,7 +51,7 @@ def main():
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--steps", type=int, default=60, help="steps of each timed epoch")
     parser.add_argument("--calls", type=int, default=40, help="calls per timing of each part (best of 5)")
-    cli.add_bench_cache_flag(parser)
+    cli.add_compilation_cache_flag(parser, bench=True)
     args = parser.parse_args()
     cli.enable_compilation_cache(args.compilation_cache)
     b, steps = args.batch_size, args.steps

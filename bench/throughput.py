@@ -348,7 +348,7 @@ def main():
         metavar="RATE",
         help="also time the step on incomplete data, each modality missing with this probability",
     )
-    cli.add_bench_cache_flag(parser)
+    cli.add_compilation_cache_flag(parser, bench=True)
     args = parser.parse_args()
     cli.enable_compilation_cache(args.compilation_cache)
     names = [m for m in args.models.split(",") if m]

@@ -125,25 +125,18 @@ def enable_compilation_cache(setting: str | None = None) -> Path | None:
     return folder
 
 
-def add_compilation_cache_flag(parser) -> None:
-    """train.py's and eval.py's ``--compilation_cache=DIR|off`` (``enable_compilation_cache`` reads it)."""
+def add_compilation_cache_flag(parser, bench: bool = False) -> None:
+    """``--compilation_cache=DIR|off`` (``enable_compilation_cache`` reads it): on by default for train.py and
+    eval.py; off for bench/ (``bench=True``), so that a benchmark's compile time measures compiling, while a
+    folder (the tests give theirs) makes a repeated run start fast."""
     parser.add_argument(
         "--compilation_cache",
-        default=None,
+        default="off" if bench else None,
         metavar="DIR|off",
-        help="JAX's persistent compilation cache, so that a later start reuses compiled programs (default: "
+        help="JAX's persistent compilation cache (default off: compile times then measure compiling)"
+        if bench
+        else "JAX's persistent compilation cache, so that a later start reuses compiled programs (default: "
         "$MVAE_JAX_COMPILATION_CACHE, else ~/.cache/mvae_jax/jax; off: compile everything afresh)",
-    )
-
-
-def add_bench_cache_flag(parser) -> None:
-    """bench/'s ``--compilation_cache=DIR|off``: off by default, so that a benchmark's compile time measures
-    compiling; a folder (the tests give theirs) makes a repeated run start fast."""
-    parser.add_argument(
-        "--compilation_cache",
-        default="off",
-        metavar="DIR|off",
-        help="JAX's persistent compilation cache (default off: compile times then measure compiling)",
     )
 
 
