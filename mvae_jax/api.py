@@ -43,7 +43,7 @@ from pathlib import Path
 import time
 import types
 
-from mvae_jax import errors
+from mvae_jax import errors, tracking
 from mvae_jax import options as opt
 
 log = logging.getLogger("mvae_jax.api")
@@ -60,6 +60,16 @@ GENERAL_OPTIONS = (
     opt.integer("seed", 0, "seed of samples and estimates", 0),
     opt.integer("query_samples", 64, "images in the query grid", 1),
     opt.integer("query_steps", 10, "pseudo-Gibbs steps that impute the attributes not named (0 = fill with 1/2)", 0),
+    opt.Option(
+        "tracker",
+        "str",
+        "",
+        "trackers the metrics and figures also go to, as train.py's --tracker (tensorboard, mlflow, wandb, comma "
+        "separated, or none): the run's own (its MLflow run, its W&B run)",
+        "tensorboard, mlflow, wandb (comma separated, each once), or none",
+        lambda v: isinstance(v, str) and (not v or tracking.allowed(_names(v))),
+        empty="the run's --tracker",
+    ),
 )
 """Options of every evaluation, whatever its sections (eval.py's flags of the same names)."""
 
@@ -194,6 +204,15 @@ def restore(req):
     )
 
 
+def _names(text: str) -> tuple[str, ...]:
+    return tuple(n.strip() for n in text.split(",") if n.strip())
+
+
+def trackers_of(req, config) -> tuple[str, ...]:
+    """The trackers an evaluation goes to: ``tracker`` if given, else the run's ``--tracker``."""
+    return _names(req.tracker) if req.tracker else tuple(config.tracker)
+
+
 def _check_checkpoints(req) -> None:
     """FileNotFoundError if the checkpoint asked for is not in the workdir."""
     from mvae_jax import training
@@ -230,6 +249,7 @@ def check_request(req, config=None):
                     f"run (its config.json); evaluate that run without --{name}, or pick its workdir"
                 )
         _check_checkpoints(req)
+    tracking.check(trackers_of(req, config))
     contract = DATASETS[config.dataset]
     if req.split == "validation" and contract.splits == "held_out" and not config.validation:
         raise ValueError(
@@ -336,7 +356,10 @@ def evaluate(run, *, config=None, progress: Progress | bool | None = None, **giv
             from mvae_jax.models import get_model
 
             model = get_model(config, DATASETS[config.dataset].modalities(config))
-        return run_sections(req, config, model, state, sections, labelled, query, progress)
+        metrics = run_sections(req, config, model, state, sections, labelled, query, progress)
+        if tracking.names(trackers_of(req, config)):
+            tracking.log_evaluation(req.workdir, config, trackers_of(req, config), metrics, out_dir(req), req.split)
+        return metrics
     finally:
         if lock is not None:
             lock.release()

@@ -11,7 +11,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from mvae_jax import missing
+from mvae_jax import missing, tracking
 from mvae_jax import options as opt
 from mvae_jax.files import atomic_write_bytes, atomic_write_text  # noqa: F401 (re-exported)
 from mvae_jax.options import Option
@@ -98,11 +98,30 @@ RUN_OPTIONS = (
         resumable=True,
     ),
     opt.integer("keep_checkpoints", 3, "how many of the latest epoch checkpoints to keep", 1, resumable=True),
+    Option(
+        "tracker",
+        "strs",
+        ("tensorboard",),
+        "where the config, each epoch's metrics and eval.py's results go besides the workdir's files, comma "
+        "separated: tensorboard (event files in the workdir), mlflow (MLFLOW_TRACKING_URI; the mlflow extra), "
+        "wandb (WANDB_MODE=offline writes under the workdir; the wandb extra), or none",
+        "tensorboard, mlflow, wandb (comma separated, each once), or none",
+        tracking.allowed,
+        resumable=True,
+    ),
+    Option(
+        "tracker_project",
+        "str",
+        "mvae_jax",
+        "the MLflow experiment and the W&B project the run is logged to",
+        "a non-empty name",
+        lambda v: isinstance(v, str) and bool(v.strip()),
+        resumable=True,
+    ),
     opt.integer(
         "tensorboard_images",
         5,
-        "TensorBoard event files in the workdir hold the epoch's loss terms and the config; every N epochs also a "
-        "grid of cross-modal samples (0: none)",
+        "every N epochs the trackers also get a grid of cross-modal samples (0: none)",
         resumable=True,
     ),
     opt.switch("adversarial", "add a discriminator per image modality and its non-saturating GAN loss (VAE-GAN)"),

@@ -372,7 +372,7 @@ def test_a_failing_event_writer_warns_once_and_training_goes_on(tiny_data_dir, t
     assert not worker.is_alive(), "training hung on the failed event writer"
     assert errors_seen == []
     assert _epochs(workdir) == [1, 2, 3, 4] and training.saved_epochs(workdir)[-1] == 4
-    warnings = [r.getMessage() for r in caplog.records if "TensorBoard events are off" in r.getMessage()]
+    warnings = [r.getMessage() for r in caplog.records if "TensorBoard tracking is off" in r.getMessage()]
     assert len(warnings) == 1 and "OSError: [Errno 28] No space left on device" in warnings[0], warnings
     assert max(writes) == 2  # nothing more was tried after the failure
 
@@ -653,14 +653,14 @@ def test_an_emptied_checkpoints_folder_restarts_with_a_warning_and_keeps_the_his
 def test_a_launch_that_ends_before_its_first_epoch_leaves_no_event_file(tiny_data_dir, tmp_path):
     """Fault 7: the event file is created with the first epoch's record, so a launch killed (or refused) before
     then leaves no empty events.out.tfevents.* behind; the first record then writes the config and scalars."""
-    from mvae_jax.training import tensorboard
+    from mvae_jax.training import trackers
 
     config = Config(**TINY, data_dir=str(tiny_data_dir), workdir=str(tmp_path))
-    board = tensorboard.TensorBoard(tmp_path, config, None)
-    board.close()
+    run = trackers.RunTrackers(tmp_path, config, None)
+    run.close("KILLED")
     assert list(tmp_path.glob("events.out.tfevents.*")) == []
-    board = tensorboard.TensorBoard(tmp_path, config, None)
-    board.epoch({"epoch": 1, "loss": 2.0}, None, None)
-    board.close()
+    run = trackers.RunTrackers(tmp_path, config, None)
+    run.epoch({"epoch": 1, "loss": 2.0}, None, None)
+    run.close()
     (events,) = tmp_path.glob("events.out.tfevents.*")
     assert events.stat().st_size > 0

@@ -25,10 +25,10 @@ import jax
 import numpy as np
 
 from mvae_jax import config as config_lib
-from mvae_jax import distributed, errors, missing
+from mvae_jax import distributed, errors, missing, tracking
 from mvae_jax.data import load_dataset
 from mvae_jax.models import get_model
-from mvae_jax.training import tensorboard
+from mvae_jax.training import trackers
 from mvae_jax.training import validation as validation_lib
 from mvae_jax.training.checkpoints import (
     BEST_DIR,
@@ -118,8 +118,8 @@ def train_sweep(
             else:
                 sweep.finish_epoch(result)
                 sweep.stop_if_asked(result.epoch)
-    except BaseException:
-        sweep.close(raising=False)  # the error that stopped the run is the one to report
+    except BaseException as e:
+        sweep.close(raising=False, error=e)  # the error that stopped the run is the one to report
         raise
     sweep.close()
     return sweep.final_states()
@@ -154,6 +154,7 @@ class _Sweep:
     ):
         self.configs = [c.validate() for c in configs]
         check_sweep(self.configs)
+        tracking.check(self.configs[0].tracker)  # an extra not installed: one line before anything is loaded
         self.workdirs = [check_workdir(c) for c in self.configs]
         config = self.configs[0]
         self.mesh = make_mesh()
@@ -199,10 +200,15 @@ class _Sweep:
         self.best = [Checkpoints(w, 1, BEST_DIR) for w in self.workdirs] if self.validate is not None else []
         self.best_loss = [math.inf for _ in self.workdirs]
         self.interrupted = [MidEpochCheckpoint(w) for w in self.workdirs]
-        self.boards = []  # TensorBoard writers: the primary process's only (the others write no event files)
-        if self.primary:
-            examples = tensorboard.examples(self.dataset)
-            self.boards = [tensorboard.TensorBoard(w, c, examples) for w, c in zip(self.workdirs, self.configs)]
+        self.trackers = []  # each run's trackers (--tracker): the primary process's only
+        if self.primary and tracking.names(config.tracker):
+            examples = trackers.examples(self.dataset)
+            try:
+                for w, c in zip(self.workdirs, self.configs):  # ValueError if one cannot start: before training
+                    self.trackers.append(trackers.RunTrackers(w, c, examples))
+            except BaseException:
+                self.close(raising=False, error=errors.Interrupted("not started"))
+                raise
         self.state, self.partial = None, None
 
     @property
@@ -425,7 +431,8 @@ class _Sweep:
         for i, (w, ck, record) in enumerate(zip(self.workdirs, self.checkpoints, records)):
             if self.primary:
                 append_metrics(w / METRICS_FILE, record, ck)
-                self.boards[i].epoch(record, self.model, self._member(i).params)
+                if self.trackers:
+                    self.trackers[i].epoch(record, self.model, self._member(i).params)
             ck.save(self._member(i))
             held = record.get(validation_lib.SELECTION_TERM)
             if held is not None and math.isfinite(held) and held < self.best_loss[i]:
@@ -462,9 +469,10 @@ class _Sweep:
     def final_states(self) -> list[TrainState]:
         return [self._member(i) for i in range(len(self.configs))]
 
-    def close(self, raising: bool = True) -> None:
-        """Finish the background saves and release the checkpoints, boards and locks. With ``raising`` False
-        (closing after another error, which is the one to report), a failed save here is only logged."""
+    def close(self, raising: bool = True, error: BaseException | None = None) -> None:
+        """Finish the background saves and release the checkpoints, trackers and locks. With ``raising`` False
+        (closing after ``error``, which is the one to report), a failed save here is only logged, and the
+        trackers mark the run killed (interrupted) or failed."""
         failed = []
         try:
             for ck in (*getattr(self, "checkpoints", ()), *getattr(self, "best", ())):
@@ -476,8 +484,9 @@ class _Sweep:
             if failed and raising:
                 raise failed[0]
         finally:
-            for board in getattr(self, "boards", ()):
-                board.close()
+            status = "FINISHED" if error is None else tracking.status_of(error)
+            for run in getattr(self, "trackers", ()):
+                run.close(status)
             for lock in getattr(self, "locks", ()):
                 lock.release()
 
