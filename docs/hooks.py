@@ -10,6 +10,10 @@ A page writes a marker where a table goes:
 Each row comes from the declaration beside the code that reads it (``mvae_jax.options.Option``: its default and
 help) or from the command's argparse parser for the flags that are not options: what ``--help`` prints.
 tests/test_docs.py checks the tables against the parsers.
+
+Notebook pages get an "Open in Colab" badge once mkdocs.yml names the repository (``repo_url`` on GitHub; the
+branch: ``extra.colab_branch``, default main): the badge opens the notebook from there, so without a public
+repository there is none rather than a dead link.
 """
 
 from __future__ import annotations
@@ -117,3 +121,29 @@ def on_startup(command, dirty):
 
 def on_page_markdown(markdown, page, config, files):
     return expand(markdown)
+
+
+COLAB_BADGE = "https://colab.research.google.com/assets/colab-badge.svg"
+
+
+def colab_url(repo_url: str | None, branch: str, path: str) -> str | None:
+    """Colab's address of the notebook ``path`` (from the repository root) in the GitHub repository ``repo_url``,
+    or None where the repository is not on GitHub (or not named)."""
+    match = re.fullmatch(r"https://github\.com/([\w.-]+/[\w.-]+?)(?:\.git)?/?", repo_url or "")
+    if match is None:
+        return None
+    return f"https://colab.research.google.com/github/{match.group(1)}/blob/{branch}/{path}"
+
+
+def on_post_page(output, page, config):
+    """The Colab badge at the top of a notebook page, where the repository is known."""
+    if not page.file.src_path.endswith(".ipynb"):
+        return output
+    docs = Path(config["docs_dir"]).resolve().relative_to(ROOT).as_posix()
+    branch = (config.get("extra") or {}).get("colab_branch", "main")
+    url = colab_url(config.get("repo_url"), branch, f"{docs}/{page.file.src_path}")
+    anchor = '<article class="md-content__inner md-typeset">'
+    if url is None or anchor not in output:
+        return output
+    badge = f'<p><a href="{url}"><img src="{COLAB_BADGE}" alt="Open In Colab"></a></p>'
+    return output.replace(anchor, anchor + badge, 1)

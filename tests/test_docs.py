@@ -1,10 +1,12 @@
 """The documentation: the site builds strictly, its generated tables are in it, and the README (the front page)
 stays small and links only to files that exist."""
 
+import importlib.util
 from pathlib import Path
 import re
 import subprocess
 import sys
+import types
 
 import pytest
 
@@ -55,3 +57,31 @@ def test_site_builds_strictly_with_generated_tables_and_api(tmp_path):
     api = (site / "api" / "index.html").read_text()
     for name in ("multimodal_elbo", "product_of_experts", "train_and_evaluate", "register_model", "Config"):
         assert name in api, name
+    # The Colab badge: none while mkdocs.yml names no repository; the built notebook page gets one once it does.
+    notebook = (site / "notebooks" / "colab_tpu" / "index.html").read_text()
+    assert "colab-badge" not in notebook
+    page = types.SimpleNamespace(file=types.SimpleNamespace(src_path="notebooks/colab_tpu.ipynb"))
+    config = {"docs_dir": str(ROOT / "docs"), "repo_url": "https://github.com/someone/mvae_jax", "extra": {}}
+    badged = _hooks().on_post_page(notebook, page, config)
+    url = "https://colab.research.google.com/github/someone/mvae_jax/blob/main/docs/notebooks/colab_tpu.ipynb"
+    assert badged.count(f'<a href="{url}"><img src="https://colab.research.google.com/assets/colab-badge.svg"') == 1
+
+
+def _hooks():
+    spec = importlib.util.spec_from_file_location("hooks", ROOT / "docs/hooks.py")
+    hooks = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(hooks)
+    return hooks
+
+
+@pytest.mark.parametrize(
+    "repo_url, url",
+    [
+        ("https://github.com/a/b", "https://colab.research.google.com/github/a/b/blob/dev/docs/x.ipynb"),
+        ("https://github.com/a/b.git", "https://colab.research.google.com/github/a/b/blob/dev/docs/x.ipynb"),
+        ("https://gitlab.com/a/b", None),
+        (None, None),
+    ],
+)
+def test_the_colab_badge_points_at_the_notebook_in_a_github_repository(repo_url, url):
+    assert _hooks().colab_url(repo_url, "dev", "docs/x.ipynb") == url
