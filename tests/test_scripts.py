@@ -23,27 +23,6 @@ def _run(*args, timeout=900):
     return done.stdout
 
 
-def test_throughput_benchmark_prints_training_and_eval_numbers():
-    out = _run(
-        "bench/throughput.py",
-        "--models=jmvae,mvae",  # mvae, not pemvae: its six subset ELBOs doubled the compile time here
-        "--examples=256",
-        "--batch_size=64",
-        "--epochs=1",
-        "--eval_points=200",
-        "--tsne_points=60",
-    )
-    records = [json.loads(line) for line in out.splitlines() if line.startswith("{")]
-    training = {r["model"]: r for r in records if "samples_per_s" in r}
-    assert set(training) == {"jmvae", "mvae"}
-    for r in training.values():
-        assert r["samples_per_s"] > 0 and r["xla_gflop_per_step"] > 0 and r["xla_buffers_mib"] > 0
-        assert r["chunk_steps"] == 4 and 0 < r["fraction_of_peak"] < 1.5  # 256 / 64 = 4 steps in one chunk
-    evaluation = [r for r in records if "coherence_s" in r]
-    assert [r["model"] for r in evaluation] == ["jmvae", "mvae"] and "tsne_s" in evaluation[0]
-    assert "float32 matmul peak:" in out and "process peak resident memory" in out
-
-
 def test_throughput_benchmark_with_forced_device_counts():
     out = _run(
         "bench/throughput.py", "--models=jmvae", "--examples=256", "--batch_size=64", "--epochs=1", "--devices=2"
@@ -89,27 +68,36 @@ def test_peer_benchmark_races_multivae_when_the_bench_extra_is_installed():
     assert "| mvae |" in out and "x |" in out  # a ratio in the table
 
 
-def test_throughput_benchmark_times_the_adversarial_and_the_incomplete_data_steps_against_the_plain_one():
-    """One process for both variants (each its own tests before): ``--adversarial`` for every model,
-    ``--missing`` for the models that accept incomplete data (jmvae does not)."""
+def test_throughput_benchmark_prints_training_eval_adversarial_and_incomplete_numbers():
+    """One process for every variant (each had its own test, and compiled the plain steps again): the plain
+    step's numbers and the evaluation's, ``--adversarial`` for every model, ``--missing`` for the models that
+    accept incomplete data (jmvae does not)."""
     out = _run(
         "bench/throughput.py",
-        "--models=jmvae,mvae",
+        "--models=jmvae,mvae",  # mvae, not pemvae: its six subset ELBOs doubled the compile time here
         "--adversarial=auto",
         "--missing=0.5",
         "--examples=256",
         "--batch_size=64",
         "--epochs=1",
-        "--no_eval",
-        "--no_peak",
+        "--eval_points=200",
+        "--tsne_points=60",
     )
-    records = {r["model"]: r for r in (json.loads(line) for line in out.splitlines() if line.startswith("{"))}
+    lines = [json.loads(line) for line in out.splitlines() if line.startswith("{")]
+    records = {r["model"]: r for r in lines if "samples_per_s" in r}
     assert list(records) == ["jmvae", "jmvae+adv(auto)", "mvae", "mvae+adv(auto)", "mvae+missing(0.5)"]
+    for name in ("jmvae", "mvae"):
+        r = records[name]
+        assert r["samples_per_s"] > 0 and r["xla_gflop_per_step"] > 0 and r["xla_buffers_mib"] > 0
+        assert r["chunk_steps"] == 4 and 0 < r["fraction_of_peak"] < 1.5  # 256 / 64 = 4 steps in one chunk
     adversarial = records["jmvae+adv(auto)"]
     assert (
         adversarial["cost_vs_plain"] > 1 and adversarial["xla_gflop_per_step"] > records["jmvae"]["xla_gflop_per_step"]
     )
     assert records["mvae+missing(0.5)"]["cost_vs_plain"] > 0 and "the step costs" in out
+    evaluation = [r for r in lines if "coherence_s" in r]
+    assert [r["model"] for r in evaluation] == ["jmvae", "mvae"] and "tsne_s" in evaluation[0]
+    assert "float32 matmul peak:" in out and "process peak resident memory" in out
 
 
 def test_incomplete_study_trains_each_fraction_scores_once_and_writes_the_report(tiny_data_dir, tmp_path):
