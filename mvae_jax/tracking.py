@@ -127,9 +127,9 @@ def eval_scalars(metrics: Mapping[str, Any], prefix: str) -> dict[str, float]:
     return out
 
 
-def flat_params(config) -> dict[str, str]:
-    """The config as tracker parameters: each field's value as text (lists as JSON)."""
-    return {k: v if isinstance(v, str) else json.dumps(v) for k, v in config.to_dict().items()}
+def as_text(value) -> str:
+    """A setting as MLflow's params hold it: strings as they are, anything else as JSON (lists, null)."""
+    return value if isinstance(value, str) else json.dumps(value)
 
 
 class Writer:
@@ -137,8 +137,9 @@ class Writer:
 
     label = "tracker"  # how warnings name it: "<label> tracking is off for the rest of this run"
 
-    def write_hparams(self, params: Mapping[str, str]) -> None:
-        """The run's settings (once per launch; a resumed run may have changed its resumable ones)."""
+    def write_hparams(self, params: Mapping[str, Any]) -> None:
+        """The run's settings, ``Config.to_dict()`` (once per launch: a resumed run may have changed its
+        resumable ones)."""
 
     def write_scalars(self, step: int, scalars: Mapping[str, float]) -> None:
         """Numbers at a step (the epoch)."""
@@ -178,8 +179,7 @@ class TensorBoardWriter(Writer):
     def write_hparams(self, params):
         from tensorboardX.summary import text
 
-        shown = {k: json.loads(v) if k != "workdir" and _is_json(v) else v for k, v in params.items()}
-        self.pending.append((text("config", "```\n" + json.dumps(shown, indent=2) + "\n```"), 0))
+        self.pending.append((text("config", "```\n" + json.dumps(dict(params), indent=2) + "\n```"), 0))
 
     def write_scalars(self, step, scalars):
         from tensorboardX import summary
@@ -237,11 +237,12 @@ class MlflowWriter(Writer):
         logged = self.client.get_run(self.run_id).data.params
         from mlflow.entities import Param
 
-        new = [Param(k, v[:6000]) for k, v in params.items() if k not in logged]
+        texts = {k: as_text(v)[:6000] for k, v in params.items()}  # 6000: MLflow's longest param value
+        new = [Param(k, v) for k, v in texts.items() if k not in logged]
         for start in range(0, len(new), _MLFLOW_BATCH):
             self.client.log_batch(self.run_id, params=new[start : start + _MLFLOW_BATCH])
-        for k, v in params.items():
-            if k in logged and logged[k] != v[:6000]:
+        for k, v in texts.items():
+            if k in logged and logged[k] != v:
                 self.client.set_tag(self.run_id, f"resumed_with.{k}", v[:5000])
 
     def write_scalars(self, step, scalars):
@@ -276,7 +277,7 @@ class WandbWriter(Writer):
         self.run, self.evaluation = run, evaluation
 
     def write_hparams(self, params):
-        self.run.config.update({k: json.loads(v) if _is_json(v) else v for k, v in params.items()}, True)
+        self.run.config.update(dict(params), allow_val_change=True)
 
     def write_scalars(self, step, scalars):
         if self.evaluation:
@@ -490,14 +491,6 @@ def _read_state(path: Path) -> dict:
         return {}
 
 
-def _is_json(text: str) -> bool:
-    try:
-        json.loads(text)
-        return True
-    except ValueError:
-        return False
-
-
 def _read_png(path: Path) -> np.ndarray:
     import matplotlib.image
 
@@ -522,11 +515,18 @@ def earlier_epochs(workdir: str | os.PathLike) -> list[dict]:
 
 def log_evaluation(workdir, config, trackers: Sequence[str], metrics: Mapping, out_dir: Path, split: str) -> None:
     """eval.py's results to the run's trackers: metrics.json's numbers as scalars at the evaluated epoch, its
-    metrics.json and figures as files. A tracker new to the run first gets the run's config and its epochs."""
-    writers, fresh = open_run(workdir, config, trackers, evaluation=True)
+    metrics.json and figures as files. A tracker new to the run first gets the run's config and its epochs.
+
+    Called once the evaluation is on disk, so a tracker that cannot start its run (a server that does not
+    answer) is a warning here, not an error."""
+    try:
+        writers, fresh = open_run(workdir, config, trackers, evaluation=True)
+    except ValueError as e:  # a server that does not answer: the evaluation is on disk all the same
+        log.warning("%s; %s holds the evaluation all the same", e, out_dir)
+        return
     try:
         if fresh:
-            writers.write_hparams(flat_params(config), only=fresh)
+            writers.write_hparams(config.to_dict(), only=fresh)
             for record in earlier_epochs(workdir):
                 writers.write_scalars(int(record["epoch"]), epoch_scalars(record), only=fresh)
         prefix = "eval" if split == "test" else f"eval_{split}"

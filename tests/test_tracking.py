@@ -218,7 +218,7 @@ def test_every_tracker_holds_the_config_each_epoch_and_the_evaluation(tiny_data_
     client = MlflowClient(store)
     run = client.get_run(runs["mlflow"]["run_id"])
     assert run.info.status == "FINISHED" and run.info.run_name == "run"
-    assert run.data.params == tracking.flat_params(config.validate())
+    assert run.data.params == {k: tracking.as_text(v) for k, v in config.validate().to_dict().items()}
     for key in ("loss", "kl", "log_likelihood_x"):
         history = client.get_metric_history(run.info.run_id, f"train/{key}")
         assert [(m.step, m.value) for m in history] == [(r["epoch"], pytest.approx(r[key])) for r in lines]
@@ -369,7 +369,7 @@ def test_a_real_mlflow_server_gets_the_run_its_resumes_and_its_evaluation_and_lo
 
 
 @pytest.mark.slow
-def test_an_mlflow_server_that_does_not_answer_is_refused_before_training(tiny_data_dir, tmp_path, monkeypatch):
+def test_an_mlflow_server_that_does_not_answer_is_refused_before_training(tiny_data_dir, tmp_path, monkeypatch, caplog):
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"http://127.0.0.1:{_free_port()}")
     config = Config(**TINY, data_dir=str(tiny_data_dir), workdir=str(tmp_path / "run"), tracker=("mlflow",))
     with pytest.raises(ValueError, match=r"^--tracker=mlflow could not start its run at http://127\.0\.0\.1:\d+ "):
@@ -378,3 +378,9 @@ def test_an_mlflow_server_that_does_not_answer_is_refused_before_training(tiny_d
     assert not (tmp_path / "run" / "checkpoints" / "1").exists()
     training.train_and_evaluate(Config(**{**config.to_dict(), "tracker": ("none",), "epochs": 1}))  # not locked
     assert not list((tmp_path / "run").glob("events.out.tfevents.*"))  # none: no event files
+    # eval.py's trackers open once the evaluation is on disk: a server that does not answer is a warning there
+    with caplog.at_level(logging.WARNING, logger="mvae_jax.tracking"):
+        metrics = api.evaluate(config.workdir, sections=("curves",), tracker="mlflow")
+    assert metrics["epoch"] == 1 and (tmp_path / "run" / "eval" / "curves.png").is_file()
+    assert "--tracker=mlflow could not start its run at http://127.0.0.1:" in caplog.text
+    assert f"{tmp_path / 'run' / 'eval'} holds the evaluation all the same" in caplog.text

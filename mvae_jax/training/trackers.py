@@ -31,7 +31,7 @@ class RunTrackers:
     def __init__(self, workdir: str | os.PathLike, config, examples: dict[str, np.ndarray] | None):
         self.workdir = Path(workdir)
         self.writers, self.fresh = tracking.open_run(self.workdir, config, config.tracker)
-        self.writers.write_hparams(tracking.flat_params(config))
+        self.writers.write_hparams(config.to_dict())
         self.every, self.examples = config.tensorboard_images, examples
 
     def epoch(self, record: dict, model, params) -> None:
