@@ -6,7 +6,6 @@ transaction log of its offline mode; TensorBoard from its event files, with Tens
 """
 
 import base64
-import contextlib
 import hashlib
 import json
 import logging
@@ -268,38 +267,37 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-@contextlib.contextmanager
-def mlflow_server(folder: Path):
-    """``mlflow server`` on 127.0.0.1 with a SQLite store and proxied artifacts in ``folder``; yields (its URI,
-    a function that kills it). Waits for /health (about 15 s here: MLflow's import and the store's tables)."""
-    port = _free_port()
-    log = (folder / "server.log").open("w")
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
-         "--backend-store-uri", f"sqlite:///{folder / 'server.db'}", "--artifacts-destination", str(folder / "art")],
-        stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-    )  # fmt: skip
-    uri = f"http://127.0.0.1:{port}"
+class MlflowServer:
+    """``mlflow server`` on 127.0.0.1 with a SQLite store and proxied artifacts in ``folder``, started at once;
+    ``ready()`` waits for /health (about 15 s here: MLflow's import and the store's tables), so the test trains
+    meanwhile; ``kill()`` ends it."""
 
-    def kill():
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
+    def __init__(self, folder: Path):
+        self.folder, self.uri = folder, f"http://127.0.0.1:{_free_port()}"
+        self.log = (folder / "server.log").open("w")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", self.uri.rsplit(":", 1)[1],
+             "--workers", "1", "--backend-store-uri", f"sqlite:///{folder / 'server.db'}",
+             "--artifacts-destination", str(folder / "art")],
+            stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True,
+        )  # fmt: skip
 
-    try:
+    def ready(self) -> str:
         deadline = time.monotonic() + 120
         while True:
             try:
-                urllib.request.urlopen(f"{uri}/health", timeout=2).read()
-                break
+                urllib.request.urlopen(f"{self.uri}/health", timeout=2).read()
+                return self.uri
             except OSError:
-                if proc.poll() is not None or time.monotonic() > deadline:
-                    pytest.fail(f"mlflow server did not start: {(folder / 'server.log').read_text()[-2000:]}")
+                if self.proc.poll() is not None or time.monotonic() > deadline:
+                    pytest.fail(f"mlflow server did not start: {(self.folder / 'server.log').read_text()[-2000:]}")
                 time.sleep(0.25)
-        yield uri, kill
-    finally:
-        kill()
-        log.close()
+
+    def kill(self) -> None:
+        if self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait()
+        self.log.close()
 
 
 class _KillAt:
@@ -330,8 +328,10 @@ def test_a_real_mlflow_server_gets_the_run_its_resumes_and_its_evaluation_and_lo
     from mlflow import MlflowClient
 
     base = dict(**TINY, data_dir=str(tiny_data_dir), workdir=str(tmp_path / "run"))
-    training.train_and_evaluate(Config(**base, epochs=1))
-    with mlflow_server(tmp_path) as (uri, kill):
+    server = MlflowServer(tmp_path)
+    try:
+        training.train_and_evaluate(Config(**base, epochs=1))  # while the server starts
+        uri, kill = server.ready(), server.kill
         monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
         config = Config(**base, epochs=2, tracker=("tensorboard", "mlflow"), tracker_project="tracked")
         training.train_and_evaluate(config)
@@ -356,6 +356,8 @@ def test_a_real_mlflow_server_gets_the_run_its_resumes_and_its_evaluation_and_lo
             started = time.monotonic()
             training.train_and_evaluate(Config(**{**config.to_dict(), "epochs": 4}), reporter=_KillAt(3, kill))
             seconds = time.monotonic() - started
+    finally:
+        server.kill()
     warnings = [r.getMessage() for r in caplog.records if "tracking is off" in r.getMessage()]
     assert len(warnings) == 1 and warnings[0].startswith(f"{tmp_path / 'run'}: MLflow tracking is off"), warnings
     assert "metrics.jsonl and the checkpoints are written as before" in warnings[0]
