@@ -32,28 +32,6 @@ def pytest_configure(config):
         jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
 
 
-# The modules whose tests take a minute or more (whole scripts, notebooks, real-data runs, servers): run first.
-LONG_FIRST = (
-    "test_scripts.py",
-    "test_notebooks.py",
-    "test_real_data.py",
-    "test_polymnist.py",
-    "test_tracking.py",
-    "test_distributed.py",
-    "test_plugins.py",
-    "test_cli.py",
-    "test_faults.py",
-)
-
-
-def pytest_collection_modifyitems(session, config, items):
-    """The longest tests first, the rest in their order: with 2 xdist workers, a long test that starts last
-    keeps one worker busy after the other has finished everything (longest-first packs the two). The same
-    order in every worker, as xdist requires."""
-    rank = {name: i for i, name in enumerate(LONG_FIRST)}
-    items.sort(key=lambda item: rank.get(item.path.name, len(LONG_FIRST)))
-
-
 REAL_DATA = ROOT.parent / "shared" / "datasets"
 
 
