@@ -357,8 +357,9 @@ def evaluate(run, *, config=None, progress: Progress | bool | None = None, **giv
 
             model = get_model(config, DATASETS[config.dataset].modalities(config))
         metrics = run_sections(req, config, model, state, sections, labelled, query, progress)
-        if tracking.names(trackers_of(req, config)):
-            tracking.log_evaluation(req.workdir, config, trackers_of(req, config), metrics, out_dir(req), req.split)
+        trackers = trackers_of(req, config)
+        if tracking.names(trackers):
+            tracking.log_evaluation(req.workdir, config, trackers, metrics, out_dir(req), req.split)
         return metrics
     finally:
         if lock is not None:

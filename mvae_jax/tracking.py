@@ -502,15 +502,9 @@ def _read_png(path: Path) -> np.ndarray:
 
 def earlier_epochs(workdir: str | os.PathLike) -> list[dict]:
     """metrics.jsonl's complete lines (a line cut short by a kill is skipped), for a tracker new to the run."""
-    path = Path(workdir) / "metrics.jsonl"
-    records = []
-    with contextlib.suppress(OSError):
-        for line in path.read_text().splitlines():
-            try:
-                records.append(json.loads(line))
-            except ValueError:
-                continue
-    return [r for r in records if isinstance(r, dict) and "epoch" in r]
+    from mvae_jax.training.validation import read_records
+
+    return [r for r in read_records(Path(workdir) / "metrics.jsonl") if isinstance(r, dict) and "epoch" in r]
 
 
 def log_evaluation(workdir, config, trackers: Sequence[str], metrics: Mapping, out_dir: Path, split: str) -> None:
