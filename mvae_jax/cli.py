@@ -106,6 +106,9 @@ def enable_compilation_cache(setting: str | None = None) -> Path | None:
     before instead of compiling them again (keyed by the program, the jax
     version and the device). A folder that cannot be created or written
     leaves the cache off with a warning: it is a speed-up, never a reason to fail.
+    Programs that compile in under ``MIN_COMPILE_S`` seconds are not stored,
+    unless ``$JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS`` says otherwise (the
+    test suite sets 0: its processes compile the same small programs again and again).
     """
     folder = compilation_cache_dir(setting)
     if folder is None:
@@ -121,7 +124,8 @@ def enable_compilation_cache(setting: str | None = None) -> Path | None:
     import jax
 
     jax.config.update("jax_compilation_cache_dir", str(folder))
-    jax.config.update("jax_persistent_cache_min_compile_time_secs", MIN_COMPILE_S)
+    if MIN_COMPILE_ENV not in os.environ:  # JAX reads the variable itself: a value set there is kept
+        jax.config.update("jax_persistent_cache_min_compile_time_secs", MIN_COMPILE_S)
     return folder
 
 
@@ -141,6 +145,7 @@ def add_compilation_cache_flag(parser, bench: bool = False) -> None:
 
 
 MIN_COMPILE_S = 0.2  # programs that compile faster are not worth a file (JAX's default is 1 s)
+MIN_COMPILE_ENV = "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"  # set: it decides instead of MIN_COMPILE_S
 
 
 ABORTED = "aborted at once (Ctrl-C twice): what was written before stays as it was"

@@ -17,6 +17,7 @@ from mvae_jax.models import Model
 from mvae_jax.models.base import per_model_jit
 
 TSNE_FILE = "tsne.npz"
+TSNE_THREADS_FROM = 1000  # points from which openTSNE uses every core (measured in tsne_embedding's docstring)
 
 
 log = logging.getLogger(__name__)
@@ -28,6 +29,10 @@ def tsne_embedding(means: np.ndarray, seed: int = 0) -> np.ndarray:
     openTSNE rather than scikit-learn's TSNE: 9.5 against 13.1 s for 5,000
     posterior means on 2 cores, with the same 10-nearest-neighbour accuracy in
     2-D (docs/PERFORMANCE.md). Deterministic for a given ``seed``. Returns (n, 2).
+    Below ``TSNE_THREADS_FROM`` points it runs on one thread: there the threads'
+    synchronisation costs more than they save, twenty times more when the cores
+    are busy with something else (200 points: 1.2 s on one thread, 23.5 s on
+    two, with a second process multiplying matrices on the 2 cores).
     """
     from openTSNE import TSNE
 
@@ -40,7 +45,8 @@ def tsne_embedding(means: np.ndarray, seed: int = 0) -> np.ndarray:
     if not np.ptp(means, axis=0).any():  # PCA of equal points divides by 0: NaN coordinates, an empty figure
         log.warning("tSNE: the %d posterior means are all equal (a collapsed posterior); random initialisation", n)
         init = "random"
-    embedding = TSNE(perplexity=perplexity, initialization=init, n_jobs=-1, random_state=seed)
+    threads = -1 if n >= TSNE_THREADS_FROM else 1
+    embedding = TSNE(perplexity=perplexity, initialization=init, n_jobs=threads, random_state=seed)
     return np.asarray(embedding.fit(means))
 
 

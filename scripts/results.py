@@ -129,6 +129,9 @@ def make_parser() -> argparse.ArgumentParser:
     parser.add_argument("--ll_points", type=int, default=500, help="test pairs of the likelihoods (0: all 10,000)")
     parser.add_argument("--tsne_points", type=int, default=2000)
     parser.add_argument(
+        "--prior_samples", type=int, default=10_000, help="z ~ p(z) of the prior coherence and FID (eval.py's default)"
+    )
+    parser.add_argument(
         "--coherence_points",
         type=int,
         default=0,
@@ -184,7 +187,7 @@ def check_args(parser: argparse.ArgumentParser, args) -> tuple[list[str], list[i
     for entry in args.model_flags:
         if entry.split(":", 1)[0] not in MODELS or ":" not in entry:
             parser.error(f"--model_flags={entry!r}: allowed: MODEL:FLAGS with MODEL one of {','.join(MODELS)}")
-    for flag in ("jobs", "eval_jobs"):
+    for flag in ("jobs", "eval_jobs", "prior_samples"):
         if getattr(args, flag) is not None and getattr(args, flag) < 1:
             parser.error(f"--{flag}={getattr(args, flag)} is invalid; allowed: an integer >= 1")
     if args.select == "best" and args.validation < 1:
@@ -323,6 +326,7 @@ def eval_command(args, model: str, seed: int, seeds: list[int], runs: Path, pyth
         f"--ll_points={args.ll_points}",
         f"--tsne_points={args.tsne_points}",
         f"--coherence_points={args.coherence_points}",
+        f"--prior_samples={args.prior_samples}",
         f"--seed={seed}",
     ]
     if seed != seeds[0] or args.sections is not None:
@@ -411,8 +415,10 @@ def write_report(args, models, seeds, done, commands, figure: Path, curves: Path
         "each model's own defaults otherwise (MMVAE K = 10, PEMVAE its defaults of docs/PEMVAE.md, MVAE 1 "
         f"random subset). Scored on the test pairs once per run: {selection}. Conditional coherence on "
         f"{f'the first {args.coherence_points:,}' if args.coherence_points else 'the 10,000'} test pairs, latent "
-        "accuracy and FID on the 10,000 (FID: the first 5,000); log-likelihoods on the first {args.ll_points or 10000} "
-        f"with K = {args.iw_samples} importance samples. Every cell is mean ± sample std over the seeds. "
+        "accuracy and FID on the 10,000 (FID: the first 5,000); log-likelihoods on the first "
+        f"{args.ll_points or 10000:,} "
+        f"with K = {args.iw_samples} importance samples; prior coherence and FID from the prior on "
+        f"{args.prior_samples:,} draws. Every cell is mean ± sample std over the seeds. "
         f"Sections evaluated: {', '.join(wanted_sections(args) if args.sections else SCORED + ('tsne',))}. "
         f"Machine: {machine_of(Path(args.runs), not args.summarize_only)}.",
         "",
@@ -637,7 +643,7 @@ def evaluated(workdir: Path, args, seed: int, seeds: list[int], current: bool = 
         tsne_points=args.tsne_points,
         coherence_points=args.coherence_points,
         seed=seed,
-        prior_samples=defaults["prior_samples"],
+        prior_samples=args.prior_samples,
         step="best" if args.select == "best" else None,
     )
     epoch = best_epoch(workdir) if args.select == "best" else args.epochs

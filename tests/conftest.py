@@ -12,6 +12,9 @@ import pytest
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 # train.py and eval.py started by the tests share one compilation cache, not the user's ~/.cache/mvae_jax/jax.
 os.environ.setdefault("MVAE_JAX_COMPILATION_CACHE", str(Path(tempfile.gettempdir()) / "mvae_jax_tests_jax_cache"))
+# Every program into that cache, however fast it compiles (train.py and eval.py keep only those over 0.2 s):
+# the tests' subprocesses compile the same small programs again and again.
+os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -23,6 +23,7 @@ def _execute(name: str, tmp_path: Path, data: Path, monkeypatch, epochs: int = 2
         "MVAE_JAX_NOTEBOOK_EXAMPLES": "2000",
         "MVAE_JAX_NOTEBOOK_POINTS": "200",
         "MVAE_JAX_NOTEBOOK_LATENT_POINTS": "1000",
+        "MVAE_JAX_NOTEBOOK_PRIOR_SAMPLES": "500",
         "MVAE_JAX_NOTEBOOK_STEPS": "200",
         "MVAE_JAX_NOTEBOOK_WORKDIR": str(workdir),
     }

@@ -330,10 +330,11 @@ def test_the_shipped_scorers_are_those_of_the_built_data_and_classify_its_test_s
 
 
 @pytest.mark.slow
-def test_mopoe_learns_polymnist_classes_in_80_steps(real_polymnist, tmp_path, monkeypatch):
-    """MoPoE (latent 32) on m0 and m1, trained 4 epochs on the first 2,560 real training examples: a logistic
-    regression on the posterior means beats chance (0.1) on 1,000 test examples (measured 0.358 for q(z|m0), 0.433
-    for q(z|m0,m1)). Its cross-modal coherence is still at chance this early: that needs longer budgets."""
+def test_mopoe_learns_polymnist_classes_in_60_steps(real_polymnist, tmp_path, monkeypatch):
+    """MoPoE (latent 32) on m0 and m1, trained 3 epochs on the first 2,560 real training examples: a logistic
+    regression on the posterior means beats chance (0.1) on 1,000 test examples (measured 0.370 for q(z|m0), 0.452
+    for q(z|m0,m1) on 2026-12-07; 0.358 and 0.433 after 4 epochs). Its cross-modal coherence is still at chance
+    this early: that needs longer budgets."""
     import dataclasses
 
     from mvae_jax import training
@@ -348,7 +349,7 @@ def test_mopoe_learns_polymnist_classes_in_80_steps(real_polymnist, tmp_path, mo
     )
     monkeypatch.setattr(training.loop, "load_dataset", lambda config: small)
     config = Config(
-        dataset="polymnist", model="mopoe", latent_dim=32, epochs=4, workdir=str(tmp_path / "run"), data_dir="unused"
+        dataset="polymnist", model="mopoe", latent_dim=32, epochs=3, workdir=str(tmp_path / "run"), data_dir="unused"
     )
     state = training.train_and_evaluate(config)
     model = get_model(config, real_polymnist.modalities)

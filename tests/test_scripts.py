@@ -111,7 +111,7 @@ def test_incomplete_study_trains_each_fraction_scores_once_and_writes_the_report
         "--epochs=1",
         "--validation=20",
         f"--train_flags={TINY_TRAIN}",
-        "--eval_flags=--classifier_epochs=1 --latent_train_points=50",
+        "--eval_flags=--classifier_epochs=1 --latent_train_points=50 --prior_samples=100",
         f"--runs={runs}",
         f"--out={out}",
     ]
@@ -158,6 +158,7 @@ def test_results_script_trains_seeds_selects_on_validation_and_reports_mean_and_
         "--iw_samples=4",
         "--ll_points=10",
         "--tsne_points=40",
+        "--prior_samples=100",
         f"--train_flags={TINY_TRAIN}",
     ]
     _run("scripts/results.py", *flags, "--eval_jobs=2")  # the two seeds evaluated at once, as on a GPU
@@ -174,6 +175,7 @@ def test_results_script_trains_seeds_selects_on_validation_and_reports_mean_and_
     assert row.count(" ± ") >= 3, row  # the coherence row: mean ± std of each column
     assert "seeds 0, 1" in text and "best validation loss" in text and "Missing runs" not in text
     assert "--step=best" in text and "--seed=0,1 --validation=20" in text  # the two seeds: one sweep
+    assert "log-likelihoods on the first 10 with K = 4" in text and "prior on 100 draws" in text
     assert (runs / "jmvae" / "seed0" / "eval" / "tsne.npz").is_file()  # the tSNE: the first seed only
     assert not (runs / "jmvae" / "seed1" / "eval" / "tsne.npz").exists()
     assert (tmp_path / "results_tsne.png").stat().st_size > 10_000
@@ -213,6 +215,7 @@ def test_results_script_refuses_bad_flags_before_any_work(tmp_path):
         ("--validation=0", "model selection needs a validation split"),
         ("--jobs=0", "--jobs=0 is invalid; allowed: an integer >= 1"),
         ("--eval_jobs=0", "--eval_jobs=0 is invalid; allowed: an integer >= 1"),
+        ("--prior_samples=0", "--prior_samples=0 is invalid; allowed: an integer >= 1"),
         ("--reference=vae", "--reference='vae': allowed: one of jmvae,telbo,mvae,pemvae,mmvae,mopoe"),
         ("--model_flags=vae:--num_samples=1", "--model_flags='vae:--num_samples=1': allowed: MODEL:FLAGS"),
         ("--model_flags=mmvae", "--model_flags='mmvae': allowed: MODEL:FLAGS"),
@@ -240,6 +243,7 @@ def test_paper_study_sweeps_beta_compares_adversarial_and_writes_the_report(tiny
         f"--runs={runs}",
         f"--out={report}",
         f"--train_flags={TINY_TRAIN}",
+        "--eval_flags=--prior_samples=100",
     ]
     _run("scripts/paper_study.py", *flags, "--jobs=3")
     text = report.read_text()

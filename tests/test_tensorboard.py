@@ -63,3 +63,27 @@ def test_the_tsne_of_a_collapsed_posterior_is_finite_and_says_so(caplog):
         embedding = figures.tsne_embedding(np.ones((20, 4), np.float32))
     assert embedding.shape == (20, 2) and np.all(np.isfinite(embedding))
     assert "posterior means are all equal" in caplog.text
+
+
+def test_the_tsne_of_few_points_runs_on_one_thread(monkeypatch):
+    """openTSNE's threads cost more than they save below figures.TSNE_THREADS_FROM points (20 times more when the
+    cores are busy, docs/PERFORMANCE.md): one thread there, every core from there on."""
+    import openTSNE
+
+    from mvae_jax import figures
+
+    threads = []
+
+    class Recorded(openTSNE.TSNE):
+        def __init__(self, *args, n_jobs=1, **kwargs):
+            threads.append(n_jobs)
+            super().__init__(*args, n_jobs=n_jobs, **kwargs)
+
+        def fit(self, x):
+            return np.zeros((len(x), 2))
+
+    monkeypatch.setattr(openTSNE, "TSNE", Recorded)
+    points = np.random.default_rng(0).normal(size=(figures.TSNE_THREADS_FROM, 3))
+    figures.tsne_embedding(points[:-1])
+    figures.tsne_embedding(points)
+    assert threads == [1, -1]
