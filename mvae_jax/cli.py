@@ -124,8 +124,8 @@ def enable_compilation_cache(setting: str | None = None) -> Path | None:
     import jax
 
     jax.config.update("jax_compilation_cache_dir", str(folder))
-    if MIN_COMPILE_ENV not in os.environ:  # JAX reads the variable itself: a value set there is kept
-        jax.config.update("jax_persistent_cache_min_compile_time_secs", MIN_COMPILE_S)
+    minimum = float(os.environ.get(MIN_COMPILE_ENV, MIN_COMPILE_S))  # read here too: JAX may be imported already
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", minimum)
     return folder
 
 

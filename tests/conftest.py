@@ -28,11 +28,7 @@ def pytest_configure(config):
     """
     from mvae_jax import cli
 
-    folder = cli.enable_compilation_cache()
-    if folder is not None:
-        import jax
-
-        jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
+    cli.enable_compilation_cache()  # with the minimum compile time of the variable set above
 
 
 REAL_DATA = ROOT.parent / "shared" / "datasets"
