@@ -32,7 +32,6 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from mvae_jax import distributions
 from mvae_jax import options as opt
 from mvae_jax.models.base import compute_dtype
 from mvae_jax.networks import Discriminator, MLPDiscriminator
@@ -112,7 +111,7 @@ class Adversary:
     def fakes(self, model, params, batch, rng: jax.Array) -> dict[str, dict[str, jax.Array]]:
         """{"reconstruction" | "prior": {image modality: (batch, H, W, C) pixel means}}, differentiable in params."""
         k_posterior, k_prior = jax.random.split(rng)
-        z_posterior = distributions.sample_mixture(k_posterior, *model.posterior(params, batch, model.names))
+        z_posterior = model.draw(params, batch, model.names, k_posterior, 1)[0]
         z_prior = jax.random.normal(k_prior, z_posterior.shape, z_posterior.dtype)
         modality = {m.name: m for m in model.modalities}
         out = {}

@@ -11,7 +11,6 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from mvae_jax import distributions
 from mvae_jax.files import atomic_write_bytes
 from mvae_jax.models import Model
 from mvae_jax.models.base import per_model_jit
@@ -97,7 +96,7 @@ def plot_tsne(
 @per_model_jit(static_argnums=(0, 3, 5))
 def _conditional_samples(model: Model, params, batch, present, rng, samples: int):
     """Means of p(x_t | z) for z ~ q(z | present), ``samples`` per example: {t: (samples, B, *shape)}."""
-    z = distributions.sample_mixture(rng, *model.posterior(params, batch, present), (samples,))
+    z = model.draw(params, batch, present, rng, samples)
     logits = model.decode(params, z)
     return {m.name: m.mean(logits[m.name]) for m in model.modalities}
 

@@ -26,6 +26,10 @@ def batch(rng: np.random.Generator, n: int = 3) -> dict[str, np.ndarray]:
     }
 
 
+FAST = {"jnf": {"jnf_flow_width": 8, "jnf_flow_depth": 1, "jnf_hmc_steps": 5, "jnf_leapfrog_steps": 3}}
+"""Per model, settings that keep a tiny model's compilation and inference short (JNF's flows and HMC)."""
+
+
 def tiny_model(name: str, **options):
     """(model, params) of ``name`` on the tiny modalities: MLPs 5-4, latent 2, init key 0."""
     import jax

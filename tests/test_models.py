@@ -53,7 +53,7 @@ def test_jmvae_subsets_use_unimodal_encoders_and_their_product():
 
 @pytest.mark.parametrize("name", ALL_MODELS)
 def test_encode_every_subset_and_decode_have_the_right_shapes(name):
-    model = get_model(Config(model=name, hidden_dims=(8,), latent_dim=3), MODALITIES)
+    model = get_model(Config(model=name, hidden_dims=(8,), latent_dim=3, **ref.FAST.get(name, {})), MODALITIES)
     params = model.init(jax.random.PRNGKey(1))
     batch = ref.batch(np.random.default_rng(1), n=5)
     jitted = jax.jit(model.encode, static_argnums=2)
@@ -81,7 +81,9 @@ def test_encode_rejects_bad_subsets(name, present):
 
 
 def _train_config(name, **kw):
-    options = {"pemvae": {"warmup_epochs": 0}, "mmvae": {"num_samples": 4}}.get(name, {})
+    # jnf at epoch 1 with a warm-up of 1: its second stage, where the loss reaches every network
+    options = {"pemvae": {"warmup_epochs": 0}, "mmvae": {"num_samples": 4}, "jnf": {"jnf_warmup": 1, **ref.FAST["jnf"]}}
+    options = options.get(name, {})
     return Config(model=name, hidden_dims=(16,), latent_dim=3, **options, **kw)
 
 
@@ -138,6 +140,8 @@ def test_default_trimodal_parameter_counts():
         # CMVAE: MMVAE+ and its prior, 40 cluster logits and 40 locations of 20
         "cmvae": 2 * mlp(784, 104) + mlp(10, 104) + 2 * mlp(52, 784) + mlp(52, 10) + 3 * 32 + 40 + 40 * 20,
         "pemvae": joint + decoders + 3 * 512,
+        # JNF: JMVAE's networks and per modality a MAF of 2 MADE blocks, 20-128-128-128-40 (loc and scale)
+        "jnf": joint + unimodal + decoders + 3 * 2 * (dense(20, 128) + 2 * dense(128, 128) + dense(128, 40)),
     }
     counts = {name: _count(get_model(Config(model=name), trimodal.MODALITIES)) for name in ALL_MODELS}
     assert counts == expected

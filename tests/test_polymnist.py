@@ -379,11 +379,11 @@ def test_the_tensorboard_grid_takes_image_modalities_of_different_shapes():
 
 
 @pytest.mark.slow  # conv models compiled: about 15 s each
-@pytest.mark.parametrize("name", ["jmvae", "pemvae", "mmvae", "mvtcae", "mmvaeplus", "dmvae", "cmvae"])
+@pytest.mark.parametrize("name", ["jmvae", "pemvae", "mmvae", "mvtcae", "mmvaeplus", "dmvae", "cmvae", "jnf"])
 def test_every_kind_of_encoder_builds_on_polymnist_and_has_finite_gradients(name):
     """A joint encoder (jmvae; telbo's is the same), pemvae's fusion encoder and the unimodal experts (mmvae;
     mvae's and mopoe's are the same, and mopoe trains on PolyMNIST in the test above) take each modality
-    through MoPoE's conv features."""
+    through MoPoE's conv features; jnf adds its flows to jmvae's networks."""
     import jax
 
     from mvae_jax.models import get_model

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from mvae_jax import options as opt
-from mvae_jax.models import cmvae, dmvae, jmvae, mmvae, mmvaeplus, mopoe, mvae, mvtcae, pemvae, telbo
+from mvae_jax.models import cmvae, dmvae, jmvae, jnf, mmvae, mmvaeplus, mopoe, mvae, mvtcae, pemvae, telbo
 from mvae_jax.models.base import INCOMPLETE_MODELS, PRESENT, Model, check_present, subsets
 
 MODELS = {
@@ -17,6 +17,7 @@ MODELS = {
     "mmvaeplus": mmvaeplus.build,
     "dmvae": dmvae.build,
     "cmvae": cmvae.build,
+    "jnf": jnf.build,
 }
 """Registry name -> build(config, modalities) -> Model."""
 
@@ -31,6 +32,7 @@ OPTIONS = {
     "mmvaeplus": mmvaeplus.OPTIONS,
     "dmvae": dmvae.OPTIONS,
     "cmvae": cmvae.OPTIONS,
+    "jnf": jnf.OPTIONS,
 }
 """Registry name -> the options (``mvae_jax.options.Option``) that model reads beyond the run's own, declared
 beside its build."""
@@ -38,7 +40,7 @@ beside its build."""
 INCOMPLETE = INCOMPLETE_MODELS
 """The models that train on incomplete data (``--missing``), each from the modalities an example has."""
 
-CHECKS = {"pemvae": pemvae.check}
+CHECKS = {"pemvae": pemvae.check, "jnf": jnf.check}
 """Registry name -> check(config): ValueError for settings of that model that contradict each other."""
 
 

@@ -120,6 +120,9 @@ class Model:
       private_latents: the decoders also read latents of their own modality (MMVAE+, DMVAE, CMVAE), which
         ``decode`` sets to their prior mean; estimates over z alone (the importance-weighted log-likelihood)
         do not apply.
+      sample: None when q(z | present) is ``posterior``'s Gaussian or mixture; else (params, batch, present,
+        rng, num) -> z (num, batch, latent) drawn from a posterior that is neither (JNF's flows and HMC), whose
+        moments ``encode`` returns. Use ``draw``.
     """
 
     name: str
@@ -133,6 +136,7 @@ class Model:
     latent_prior: str = "gaussian"
     prior_mixture: Callable[[Params], tuple[jax.Array, jax.Array, jax.Array]] | None = None
     private_latents: bool = False
+    sample: Callable[..., jax.Array] | None = None
     # Programs compiled for this model by ``per_model_jit`` functions: they live and die with the model.
     _jitted: dict = dataclasses.field(default_factory=dict, init=False, repr=False, compare=False, hash=False)
 
@@ -143,6 +147,8 @@ class Model:
             object.__setattr__(self, "loss", _checking(self.loss, self.modalities, lambda *a, **k: names))
         if not getattr(self.encode, "checks_batch", False):  # encode reads those present
             object.__setattr__(self, "encode", _checking(self.encode, self.modalities, lambda present: present))
+        if self.sample is not None and not getattr(self.sample, "checks_batch", False):
+            object.__setattr__(self, "sample", _checking(self.sample, self.modalities, lambda present, *a: present))
 
     def posterior(self, params: Params, batch: Batch, present: Sequence[str]) -> distributions.Gaussian:
         """q(z | present) as an equal-weight mixture: (mus, logvars), each (components, batch, latent).
@@ -153,6 +159,13 @@ class Model:
             return self.mixture(params, batch, tuple(present))
         mu, logvar = self.encode(params, batch, tuple(present))
         return mu[None], logvar[None]
+
+    def draw(self, params: Params, batch: Batch, present: Sequence[str], rng: jax.Array, num: int) -> jax.Array:
+        """z ~ q(z | present), ``num`` per example: (num, batch, latent) (reparameterised where the posterior is
+        Gaussian or a mixture, whose component choice is not differentiated)."""
+        if self.sample is not None:
+            return self.sample(params, batch, tuple(present), rng, num)
+        return distributions.sample_mixture(rng, *self.posterior(params, batch, present), (num,))
 
     @property
     def names(self) -> tuple[str, ...]:

@@ -9,7 +9,6 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from mvae_jax import distributions
 from mvae_jax.models import Model, check_present
 from mvae_jax.models.base import per_model_jit
 
@@ -86,8 +85,7 @@ def decoded_means(model: Model, params, z, targets):
 @per_model_jit(static_argnums=(0, 3, 4))
 def sampled_means(model: Model, params, batch, present, targets, rng):
     """{t: E[x_t | z]} at one z ~ q(z | present) per example (a mixture's component drawn as in training)."""
-    mus, logvars = model.posterior(params, batch, present)
-    return decoded_means(model, params, distributions.sample_mixture(rng, mus, logvars, (1,))[0], targets)
+    return decoded_means(model, params, model.draw(params, batch, present, rng, 1)[0], targets)
 
 
 def prior_images(model: Model, params, rng: jax.Array, num_samples: int = 16, sampler=None) -> dict[str, np.ndarray]:
