@@ -3,6 +3,8 @@ determinants from their Jacobians, not flowjax's), the unimodal posteriors as Ga
 inverse flows, HMC on a known Gaussian, the subset posterior (product of experts over the prior) against its
 density on a grid, and the stages' frozen networks in the real training step."""
 
+import json
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -154,3 +156,29 @@ def test_jnf_refuses_a_warm_up_that_leaves_no_epoch_and_incomplete_batches():
     batch = {**ref.batch(np.random.default_rng(0), n=2), "_present": np.ones((2, 3), bool)}
     with pytest.raises(ValueError, match="jnf cannot train on incomplete data"):
         model.loss(params, batch, jax.random.PRNGKey(0))
+
+
+@pytest.mark.slow  # train.py and eval.py as processes: about a minute
+def test_train_py_runs_both_stages_and_eval_py_scores_the_run(tiny_data_dir, tmp_path):
+    """The registry, train.py's flags and eval.py all know JNF: two epochs (one per stage), then the sections
+    that read its posteriors in each way: the moments of every subset (coherence; latent accuracy and tSNE read
+    the same means), draws (FID, the figures) and the Gaussian proposal (log-likelihoods)."""
+    from tests.test_cli import TINY, TINY_EVAL, run
+
+    workdir = tmp_path / "jnf"
+    flags = [f"--{k}={v}" for k, v in FAST.items()] + [f"--data_dir={tiny_data_dir}", *TINY]
+    run("train.py", "--model=jnf", "--epochs=2", "--jnf_warmup=1", f"--workdir={workdir}", *flags)
+    records = [json.loads(line) for line in (workdir / "metrics.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in records] == [1, 2] and records[0]["l_jm"] > records[1]["l_jm"]
+    refused = run("train.py", "--model=jnf", "--epochs=3", "--jnf_warmup=3", f"--workdir={tmp_path / 'no'}",
+                  f"--data_dir={tiny_data_dir}", check=False)  # fmt: skip
+    assert refused.returncode == 2 and "jnf_warmup=3 with epochs=3" in refused.stderr
+
+    sections = "--sections=coherence,log_likelihood,fid,cross_modal,samples"
+    out = json.loads(run("eval.py", f"--workdir={workdir}", sections, *TINY_EVAL(tmp_path)).stdout)
+    assert {"x->w", "x,y->w", "y,w->x", "joint->w", "prior"} <= set(out["coherence"])
+    assert all(0.0 <= v <= 1.0 for v in out["coherence"].values())
+    assert all(out["log_likelihood"][k] < 0 for k in ("x", "y", "w", "joint"))
+    assert {"x,w->y", "w->x"} <= set(out["fid"])
+    for figure in ("cross_modal.png", "samples.png"):
+        assert (workdir / "eval" / figure).stat().st_size > 1_000
