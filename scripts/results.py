@@ -54,11 +54,15 @@ import time
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-MODELS = ("jmvae", "telbo", "mvae", "pemvae", "mmvae", "mopoe", "mvtcae", "mmvaeplus", "dmvae", "cmvae", "jnf")
+MODELS = (
+    "jmvae", "telbo", "mvae", "pemvae", "mmvae", "mopoe", "mvtcae", "mmvaeplus", "dmvae", "cmvae", "jnf", "jnfdcca",
+)  # fmt: skip
 SELECTIONS = ("best", "last")
 FLAT_WINDOW = 10  # epochs: the report gives the validation objective's change over the last ones
 # Slowest first, so that --jobs ends together.
-COST_ORDER = ("mmvae", "cmvae", "mmvaeplus", "dmvae", "jnf", "mopoe", "mvae", "pemvae", "telbo", "jmvae", "mvtcae")
+COST_ORDER = (
+    "mmvae", "cmvae", "mmvaeplus", "dmvae", "jnfdcca", "jnf", "mopoe", "mvae", "pemvae", "telbo", "jmvae", "mvtcae",
+)  # fmt: skip
 
 
 def run(command: list[str], log, env: dict | None = None) -> float:

@@ -26,7 +26,8 @@ def batch(rng: np.random.Generator, n: int = 3) -> dict[str, np.ndarray]:
     }
 
 
-FAST = {"jnf": {"jnf_flow_width": 8, "jnf_flow_depth": 1, "jnf_hmc_steps": 5, "jnf_leapfrog_steps": 3}}
+_JNF_FAST = {"jnf_flow_width": 8, "jnf_flow_depth": 1, "jnf_hmc_steps": 5, "jnf_leapfrog_steps": 3}
+FAST = {"jnf": _JNF_FAST, "jnfdcca": {**_JNF_FAST, "jnf_dcca_dim": 3}}
 """Per model, settings that keep a tiny model's compilation and inference short (JNF's flows and HMC)."""
 
 

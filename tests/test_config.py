@@ -10,7 +10,7 @@ from mvae_jax.config import Config, load_config, save_config
 @pytest.mark.parametrize(
     "field,value,allowed",
     [
-        ("model", "vae", "cmvae, dmvae, jmvae, jnf, mmvae, mmvaeplus, mopoe, mvae, mvtcae, pemvae, telbo"),
+        ("model", "vae", "cmvae, dmvae, jmvae, jnf, jnfdcca, mmvae, mmvaeplus, mopoe, mvae, mvtcae, pemvae, telbo"),
         ("dataset", "cifar", "trimodal"),
         ("beta", -1.0, "finite number > 0"),
         ("beta", float("nan"), "finite number > 0"),

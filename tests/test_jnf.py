@@ -10,6 +10,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from mvae_jax.config import Config
 from mvae_jax.models import jnf
 from tests import reference as ref
 
@@ -91,8 +92,9 @@ def test_hmc_samples_a_known_gaussian():
 
 
 def test_a_subset_posterior_is_the_product_of_its_flows_over_the_prior():
-    """HMC draws of q(z | x, w) against the mean and spread of prod q_m / p(z) computed on a grid."""
-    options = {**FAST, "jnf_hmc_steps": 80, "jnf_leapfrog_steps": 10, "jnf_step_size": 0.1}
+    """HMC draws of q(z | x, w) against the mean and spread of prod q_m / p(z) computed on a grid. A trajectory
+    of 0.5 (10 x 0.05) turns coordinates of spread 0.25-0.3 by 1.6-2 radians a step: no resonance."""
+    options = {**FAST, "jnf_hmc_steps": 80, "jnf_leapfrog_steps": 10, "jnf_step_size": 0.05}
     model, params = ref.tiny_model("jnf", **options)
     # Experts narrower than the prior: with variances over 1 (an untrained encoder's may be), a product over
     # p(z) has no normaliser and the chains drift away, as any sampler of it would.
@@ -148,8 +150,6 @@ def test_the_training_step_trains_the_joint_model_then_the_unimodal_posteriors()
 
 
 def test_jnf_refuses_a_warm_up_that_leaves_no_epoch_and_incomplete_batches():
-    from mvae_jax.config import Config
-
     with pytest.raises(ValueError, match="jnf_warmup=10 with epochs=10"):
         Config(model="jnf", epochs=10).validate()
     model, params = ref.tiny_model("jnf", **FAST)
@@ -182,3 +182,59 @@ def test_train_py_runs_both_stages_and_eval_py_scores_the_run(tiny_data_dir, tmp
     assert {"x,w->y", "w->x"} <= set(out["fid"])
     for figure in ("cross_modal.png", "samples.png"):
         assert (workdir / "eval" / figure).stat().st_size > 1_000
+
+
+def _total_correlation_by_eigh(h1, h2, reg=1e-3):
+    """MultiVae's cca_loss formula in float64: T from the symmetric root inverses, then its singular values."""
+    h1, h2 = (np.asarray(h, np.float64) for h in (h1, h2))
+    n, d = h1.shape
+    h1, h2 = h1 - h1.mean(0), h2 - h2.mean(0)
+
+    def root_inverse(s):
+        values, vectors = np.linalg.eigh(s)
+        return vectors @ np.diag(values**-0.5) @ vectors.T
+
+    s11, s22 = h1.T @ h1 / (n - 1) + reg * np.eye(d), h2.T @ h2 / (n - 1) + reg * np.eye(d)
+    t = root_inverse(s11) @ (h1.T @ h2 / (n - 1)) @ root_inverse(s22)
+    return np.sum(np.sqrt(np.linalg.eigvalsh(t.T @ t + reg * np.eye(d))))
+
+
+def test_the_dcca_correlation_is_multivaes_and_reaches_d_for_views_one_rotation_apart():
+    rng = np.random.default_rng(0)
+    h1, h2 = rng.normal(size=(64, 4)), rng.normal(size=(64, 4)) + 0.5 * rng.normal(size=(64, 4))
+    h2[:, 0] += 2 * h1[:, 1]
+    got = jnf.total_correlation(jnp.asarray(h1, jnp.float32), jnp.asarray(h2, jnp.float32))
+    np.testing.assert_allclose(got, _total_correlation_by_eigh(h1, h2), rtol=1e-4)
+    rotation = np.linalg.qr(rng.normal(size=(4, 4)))[0]
+    same = jnf.total_correlation(jnp.asarray(h1, jnp.float32), jnp.asarray(h1 @ rotation * 3 + 1, jnp.float32))
+    assert 3.95 < float(same) <= 4.0 + 4 * 1e-3  # four canonical correlations of 1 (less the ridge)
+    grads = jax.grad(lambda a: jnf.total_correlation(a, jnp.asarray(h2, jnp.float32)))(jnp.asarray(h1, jnp.float32))
+    assert np.all(np.isfinite(grads))
+
+
+def test_jnf_dcca_trains_the_dcca_then_the_joint_vae_then_posteriors_on_its_embeddings_by_hand():
+    options = dict(jnf_warmup=2, jnf_dcca_epochs=3, jnf_dcca_dim=3, **FAST)
+    model, params = ref.tiny_model("jnfdcca", **options)
+    batch = ref.batch(np.random.default_rng(2), n=6)
+    flat = ref.flat(batch)
+    key = jax.random.PRNGKey(8)
+    h = {n: ref.mlp(params["dcca"][n], flat[n]) for n in NAMES}
+    correlation = sum(_total_correlation_by_eigh(h[a], h[b]) for a, b in (("x", "y"), ("x", "w"), ("y", "w")))
+    mu, lv = ref.gaussian(params["joint_encoder"], np.concatenate([flat[n] for n in NAMES], 1))
+    z = mu + np.exp(lv / 2) * np.asarray(jax.random.normal(key, mu.shape), np.float64)
+    elbo = sum(ref.log_likelihoods(params["decoders"], z, flat).values()) - ref.kl_prior(mu, lv)
+    flows, fit = _flows(), 0.0
+    for n in NAMES:
+        z0, log_det = _flow_inverse(flows, params, n, jnp.asarray(z, jnp.float32))
+        fit = fit - (ref.log_normal(z0, *ref.gaussian(params["encoders"][n], h[n])) + log_det)
+
+    loss = jax.jit(model.loss)
+    for epoch, expected in ((0, -correlation), (2, -correlation), (3, -elbo), (5, -elbo + fit)):
+        np.testing.assert_allclose(loss(params, batch, key, epoch)["loss"], expected, rtol=2e-4, atol=2e-4)
+    first_leaf = lambda tree: float(jax.tree_util.tree_leaves(tree)[0])
+    learns = {e: {k: first_leaf(v) for k, v in model.trainable(params, e).items()} for e in (2, 3, 5)}
+    assert learns[2] == {"joint_encoder": 0, "decoders": 0, "flows": 0, "dcca": 1, "encoders": 0}
+    assert learns[3] == {"joint_encoder": 1, "decoders": 1, "flows": 0, "dcca": 0, "encoders": 0}
+    assert learns[5] == {"joint_encoder": 0, "decoders": 0, "flows": 1, "dcca": 0, "encoders": 1}
+    with pytest.raises(ValueError, match=r"jnf_dcca_epochs=30 \+ jnf_warmup=10 with epochs=40"):
+        Config(model="jnfdcca", epochs=40).validate()

@@ -46,8 +46,9 @@ def test_a_model_that_needs_every_modality_is_refused_before_any_work_and_the_ot
         Config(model="mvae", missing="q:0.3").validate()
     with pytest.raises(ValueError, match="--adversarial"):
         Config(model="mvae", missing="0.3", adversarial=True).validate()
-    builtin = {"jmvae", "telbo", "mvae", "pemvae", "mmvae", "mopoe", "mvtcae", "mmvaeplus", "dmvae", "cmvae", "jnf"}
-    assert builtin <= set(MODELS) and set(INCOMPLETE) & builtin == builtin - {"jmvae", "jnf"}
+    builtin = {"jmvae", "telbo", "mvae", "pemvae", "mmvae", "mopoe", "mvtcae", "mmvaeplus", "dmvae", "cmvae", "jnf",
+               "jnfdcca"}  # fmt: skip
+    assert builtin <= set(MODELS) and set(INCOMPLETE) & builtin == builtin - {"jmvae", "jnf", "jnfdcca"}
     with pytest.raises(ValueError, match="drop_incomplete=True applies with --missing only"):
         Config(model="mvae", drop_incomplete=True).validate()
 

@@ -379,11 +379,13 @@ def test_the_tensorboard_grid_takes_image_modalities_of_different_shapes():
 
 
 @pytest.mark.slow  # conv models compiled: about 15 s each
-@pytest.mark.parametrize("name", ["jmvae", "pemvae", "mmvae", "mvtcae", "mmvaeplus", "dmvae", "cmvae", "jnf"])
+@pytest.mark.parametrize(
+    "name", ["jmvae", "pemvae", "mmvae", "mvtcae", "mmvaeplus", "dmvae", "cmvae", "jnf", "jnfdcca"]
+)
 def test_every_kind_of_encoder_builds_on_polymnist_and_has_finite_gradients(name):
     """A joint encoder (jmvae; telbo's is the same), pemvae's fusion encoder and the unimodal experts (mmvae;
     mvae's and mopoe's are the same, and mopoe trains on PolyMNIST in the test above) take each modality
-    through MoPoE's conv features; jnf adds its flows to jmvae's networks."""
+    through MoPoE's conv features; jnf adds its flows to jmvae's networks, jnfdcca conv DCCA embeddings."""
     import jax
 
     from mvae_jax.models import get_model

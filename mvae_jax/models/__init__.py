@@ -18,6 +18,7 @@ MODELS = {
     "dmvae": dmvae.build,
     "cmvae": cmvae.build,
     "jnf": jnf.build,
+    "jnfdcca": jnf.build_dcca,
 }
 """Registry name -> build(config, modalities) -> Model."""
 
@@ -33,6 +34,7 @@ OPTIONS = {
     "dmvae": dmvae.OPTIONS,
     "cmvae": cmvae.OPTIONS,
     "jnf": jnf.OPTIONS,
+    "jnfdcca": jnf.DCCA_OPTIONS,
 }
 """Registry name -> the options (``mvae_jax.options.Option``) that model reads beyond the run's own, declared
 beside its build."""
@@ -40,7 +42,7 @@ beside its build."""
 INCOMPLETE = INCOMPLETE_MODELS
 """The models that train on incomplete data (``--missing``), each from the modalities an example has."""
 
-CHECKS = {"pemvae": pemvae.check, "jnf": jnf.check}
+CHECKS = {"pemvae": pemvae.check, "jnf": jnf.check, "jnfdcca": jnf.check}
 """Registry name -> check(config): ValueError for settings of that model that contradict each other."""
 
 

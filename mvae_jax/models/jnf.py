@@ -51,25 +51,35 @@ KL unweighted); here beta weights it. The flows are flowjax's ``masked_autoregre
 transformers, ``--jnf_flow_layers`` MADE blocks of ``--jnf_flow_depth`` hidden layers of ``--jnf_flow_width``:
 2, 3 and 128 are pythae's MAF defaults, which MultiVae uses), with its permutations between blocks.
 
-JNF-DCCA, the paper's variant whose unimodal encoders read embeddings of a deep CCA trained first, is not here.
+JNF-DCCA (``build_dcca``, ``--model=jnfdcca``), the paper's variant: a stage 0 of ``--jnf_dcca_epochs`` trains a
+deep CCA (Andrew et al. 2013) of the modalities, one embedding network per modality, maximising the sum over
+pairs of modalities of their embeddings' total canonical correlation over the batch (``total_correlation``,
+MultiVae's ``mcca_loss``); then the two stages above, each unimodal encoder reading its modality's frozen
+embedding. The joint encoder stays JNF's (MultiVae builds it from copies of the DCCA networks' architecture).
+
 Incomplete data: refused, as for JMVAE (every term needs q(z | X)).
 """
 
 from __future__ import annotations
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from mvae_jax import distributions, losses
+from mvae_jax import distributions, losses, networks
 from mvae_jax import options as opt
 from mvae_jax.modality import Modality
 from mvae_jax.models.base import (
     LIKELIHOOD_WEIGHTS,
+    Experts,
+    JointEncoder,
     Model,
     check_present,
     complete_only,
-    joint_and_experts,
+    compute_dtype,
+    conv_stack,
 )
+from mvae_jax.networks import GaussianEncoder
 
 MOMENT_DRAWS = 16
 """Draws per example from which ``encode`` estimates the mean and variance of a unimodal (flow) posterior."""
@@ -80,6 +90,7 @@ HMC_MOMENT_DRAWS = 4
 a trimodal pair take about 5 minutes on 2 CPU cores (measured: 200 examples x 16 chains, 130 s)."""
 
 _MOMENTS_KEY = 20230519  # the fixed key of those draws
+DCCA_REG = 1e-3  # MultiVae's r1 = r2: the covariances' ridge, and that of T^T T
 
 OPTIONS = (
     opt.integer(
@@ -104,13 +115,29 @@ OPTIONS = (
 )
 """The settings this model reads beyond the run's own (a flag for another model is refused)."""
 
+DCCA_OPTIONS = (
+    opt.integer(
+        "jnf_dcca_epochs",
+        30,
+        "epochs that train JNF-DCCA's DCCA embeddings alone, before the joint VAE's warm-up (MultiVae's "
+        "nb_epochs_dcca)",
+        1,
+    ),
+    opt.integer("jnf_dcca_dim", 20, "size of each modality's DCCA embedding (MultiVae's embedding_dcca_dim)", 1),
+    *OPTIONS,
+)
+"""JNF-DCCA's settings: JNF's and its DCCA's."""
+
 
 def check(config) -> None:
-    """ValueError when the warm-up leaves no epoch to the unimodal posteriors (stage 2)."""
-    if config.epochs <= config.jnf_warmup:
+    """ValueError when the warm-up (and JNF-DCCA's DCCA epochs) leave no epoch to the unimodal posteriors."""
+    first = config.jnf_dcca_epochs if config.model == "jnfdcca" else 0
+    if config.epochs <= config.jnf_warmup + first:
+        before = f"jnf_dcca_epochs={first} + " if first else ""
         raise ValueError(
-            f"jnf_warmup={config.jnf_warmup} with epochs={config.epochs} leaves no epoch to train JNF's unimodal "
-            f"encoders and flows; allowed: jnf_warmup < epochs (e.g. --jnf_warmup={max(1, config.epochs // 2)})"
+            f"{before}jnf_warmup={config.jnf_warmup} with epochs={config.epochs} leaves no epoch to train the "
+            f"unimodal encoders and flows; allowed: {'jnf_dcca_epochs + ' if first else ''}jnf_warmup < epochs "
+            f"(e.g. --epochs={first + config.jnf_warmup + 10})"
         )
 
 
@@ -210,41 +237,123 @@ def hmc(log_target, z: jax.Array, rng: jax.Array, steps: int, leapfrog: int, ste
     return z
 
 
+class Embedding(nn.Module):
+    """A deterministic embedding h_m(x_m) (batch, out) of JNF-DCCA's DCCA: ``make_encoder``'s networks, one head."""
+
+    hidden: tuple[int, ...]
+    out: int
+    conv: object = ()
+    dtype: object = None
+    activation: str = "relu"
+
+    @nn.compact
+    def __call__(self, x):
+        h = networks.features(x, self.conv, "conv", self.dtype)
+        return networks.MLP((*self.hidden, self.out), self.dtype, self.activation, name="mlp")(h).astype(jnp.float32)
+
+
+def total_correlation(h1: jax.Array, h2: jax.Array, reg: float = DCCA_REG) -> jax.Array:
+    """The DCCA objective of two views' embeddings (n, d): the sum of the singular values of
+    T = S11^{-1/2} S12 S22^{-1/2} (Andrew, Arora, Bilmes & Livescu 2013, "Deep Canonical Correlation
+    Analysis", Sec. 2, the total correlation of the d canonical pairs), with MultiVae's ``cca_loss`` settings:
+    S11, S22 the batch covariances plus ``reg`` I, and the singular values as the square roots of the eigenvalues
+    of T^T T + ``reg`` I (its ``use_all_singular_values=False`` with all d kept).
+
+    Whitened by Cholesky factors instead of the symmetric roots: L1^{-1} S12 L2^{-T} = Q1 T Q2^T with Q1, Q2
+    orthogonal, so the singular values are the same, and no eigenvector enters the gradient.
+    """
+    n = h1.shape[0]
+    h1, h2 = h1 - jnp.mean(h1, axis=0), h2 - jnp.mean(h2, axis=0)
+    eye = jnp.eye(h1.shape[1], dtype=h1.dtype)
+    l1 = jnp.linalg.cholesky(h1.T @ h1 / (n - 1) + reg * eye)
+    l2 = jnp.linalg.cholesky(h2.T @ h2 / (n - 1) + reg * eye)
+    t = jax.scipy.linalg.solve_triangular(l1, h1.T @ h2 / (n - 1), lower=True)
+    t = jax.scipy.linalg.solve_triangular(l2, t.T, lower=True).T
+    eigenvalues = jnp.linalg.eigvalsh(t.T @ t + reg * eye)
+    return jnp.sum(jnp.sqrt(jnp.maximum(eigenvalues, 1e-9)))
+
+
 def build(config, modalities: tuple[Modality, ...]) -> Model:
     """JNF with JMVAE's networks (``hidden_dims``, or the data set's conv networks) and latent ``latent_dim``."""
+    return _make(config, modalities, dcca=False)
+
+
+def build_dcca(config, modalities: tuple[Modality, ...]) -> Model:
+    """JNF-DCCA: JNF whose unimodal encoders read the embeddings of a DCCA trained first."""
+    return _make(config, modalities, dcca=True)
+
+
+def _make(config, modalities: tuple[Modality, ...], dcca: bool) -> Model:
+    """JNF, or JNF-DCCA with ``dcca``: the stages, their objective and the inference of both."""
+    name = "jnfdcca" if dcca else "jnf"
     names = tuple(m.name for m in modalities)
     beta, warmup = float(config.beta), int(config.jnf_warmup)
+    first = int(config.jnf_dcca_epochs) if dcca else 0  # the epochs of the DCCA, before the joint VAE's
     weights = config.likelihood_weight(names)
-    joint, experts, init_networks, _ = joint_and_experts(config, modalities, prior_expert=False)
+    joint, experts = JointEncoder(config, modalities), Experts(config, modalities, encoders=not dcca)
     flows = Flows(names, config.latent_dim, config.jnf_flow_layers, config.jnf_flow_width, config.jnf_flow_depth)
     hmc_settings = (int(config.jnf_hmc_steps), int(config.jnf_leapfrog_steps), float(config.jnf_step_size))
+    if dcca:
+        dim, dtype = int(config.jnf_dcca_dim), compute_dtype(config)
+        hidden = lambda m: {"conv": (), "mopoe": (dim,)}.get(m.network, tuple(config.hidden_dims))
+        embeddings = {m.name: Embedding(hidden(m), dim, conv_stack(config, m) or (), dtype, config.activation)
+                      for m in modalities}  # fmt: skip
+        encoders = {n: GaussianEncoder(tuple(config.hidden_dims), config.latent_dim, (), dtype, config.activation)
+                    for n in names}  # fmt: skip
 
     def init(rng):
-        k_networks, k_flows = jax.random.split(rng)
-        return {**init_networks(k_networks), "flows": flows.init(k_flows)}
+        k_joint, k_enc, k_dec, k_flows, k_dcca = jax.random.split(rng, 5)
+        params = {**joint.init(k_joint), **experts.init(k_enc, k_dec), "flows": flows.init(k_flows)}
+        if dcca:
+            keys = jax.random.split(k_dcca, 2 * len(names))
+            one = {m.name: jnp.zeros((1, *m.shape), jnp.float32) for m in modalities}
+            params["dcca"] = {n: embeddings[n].init(keys[i], one[n])["params"] for i, n in enumerate(names)}
+            h = jnp.zeros((1, dim), jnp.float32)
+            params["encoders"] = {n: encoders[n].init(keys[len(names) + i], h)["params"] for i, n in enumerate(names)}
+        return params
 
-    def unimodal_log_densities(params, batch, z):
-        """{m: log q_m(z | x_m)} for z (..., batch, latent)."""
-        return {n: flows.log_density(params, n, z, *experts.encode(params, batch, n)) for n in names}
+    def embed(params, batch, n):
+        return embeddings[n].apply({"params": params["dcca"][n]}, batch[n])
 
-    @complete_only("jnf")
+    def gaussian(params, batch, n):
+        """The Gaussian of q_m(z | x_m) before the flow: from x_m (JNF) or from its frozen DCCA embedding."""
+        if not dcca:
+            return experts.encode(params, batch, n)
+        h = jax.lax.stop_gradient(embed(params, batch, n))
+        return encoders[n].apply({"params": params["encoders"][n]}, h)
+
+    def stage_of(epoch):
+        epoch = jnp.asarray(epoch)
+        return jnp.where(epoch < first, 0, jnp.where(epoch < first + warmup, 1, 2))
+
+    @complete_only(name)
     def loss(params, batch, rng, epoch=0, beta=beta):
+        stage = stage_of(epoch)
         posterior = joint.encode(params, batch)
         elbo, terms = losses.multimodal_elbo(
             rng, posterior, lambda z: experts.decode(params, z), batch, modalities, beta, weights
         )
         z = jax.lax.stop_gradient(distributions.sample_gaussian(rng, *posterior))  # the ELBO's own sample
-        fit = {n: -lq for n, lq in unimodal_log_densities(params, batch, z).items()}
+        fit = {n: -flows.log_density(params, n, z, *gaussian(params, batch, n)) for n in names}
         terms.update({f"neg_log_q_{n}": v for n, v in fit.items()})
         terms["elbo"], terms["l_jm"] = elbo, sum(fit.values())
-        terms["loss"] = -elbo + jnp.where(jnp.asarray(epoch) >= warmup, terms["l_jm"], 0.0)
+        terms["loss"] = jnp.where(stage >= 1, -elbo, 0.0) + jnp.where(stage == 2, terms["l_jm"], 0.0)
+        if dcca:  # a batch statistic, the same for every example of the batch
+            h = {n: embed(params, batch, n) for n in names}
+            pairs = [(a, b) for i, a in enumerate(names) for b in names[i + 1 :]]
+            correlation = sum(total_correlation(h[a], h[b]) for a, b in pairs)
+            terms["dcca_correlation"] = jnp.broadcast_to(correlation, elbo.shape)
+            terms["loss"] = terms["loss"] - jnp.where(stage == 0, terms["dcca_correlation"], 0.0)
         return terms
 
     def trainable(params, epoch):
-        """Stage 1 (epoch < warmup): the joint encoder and decoders learn; stage 2: the encoders and flows."""
-        stage2 = (jnp.asarray(epoch) >= warmup).astype(jnp.float32)
-        learns = {"joint_encoder": 1.0 - stage2, "decoders": 1.0 - stage2, "encoders": stage2, "flows": stage2}
-        return {k: jax.tree_util.tree_map(lambda p, w=learns[k]: w.astype(p.dtype), v) for k, v in params.items()}
+        """The DCCA's embeddings learn in stage 0, the joint encoder and decoders in 1, the encoders and flows in 2."""
+        stage = stage_of(epoch)
+        group_stage = {"dcca": 0, "joint_encoder": 1, "decoders": 1, "encoders": 2, "flows": 2}
+        return {
+            k: jax.tree_util.tree_map(lambda p, s=group_stage[k]: (stage == s).astype(p.dtype), v)
+            for k, v in params.items()
+        }
 
     def sample(params, batch, present, rng, num: int):
         """z ~ q(z | present): (num, batch, latent)."""
@@ -252,9 +361,9 @@ def build(config, modalities: tuple[Modality, ...]) -> Model:
         if present == names:
             mu, logvar = joint.encode(params, batch)
             return distributions.sample_gaussian(rng, jnp.broadcast_to(mu, (num, *mu.shape)), logvar)
+        gaussians = {n: gaussian(params, batch, n) for n in present}  # read once: only the flows see z
         if len(present) == 1:
-            return flows.sample(params, present[0], rng, *experts.encode(params, batch, present[0]), num)
-        gaussians = {n: experts.encode(params, batch, n) for n in present}  # read once: only the flows see z
+            return flows.sample(params, present[0], rng, *gaussians[present[0]], num)
 
         def log_target(z):  # log prod_m q_m(z | x_m) - (|S| - 1) log p(z)
             log_q = sum(flows.log_density(params, n, z, *gaussians[n]) for n in present)
@@ -277,4 +386,4 @@ def build(config, modalities: tuple[Modality, ...]) -> Model:
         mean = jnp.mean(z, axis=0)
         return mean, jnp.log(jnp.maximum(jnp.var(z, axis=0), jnp.finfo(z.dtype).tiny))
 
-    return Model("jnf", tuple(modalities), init, loss, encode, experts.decode, trainable=trainable, sample=sample)
+    return Model(name, tuple(modalities), init, loss, encode, experts.decode, trainable=trainable, sample=sample)
