@@ -141,8 +141,8 @@ THRESHOLDS = {
 
 @pytest.mark.parametrize("name", sorted(SHORT_RUN_OPTIONS))
 def test_a_short_run_of_each_model_transfers_labels(name, real_data_dir, tmp_path):
-    """After 1 epoch (pemvae, jnf: 2, jnfdcca: 3) of the first 20,000 training pairs, q(z|x) and q(z|y) decoded to w beat
-    THRESHOLDS on 2,000 test pairs."""
+    """After 1 epoch (pemvae, jnf: 2, jnfdcca: 3) of the first 20,000 training pairs, q(z|x) and q(z|y) decoded
+    to w beat THRESHOLDS on 2,000 test pairs."""
     options = {"epochs": 1, "train_examples": SHORT_RUN_EXAMPLES, **SHORT_RUN_OPTIONS[name]}
     config = Config(model=name, data_dir=str(real_data_dir), workdir=str(tmp_path / name), **options)
     acc_x, acc_y = _train_and_score(config)
