@@ -60,7 +60,10 @@ from mvae_jax.config import Config
 from mvae_jax.data import trimodal
 from mvae_jax.models import INCOMPLETE, MODELS, PRESENT, get_model
 
-MODEL_OPTIONS = {"mmvae": {"num_samples": 10}}  # the config defaults, stated: K matters for mmvae's cost
+MODEL_OPTIONS = {
+    "mmvae": {"num_samples": 10},  # the config defaults, stated: K matters for mmvae's cost
+    "jnfdcca": {"epochs": 50},  # past its 30 DCCA and 10 warm-up epochs (refused otherwise); every stage costs the same
+}
 
 
 PEAK_SIZES = {"cpu": (1024, 2048, 3072), "accelerator": (4096, 8192)}  # n of the n x n matmuls the peak is the best of

@@ -87,7 +87,8 @@ MOMENT_DRAWS = 16
 HMC_MOMENT_DRAWS = 4
 """HMC chains per example from which ``encode`` estimates those of a subset's posterior. Each chain costs
 ``jnf_hmc_steps`` x (``jnf_leapfrog_steps`` + 1) gradients of the subset's flows: at the defaults, 2,000 examples of
-a trimodal pair take about 5 minutes on 2 CPU cores (measured: 200 examples x 16 chains, 130 s)."""
+a trimodal pair take about 5 minutes on 2 CPU cores (measured: 200 examples x 16 chains, 130 s, with another
+training run on the same cores)."""
 
 _MOMENTS_KEY = 20230519  # the fixed key of those draws
 DCCA_REG = 1e-3  # MultiVae's r1 = r2: the covariances' ridge, and that of T^T T
