@@ -58,6 +58,16 @@ GENERAL_OPTIONS = (
         "pairs to score: test, or validation (those train.py --validation=N held out; written to eval_validation/)",
     ),
     opt.integer("seed", 0, "seed of samples and estimates", 0),
+    opt.Option(
+        "model_options",
+        "str",
+        "",
+        "settings of the run's model that change no parameter, only its inference, for this evaluation: "
+        "NAME=VALUE, comma separated (e.g. jnf_hmc_steps=30 for JNF's subsets on a CPU); recorded in metrics.json",
+        "NAME=VALUE pairs, comma separated",
+        lambda v: isinstance(v, str) and all(part.count("=") == 1 for part in v.split(",") if v),
+        empty="the run's own",
+    ),
     opt.integer("query_samples", 64, "images in the query grid", 1),
     opt.integer("query_steps", 10, "pseudo-Gibbs steps that impute the attributes not named (0 = fill with 1/2)", 0),
     opt.Option(
@@ -77,6 +87,34 @@ RUN_FIELDS = ("sections", "step", "query", "data_dir", "out", "model", "dataset"
 """The other keywords of ``evaluate``: what to evaluate and where to write (default None: see ``evaluate``)."""
 
 METRICS_LOCK = ".metrics.lock"  # in the eval folder: held exclusively while metrics.json is read and replaced
+
+
+def with_model_options(config, text: str):
+    """``config`` with eval's ``--model_options`` (NAME=VALUE, comma separated) applied; ValueError naming a
+    setting that is not an inference setting of the run's model (``Option.inference``), or a bad value."""
+    if not text:
+        return config
+    from mvae_jax.models import OPTIONS
+
+    allowed = {o.name: o for o in OPTIONS.get(config.model, ()) if o.inference}
+    values = {}
+    for part in text.split(","):
+        name, _, raw = part.partition("=")
+        option = allowed.get(name.strip())
+        if option is None:
+            raise ValueError(
+                f"model_options={text!r}: {name.strip()!r} is not a setting eval.py may change for "
+                f"model={config.model!r}; allowed: {', '.join(allowed) or 'none (this model has none)'}"
+            )
+        try:
+            value = {"int": int, "float": float}.get(option.kind, str)(raw.strip())
+        except ValueError:
+            value = raw.strip()
+        error = option.error(value)
+        if error:
+            raise ValueError(f"model_options={text!r}: {error}")
+        values[option.name] = value
+    return dataclasses.replace(config, **values)
 
 
 def options() -> dict[str, opt.Option]:
@@ -249,6 +287,7 @@ def check_request(req, config=None):
                     f"run (its config.json); evaluate that run without --{name}, or pick its workdir"
                 )
         _check_checkpoints(req)
+    config = with_model_options(config, req.model_options)  # a bad one is named before any work
     tracking.check(trackers_of(req, config))
     contract = DATASETS[config.dataset]
     if req.split == "validation" and contract.splits == "held_out" and not config.validation:
@@ -349,12 +388,13 @@ def evaluate(run, *, config=None, progress: Progress | bool | None = None, **giv
     held = Path(workdir).is_dir()
     lock = WorkdirLock(req.workdir, shared=True).acquire(create=False) if held else None
     try:
+        from mvae_jax.data import DATASETS
+        from mvae_jax.models import get_model
+
         if state is None:
             config, model, state = restore(req)
-        else:
-            from mvae_jax.data import DATASETS
-            from mvae_jax.models import get_model
-
+        if req.model_options or state is not None:  # the model as it infers for this evaluation
+            config = with_model_options(config, req.model_options)
             model = get_model(config, DATASETS[config.dataset].modalities(config))
         metrics = run_sections(req, config, model, state, sections, labelled, query, progress)
         trackers = trackers_of(req, config)
@@ -392,7 +432,7 @@ def run_sections(req, config, model, state, sections: Sequence[str], labelled, q
     )
     path = ctx.out_dir / "metrics.json"
     recorded = [name for name, option in registry.options().items() if option.kind != "path"]
-    flags = {k: getattr(req, k) for k in (*recorded, "seed", "step")}
+    flags = {k: getattr(req, k) for k in (*recorded, "seed", "step", "model_options")}
     # What this evaluation computes; each save merges it into metrics.json as it is on disk then (another
     # evaluation of the same checkpoint may have saved since), under an exclusive lock of the eval folder.
     own = {"epoch": ctx.epoch, "params": networks.count_params(state.params), "split": req.split}

@@ -37,7 +37,8 @@ class Option:
     trained with; it applies where the option's block is in use (its model is
     chosen, adversarial training is on). ``empty``: how the help and the docs
     show an empty default ("all 1"). ``resumable``: it may change when a run is
-    resumed.
+    resumed. ``inference``: a model's setting that changes no parameter, only how the trained model infers
+    (JNF's HMC): eval.py's ``--model_options`` may set it for one evaluation.
     """
 
     name: str
@@ -50,6 +51,7 @@ class Option:
     empty: str = ""
     resumable: bool = False
     choices: tuple[str, ...] = ()
+    inference: bool = False
 
     def __post_init__(self):
         if self.kind not in KINDS:

@@ -175,7 +175,9 @@ def test_train_py_runs_both_stages_and_eval_py_scores_the_run(tiny_data_dir, tmp
     assert refused.returncode == 2 and "jnf_warmup=3 with epochs=3" in refused.stderr
 
     sections = "--sections=coherence,log_likelihood,fid,cross_modal,samples"
-    out = json.loads(run("eval.py", f"--workdir={workdir}", sections, *TINY_EVAL(tmp_path)).stdout)
+    fewer = "--model_options=jnf_hmc_steps=3"  # for this evaluation only: recorded with its flags
+    out = json.loads(run("eval.py", f"--workdir={workdir}", sections, fewer, *TINY_EVAL(tmp_path)).stdout)
+    assert out["eval_flags"]["model_options"] == "jnf_hmc_steps=3"
     assert {"x->w", "x,y->w", "y,w->x", "joint->w", "prior"} <= set(out["coherence"])
     assert all(0.0 <= v <= 1.0 for v in out["coherence"].values())
     assert all(out["log_likelihood"][k] < 0 for k in ("x", "y", "w", "joint"))
@@ -238,3 +240,20 @@ def test_jnf_dcca_trains_the_dcca_then_the_joint_vae_then_posteriors_on_its_embe
     assert learns[5] == {"joint_encoder": 0, "decoders": 0, "flows": 1, "dcca": 0, "encoders": 1}
     with pytest.raises(ValueError, match=r"jnf_dcca_epochs=30 \+ jnf_warmup=10 with epochs=40"):
         Config(model="jnfdcca", epochs=40).validate()
+
+
+def test_eval_may_change_the_inference_settings_only():
+    """eval.py --model_options: JNF's HMC settings for one evaluation; a setting that shapes the parameters, or a
+    bad value, is refused with the allowed ones named."""
+    from mvae_jax import api
+
+    config = Config(model="jnf", epochs=20)
+    changed = api.with_model_options(config, "jnf_hmc_steps=30, jnf_step_size=0.05")
+    assert (changed.jnf_hmc_steps, changed.jnf_step_size, changed.jnf_warmup) == (30, 0.05, 10)
+    assert api.with_model_options(config, "") is config
+    with pytest.raises(ValueError, match="'jnf_flow_width' is not a setting.*allowed: jnf_hmc_steps"):
+        api.with_model_options(config, "jnf_flow_width=8")
+    with pytest.raises(ValueError, match="jnf_leapfrog_steps='x' is invalid"):
+        api.with_model_options(config, "jnf_leapfrog_steps=x")
+    with pytest.raises(ValueError, match="model='jmvae'; allowed: none"):
+        api.with_model_options(Config(model="jmvae"), "alpha=0.2")

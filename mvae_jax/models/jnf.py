@@ -109,9 +109,20 @@ OPTIONS = (
         200,
         "Hamiltonian Monte Carlo steps that sample q(z | a subset of 2 or more, short of all) (MultiVae: 200)",
         1,
+        inference=True,
+        resumable=True,
     ),
-    opt.integer("jnf_leapfrog_steps", 10, "leapfrog steps per HMC step (MultiVae: 10)", 1),
-    opt.number("jnf_step_size", 0.01, "leapfrog step size of the HMC (MultiVae: 0.01)", strict=True),
+    opt.integer(
+        "jnf_leapfrog_steps", 10, "leapfrog steps per HMC step (MultiVae: 10)", 1, inference=True, resumable=True
+    ),
+    opt.number(
+        "jnf_step_size",
+        0.01,
+        "leapfrog step size of the HMC (MultiVae: 0.01)",
+        strict=True,
+        inference=True,
+        resumable=True,
+    ),
     LIKELIHOOD_WEIGHTS,
 )
 """The settings this model reads beyond the run's own (a flag for another model is refused)."""
