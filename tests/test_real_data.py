@@ -108,8 +108,8 @@ SHORT_RUN_OPTIONS = {
     "mmvaeplus": {},
     "dmvae": {},
     "cmvae": {},
-    "jnf": {"epochs": 2, "jnf_warmup": 1},
-    "jnfdcca": {"epochs": 3, "jnf_dcca_epochs": 1, "jnf_warmup": 1},
+    "jnf": {"epochs": 2, "jnf_warmup": 1, "train_examples": 10_000},
+    "jnfdcca": {"epochs": 3, "jnf_dcca_epochs": 1, "jnf_warmup": 1, "train_examples": 10_000},
 }
 # Thresholds (x->w, y->w) on 2,000 test pairs, about 0.04 below what a short run on the first 20,000
 # training pairs gave (seed 0, 2026-12-06, `python -m pytest -q -n 2 -rA tests/test_real_data.py`):
@@ -117,9 +117,10 @@ SHORT_RUN_OPTIONS = {
 # step, single-modality subsets weighted 3) 0.8610 / 0.7575 (3 epochs: 0.8965 / 0.8130), mmvae 0.8505 / 0.7390,
 # mopoe 0.7680 / 0.6815, mvtcae (alpha 5/6) 0.7670 / 0.6975, mmvaeplus (private 32, decoded with w = 0)
 # 0.5625 / 0.5695, cmvae 0.5840 / 0.5650,
-# dmvae (private 1) 0.8410 / 0.7460 (eval.py's coherence x->w, y->w on the same 2,000 pairs); jnf (2 epochs: the
-# joint VAE, then the unimodal flows; 2026-12-07) 0.8385 / 0.7535, jnfdcca (3 epochs: DCCA, joint VAE, flows)
-# 0.8570 / 0.7905.
+# dmvae (private 1) 0.8410 / 0.7460 (eval.py's coherence x->w, y->w on the same 2,000 pairs). JNF's stages
+# (2026-12-07) on the first 10,000 pairs only, to keep the suite's time: jnf (2 epochs: the joint VAE, then the
+# unimodal flows) 0.6515 / 0.6705, jnfdcca (3 epochs: DCCA, joint VAE, flows) 0.7240 / 0.6840; on 20,000 pairs
+# they gave 0.8385 / 0.7535 and 0.8570 / 0.7905.
 # Chance is 0.1; a third of an epoch is far from converged (the full epoch's numbers, 2026-11-24 to
 # 2026-12-06, were 0.81-0.92 / 0.72-0.83): these runs catch a model that stops learning.
 # MVAE transfers less well: its unimodal experts are trained only to reconstruct their own modality,
@@ -134,15 +135,15 @@ THRESHOLDS = {
     "mmvaeplus": (0.52, 0.52),
     "dmvae": (0.80, 0.70),
     "cmvae": (0.54, 0.52),
-    "jnf": (0.80, 0.71),
-    "jnfdcca": (0.82, 0.75),
+    "jnf": (0.61, 0.63),
+    "jnfdcca": (0.68, 0.64),
 }
 
 
 @pytest.mark.parametrize("name", sorted(SHORT_RUN_OPTIONS))
 def test_a_short_run_of_each_model_transfers_labels(name, real_data_dir, tmp_path):
-    """After 1 epoch (pemvae, jnf: 2, jnfdcca: 3) of the first 20,000 training pairs, q(z|x) and q(z|y) decoded
-    to w beat THRESHOLDS on 2,000 test pairs."""
+    """After 1 epoch (pemvae, jnf: 2, jnfdcca: 3) of the first 20,000 training pairs (jnf, jnfdcca: 10,000),
+    q(z|x) and q(z|y) decoded to w beat THRESHOLDS on 2,000 test pairs."""
     options = {"epochs": 1, "train_examples": SHORT_RUN_EXAMPLES, **SHORT_RUN_OPTIONS[name]}
     config = Config(model=name, data_dir=str(real_data_dir), workdir=str(tmp_path / name), **options)
     acc_x, acc_y = _train_and_score(config)
