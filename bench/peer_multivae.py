@@ -1,11 +1,12 @@
 """Training speed of mvae_jax against MultiVae (PyTorch), same models, architectures, data and machine.
 
     pip install -e '.[bench]'      # torch and multivae: an optional extra, never a core dependency
-    python bench/peer_multivae.py [--models=jmvae,telbo,mvae,mopoe,mmvae,mvtcae] [--batch_size=128]
+    python bench/peer_multivae.py [--models=jmvae,telbo,mvae,mopoe,mmvae,mvtcae,mmvaeplus] [--batch_size=128]
                                   [--examples=25600] [--epochs=2] [--rounds=2] [--threads=N]
                                   [--libraries=mvae_jax,multivae] [--device=cpu|cuda]
+                                  [--data=trimodal|polymnist]
 
-Both sides train on the same trimodal-shaped data (x, y: 28 x 28 pixel
+With ``--data=trimodal`` (the default) both sides train on the same trimodal-shaped data (x, y: 28 x 28 pixel
 probabilities, binarized afresh at every step; w: one-hot labels of 10 classes;
 ``--examples`` pairs, reshuffled every epoch) with the same networks: the
 models' default MLPs, 512-512 with ReLU, latent 20, a linear output of
@@ -13,7 +14,19 @@ models' default MLPs, 512-512 with ReLU, latent 20, a linear output of
 (logits) for the decoders; JMVAE's and TELBO's joint encoder concatenates the
 flattened modalities into one such MLP. Batch ``--batch_size``, Adam 1e-3,
 beta 1, likelihood weights 1, MVAE with one random subset, MMVAE with K = 10
-and DReG gradients.
+and DReG gradients, MMVAE+ with private latents of 32 and K = 1 (ours has no
+K > 1).
+
+With ``--data=polymnist`` both sides train on PolyMNIST-shaped data (5 RGB
+28 x 28 images of values in [0, 1], a Laplace likelihood of scale 0.75) with
+MoPoE's conv networks: MultiVae's own ``EncoderConvMMNIST`` (its heads with
+biases, as MoPoE's and ours) and ``DecoderConvMMNIST``, which are ours layer for
+layer (docs/POLYMNIST.md). The models are those whose networks match (MVAE,
+MoPoE, MMVAE, MVTCAE, MMVAE+; JMVAE's and TELBO's joint encoders differ), at
+their PolyMNIST recipes (``bench/settings.py``: latent 512 and beta 2.5; MMVAE
+with K = 1; MMVAE+ with shared and private latents of 32). A model with
+private latents gets, in both libraries, one encoder whose output holds the
+private and the shared parameters.
 
 - **mvae_jax**: the ``EpochFn`` that ``train.py`` runs (``bench/throughput.py``'s
   ``measure_training``): compiled once, then the best of ``--epochs`` epochs.
@@ -55,24 +68,65 @@ import subprocess
 import sys
 import time
 
-MODELS = ("jmvae", "telbo", "mvae", "mopoe", "mmvae", "mvtcae")
+MODELS = ("jmvae", "telbo", "mvae", "mopoe", "mmvae", "mvtcae", "mmvaeplus")
 LIBRARIES = ("mvae_jax", "multivae")
-LATENT = 20
+LATENT = 20  # mvae_jax's default latent_dim: the trimodal set's (bench/settings.py gives PolyMNIST's)
+PRIVATE = 32  # mvae_jax's default private_dim (MMVAE+)
 HIDDEN = (512, 512)
 LEARNING_RATE = 1e-3
-SHAPES = {"x": (1, 28, 28), "y": (1, 28, 28), "w": (10,)}
-DISTRIBUTIONS = {"x": "bernoulli", "y": "bernoulli", "w": "categorical"}
+POLYMNIST_MODALITIES = 5
+# On PolyMNIST, the models whose networks are the same in both libraries: JMVAE's and TELBO's joint encoder
+# is an MLP over the flattened images in MultiVae's, over each image's conv features in mvae_jax's.
+POLYMNIST_MODELS = ("mvae", "mopoe", "mmvae", "mvtcae", "mmvaeplus")
+DATA = {
+    "trimodal": {
+        "shapes": {"x": (1, 28, 28), "y": (1, 28, 28), "w": (10,)},
+        "distributions": {"x": "bernoulli", "y": "bernoulli", "w": "categorical"},
+        "binarize": ("x", "y"),
+        "networks": "mlp",
+    },
+    "polymnist": {
+        "shapes": {f"m{i}": (3, 28, 28) for i in range(POLYMNIST_MODALITIES)},
+        "distributions": {f"m{i}": "laplace" for i in range(POLYMNIST_MODALITIES)},
+        "binarize": (),
+        "networks": "conv",
+    },
+}
+LAPLACE_SCALE = 0.75  # the image likelihood's scale (mvae_jax's --image_likelihood=laplace; MoPoE's and MMVAE+'s)
+
+
+def recipe(data: str, name: str) -> dict:
+    """The settings both libraries give ``name`` on ``data``: bench/settings.py's, with mvae_jax's defaults."""
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    import settings
+
+    options = settings.model_options(data, name)
+    return {
+        "latent": options.get("latent_dim", LATENT),
+        "private": options.get("private_dim", PRIVATE),
+        "beta": options.get("beta", 1.0),
+        "K": options.get("num_samples", 10),
+    }
 
 
 # ----------------------------------------------------------------------------- the MultiVae side (torch)
 
 
-def _torch_networks():
-    """MultiVae encoder, joint encoder and decoder classes with mvae_jax's default MLPs (imports torch)."""
+def _torch_networks(data: str):
+    """MultiVae encoder, joint encoder and decoder factories with mvae_jax's networks for ``data`` (imports torch).
+
+    Trimodal: the models' default MLPs. PolyMNIST: MultiVae's own MoPoE networks (``EncoderConvMMNIST`` with
+    biased heads, the count of MoPoE's and ours; ``DecoderConvMMNIST``). A model with private latents (MMVAE+)
+    gets one encoder of width private + shared whose outputs are split, [private | shared], as mvae_jax's.
+    """
+    from multivae.models.base.base_config import BaseAEConfig
     from multivae.models.nn.base_architectures import BaseJointEncoder
+    from multivae.models.nn.mmnist import DecoderConvMMNIST, EncoderConvMMNIST
     from pythae.models.base.base_utils import ModelOutput
     from pythae.models.nn.base_architectures import BaseDecoder, BaseEncoder
     import torch
+
+    shapes, conv = DATA[data]["shapes"], DATA[data]["networks"] == "conv"
 
     def mlp(fan_in: int, fan_out: int):
         layers, width = [], fan_in
@@ -81,72 +135,114 @@ def _torch_networks():
             width = h
         return torch.nn.Sequential(*layers, torch.nn.Linear(width, fan_out))
 
-    class Encoder(BaseEncoder):
-        def __init__(self, shape):
+    class MLPEncoder(BaseEncoder):
+        def __init__(self, shape, latent):
             super().__init__()
-            self.latent_dim = LATENT
-            self.net = mlp(int(torch.tensor(shape).prod()), 2 * LATENT)
+            self.latent_dim = latent
+            self.net = mlp(int(torch.tensor(shape).prod()), 2 * latent)
 
         def forward(self, x):
             mean, log_var = self.net(x.flatten(1)).chunk(2, dim=-1)
             return ModelOutput(embedding=mean, log_covariance=log_var)
 
-    class JointEncoder(BaseJointEncoder):
-        def __init__(self):
+    class Split(BaseEncoder):
+        """An encoder of width private + shared, its outputs split into the private (style) and shared parts."""
+
+        def __init__(self, inner, private):
             super().__init__()
-            self.latent_dim = LATENT
-            self.net = mlp(sum(int(torch.tensor(s).prod()) for s in SHAPES.values()), 2 * LATENT)
+            self.inner, self.private = inner, private
+            self.latent_dim = inner.latent_dim - private
+
+        def forward(self, x):
+            out, p = self.inner(x), self.private
+            mean, log_var = out.embedding, out.log_covariance
+            return ModelOutput(
+                embedding=mean[..., p:],
+                log_covariance=log_var[..., p:],
+                style_embedding=mean[..., :p],
+                style_log_covariance=log_var[..., :p],
+            )
+
+    class JointEncoder(BaseJointEncoder):
+        def __init__(self, latent):
+            super().__init__()
+            self.latent_dim = latent
+            self.net = mlp(sum(int(torch.tensor(s).prod()) for s in shapes.values()), 2 * latent)
 
         def forward(self, x: dict):
-            mean, log_var = self.net(torch.cat([x[m].flatten(1) for m in SHAPES], dim=-1)).chunk(2, dim=-1)
+            mean, log_var = self.net(torch.cat([x[m].flatten(1) for m in shapes], dim=-1)).chunk(2, dim=-1)
             return ModelOutput(embedding=mean, log_covariance=log_var)
 
-    class Decoder(BaseDecoder):
-        def __init__(self, shape):
+    class MLPDecoder(BaseDecoder):
+        def __init__(self, shape, latent):
             super().__init__()
             self.shape = tuple(shape)
-            self.net = mlp(LATENT, int(torch.tensor(shape).prod()))
+            self.net = mlp(latent, int(torch.tensor(shape).prod()))
 
         def forward(self, z):
             return ModelOutput(reconstruction=self.net(z).reshape(*z.shape[:-1], *self.shape))
 
-    return Encoder, JointEncoder, Decoder
+    def encoder(shape, latent, private=0):
+        width = latent + private
+        inner = EncoderConvMMNIST(BaseAEConfig(latent_dim=width), bias=True) if conv else MLPEncoder(shape, width)
+        return Split(inner, private) if private else inner
+
+    def decoder(shape, latent):
+        return DecoderConvMMNIST(BaseAEConfig(latent_dim=latent)) if conv else MLPDecoder(shape, latent)
+
+    return encoder, JointEncoder, decoder
 
 
-def multivae_model(name: str):
-    """MultiVae's ``name`` with the networks and options of the module docstring."""
+def multivae_model(name: str, data: str = "trimodal"):
+    """MultiVae's ``name`` with the networks and options of the module docstring, for ``data``'s shapes."""
     from multivae import models as mv
 
-    Encoder, JointEncoder, Decoder = _torch_networks()
+    encoder, JointEncoder, decoder = _torch_networks(data)
+    shapes, distributions = DATA[data]["shapes"], DATA[data]["distributions"]
+    r = recipe(data, name)
     common = dict(
-        n_modalities=len(SHAPES),
-        latent_dim=LATENT,
-        input_dims=dict(SHAPES),
-        decoders_dist=dict(DISTRIBUTIONS),
+        n_modalities=len(shapes),
+        latent_dim=r["latent"],
+        input_dims=dict(shapes),
+        decoders_dist=dict(distributions),
+        decoder_dist_params={m: {"scale": LAPLACE_SCALE} for m, d in distributions.items() if d == "laplace"},
         uses_likelihood_rescaling=False,
     )
-    encoders = {m: Encoder(s) for m, s in SHAPES.items()}
-    decoders = {m: Decoder(s) for m, s in SHAPES.items()}
+    if name == "mmvaeplus":  # K = 1 (ours has no K > 1), Laplace posteriors and priors, learned r_d scales
+        config = mv.MMVAEPlusConfig(**common, K=1, beta=r["beta"], modalities_specific_dim=r["private"])
+        encoders = {m: encoder(s, r["latent"], r["private"]) for m, s in shapes.items()}
+        decoders = {m: decoder(s, r["latent"] + r["private"]) for m, s in shapes.items()}
+        return mv.MMVAEPlus(config, encoders, decoders)
+    encoders = {m: encoder(s, r["latent"]) for m, s in shapes.items()}
+    decoders = {m: decoder(s, r["latent"]) for m, s in shapes.items()}
     if name == "jmvae":
         config = mv.JMVAEConfig(**common, alpha=0.1, warmup=10)
-        return mv.JMVAE(config, encoders=encoders, decoders=decoders, joint_encoder=JointEncoder())
+        return mv.JMVAE(config, encoders=encoders, decoders=decoders, joint_encoder=JointEncoder(r["latent"]))
     if name == "telbo":
         config = mv.TELBOConfig(**common, warmup=1)
-        return mv.TELBO(config, encoders=encoders, decoders=decoders, joint_encoder=JointEncoder())
+        return mv.TELBO(config, encoders=encoders, decoders=decoders, joint_encoder=JointEncoder(r["latent"]))
     if name == "mvae":
         return mv.MVAE(mv.MVAEConfig(**common, use_subsampling=True, k=1, warmup=10), encoders, decoders)
     if name == "mopoe":
-        return mv.MoPoE(mv.MoPoEConfig(**common), encoders, decoders)
+        return mv.MoPoE(mv.MoPoEConfig(**common, beta=r["beta"]), encoders, decoders)
     if name == "mmvae":
-        config = mv.MMVAEConfig(**common, K=10, prior_and_posterior_dist="normal", learn_prior=False)
+        normal = dict(prior_and_posterior_dist="normal", learn_prior=False)
+        config = mv.MMVAEConfig(**common, K=r["K"], beta=r["beta"], **normal)
         return mv.MMVAE(config, encoders, decoders)
-    if name == "mvtcae":  # alpha 5/6 (ours and the authors' PolyMNIST value; MultiVae's default is 0.1), beta 1
-        return mv.MVTCAE(mv.MVTCAEConfig(**common, alpha=5 / 6, beta=1.0), encoders, decoders)
+    if name == "mvtcae":  # alpha 5/6 (ours and the authors' PolyMNIST value; MultiVae's default is 0.1)
+        return mv.MVTCAE(mv.MVTCAEConfig(**common, alpha=5 / 6, beta=r["beta"]), encoders, decoders)
     raise ValueError(f"unknown model {name!r}; allowed: {', '.join(MODELS)}")
 
 
 def measure_multivae(
-    name: str, batch_size: int, epochs: int, n: int, threads: int, stage: int = 1, device: str = "cpu"
+    name: str,
+    batch_size: int,
+    epochs: int,
+    n: int,
+    threads: int,
+    stage: int = 1,
+    device: str = "cpu",
+    data: str = "trimodal",
 ) -> dict:
     """Samples/s of MultiVae's training step for ``name`` (module docstring); ``stage`` 2 is TELBO's second."""
     from multivae.data.datasets.base import MultimodalBaseDataset
@@ -156,15 +252,16 @@ def measure_multivae(
     torch.set_num_threads(threads)
     torch.manual_seed(0)
     where = torch.device(device)
-    model = multivae_model(name).to(where)
+    model = multivae_model(name, data).to(where)
     model.train()
     optimizer = torch.optim.Adam(model.parameters(), lr=LEARNING_RATE)
     rng = np.random.default_rng(0)
-    data = {
-        "x": torch.from_numpy(rng.random((n, *SHAPES["x"]), np.float32)).to(where),
-        "y": torch.from_numpy(rng.random((n, *SHAPES["y"]), np.float32)).to(where),
-        "w": torch.from_numpy(np.eye(10, dtype=np.float32)[rng.integers(0, 10, n)]).to(where),
+    binarize = DATA[data]["binarize"]
+    values = {
+        m: np.eye(s[0], dtype=np.float32)[rng.integers(0, s[0], n)] if len(s) == 1 else rng.random((n, *s), np.float32)
+        for m, s in DATA[data]["shapes"].items()
     }
+    examples = {m: torch.from_numpy(v).to(where) for m, v in values.items()}
     steps = n // batch_size
     # TELBO's stage is chosen by the epoch MultiVae passes (epoch <= warmup: the joint ELBO; after: the unimodal ones).
     epoch = 1 if stage == 1 else 2
@@ -177,8 +274,9 @@ def measure_multivae(
         start = time.perf_counter()
         for i in range(steps if limit is None else limit):
             idx = order[i * batch_size : (i + 1) * batch_size]
-            batch = {m: v[idx] for m, v in data.items()}
-            batch["x"], batch["y"] = torch.bernoulli(batch["x"]), torch.bernoulli(batch["y"])  # dynamic binarization
+            batch = {m: v[idx] for m, v in examples.items()}
+            for m in binarize:  # dynamic binarization
+                batch[m] = torch.bernoulli(batch[m])
             inputs = MultimodalBaseDataset(data=batch, labels=None)
             out = model(inputs, epoch=epoch, dataset_size=n, uses_ddp=False, batch_ratio=i / steps)
             optimizer.zero_grad()
@@ -196,6 +294,7 @@ def measure_multivae(
     return {
         "library": "multivae",
         "model": name if stage == 1 else f"{name} (stage 2)",
+        "data": data,
         "samples_per_s": steps * batch_size / min(times),
         "epoch_s": times,
         "steps": steps,
@@ -209,17 +308,18 @@ def measure_multivae(
 # ----------------------------------------------------------------------------- the mvae_jax side
 
 
-def measure_mvae_jax(name: str, batch_size: int, epochs: int, n: int) -> dict:
+def measure_mvae_jax(name: str, batch_size: int, epochs: int, n: int, data: str = "trimodal") -> dict:
     """``bench/throughput.py``'s measurement: the EpochFn train.py runs, on the same data."""
     sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
     import jax
     from throughput import matmul_peak_gflops, measure_training
 
-    result = measure_training(name, batch_size, epochs, n=n)
+    result = measure_training(name, batch_size, epochs, n=n, dataset=data)
     peak = matmul_peak_gflops()
     return {
         "library": "mvae_jax",
         "model": name,
+        "data": data,
         "samples_per_s": result["samples_per_s"],
         "epoch_s": result["epoch_s"],
         "steps": n // batch_size,
@@ -241,10 +341,10 @@ def _worker(args) -> None:
         from mvae_jax import cli
 
         cli.enable_compilation_cache(args.compilation_cache)
-        result = measure_mvae_jax(args.models, args.batch_size, args.epochs, args.examples)
+        result = measure_mvae_jax(args.models, args.batch_size, args.epochs, args.examples, args.data)
     else:
         result = measure_multivae(
-            args.models, args.batch_size, args.epochs, args.examples, args.threads, args.stage, args.device
+            args.models, args.batch_size, args.epochs, args.examples, args.threads, args.stage, args.device, args.data
         )
     print(json.dumps(result), flush=True)
 
@@ -261,6 +361,7 @@ def _run_worker(library: str, model: str, args, env: dict, stage: int = 1) -> di
         f"--threads={args.threads}",
         f"--stage={stage}",
         f"--device={args.device}",
+        f"--data={args.data}",
         f"--compilation_cache={args.compilation_cache}",
     ]
     proc = subprocess.run(cmd, env={**os.environ, **env}, capture_output=True, text=True)
@@ -331,7 +432,17 @@ def table(results: list[dict], names: list[str]) -> str:
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--models", default=",".join(MODELS), help=f"comma-separated, of {', '.join(MODELS)}")
+    parser.add_argument(
+        "--models",
+        default=None,
+        help=f"comma-separated, of {', '.join(MODELS)} (PolyMNIST: {', '.join(POLYMNIST_MODELS)}; the default)",
+    )
+    parser.add_argument(
+        "--data",
+        default="trimodal",
+        choices=tuple(DATA),
+        help="the trimodal shapes with MLPs, or PolyMNIST's 5 RGB images with MoPoE's conv networks",
+    )
     parser.add_argument("--libraries", default=",".join(LIBRARIES), help="comma-separated, of mvae_jax, multivae")
     parser.add_argument("--batch_size", type=int, default=128)
     parser.add_argument("--examples", type=int, default=25_600, help="training pairs per epoch (both libraries)")
@@ -350,14 +461,16 @@ def main():
     if args.worker:
         return _worker(args)
 
-    names = [m for m in args.models.split(",") if m]
+    allowed_models = POLYMNIST_MODELS if args.data == "polymnist" else MODELS
+    names = [m for m in (args.models or ",".join(allowed_models)).split(",") if m]
     libraries = [lib for lib in args.libraries.split(",") if lib]
     for bad, allowed, what in (
-        (set(names) - set(MODELS), MODELS, "models"),
+        (set(names) - set(allowed_models), allowed_models, "models"),
         (set(libraries) - set(LIBRARIES), LIBRARIES, "libraries"),
     ):
         if bad:
-            parser.error(f"unknown {what} {sorted(bad)}; allowed: {', '.join(allowed)}")
+            where = f" (with --data={args.data})" if what == "models" and args.data != "trimodal" else ""
+            parser.error(f"unknown {what} {sorted(bad)}; allowed: {', '.join(allowed)}{where}")
     for flag in ("batch_size", "examples", "epochs", "rounds", "threads"):
         if getattr(args, flag) < 1:
             parser.error(f"--{flag}={getattr(args, flag)} must be >= 1")
@@ -368,7 +481,8 @@ def main():
 
     print(
         f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores; "
-        f"{args.examples} examples, batch {args.batch_size}, {args.epochs} timed epochs, {args.rounds} rounds; "
+        f"{args.data}: {args.examples} examples, batch {args.batch_size}, {args.epochs} timed epochs, "
+        f"{args.rounds} rounds; "
         f"{time.strftime('%Y-%m-%d')}",
         flush=True,
     )

@@ -25,7 +25,7 @@ import numpy as np
 import optax
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from throughput import matmul_peak_gflops, synthetic_trimodal  # noqa: E402
+from throughput import matmul_peak_gflops, synthetic  # noqa: E402
 
 from mvae_jax import cli, training  # noqa: E402
 from mvae_jax.config import Config  # noqa: E402
@@ -59,7 +59,7 @@ def main():
     model = get_model(config, trimodal.MODALITIES)
     tx = training.make_optimizer(config)
     state = training.create_train_state(model, tx, 0)
-    data = {k: jnp.asarray(v) for k, v in synthetic_trimodal(b * steps).items()}
+    data = {k: jnp.asarray(v) for k, v in synthetic(trimodal.MODALITIES, b * steps).items()}
     batch = {k: v[:b] for k, v in data.items()}
     key = jax.random.PRNGKey(0)
 

@@ -3,10 +3,13 @@
     python bench/throughput.py [--models=jmvae,telbo,...] [--batch_size=128] [--epochs=2]
                                [--devices=1,8] [--precision=fp32|bf16] [--no_eval]
                                [--examples=60000] [--eval_points=10000] [--tsne_points=5000]
-                               [--adversarial=auto|conv] [--missing=RATE]
+                               [--adversarial=auto|conv] [--missing=RATE] [--dataset=trimodal|polymnist]
 
-For each model, on trimodal-shaped random data held on the device (60,000
-training pairs, dynamic binarization of x and y as in train.py):
+For each model, on random data of the shapes of ``--dataset`` held on the device (60,000 training
+examples): the trimodal set's (x, y 28x28 pixel probabilities binarized afresh at every step as in
+train.py, w one-hot labels) with the models' default MLPs, or PolyMNIST's (5 RGB 28x28 images, a Laplace
+likelihood) with MoPoE's conv networks. Each model runs with the settings of ``bench/settings.py`` (on
+PolyMNIST its published recipe: latent 512, beta 2.5; MMVAE+ and CMVAE 32 + 32, K = 1):
 
 - training samples/s: the best of ``--epochs`` timed epochs (one compiled
   ``lax.scan`` each), after an epoch that compiles;
@@ -54,16 +57,14 @@ import time
 import jax
 import jax.numpy as jnp
 import numpy as np
+import settings  # bench/settings.py: each model's settings per data set, shared with peer_multivae.py
 
 from mvae_jax import cli, missing, training
 from mvae_jax.config import Config
-from mvae_jax.data import trimodal
+from mvae_jax.data import DATASETS
 from mvae_jax.models import INCOMPLETE, MODELS, PRESENT, get_model
 
-MODEL_OPTIONS = {
-    "mmvae": {"num_samples": 10},  # the config defaults, stated: K matters for mmvae's cost
-    "jnfdcca": {"epochs": 50},  # past its 30 DCCA and 10 warm-up epochs (refused otherwise); every stage costs the same
-}
+BINARIZED = {"trimodal": ("x", "y"), "polymnist": ()}  # what train.py's Dataset.binarize holds for each
 
 
 PEAK_SIZES = {"cpu": (1024, 2048, 3072), "accelerator": (4096, 8192)}  # n of the n x n matmuls the peak is the best of
@@ -106,14 +107,24 @@ def dense_flops_per_example(params) -> int:
     return total
 
 
-def synthetic_trimodal(n: int, seed: int = 0) -> dict[str, np.ndarray]:
-    """Random pixel probabilities for x and y and one-hot labels w: the shapes of the trimodal set."""
+def synthetic(modalities, n: int, seed: int = 0) -> dict[str, np.ndarray]:
+    """Random values of each modality's shape: pixel values in [0, 1] for images, one-hot rows for labels."""
     rng = np.random.default_rng(seed)
     return {
-        "x": rng.random((n, 28, 28, 1), np.float32),
-        "y": rng.random((n, 28, 28, 1), np.float32),
-        "w": np.eye(10, dtype=np.float32)[rng.integers(0, 10, n)],
+        m.name: np.eye(m.shape[-1], dtype=np.float32)[rng.integers(0, m.shape[-1], n)]
+        if m.likelihood == "categorical"
+        else rng.random((n, *m.shape), np.float32)
+        for m in modalities
     }
+
+
+def setup(model_name: str, dataset: str = "trimodal", **fields) -> tuple[Config, tuple]:
+    """The validated Config of ``model_name`` on ``dataset`` (``bench/settings.py``'s settings, then ``fields``)
+    and the data set's modalities."""
+    config = Config(
+        dataset=dataset, model=model_name, **{**settings.model_options(dataset, model_name), **fields}
+    ).validate()
+    return config, DATASETS[dataset].modalities(config)
 
 
 def _cost(compiled) -> dict:
@@ -128,25 +139,20 @@ def _prepare(
     precision: str,
     adversarial: str | None = None,
     missing_rate: float = 0.0,
+    dataset: str = "trimodal",
 ) -> dict:
-    """The compiled epoch of ``model_name`` on ``n`` synthetic pairs, its state and data, and the facts measured
-    while compiling it (see ``measure_training``)."""
+    """The compiled epoch of ``model_name`` on ``n`` synthetic examples of ``dataset``'s shapes, its state and
+    data, and the facts measured while compiling it (see ``measure_training``)."""
     options = {"adversarial": True, "disc_network": adversarial} if adversarial else {}
-    config = Config(
-        model=model_name,
-        batch_size=batch_size,
-        precision=precision,
-        **MODEL_OPTIONS.get(model_name, {}),
-        **options,
-    ).validate()
-    model = get_model(config, trimodal.MODALITIES)
-    tx, adversary = training.make_optimizers(config, trimodal.MODALITIES)
+    config, modalities = setup(model_name, dataset, batch_size=batch_size, precision=precision, **options)
+    model = get_model(config, modalities)
+    tx, adversary = training.make_optimizers(config, modalities)
     mesh = training.make_mesh()
     if batch_size % mesh.size:
         raise ValueError(f"batch_size={batch_size} must be a multiple of the {mesh.size} devices")
-    binarize = ("x", "y")
+    binarize = BINARIZED[dataset]
     state = training.replicate(training.create_train_state(model, tx, 0, adversary), mesh)
-    pairs = synthetic_trimodal(n)
+    pairs = synthetic(modalities, n)
     if missing_rate:
         present = missing.draw(n, model.names, {name: missing_rate for name in model.names}, seed=0)
         pairs = {k: v * present[:, i].reshape((-1,) + (1,) * (v.ndim - 1)) for i, (k, v) in enumerate(pairs.items())}
@@ -221,51 +227,53 @@ def measure_training(
     precision: str = "fp32",
     adversarial: str | None = None,
     missing_rate: float = 0.0,
+    dataset: str = "trimodal",
 ) -> dict:
-    """Samples/s, XLA FLOPs per step and memory of ``model_name``'s training epoch (see the module docstring);
-    ``adversarial`` ("auto" or "conv", the --disc_network): of its adversarial training; ``missing_rate``:
-    on incomplete data, each modality missing with that probability (``train.py --missing``)."""
-    run = _prepare(model_name, batch_size, n, precision, adversarial, missing_rate)
+    """Samples/s, XLA FLOPs per step and memory of ``model_name``'s training epoch on ``dataset``'s shapes (see
+    the module docstring); ``adversarial`` ("auto" or "conv", the --disc_network): of its adversarial training;
+    ``missing_rate``: on incomplete data, each modality missing with that probability (``train.py --missing``)."""
+    run = _prepare(model_name, batch_size, n, precision, adversarial, missing_rate, dataset)
     times = [_time_epoch(run) for _ in range(epochs)]
-    return _result(run, times, batch_size, n, precision)
+    return {**_result(run, times, batch_size, n, precision), "dataset": dataset}
 
 
 def measure_masked_cost(
-    model_name: str, batch_size: int, epochs: int, n: int, precision: str, missing_rate: float
+    model_name: str, batch_size: int, epochs: int, n: int, precision: str, missing_rate: float, dataset: str
 ) -> tuple[dict, dict]:
     """(complete, incomplete) results of ``model_name``'s epoch on complete data and on data with each modality
     missing with ``missing_rate``, their timed epochs interleaved (complete, incomplete, complete, ...) so that
     a machine whose speed drifts (a shared VM) slows both alike; the incomplete result carries
     ``cost_vs_plain``, the ratio of the best epochs."""
-    plain = _prepare(model_name, batch_size, n, precision)
-    masked = _prepare(model_name, batch_size, n, precision, missing_rate=missing_rate)
+    plain = _prepare(model_name, batch_size, n, precision, dataset=dataset)
+    masked = _prepare(model_name, batch_size, n, precision, missing_rate=missing_rate, dataset=dataset)
     times = {"plain": [], "masked": []}
     for _ in range(epochs):
         times["plain"].append(_time_epoch(plain))
         times["masked"].append(_time_epoch(masked))
-    results = (
-        _result(plain, times["plain"], batch_size, n, precision),
-        _result(masked, times["masked"], batch_size, n, precision),
+    results = tuple(
+        {**_result(run, times[kind], batch_size, n, precision), "dataset": dataset}
+        for run, kind in ((plain, "plain"), (masked, "masked"))
     )
     results[1]["cost_vs_plain"] = min(times["masked"]) / min(times["plain"])
     return results
 
 
-def measure_evaluation(model_name: str, n: int = 10_000, tsne_points: int = 5_000, tsne: bool = True) -> dict:
-    """Seconds of coherence over ``n`` test pairs (all pairs) and of one tSNE of ``tsne_points`` posterior means."""
+def measure_evaluation(
+    model_name: str, n: int = 10_000, tsne_points: int = 5_000, tsne: bool = True, dataset: str = "trimodal"
+) -> dict:
+    """Seconds of coherence over ``n`` test examples (every subset -> image modality pair) and of one tSNE of
+    ``tsne_points`` posterior means."""
     from mvae_jax import classifiers, evaluation, figures
     from mvae_jax.networks import Classifier
 
-    config = Config(model=model_name, **MODEL_OPTIONS.get(model_name, {})).validate()
-    model = get_model(config, trimodal.MODALITIES)
+    config, modalities = setup(model_name, dataset)
+    model = get_model(config, modalities)
     params = model.init(jax.random.PRNGKey(0))
-    test = synthetic_trimodal(n, seed=1)
-    labels = np.argmax(test["w"], axis=1)
-    cnn = Classifier(10).init(jax.random.PRNGKey(2), jnp.zeros((1, 28, 28, 1)))["params"]
-    classify = {
-        "x": lambda images: classifiers.predict(cnn, images),
-        "y": lambda images: classifiers.predict(cnn, images),
-    }
+    test = synthetic(modalities, n, seed=1)
+    labels = np.random.default_rng(1).integers(0, 10, n)
+    images = [m for m in modalities if m.is_image]
+    cnn = Classifier(10).init(jax.random.PRNGKey(2), jnp.zeros((1, *images[0].shape)))["params"]
+    classify = {m.name: (lambda batch: classifiers.predict(cnn, batch)) for m in images}
     small = {k: v[: min(n, 1000)] for k, v in test.items()}
     evaluation.coherence(model, params, small, labels[: min(n, 1000)], classify)  # compiles
     start = time.perf_counter()
@@ -297,6 +305,7 @@ def _in_subprocess(devices: int, args) -> list[dict]:
         f"--epochs={args.epochs}",
         f"--precision={args.precision}",
         f"--examples={args.examples}",
+        f"--dataset={args.dataset}",
         *([f"--adversarial={args.adversarial}"] if args.adversarial else []),
         "--no_eval",
         "--no_peak",
@@ -335,7 +344,13 @@ def main():
     parser.add_argument("--devices", default=None, help="e.g. 1,8: forced CPU device counts, one subprocess each")
     parser.add_argument("--no_eval", action="store_true", help="training measurements only")
     parser.add_argument("--no_peak", action="store_true", help=argparse.SUPPRESS)
-    parser.add_argument("--examples", type=int, default=60_000, help="training pairs of the synthetic epoch")
+    parser.add_argument("--examples", type=int, default=60_000, help="training examples of the synthetic epoch")
+    parser.add_argument(
+        "--dataset",
+        default="trimodal",
+        choices=settings.DATASETS,
+        help="the shapes, networks and settings (bench/settings.py) the models run with",
+    )
     parser.add_argument("--eval_points", type=int, default=10_000, help="test pairs the coherence timing scores")
     parser.add_argument("--tsne_points", type=int, default=5_000, help="posterior means of the timed tSNE")
     parser.add_argument(
@@ -378,14 +393,16 @@ def main():
     for m in names:
         if args.missing and m in INCOMPLETE:  # the complete epochs interleaved with the incomplete ones
             plain, masked = measure_masked_cost(
-                m, args.batch_size, args.epochs, args.examples, args.precision, missing_rate=args.missing
+                m, args.batch_size, args.epochs, args.examples, args.precision, args.missing, args.dataset
             )
         else:
-            plain = measure_training(m, args.batch_size, args.epochs, n=args.examples, precision=args.precision)
+            plain = measure_training(
+                m, args.batch_size, args.epochs, n=args.examples, precision=args.precision, dataset=args.dataset
+            )
         _report(plain, before)
         if args.adversarial:
             adv = measure_training(
-                m, args.batch_size, args.epochs, args.examples, args.precision, adversarial=args.adversarial
+                m, args.batch_size, args.epochs, args.examples, args.precision, args.adversarial, dataset=args.dataset
             )
             adv["cost_vs_plain"] = plain["samples_per_s"] / adv["samples_per_s"]
             _report(adv, before)
@@ -402,7 +419,7 @@ def main():
             )
     if not args.no_eval:
         for i, m in enumerate(names):
-            r = measure_evaluation(m, n=args.eval_points, tsne_points=args.tsne_points, tsne=i == 0)
+            r = measure_evaluation(m, args.eval_points, args.tsne_points, tsne=i == 0, dataset=args.dataset)
             text = (
                 f"{m:7s} eval: coherence of {r['coherence_pairs']} pairs over {r['coherence_points']} test pairs "
                 f"in {r['coherence_s']:.1f} s ({r['coherence_points_per_s']:.0f} test pairs/s)"

@@ -11,6 +11,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from mvae_jax.convolution import Conv, ConvTranspose
+
 # Every module takes ``dtype``, the dtype its layers compute in (None: float32).
 # Parameters stay float32 (``param_dtype``); outputs are cast back to float32,
 # so likelihoods, KLs and losses are always computed in float32.
@@ -77,10 +79,8 @@ class ConvFeatures(nn.Module):
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
         stack = as_stack(self.stack)
-        k = (stack.kernel, stack.kernel)
         for i, width in enumerate(stack.widths):
-            conv = nn.Conv(width, k, strides=(2, 2), padding="SAME", dtype=self.dtype, name=f"conv_{i}")
-            x = stack.act(conv(x))
+            x = stack.act(Conv(width, stack.kernel, 2, self.dtype, name=f"conv_{i}")(x))
         return x.reshape(x.shape[0], -1)
 
 
@@ -128,9 +128,8 @@ class ConvDecoder(nn.Module):
         )
         h = nn.relu(h).reshape(-1, heights[-1], widths[-1], stack.widths[-1])
         outs = (*stack.widths[-2::-1], channels)
-        k = (stack.kernel, stack.kernel)
         for i, features in enumerate(outs):
-            h = nn.ConvTranspose(features, k, strides=(2, 2), padding="SAME", dtype=self.dtype, name=f"deconv_{i}")(h)
+            h = ConvTranspose(features, stack.kernel, 2, self.dtype, name=f"deconv_{i}")(h)
             h = h[:, : heights[n - 1 - i], : widths[n - 1 - i]]
             if i < len(outs) - 1:
                 h = nn.relu(h)
@@ -319,7 +318,7 @@ class Classifier(nn.Module):
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
         for i, channels in enumerate((32, 64)):
-            x = nn.relu(nn.Conv(channels, (3, 3), name=f"conv_{i}")(x))
+            x = nn.relu(Conv(channels, 3, name=f"conv_{i}")(x))
             b, h, w, c = x.shape
             if h % 2 or w % 2:  # an odd side (a 14x28 half image has 7 rows here): pad it by repeating its edge
                 x = jnp.pad(x, ((0, 0), (0, h % 2), (0, w % 2), (0, 0)), mode="edge")

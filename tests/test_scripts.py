@@ -55,6 +55,32 @@ def test_peer_benchmark_runs_its_mvae_jax_half_and_refuses_bad_flags():
         [sys.executable, "bench/peer_multivae.py", "--models=vae"], cwd=ROOT, capture_output=True, text=True
     )
     assert bad.returncode == 2 and "unknown models ['vae']; allowed: jmvae, telbo, mvae, mopoe, mmvae" in bad.stderr
+    bad = subprocess.run(
+        [sys.executable, "bench/peer_multivae.py", "--data=polymnist", "--models=jmvae"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+    )
+    expected = "unknown models ['jmvae']; allowed: mvae, mopoe, mmvae, mvtcae, mmvaeplus (with --data=polymnist)"
+    assert bad.returncode == 2 and expected in bad.stderr
+
+
+def test_throughput_benchmark_times_polymnist_models_with_their_recipes():
+    """--dataset=polymnist: MoPoE's conv networks on 5 RGB images, at bench/settings.py's recipe (latent 512)."""
+    out = _run(
+        "bench/throughput.py",
+        "--dataset=polymnist",
+        "--models=mopoe",
+        "--examples=128",
+        "--batch_size=64",
+        "--epochs=1",
+        "--no_eval",
+        "--no_peak",
+    )
+    (record,) = [json.loads(line) for line in out.splitlines() if line.startswith("{")]
+    assert record["dataset"] == "polymnist" and record["model"] == "mopoe" and record["samples_per_s"] > 0
+    # 5 encoders and decoders of MoPoE's networks at latent 512: some GFLOPs per step of 64, not an MLP's fraction
+    assert record["xla_gflop_per_step"] > 5
 
 
 def test_peer_benchmark_races_multivae_when_the_bench_extra_is_installed():
@@ -66,6 +92,18 @@ def test_peer_benchmark_races_multivae_when_the_bench_extra_is_installed():
     theirs = {(r["model"], r["omp_wait_policy"]) for r in records if r["library"] == "multivae"}
     assert theirs == {(m, p) for m in ("mvae", "telbo", "telbo (stage 2)") for p in ("PASSIVE", "ACTIVE")}
     assert "| mvae |" in out and "x |" in out  # a ratio in the table
+    out = _run(
+        "bench/peer_multivae.py",
+        "--data=polymnist",
+        "--models=mmvaeplus",
+        "--libraries=multivae",
+        "--examples=64",
+        "--batch_size=32",
+        "--epochs=1",
+        "--rounds=1",
+    )
+    records = [json.loads(line) for line in out.splitlines() if line.startswith("{")]
+    assert {(r["model"], r["data"]) for r in records} == {("mmvaeplus", "polymnist")} and len(records) == 2
 
 
 def test_throughput_benchmark_prints_training_eval_adversarial_and_incomplete_numbers():
