@@ -31,6 +31,13 @@ def test_throughput_benchmark_with_forced_device_counts():
     assert record["devices"].endswith("x2") and record["samples_per_s"] > 0
 
 
+def test_conv_layers_benchmark_times_both_implementations_of_every_layer():
+    out = _run("bench/conv_layers.py", "--batch_size=4", "--repeats=1", "--features=3,16")
+    records = [json.loads(line) for line in out.splitlines() if line.startswith("{")]
+    assert len(records) == 8 and all(r["xla_ms"] > 0 and r["matmul_ms"] > 0 for r in records)
+    assert [r["chosen"] for r in records[-2:]] == ["xla", "matmul"]  # 3 channels by XLA, 16 by matmul (a CPU)
+
+
 def test_step_breakdown_prints_every_part_and_epoch_variant():
     out = _run("bench/step_breakdown.py", "--batch_size=32", "--steps=10", "--rounds=1", "--calls=2")
     for text in ("gradient (forward + backward):", "Adam update of", "binarization draws", "chunks of 1: median"):
