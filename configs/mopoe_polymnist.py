@@ -10,9 +10,9 @@ not on the test set).
 Expected at this budget: the MoPoE paper's coherence of about 0.66 / 0.77 / 0.81 / 0.83 for 1 to 4 inputs
 (their data and ResNet scorers; docs/POLYMNIST.md says what differs here). Not yet run to this budget
 here: docs/POLYMNIST.md has the numbers measured so far and their budgets.
-Time: measured 1.14 s per step of 128 at latent 512 on 2 CPU cores; at batch 256 (195 steps per epoch)
-about twice that per step, an estimate: some 36 hours of this CPU for the 300 epochs. A GPU is needed for
-the published budget.
+Time: measured 0.449 s per step of 128 at latent 512 on 2 CPU cores (2026-12-07, with the convolutions as
+matmuls; 1.14 s before); at batch 256 (195 steps per epoch) about twice that per step, an estimate: some
+15 hours of this CPU for the 300 epochs. A GPU is needed for the published budget.
 """
 
 
