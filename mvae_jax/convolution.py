@@ -109,6 +109,30 @@ def conv_transpose_by_matmul(x: jax.Array, kernel: jax.Array, stride: int) -> ja
     return jnp.stack(phases, axis=2).reshape(b, height * stride, width * stride, features)
 
 
+LAYOUT = ("NHWC", "HWIO", "NHWC")  # Flax's: images (batch, H, W, C), kernels (k, k, in, out)
+
+
+def conv_by_xla(x: jax.Array, kernel: jax.Array, stride: int) -> jax.Array:
+    """What ``nn.Conv`` computes: XLA's convolution, SAME padding."""
+    return jax.lax.conv_general_dilated(x, kernel, (stride, stride), "SAME", dimension_numbers=LAYOUT)
+
+
+def conv_transpose_by_xla(x: jax.Array, kernel: jax.Array, stride: int) -> jax.Array:
+    """What ``nn.ConvTranspose`` computes: XLA's transposed convolution, SAME padding, kernel not flipped."""
+    return jax.lax.conv_transpose(x, kernel, (stride, stride), "SAME", dimension_numbers=LAYOUT)
+
+
+def _layer(module, x: jax.Array, by_matmul, by_xla) -> jax.Array:
+    """The body of ``Conv`` and ``ConvTranspose``: Flax's parameters (``kernel`` lecun-normal, ``bias`` zeros,
+    float32), its dtype promotion, then ``by_matmul`` or ``by_xla`` as ``module.impl`` or ``conv_impl`` says."""
+    shape = (module.kernel, module.kernel, x.shape[-1], module.features)
+    kernel = module.param("kernel", nn.initializers.lecun_normal(), shape, jnp.float32)
+    bias = module.param("bias", nn.initializers.zeros_init(), (module.features,), jnp.float32)
+    x, kernel, bias = nn.dtypes.promote_dtype(x, kernel, bias, dtype=module.dtype)
+    compute = by_matmul if (module.impl or conv_impl(module.features)) == "matmul" else by_xla
+    return compute(x, kernel, module.stride) + bias
+
+
 class Conv(nn.Module):
     """``nn.Conv(features, (k, k), strides=(s, s), padding="SAME")``: its parameters (names, shapes, initialisers),
     so checkpoints are interchangeable, and its result; computed by ``conv_impl(features)`` (or ``impl``)."""
@@ -121,15 +145,7 @@ class Conv(nn.Module):
 
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
-        k = (self.kernel, self.kernel, x.shape[-1], self.features)
-        kernel = self.param("kernel", nn.initializers.lecun_normal(), k, jnp.float32)
-        bias = self.param("bias", nn.initializers.zeros_init(), (self.features,), jnp.float32)
-        x, kernel, bias = nn.dtypes.promote_dtype(x, kernel, bias, dtype=self.dtype)
-        if (self.impl or conv_impl(self.features)) == "matmul":
-            return conv_by_matmul(x, kernel, self.stride) + bias
-        numbers = ("NHWC", "HWIO", "NHWC")
-        s = (self.stride, self.stride)
-        return jax.lax.conv_general_dilated(x, kernel, s, "SAME", dimension_numbers=numbers) + bias
+        return _layer(self, x, conv_by_matmul, conv_by_xla)
 
 
 class ConvTranspose(nn.Module):
@@ -144,12 +160,4 @@ class ConvTranspose(nn.Module):
 
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
-        k = (self.kernel, self.kernel, x.shape[-1], self.features)
-        kernel = self.param("kernel", nn.initializers.lecun_normal(), k, jnp.float32)
-        bias = self.param("bias", nn.initializers.zeros_init(), (self.features,), jnp.float32)
-        x, kernel, bias = nn.dtypes.promote_dtype(x, kernel, bias, dtype=self.dtype)
-        if (self.impl or conv_impl(self.features)) == "matmul":
-            return conv_transpose_by_matmul(x, kernel, self.stride) + bias
-        numbers = ("NHWC", "HWIO", "NHWC")
-        s = (self.stride, self.stride)
-        return jax.lax.conv_transpose(x, kernel, s, "SAME", dimension_numbers=numbers) + bias
+        return _layer(self, x, conv_transpose_by_matmul, conv_transpose_by_xla)

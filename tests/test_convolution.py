@@ -27,15 +27,23 @@ def _input(shape, seed=0):
     return jnp.asarray(np.random.default_rng(seed).normal(size=(2, *shape)))
 
 
+# (ours, Flax's, the output side from an input side and the stride, the input's seed)
+LAYERS = {
+    "conv": (Conv, nn.Conv, lambda side, stride: -(-side // stride), 0),
+    "transpose": (ConvTranspose, nn.ConvTranspose, lambda side, stride: side * stride, 1),
+}
+
+
 @pytest.mark.parametrize("impl", convolution.CONV_IMPLS)
 @pytest.mark.parametrize("kernel, stride, shape, features", CASES)
-def test_conv_is_flax_conv_with_the_same_parameters(kernel, stride, shape, features, impl):
+@pytest.mark.parametrize("layer", LAYERS)
+def test_our_layer_is_flax_layer_with_the_same_parameters(layer, kernel, stride, shape, features, impl):
+    module, flax_module, out_side, seed = LAYERS[layer]
     with jax.enable_x64(True):
-        x = _input(shape)
-        s = (stride, stride)
-        flax_conv = nn.Conv(features, (kernel, kernel), strides=s, padding="SAME")
+        x = _input(shape, seed)
+        flax_conv = flax_module(features, (kernel, kernel), strides=(stride, stride), padding="SAME")
         params = flax_conv.init(jax.random.PRNGKey(0), x)["params"]
-        ours = Conv(features, kernel, stride, impl=impl)
+        ours = module(features, kernel, stride, impl=impl)
         # the same parameter tree, drawn the same: a checkpoint of one loads in the other
         mine = ours.init(jax.random.PRNGKey(0), x)["params"]
         assert jax.tree.map(jnp.shape, mine) == jax.tree.map(jnp.shape, params)
@@ -43,25 +51,7 @@ def test_conv_is_flax_conv_with_the_same_parameters(kernel, stride, shape, featu
         params = jax.tree.map(lambda p: p.astype(jnp.float64) + 0.1, params)  # float64, a nonzero bias
         want = flax_conv.apply({"params": params}, x)
         got = ours.apply({"params": params}, x)
-        assert got.shape == want.shape == (2, -(-shape[0] // stride), -(-shape[1] // stride), features)
-        np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-12)
-
-
-@pytest.mark.parametrize("impl", convolution.CONV_IMPLS)
-@pytest.mark.parametrize("kernel, stride, shape, features", CASES)
-def test_conv_transpose_is_flax_conv_transpose_with_the_same_parameters(kernel, stride, shape, features, impl):
-    with jax.enable_x64(True):
-        x = _input(shape, seed=1)
-        flax_conv = nn.ConvTranspose(features, (kernel, kernel), strides=(stride, stride), padding="SAME")
-        params = flax_conv.init(jax.random.PRNGKey(0), x)["params"]
-        ours = ConvTranspose(features, kernel, stride, impl=impl)
-        mine = ours.init(jax.random.PRNGKey(0), x)["params"]
-        assert jax.tree.map(jnp.shape, mine) == jax.tree.map(jnp.shape, params)
-        np.testing.assert_array_equal(mine["kernel"], params["kernel"])
-        params = jax.tree.map(lambda p: p.astype(jnp.float64) + 0.1, params)  # float64, a nonzero bias
-        want = flax_conv.apply({"params": params}, x)
-        got = ours.apply({"params": params}, x)
-        assert got.shape == want.shape == (2, shape[0] * stride, shape[1] * stride, features)
+        assert got.shape == want.shape == (2, out_side(shape[0], stride), out_side(shape[1], stride), features)
         np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-12)
 
 
