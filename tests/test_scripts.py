@@ -382,3 +382,67 @@ def test_results_script_trains_each_seed_on_its_own_with_sweep_each(tiny_data_di
     for seed in (0, 1):
         assert json.loads((runs / "mvtcae" / f"seed{seed}" / "config.json").read_text())["seed"] == seed
     assert "| mvtcae |" in (tmp_path / "R.md").read_text()
+
+
+def test_reproduce_polymnist_stops_at_the_time_limit_resumes_and_reports_the_budget(tmp_path):
+    """scripts/reproduce_polymnist.py on a tiny PolyMNIST: a time limit stops the sweep and the report says so;
+    the same command without it goes on, scores each seed's best epoch once and keeps what is done."""
+    from tests.test_polymnist import write_tiny_polymnist_sources
+
+    data = write_tiny_polymnist_sources(tmp_path / "data")
+    env = {**os.environ, "MVAE_JAX_CACHE": str(tmp_path / "cache")}
+    report, runs = tmp_path / "REPRODUCTIONS.md", tmp_path / "runs"
+    flags = [
+        "scripts/reproduce_polymnist.py",
+        f"--data_dir={data}",
+        "--models=mopoe",
+        "--seeds=0,1",
+        f"--runs={runs}",
+        f"--out={report}",
+        "--train_flags=--num_modalities=3 --latent_dim=4 --batch_size=20 --validation=20 --epochs=2",
+        f"--eval_flags=--coherence_points=20 --classifier_epochs=1 --classifier_dir={tmp_path / 'cnn'}",
+    ]
+
+    def run(*more):
+        done = subprocess.run([sys.executable, *flags, *more], cwd=ROOT, capture_output=True, text=True, env=env)
+        assert done.returncode == 0, f"{more}: exit {done.returncode}\n{done.stdout[-2000:]}\n{done.stderr[-2000:]}"
+        return done.stdout
+
+    assert "mopoe: stopped at the time limit" in run("--train_minutes=0.001")  # stopped long before an epoch ends
+    text = report.read_text()
+    assert "| mopoe | `configs/mopoe_polymnist.py` | 0 of 2 |" in text and "stopped at the time limit |" in text
+    assert "**mopoe, ours** (0 of 2 seeds) |" in text and "Sutter et al. 2021" in text
+
+    out = run()  # no limit: the sweep trains on to its 2 epochs, then each seed is scored
+    assert "mopoe: trained" in out
+    text = report.read_text()
+    assert "| mopoe | `configs/mopoe_polymnist.py` | 2 of 2 |" in text
+    row = next(line for line in text.splitlines() if line.startswith("| **mopoe, ours** (2 of 2 seeds)"))
+    cells = [c.strip() for c in row.split("|")[2:-1]]
+    assert " ± " in cells[0] and " ± " in cells[1] and cells[2] == cells[3] == ""  # 3 modalities: 1 or 2 inputs
+    for seed in (0, 1):
+        metrics = json.loads((runs / "mopoe" / f"seed{seed}" / "eval" / "metrics.json").read_text())
+        assert metrics["epoch"] in (1, 2) and metrics["eval_flags"]["step"] == "best"
+
+    out = run()  # done already: nothing trained or scored again
+    assert "mopoe: every seed has its 2 epochs: kept" in out and out.count("evaluated at its best epoch") == 2
+    with open(report, "a") as f:
+        f.write("\n## Reading\n\nWritten by hand.\n")
+    run("--summarize_only")
+    assert report.read_text().endswith("## Reading\n\nWritten by hand.\n")
+
+
+def test_reproduce_polymnist_refuses_bad_flags_before_any_work(tmp_path):
+    for flag, message in (
+        ("--models=mopoe,jmvae", "unknown or repeated ['jmvae']; allowed: mopoe,mvtcae,mmvaeplus,cmvae,jnfdcca"),
+        ("--train_minutes=-1", "--train_minutes=-1.0: allowed: a number of minutes > 0"),
+        ("--train_flags=--epochs=0", "mopoe: epochs=0 is invalid"),
+    ):
+        done = subprocess.run(
+            [sys.executable, "scripts/reproduce_polymnist.py", "--models=mopoe", f"--runs={tmp_path}", flag],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+        )
+        assert done.returncode == 2 and message in done.stderr, done.stderr
+    assert not any(tmp_path.iterdir())
