@@ -446,3 +446,21 @@ def test_reproduce_polymnist_refuses_bad_flags_before_any_work(tmp_path):
         )
         assert done.returncode == 2 and message in done.stderr, done.stderr
     assert not any(tmp_path.iterdir())
+
+
+def test_sweep_cost_benchmark_times_sweeps_of_each_size_against_one_run(tmp_path):
+    """bench/sweep_cost.py: train.py with 1 and 2 seeds on a tiny PolyMNIST; the second epoch of each, timed."""
+    from tests.test_polymnist import write_tiny_polymnist_sources
+
+    data = write_tiny_polymnist_sources(tmp_path / "data")
+    done = subprocess.run(
+        [sys.executable, "bench/sweep_cost.py", f"--data_dir={data}", "--seeds=1,2", "--train_examples=40",
+         "--validation=20", "--batch_size=20", "--train_flags=--num_modalities=3 --latent_dim=4"],
+        cwd=ROOT, capture_output=True, text=True, env={**os.environ, "MVAE_JAX_CACHE": str(tmp_path / "cache")},
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    records = [json.loads(line) for line in done.stdout.splitlines() if line.startswith("{")]
+    assert [r["runs"] for r in records] == [1, 2] and records[0]["over_one_run"] == 1.0
+    assert all(r["epoch_s"] > 0 and r["steps"] == 2 for r in records)
+    assert records[1]["over_n_runs"] == pytest.approx(records[1]["epoch_s"] / (2 * records[0]["epoch_s"]))
+    assert "| runs N | epoch s | against one run | against N runs of one |" in done.stdout
