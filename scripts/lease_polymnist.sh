@@ -1,10 +1,10 @@
 #!/bin/bash
 # The PolyMNIST reproductions (scripts/reproduce_polymnist.py) in one lease of a GPU machine that can be reached only
 # by commands of at most 10 minutes, whose files come back only from $OUT, and which is given back 30 s after a
-# command ends. Run from the repository root there, in two commands back to back:
+# command ends. Run from the repository root there, in one command, or two back to back:
 #
-#   bash scripts/lease_polymnist.sh start MINUTES [reproduce_polymnist.py flags] && bash scripts/lease_polymnist.sh watch 520
-#   bash scripts/lease_polymnist.sh watch 240
+#   bash scripts/lease_polymnist.sh start 5 [reproduce_polymnist.py flags] && bash scripts/lease_polymnist.sh watch 540
+#   bash scripts/lease_polymnist.sh watch 200     # only if the first says "still running"
 #
 # start: prints the machine and its software, then starts reproduce_polymnist.py in a new process session (so
 #   it outlives the command) with --train_minutes=MINUTES (its trainings stopped after MINUTES, then evaluated),
