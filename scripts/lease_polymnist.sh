@@ -40,6 +40,7 @@ start)
   nvidia-smi -L 2>/dev/null
   $PYTHON -c "import jax, flax, optax, orbax.checkpoint, sklearn; print(jax.devices(), 'jax', jax.__version__, 'flax', flax.__version__, 'optax', optax.__version__)" || exit 1
   export JAX_COMPILATION_CACHE_DIR=${JAX_COMPILATION_CACHE_DIR:-/tmp/jax_cache} PYTHONUNBUFFERED=1
+  export XLA_PYTHON_CLIENT_PREALLOCATE=false  # several JAX processes share the GPU: each takes what it uses
   setsid nohup nvidia-smi --query-gpu=timestamp,utilization.gpu,memory.used --format=csv -l 5 >"$RUNS/gpu.csv" 2>&1 </dev/null &
   setsid nohup $PYTHON scripts/reproduce_polymnist.py --data_dir=.data/datasets --runs="$RUNS" --out="$REPORT" \
     --train_minutes="$minutes" "$@" >"$LOG" 2>&1 </dev/null &

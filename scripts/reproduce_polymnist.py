@@ -250,6 +250,9 @@ def evaluate_all(args, models: list[str], seeds: list[int]) -> list[str]:
 
 
 def main(argv=None) -> None:
+    # This process only starts and reads the others; were it to start JAX on a GPU (the machine line of the
+    # report does), it must not take the memory the trainings and evaluations need.
+    os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
     parser = make_parser()
     args = parser.parse_args(argv)
     models, seeds = check_args(parser, args)
