@@ -89,12 +89,7 @@ def check_args(parser: argparse.ArgumentParser, args) -> tuple[list[str], list[i
     unknown = [m for m in models if m not in MODELS]
     if unknown or not models or len(set(models)) != len(models):
         parser.error(f"--models={args.models}: unknown or repeated {unknown}; allowed: {','.join(MODELS)}")
-    try:
-        seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
-    except ValueError:
-        parser.error(f"--seeds={args.seeds!r} is not comma-separated integers, e.g. 0,1")
-    if not seeds or len(set(seeds)) != len(seeds) or min(seeds) < 0:
-        parser.error(f"--seeds={args.seeds!r}: allowed: distinct integers >= 0, e.g. 0,1")
+    seeds = results.parse_seeds(parser, args.seeds)
     if args.train_minutes is not None and not args.train_minutes > 0:
         parser.error(f"--train_minutes={args.train_minutes}: allowed: a number of minutes > 0")
     if args.eval_jobs < 1:

@@ -178,12 +178,7 @@ def check_args(parser: argparse.ArgumentParser, args) -> tuple[list[str], list[i
     unknown = [m for m in models if m not in MODELS]
     if unknown or not models:
         parser.error(f"--models={args.models}: unknown {unknown}; allowed: {','.join(MODELS)}")
-    try:
-        seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
-    except ValueError:
-        parser.error(f"--seeds={args.seeds!r} is not comma-separated integers, e.g. 0,1,2")
-    if not seeds or len(set(seeds)) != len(seeds) or min(seeds) < 0:
-        parser.error(f"--seeds={args.seeds!r}: allowed: distinct integers >= 0, e.g. 0,1,2")
+    seeds = parse_seeds(parser, args.seeds)
     if args.epochs < 1:
         parser.error(f"--epochs={args.epochs} is invalid; allowed: an integer >= 1")
     if args.reference not in MODELS:
@@ -208,6 +203,17 @@ def check_args(parser: argparse.ArgumentParser, args) -> tuple[list[str], list[i
         except ValueError as e:
             parser.error(f"--sections={e}")
     return models, seeds
+
+
+def parse_seeds(parser: argparse.ArgumentParser, text: str) -> list[int]:
+    """The seeds of ``--seeds=text`` (distinct integers >= 0), or parser.error naming the bad value."""
+    try:
+        seeds = [int(s) for s in text.split(",") if s.strip()]
+    except ValueError:
+        parser.error(f"--seeds={text!r} is not comma-separated integers, e.g. 0,1,2")
+    if not seeds or len(set(seeds)) != len(seeds) or min(seeds) < 0:
+        parser.error(f"--seeds={text!r}: allowed: distinct integers >= 0, e.g. 0,1,2")
+    return seeds
 
 
 def wanted_sections(args) -> list[str]:
