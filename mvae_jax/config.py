@@ -21,6 +21,7 @@ METRICS_FILE = "metrics.jsonl"  # one JSON line per epoch: the mean loss terms, 
 
 PRECISIONS = ("fp32", "bf16")
 ACTIVATIONS = ("relu", "swish")  # of the MLPs (mvae_jax.networks.ACTIVATIONS)
+OPTIMIZERS = ("adam", "amsgrad")  # mvae_jax.training.state.make_optimizer
 
 
 def _registry(name: str, default: str, help: str) -> Option:
@@ -61,7 +62,14 @@ RUN_OPTIONS = (
         0,
     ),
     *missing.OPTIONS,
-    opt.number("learning_rate", 1e-3, "Adam learning rate", strict=True, allowed="a number > 0"),
+    opt.number("learning_rate", 1e-3, "the optimizer's learning rate", strict=True, allowed="a number > 0"),
+    opt.choice(
+        "optimizer",
+        "adam",
+        OPTIMIZERS,
+        "adam, or amsgrad (Reddi et al. 2018) as PyTorch's Adam(amsgrad=True) computes it: what the MMVAE+ and "
+        "CMVAE authors train with",
+    ),
     opt.integer("latent_dim", 20, "size of z", 1),
     opt.widths("hidden_dims", (512, 512), "widths of the hidden layers of every MLP, comma separated", "512,512"),
     opt.widths(

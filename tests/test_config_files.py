@@ -120,7 +120,7 @@ def test_a_config_saved_before_the_option_blocks_loads_the_same_and_builds_the_s
         "train_examples", "plugins", "image_likelihood", "tc_alpha", "private_dim", "num_clusters", "dmvae_private_dim",
         "missing", "missing_seed", "missing_eval", "drop_incomplete", "tracker", "tracker_project",
         "jnf_warmup", "jnf_flow_layers", "jnf_flow_width", "jnf_flow_depth", "jnf_hmc_steps", "jnf_leapfrog_steps",
-        "jnf_step_size", "jnf_dcca_epochs", "jnf_dcca_dim",
+        "jnf_step_size", "jnf_dcca_epochs", "jnf_dcca_dim", "optimizer",
     }  # fmt: skip
     model = get_model(loaded, DATASETS[loaded.dataset].modalities(loaded))
     built = _shapes(jax.eval_shape(model.init, jax.random.PRNGKey(0)))

@@ -99,10 +99,11 @@ def test_checkpoint_restores_equal_state(tiny_config, tmp_path):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("model", ["jmvae", "pemvae"])
-def test_resume_after_one_epoch_equals_two_straight(tiny_config, tmp_path, model):
-    """pemvae: its second epoch is the subset stage (warm-up 1 epoch), so the schedule must survive resume."""
-    base = {**tiny_config.to_dict(), "model": model}
+@pytest.mark.parametrize(("model", "optimizer"), [("jmvae", "adam"), ("pemvae", "adam"), ("jmvae", "amsgrad")])
+def test_resume_after_one_epoch_equals_two_straight(tiny_config, tmp_path, model, optimizer):
+    """pemvae: its second epoch is the subset stage (warm-up 1 epoch), so the schedule must survive resume.
+    amsgrad: its running maximum of the second moments is checkpointed with the rest of its state."""
+    base = {**tiny_config.to_dict(), "model": model, "optimizer": optimizer}
     straight = training.train_and_evaluate(Config(**{**base, "workdir": str(tmp_path / "a")}))
     cfg_b = Config(**{**base, "workdir": str(tmp_path / "b"), "epochs": 1})
     training.train_and_evaluate(cfg_b)
@@ -244,3 +245,44 @@ def test_train_examples_trains_on_the_first_n_examples_only(tiny_config):
     """--train_examples=N: N // batch steps per epoch."""
     state = training.train_and_evaluate(Config(**{**tiny_config.to_dict(), "train_examples": 40, "epochs": 1}))
     assert int(state.step) == 40 // tiny_config.batch_size
+
+
+def _torch_amsgrad(grads, lr, b1=0.9, b2=0.999, eps=1e-8):
+    """PyTorch's Adam(amsgrad=True) step by step in float64 NumPy (torch.optim.adam._single_tensor_adam):
+    the maximum of the raw second moments, then the current step's bias corrections."""
+    p = np.zeros_like(grads[0])
+    m, v, v_max = np.zeros_like(p), np.zeros_like(p), np.zeros_like(p)
+    for t, g in enumerate(grads, start=1):
+        m = b1 * m + (1 - b1) * g
+        v = b2 * v + (1 - b2) * g * g
+        v_max = np.maximum(v_max, v)
+        p = p - (lr / (1 - b1**t)) * m / (np.sqrt(v_max) / np.sqrt(1 - b2**t) + eps)
+    return p
+
+
+def test_amsgrad_follows_pytorchs_form_not_optaxs():
+    """--optimizer=amsgrad, the MMVAE+ and CMVAE authors' optimizer: equal to PyTorch's in float64 over 50
+    steps of large random gradients, then 1,500 of a steady one 100 times smaller. Adam's step grows as its
+    second moment decays, AMSGrad's stays bounded by the maximum; optax.amsgrad (the maximum over
+    bias-corrected moments, which keeps the first step's g^2) moves far less."""
+    rng = np.random.default_rng(0)
+    steady = 0.01 * np.array([1.0, -1.0, 0.5, 2.0, -0.3])
+    grads = [rng.normal(size=5) for _ in range(50)] + [steady * (1 + 0.1 * rng.normal(size=5)) for _ in range(1500)]
+    expected = _torch_amsgrad(grads, lr=1e-2)
+    with jax.enable_x64(True):
+
+        def run(tx):
+            params = jnp.zeros(5, jnp.float64)
+            state = tx.init(params)
+            update = jax.jit(tx.update)
+            for g in grads:
+                updates, state = update(jnp.asarray(g), state, params)
+                params = params + updates
+            return np.asarray(params)
+
+        ours = run(training.make_optimizer(Config(optimizer="amsgrad", learning_rate=1e-2)))
+        optax_form = run(__import__("optax").amsgrad(1e-2))
+        adam = run(training.make_optimizer(Config(learning_rate=1e-2)))
+    np.testing.assert_allclose(ours, expected, rtol=1e-10, atol=1e-13)
+    for other in (optax_form, adam):
+        assert np.abs(other - expected).max() > 0.1
