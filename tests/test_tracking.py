@@ -22,7 +22,7 @@ import urllib.request
 import numpy as np
 import pytest
 
-from mvae_jax import api, tracking, training
+from mvae_jax import api, tracking, tracking_writers, training
 from mvae_jax.config import Config
 
 TINY = dict(hidden_dims=(32,), latent_dim=4, batch_size=20, tensorboard_images=1)
@@ -217,7 +217,7 @@ def test_every_tracker_holds_the_config_each_epoch_and_the_evaluation(tiny_data_
     client = MlflowClient(store)
     run = client.get_run(runs["mlflow"]["run_id"])
     assert run.info.status == "FINISHED" and run.info.run_name == "run"
-    assert run.data.params == {k: tracking.as_text(v) for k, v in config.validate().to_dict().items()}
+    assert run.data.params == {k: tracking_writers.as_text(v) for k, v in config.validate().to_dict().items()}
     for key in ("loss", "kl", "log_likelihood_x"):
         history = client.get_metric_history(run.info.run_id, f"train/{key}")
         assert [(m.step, m.value) for m in history] == [(r["epoch"], pytest.approx(r[key])) for r in lines]
