@@ -1,7 +1,7 @@
 """The interface every model implements: pure functions of explicit parameters.
 
 Also what models share: the options several of them read (one declaration each), the experts' encoders
-and decoders, the batch checks and the subset masks. Why one module of about 450 lines: it is the one
+and decoders, the batch checks and the subset masks. Why one module of about 550 lines: it is the one
 file a model's author reads before writing a model (docs/ARCHITECTURE.md, "How to add a model").
 """
 

@@ -83,7 +83,9 @@ OPTIONS = (LIKELIHOOD_WEIGHTS, DMVAE_PRIVATE_DIM)
 
 def build(config, modalities: tuple[Modality, ...]) -> Model:
     """DMVAE with the data set's networks, shared latent ``config.latent_dim``, private
-    ``config.dmvae_private_dim``."""
+    ``config.dmvae_private_dim``.
+
+    Long because the model is its closures: init, encode and the loss share the networks built here."""
     names = tuple(m.name for m in modalities)
     beta, shared, private = float(config.beta), int(config.latent_dim), int(config.dmvae_private_dim)
     weights = config.likelihood_weight(names)

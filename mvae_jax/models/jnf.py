@@ -296,7 +296,10 @@ def build_dcca(config, modalities: tuple[Modality, ...]) -> Model:
 
 
 def _make(config, modalities: tuple[Modality, ...], dcca: bool) -> Model:
-    """JNF, or JNF-DCCA with ``dcca``: the stages, their objective and the inference of both."""
+    """JNF, or JNF-DCCA with ``dcca``: the stages, their objective and the inference of both.
+
+    Long because the model is its closures: the stages' losses and the inference share the networks and
+    flows built here."""
     name = "jnfdcca" if dcca else "jnf"
     names = tuple(m.name for m in modalities)
     beta, warmup = float(config.beta), int(config.jnf_warmup)

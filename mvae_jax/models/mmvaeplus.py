@@ -88,7 +88,9 @@ def build(config, modalities: tuple[Modality, ...]) -> Model:
 
 
 def make(config, modalities: tuple[Modality, ...], name: str, shared_prior: SharedPrior | None = None) -> Model:
-    """The MMVAE+ objective with p(z) = Laplace(0, 1), or ``shared_prior``'s p(z) (CMVAE's mixture)."""
+    """The MMVAE+ objective with p(z) = Laplace(0, 1), or ``shared_prior``'s p(z) (CMVAE's mixture).
+
+    Long because the model is its closures: init, encode and the loss share the networks built here."""
     names = tuple(m.name for m in modalities)
     beta, shared, private = float(config.beta), int(config.latent_dim), int(config.private_dim)
     weights = config.likelihood_weight(names)

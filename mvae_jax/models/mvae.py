@@ -51,7 +51,9 @@ OPTIONS = (LIKELIHOOD_WEIGHTS, NUM_SUBSETS, KL_WARMUP_EPOCHS)
 
 
 def build(config, modalities: tuple[Modality, ...]) -> Model:
-    """MVAE with MLP networks of widths ``config.hidden_dims``, latent ``config.latent_dim``."""
+    """MVAE with MLP networks of widths ``config.hidden_dims``, latent ``config.latent_dim``.
+
+    Long because the model is its closures: init, encode and the loss share the networks built here."""
     names = tuple(m.name for m in modalities)
     beta, num_subsets = float(config.beta), int(config.num_subsets)
     weights = config.likelihood_weight(names)

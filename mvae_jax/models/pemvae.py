@@ -225,6 +225,8 @@ def build(config, modalities: tuple[Modality, ...]) -> Model:
         return encoder.apply({"params": params["encoder"]}, given(batch, names), dict(zip(names, masks)))
 
     def loss(params, batch, rng, epoch=0, beta=beta):
+        """The module docstring's objective: the joint ELBO, then from the warm-up on the subset terms. Long
+        because both share the draws, the masks and the joint posterior computed here."""
         kl_beta = losses.kl_weight(beta, epoch, config.kl_warmup_epochs)
         k_joint, k_subsets = jax.random.split(rng)
         k_drop = jax.random.fold_in(rng, 2)

@@ -5,7 +5,7 @@ the data, the compiled epoch and the state. The loop reads straight through:
 resume, then per epoch run it, and either roll back (non-finite numbers),
 checkpoint a stop part-way, or finish it (metrics line, checkpoint).
 
-Why one module of about 490 lines: every step of the loop reads and updates
+Why one module of about 520 lines: every step of the loop reads and updates
 the same ``_Sweep`` (configs, files, compiled epoch, states); split across
 modules, each part would reach back into it. The workdir's checks live in
 ``training.workdir``, the checkpoints in ``training.checkpoints``.
@@ -165,22 +165,7 @@ class _Sweep:
         if self.primary:  # one train.py per workdir: refuse at once if another holds it
             for w in self.workdirs:
                 check_unlocked(w)
-        self.dataset = load_dataset(config)
-        if config.train_examples:
-            self.dataset = self.dataset.first_training_examples(config.train_examples)
-        self.dataset, incomplete = missing.apply(self.dataset, config, workdir=self.workdirs[0])
-        if incomplete is not None and self.primary:
-            log.info(
-                "missing=%s%s: %s", config.missing, " (dropped)" if config.drop_incomplete else "", incomplete.line()
-            )
-        if self.dataset.is_streamed and len({c.seed for c in self.configs}) > 1:
-            raise ValueError(
-                f"seeds {[c.seed for c in self.configs]}: a seed sweep needs an in-memory data set, and "
-                f"{config.dataset} is streamed from disk in one batch order; train each seed on its own"
-            )
-        self.steps = self.dataset.num_train // config.batch_size
-        if self.steps < 1:
-            raise ValueError(f"batch_size={config.batch_size} exceeds the {self.dataset.num_train} training examples")
+        incomplete = self._load_data(config)
         self.model = get_model(config, self.dataset.modalities)
         self.axes = SweepAxes.of(self.configs)  # None: one run
         self.several = jax.process_count() > 1
@@ -210,6 +195,28 @@ class _Sweep:
                 self.close(raising=False, error=errors.Interrupted("not started"))
                 raise
         self.state, self.partial = None, None
+
+    def _load_data(self, config: config_lib.Config):
+        """The training data as the runs train on it (``train_examples``, ``missing``), its steps per epoch;
+        returns the missing-data mask drawn (None for complete data). ValueError for a seed sweep of a
+        streamed data set, or a batch larger than the training split."""
+        self.dataset = load_dataset(config)
+        if config.train_examples:
+            self.dataset = self.dataset.first_training_examples(config.train_examples)
+        self.dataset, incomplete = missing.apply(self.dataset, config, workdir=self.workdirs[0])
+        if incomplete is not None and self.primary:
+            log.info(
+                "missing=%s%s: %s", config.missing, " (dropped)" if config.drop_incomplete else "", incomplete.line()
+            )
+        if self.dataset.is_streamed and len({c.seed for c in self.configs}) > 1:
+            raise ValueError(
+                f"seeds {[c.seed for c in self.configs]}: a seed sweep needs an in-memory data set, and "
+                f"{config.dataset} is streamed from disk in one batch order; train each seed on its own"
+            )
+        self.steps = self.dataset.num_train // config.batch_size
+        if self.steps < 1:
+            raise ValueError(f"batch_size={config.batch_size} exceeds the {self.dataset.num_train} training examples")
+        return incomplete
 
     @property
     def config(self) -> config_lib.Config:
