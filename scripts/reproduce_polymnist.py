@@ -12,9 +12,11 @@ launch-bound, so models side by side cost little more than one (the processes st
 fixed lease of a machine: the trainings still running after M minutes are stopped with SIGTERM (train.py
 checkpoints and exits; the same command later goes on from there), and the report gives, for each model, the
 epochs reached against its recipe's, so a cut budget is never hidden. Then ``eval.py --step=best`` scores each
-seed's best-validation epoch on the test set (``--sections``, default the coherences; ``--eval_flags`` for
-more eval.py flags), a model's first seed first and its other seeds after, loading the first one's compiled
-programs from JAX's persistent cache when ``JAX_COMPILATION_CACHE_DIR`` is set.
+seed's best-validation epoch on the test set as the papers score it (``--generation=sample``: one z drawn
+from the posterior per example, private latents drawn from their prior; ``--sections``, default the
+coherences; ``--eval_flags`` for more eval.py flags), a model's first seed first and its other seeds after,
+loading the first one's compiled programs from JAX's persistent cache when ``JAX_COMPILATION_CACHE_DIR`` is
+set.
 
 A run at its recipe's epochs, or evaluated at its current best epoch with the same flags, is kept, so the
 script resumes where it stopped; ``--summarize_only`` writes the report from the runs there are. The report's
@@ -150,6 +152,7 @@ def eval_command(args, model: str, seed: int) -> list[str]:
         "--step=best",
         f"--seed={seed}",
         f"--sections={args.sections}",
+        "--generation=sample",  # the papers' protocol: z ~ q(z|x_S), private latents ~ p(w)
         *shlex.split(args.eval_flags),
     ]
 

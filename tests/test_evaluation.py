@@ -69,6 +69,29 @@ def test_coherence_of_an_exact_decoder_is_one_for_every_subset_and_target():
     assert evaluation.prior_coherence(fake_model("exact"), {}, jax.random.PRNGKey(0), CLASSIFY, 2500, 1000) == 1.0
 
 
+def test_sampled_coherence_draws_z_from_the_posterior_against_a_closed_form():
+    """--generation=sample: one z ~ q(z|x_S) = N(one-hot of the class, s^2 I) per example, decoded exactly, so a
+    generated value carries the class when the class's coordinate, 1 + s e_c, beats the 9 others, s e_j:
+    P = integral phi(u) Phi(u + 1/s)^9 du. Posterior means (the default) give 1."""
+    from scipy.stats import norm
+
+    s = 1.0
+    base = fake_model("exact")
+
+    def encode(params, batch, present):
+        mu, _ = base.encode(params, batch, present)
+        return mu, jnp.full_like(mu, 2 * np.log(s))
+
+    model = Model("fake", MODALITIES, lambda rng: {}, None, encode, base.decode)
+    data, labels = fake_data(2000)
+    u = np.linspace(-10, 10, 20_001)
+    expected = np.trapezoid(norm.pdf(u) * norm.cdf(u + 1 / s) ** (CLASSES - 1), u)
+    sampled = evaluation.coherence(model, {}, data, labels, CLASSIFY, rng=jax.random.PRNGKey(0))
+    assert abs(np.mean(list(sampled.values())) - expected) < 0.01, (expected, sampled)  # 12 x 2,000 draws
+    assert all(abs(v - expected) < 0.04 for v in sampled.values()), (expected, sampled)  # 4 std of 2,000 draws
+    assert set(evaluation.coherence(model, {}, data, labels, CLASSIFY).values()) == {1.0}
+
+
 def test_coherence_of_a_constant_decoder_is_chance():
     data, labels = fake_data()
     scores = evaluation.coherence(fake_model("constant"), {}, data, labels, CLASSIFY)

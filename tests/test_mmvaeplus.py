@@ -93,3 +93,21 @@ def test_generation_from_the_prior_draws_laplace_codes():
     z = np.asarray(samplers.prior(2, "laplace").sample(jax.random.PRNGKey(0), 50_000))
     np.testing.assert_allclose(np.mean(np.abs(z), 0), [1.0, 1.0], rtol=0.02)  # E|z| = 1 under Laplace(0, 1)
     assert abs(np.mean(z**2) - 2.0) < 0.05  # its variance is 2, N(0, 1)'s 1
+
+
+def test_generation_draws_each_targets_private_code_from_its_prior():
+    """--generation=sample: target t decodes (w, z) with w ~ p(w) = Laplace(0, 1), its own draw (float64 by
+    hand); without a key, generation is ``decode``, w = 0, the prior's mean."""
+    model, params = ref.tiny_model("mmvaeplus", private_dim=PRIVATE)
+    z = np.random.default_rng(2).normal(size=(4, SHARED)).astype(np.float32)
+    key = jax.random.PRNGKey(3)
+    drawn = model.generate(params, z, ("y", "w"), key)
+    assert set(drawn) == {"y", "w"}
+    for t in ("y", "w"):
+        w = np.asarray(jax.random.laplace(jax.random.fold_in(key, NAMES.index(t)), (4, PRIVATE)), np.float64)
+        expected = ref.mlp(params["decoders"][t], np.concatenate([w, z], 1))
+        np.testing.assert_allclose(np.asarray(drawn[t]).reshape(4, -1), expected, rtol=1e-4, atol=1e-4)
+    at_mean = model.generate(params, z, ("y",))["y"]
+    np.testing.assert_array_equal(at_mean, model.decode(params, z, ("y",))["y"])
+    expected = ref.mlp(params["decoders"]["y"], np.concatenate([np.zeros((4, PRIVATE)), z], 1))
+    np.testing.assert_allclose(np.asarray(at_mean).reshape(4, -1), expected, rtol=1e-4, atol=1e-4)

@@ -61,11 +61,20 @@ def coherence(ctx: Context) -> dict:
     n = ctx.options.coherence_points or len(ctx.scored_labels)  # the first N: a split's order covers every class
     scored = {name: values[:n] for name, values in ctx.scored.items()}
     with ctx.progress(len(pairs), "coherence") as update:
-        scores = metrics.coherence(ctx.model, ctx.params, scored, ctx.scored_labels[:n], classify, progress=update)
+        sampling = jax.random.fold_in(ctx.rng, 2) if ctx.options.generation == "sample" else None
+        scores = metrics.coherence(
+            ctx.model, ctx.params, scored, ctx.scored_labels[:n], classify, progress=update, rng=sampling
+        )
     if len(scorable) >= 2:
         sampler = ctx.sampler()
         scores[sampler.name] = metrics.prior_coherence(
-            ctx.model, ctx.params, jax.random.fold_in(ctx.rng, 1), classify, ctx.options.prior_samples, sampler=sampler
+            ctx.model,
+            ctx.params,
+            jax.random.fold_in(ctx.rng, 1),
+            classify,
+            ctx.options.prior_samples,
+            sampler=sampler,
+            private=ctx.options.generation == "sample",
         )
     else:
         log.warning("coherence: no prior coherence, which needs two classified modalities (%s has one)", scorable[0])
@@ -134,6 +143,7 @@ def fid(ctx: Context) -> dict:
             progress=update,
             binarize=ctx.dataset.binarize,
             sampler=ctx.sampler(),
+            private=ctx.options.generation == "sample",
         )
     out = {"fid": {**scores, "points": n}}
     label = ctx.dataset.label_modality
@@ -269,6 +279,15 @@ SAMPLER_OPTIONS = (
     ),
     opt.integer("sampler_components", 10, "components of --sampler=gmm (MultiVae's default)", 1),
 )
+GENERATION = opt.choice(
+    "generation",
+    "mean",
+    ("mean", "sample"),
+    "how coherence and FID generate: mean = conditional coherence decodes the mean of q(z|x_S), and a model's "
+    "private latents (MMVAE+, CMVAE, DMVAE) sit at their prior's mean; sample = the papers' test-time "
+    "generation (MoPoE's and MMVAE+'s code, MultiVae's CoherenceEvaluator): one z ~ q(z|x_S) per example, and "
+    "private latents drawn from their prior. FID always draws z; sample draws the private latents too",
+)
 COHERENCE_POINTS = opt.integer(
     "coherence_points",
     0,
@@ -304,7 +323,7 @@ _SECTIONS = (
         "coherence",
         coherence,
         ("classifiers", "coherence", "coherence_by_inputs", "label_coherence"),
-        (*SCORER_OPTIONS, PRIOR_SAMPLES, COHERENCE_POINTS, *SAMPLER_OPTIONS, LATENT_TRAIN_POINTS),
+        (*SCORER_OPTIONS, PRIOR_SAMPLES, COHERENCE_POINTS, GENERATION, *SAMPLER_OPTIONS, LATENT_TRAIN_POINTS),
         labelled=True,
     ),
     Section("latent_accuracy", latent_accuracy, ("latent_accuracy",), (LATENT_TRAIN_POINTS,), labelled=True),
@@ -318,7 +337,12 @@ _SECTIONS = (
     ),
     Section("log_likelihood", log_likelihood, ("log_likelihood",), LIKELIHOOD_OPTIONS),
     Section("objective", objective, ("objective",)),
-    Section("fid", fid, ("fid", "diversity"), (*SCORER_OPTIONS, FID_POINTS, *SAMPLER_OPTIONS, LATENT_TRAIN_POINTS)),
+    Section(
+        "fid",
+        fid,
+        ("fid", "diversity"),
+        (*SCORER_OPTIONS, FID_POINTS, GENERATION, *SAMPLER_OPTIONS, LATENT_TRAIN_POINTS),
+    ),
     Section("tsne", tsne, (), (TSNE_POINTS,), labelled=True, files=("tsne.png",)),
     Section("cross_modal", cross_modal, (), labelled=True, files=("cross_modal.png",)),
     Section("samples", samples, (), (*SAMPLER_OPTIONS, LATENT_TRAIN_POINTS), files=(SAMPLES_FILE, "samples.png")),

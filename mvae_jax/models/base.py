@@ -120,6 +120,9 @@ class Model:
       private_latents: the decoders also read latents of their own modality (MMVAE+, DMVAE, CMVAE), which
         ``decode`` sets to their prior mean; estimates over z alone (the importance-weighted log-likelihood)
         do not apply.
+      decode_drawing: for a model with private latents, (params, z, names, rng) -> logits as ``decode``, each
+        modality's private latent drawn from its prior p(w_m) (the papers' test-time generation). Use
+        ``generate``.
       sample: None when q(z | present) is ``posterior``'s Gaussian or mixture; else (params, batch, present,
         rng, num) -> z (num, batch, latent) drawn from a posterior that is neither (JNF's flows and HMC), whose
         moments ``encode`` returns. Use ``draw``.
@@ -137,6 +140,7 @@ class Model:
     prior_mixture: Callable[[Params], tuple[jax.Array, jax.Array, jax.Array]] | None = None
     private_latents: bool = False
     sample: Callable[..., jax.Array] | None = None
+    decode_drawing: Callable[..., dict[str, jax.Array]] | None = None
     # Programs compiled for this model by ``per_model_jit`` functions: they live and die with the model.
     _jitted: dict = dataclasses.field(default_factory=dict, init=False, repr=False, compare=False, hash=False)
 
@@ -166,6 +170,15 @@ class Model:
         if self.sample is not None:
             return self.sample(params, batch, tuple(present), rng, num)
         return distributions.sample_mixture(rng, *self.posterior(params, batch, present), (num,))
+
+    def generate(
+        self, params: Params, z: jax.Array, names: Sequence[str] | None = None, rng: jax.Array | None = None
+    ) -> dict[str, jax.Array]:
+        """``decode``, or with ``rng`` each private latent drawn from its prior (``decode_drawing``; the same as
+        ``decode`` for a model without private latents)."""
+        if rng is None or self.decode_drawing is None:
+            return self.decode(params, z, names)
+        return self.decode_drawing(params, z, names, rng)
 
     @property
     def names(self) -> tuple[str, ...]:

@@ -28,7 +28,8 @@ a shared 10. Measured here (trimodal, 1 epoch of 20,000 pairs, 2,000 test
 pairs, 2026-12-06): w->x coherence 1.0 with 1 private dimension, 0.77 with 4;
 at 32 (MMVAE+'s value, whose cross-modal terms decode from an auxiliary prior
 instead) and 5 epochs, joint->x 0.30 and joint->y 0.10 (chance), as the
-images' content lived in w_m, which generation sets to 0. beta weighs the shared KL and the private KLs have weight
+images' content lived in w_m, which generation sets to 0 (``--generation=sample`` draws it from
+p(w_m) = N(0, I) instead, ``decode_drawing``). beta weighs the shared KL and the private KLs have weight
 1, as MultiVae's ``DMVAE`` does (its ``modalities_specific_betas`` default).
 
 Where this module differs from the authors' code (seqam-lab/DMVAE,
@@ -111,6 +112,16 @@ def build(config, modalities: tuple[Modality, ...]) -> Model:
         w = jnp.zeros((*z.shape[:-1], private), z.dtype)  # the mean of p(w_m)
         return experts.decode(params, jnp.concatenate([w, z], axis=-1), targets)
 
+    def decode_drawing(params, z, targets, rng):
+        """Each target decoded with its own w_m ~ p(w_m) = N(0, I) (MultiVae's DMVAE generation)."""
+        targets = names if targets is None else tuple(targets)
+        out = {}
+        for t in targets:
+            shape = (*z.shape[:-1], private)
+            w = jax.random.normal(jax.random.fold_in(rng, names.index(t)), shape, z.dtype)
+            out.update(experts.decode(params, jnp.concatenate([w, z], axis=-1), (t,)))
+        return out
+
     def loss(params, batch, rng, epoch=0, beta=beta):
         parts = {n: split(params, batch, n) for n in names}
         present = presence(batch, names)  # None: a complete batch
@@ -143,4 +154,13 @@ def build(config, modalities: tuple[Modality, ...]) -> Model:
         terms["loss"] = -terms["objective"]
         return terms
 
-    return Model("dmvae", tuple(modalities), experts.init_from, loss, encode, decode, private_latents=True)
+    return Model(
+        "dmvae",
+        tuple(modalities),
+        experts.init_from,
+        loss,
+        encode,
+        decode,
+        private_latents=True,
+        decode_drawing=decode_drawing,
+    )

@@ -36,10 +36,11 @@ Where this module differs from the authors' code (srl-ethz/mmvaeplus):
   mixture's mean and variance (a Laplace's variance is 2 s^2), as the latent
   accuracy and the tSNE use it; ``posterior`` gives the components as
   Gaussians of those moments;
-- ``decode(params, z)`` decodes with w at the mean of p(w), 0, where the
-  authors draw w ~ p(w) for cross-modal and unconditional generation (our
-  ``decode`` takes no random key); eval.py's prior draws z ~ Laplace(0, 1)
-  (``Model.latent_prior``).
+- ``decode(params, z)`` decodes with w at the mean of p(w), 0 (it takes no
+  random key), where the authors draw w ~ p(w) for cross-modal and
+  unconditional generation; ``Model.generate`` with a key draws it as they do
+  (``decode_drawing``; ``eval.py --generation=sample``). eval.py's prior draws
+  z ~ Laplace(0, 1) (``Model.latent_prior``).
 
 Incomplete data (``--missing``): an example with only the modalities P takes
 the objective on P, as MultiVae's MMVAE+ does with its masks: the mean of L_r
@@ -126,6 +127,18 @@ def make(config, modalities: tuple[Modality, ...], name: str, shared_prior: Shar
         w = jnp.zeros((*z.shape[:-1], private), z.dtype)  # the mean of p(w)
         return experts.decode(params, jnp.concatenate([w, z], axis=-1), targets)
 
+    def decode_drawing(params, z, targets, rng):
+        """Each target decoded with its own w ~ p(w) = Laplace(0, 1), as the authors' test-time generation
+        (``self_and_cross_modal_generation_forward``, ``generate_unconditional``) draws it."""
+        targets = names if targets is None else tuple(targets)
+        out = {}
+        for t in targets:
+            w = distributions.sample_laplace(
+                jax.random.fold_in(rng, names.index(t)), jnp.zeros((*z.shape[:-1], private), z.dtype), 1.0
+            )
+            out.update(experts.decode(params, jnp.concatenate([w, z], axis=-1), (t,)))
+        return out
+
     def loss(params, batch, rng, epoch=0, beta=beta):
         parts = {n: split(params, batch, n) for n in names}
         z_locs = jnp.stack([parts[n][1][0] for n in names])  # (M, batch, shared)
@@ -178,4 +191,5 @@ def make(config, modalities: tuple[Modality, ...], name: str, shared_prior: Shar
         latent_prior="laplace",
         prior_mixture=prior_mixture,
         private_latents=True,
+        decode_drawing=decode_drawing,
     )

@@ -10,6 +10,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from mvae_jax.evaluation.metrics.common import (
+    PRIVATE_STREAM,
     Classify,
     Progress,
     batches,
@@ -50,6 +51,7 @@ def coherence(
     classify: Mapping[str, Classify],
     batch_size: int = 1000,
     progress: Progress = None,
+    rng: jax.Array | None = None,
 ) -> dict[str, float]:
     """Cross-modal coherence: accuracy of the class of x_t generated from x_S against the true class.
 
@@ -59,14 +61,23 @@ def coherence(
     argmax for labels) and compare with ``labels``. Keys ``"joint->t"``:
     the same from all modalities to each of them (reconstruction). Image
     modalities without a classifier are left out.
+
+    With ``rng``, the papers' test-time generation instead (MoPoE's and MMVAE+'s code, MultiVae's
+    ``CoherenceEvaluator``): one z ~ q(z | x_S) per example, and a model's private latents drawn from their
+    prior p(w_m) (``Model.generate``), where without it they sit at the prior's mean.
     """
     labels = np.asarray(labels)
     pairs = coherence_pairs(model, classify)
     correct = {}
-    for present, targets in pairs:
-        for s in batches(len(labels), batch_size):
+    for i, (present, targets) in enumerate(pairs):
+        for j, s in enumerate(batches(len(labels), batch_size)):
             batch = {k: jnp.asarray(data[k][s]) for k in present}
-            outputs = jax.device_get(conditional_means(model, params, batch, present, targets))
+            if rng is None:
+                means = conditional_means(model, params, batch, present, targets)
+            else:
+                key = jax.random.fold_in(jax.random.fold_in(rng, i), j)
+                means = sampled_means(model, params, batch, present, targets, key, private=True)
+            outputs = jax.device_get(means)
             for t, pred in classify_outputs(model, outputs, classify).items():
                 key = f"{'joint' if present == model.names else subset_key(present)}->{t}"
                 correct[key] = correct.get(key, 0) + int(np.sum(pred == labels[s]))
@@ -103,14 +114,18 @@ def prior_coherence(
     num_samples: int = 10_000,
     batch_size: int = 1000,
     sampler: LatentSampler | None = None,
+    private: bool = False,
 ) -> float:
     """Fraction of z ~ p(z) (or ~ ``sampler``: ``metrics.samplers``) whose decoded modalities all get the same
-    class (every scorable modality)."""
+    class (every scorable modality). ``private``: a model's private latents drawn from their prior, each
+    modality its own (``Model.generate``), else at the prior's mean."""
     agree, done = 0, 0
     sampler = sampler or model_prior(model, params)
     for i, s in enumerate(batches(num_samples, batch_size)):
-        z = sampler.sample(jax.random.fold_in(rng, i), s.stop - s.start)
-        outputs = jax.device_get(decoded_means(model, params, z, model.names))
+        key = jax.random.fold_in(rng, i)
+        z = sampler.sample(key, s.stop - s.start)
+        private_rng = jax.random.fold_in(key, PRIVATE_STREAM) if private else None
+        outputs = jax.device_get(decoded_means(model, params, z, model.names, private_rng))
         classes = list(classify_outputs(model, outputs, classify).values())
         if len(classes) < 2:
             raise ValueError(f"prior coherence needs two scorable modalities, {model.name} has {len(classes)}")

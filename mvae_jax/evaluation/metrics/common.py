@@ -76,16 +76,22 @@ def model_latent(model: Model, params) -> int:
 
 
 @per_model_jit(static_argnums=(0, 3))
-def decoded_means(model: Model, params, z, targets):
-    """{t: E[x_t | z]} for z (n, latent)."""
-    logits = model.decode(params, z, targets)
+def decoded_means(model: Model, params, z, targets, private_rng=None):
+    """{t: E[x_t | z]} for z (n, latent); with ``private_rng``, a model's private latents drawn from their prior
+    (``Model.generate``), else at its mean."""
+    logits = model.generate(params, z, targets, private_rng)
     return {m.name: m.mean(logits[m.name]) for m in model.modalities if m.name in targets}
 
 
-@per_model_jit(static_argnums=(0, 3, 4))
-def sampled_means(model: Model, params, batch, present, targets, rng):
-    """{t: E[x_t | z]} at one z ~ q(z | present) per example (a mixture's component drawn as in training)."""
-    return decoded_means(model, params, model.draw(params, batch, present, rng, 1)[0], targets)
+PRIVATE_STREAM = 1 << 21  # folded into a generation's key for its private latents' draws
+
+
+@per_model_jit(static_argnums=(0, 3, 4), static_argnames=("private",))
+def sampled_means(model: Model, params, batch, present, targets, rng, private: bool = False):
+    """{t: E[x_t | z]} at one z ~ q(z | present) per example (a mixture's component drawn as in training);
+    ``private``: a model's private latents drawn from their prior too (``Model.generate``)."""
+    private_rng = jax.random.fold_in(rng, PRIVATE_STREAM) if private else None
+    return decoded_means(model, params, model.draw(params, batch, present, rng, 1)[0], targets, private_rng)
 
 
 def prior_images(model: Model, params, rng: jax.Array, num_samples: int = 16, sampler=None) -> dict[str, np.ndarray]:

@@ -10,6 +10,7 @@ import numpy as np
 
 from mvae_jax.evaluation.metrics.coherences import label_samples
 from mvae_jax.evaluation.metrics.common import (
+    PRIVATE_STREAM,
     Progress,
     batches,
     decoded_means,
@@ -60,6 +61,7 @@ def fid(
     progress: Progress = None,
     binarize: Sequence[str] = (),
     sampler=None,
+    private: bool = False,
 ) -> dict[str, float]:
     """{"S->t": FID} of generated images of each modality t in ``features`` against the real ones of ``data``.
 
@@ -71,7 +73,8 @@ def fid(
     ``progress(1)`` after each of ``fid_pairs`` and after the prior samples.
     Modalities in ``binarize`` have binary real images (mnist_label's test
     digits): their generated pixel means are replaced by one Bernoulli draw
-    each, so that binary images meet binary images.
+    each, so that binary images meet binary images. ``private``: a model's private latents drawn from their
+    prior (``Model.generate``; the papers' generation), else at the prior's mean.
     """
     draw_key = jax.random.fold_in(rng, 1 << 20)
 
@@ -90,17 +93,18 @@ def fid(
         key = "joint" if present == model.names else subset_key(present)
         for j, s in enumerate(batches(n, batch_size)):
             batch = {k: jnp.asarray(data[k][s]) for k in present}
-            means = sampled_means(
-                model, params, batch, present, wanted, jax.random.fold_in(jax.random.fold_in(rng, i), j)
-            )
+            pair_rng = jax.random.fold_in(jax.random.fold_in(rng, i), j)
+            means = sampled_means(model, params, batch, present, wanted, pair_rng, private=private)
             for t in wanted:
                 generated[t].setdefault(key, []).append(image_features(t, means[t], i, j))
         if progress is not None:
             progress(1)
     prior_rng = jax.random.fold_in(rng, len(pairs))
     for j, s in enumerate(batches(n, batch_size)):
-        z = sampler.sample(jax.random.fold_in(prior_rng, j), s.stop - s.start)
-        for t, images in decoded_means(model, params, z, targets).items():
+        key = jax.random.fold_in(prior_rng, j)
+        z = sampler.sample(key, s.stop - s.start)
+        private_rng = jax.random.fold_in(key, PRIVATE_STREAM) if private else None
+        for t, images in decoded_means(model, params, z, targets, private_rng).items():
             generated[t][sampler.name].append(image_features(t, images, len(pairs), j))
     if progress is not None:
         progress(1)
