@@ -127,7 +127,7 @@ def test_eval_scores_with_the_shipped_weights_by_default(tiny_config, tmp_path, 
     state = training.create_train_state(model, training.make_optimizer(tiny_config), 0)
     options = types.SimpleNamespace(
         classifier_dir=None, classifier_epochs=0, seed=0, prior_samples=50, coherence_points=0, sampler="prior",
-        sampler_components=10, latent_train_points=20_000,
+        sampler_components=10, latent_train_points=20_000, generation="mean",
     )  # fmt: skip
     ctx = sections.Context(
         tiny_config, model, state.params, 0, dataset, dataset.test, dataset.labels("test"), None, tmp_path, options
