@@ -1,7 +1,7 @@
 """The interface every model implements: pure functions of explicit parameters.
 
 Also what models share: the options several of them read (one declaration each), the experts' encoders
-and decoders, the batch checks and the subset masks. Why one module of about 550 lines: it is the one
+and decoders, the batch checks and the subset masks. Why one module of about 580 lines: it is the one
 file a model's author reads before writing a model (docs/ARCHITECTURE.md, "How to add a model").
 """
 
@@ -560,3 +560,18 @@ def joint_and_experts(config, modalities: Sequence[Modality], prior_expert: bool
         )
 
     return joint, experts, init, encode
+
+
+def private_drawing(experts: Experts, private: int, draw: Callable[..., jax.Array]):
+    """``Model.decode_drawing`` of a model whose decoder of m reads (w_m, z), w_m of size ``private`` first:
+    each target t decoded with its own w_t = ``draw(key, shape, dtype)``, a draw of p(w_t), the key folded
+    from ``rng`` by t's index among the modalities."""
+
+    def decode_drawing(params, z, targets, rng):
+        out = {}
+        for t in experts.names if targets is None else tuple(targets):
+            w = draw(jax.random.fold_in(rng, experts.names.index(t)), (*z.shape[:-1], private), z.dtype)
+            out.update(experts.decode(params, jnp.concatenate([w, z], axis=-1), (t,)))
+        return out
+
+    return decode_drawing

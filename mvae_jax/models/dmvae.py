@@ -68,7 +68,7 @@ import jax.numpy as jnp
 from mvae_jax import distributions
 from mvae_jax import options as opt
 from mvae_jax.modality import Modality
-from mvae_jax.models.base import LIKELIHOOD_WEIGHTS, Experts, Model, check_present, presence
+from mvae_jax.models.base import LIKELIHOOD_WEIGHTS, Experts, Model, check_present, presence, private_drawing
 
 DMVAE_PRIVATE_DIM = opt.integer(
     "dmvae_private_dim",
@@ -112,15 +112,7 @@ def build(config, modalities: tuple[Modality, ...]) -> Model:
         w = jnp.zeros((*z.shape[:-1], private), z.dtype)  # the mean of p(w_m)
         return experts.decode(params, jnp.concatenate([w, z], axis=-1), targets)
 
-    def decode_drawing(params, z, targets, rng):
-        """Each target decoded with its own w_m ~ p(w_m) = N(0, I) (MultiVae's DMVAE generation)."""
-        targets = names if targets is None else tuple(targets)
-        out = {}
-        for t in targets:
-            shape = (*z.shape[:-1], private)
-            w = jax.random.normal(jax.random.fold_in(rng, names.index(t)), shape, z.dtype)
-            out.update(experts.decode(params, jnp.concatenate([w, z], axis=-1), (t,)))
-        return out
+    decode_drawing = private_drawing(experts, private, jax.random.normal)  # w_m ~ N(0, I), MultiVae's DMVAE
 
     def loss(params, batch, rng, epoch=0, beta=beta):
         parts = {n: split(params, batch, n) for n in names}

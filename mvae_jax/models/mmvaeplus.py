@@ -58,7 +58,15 @@ import jax.numpy as jnp
 
 from mvae_jax import distributions
 from mvae_jax.modality import Modality
-from mvae_jax.models.base import LIKELIHOOD_WEIGHTS, PRIVATE_DIM, Experts, Model, check_present, presence
+from mvae_jax.models.base import (
+    LIKELIHOOD_WEIGHTS,
+    PRIVATE_DIM,
+    Experts,
+    Model,
+    check_present,
+    presence,
+    private_drawing,
+)
 
 ETA = 1e-6  # added to every scale (the authors' Constants.eta): no scale is 0
 
@@ -127,17 +135,9 @@ def make(config, modalities: tuple[Modality, ...], name: str, shared_prior: Shar
         w = jnp.zeros((*z.shape[:-1], private), z.dtype)  # the mean of p(w)
         return experts.decode(params, jnp.concatenate([w, z], axis=-1), targets)
 
-    def decode_drawing(params, z, targets, rng):
-        """Each target decoded with its own w ~ p(w) = Laplace(0, 1), as the authors' test-time generation
-        (``self_and_cross_modal_generation_forward``, ``generate_unconditional``) draws it."""
-        targets = names if targets is None else tuple(targets)
-        out = {}
-        for t in targets:
-            w = distributions.sample_laplace(
-                jax.random.fold_in(rng, names.index(t)), jnp.zeros((*z.shape[:-1], private), z.dtype), 1.0
-            )
-            out.update(experts.decode(params, jnp.concatenate([w, z], axis=-1), (t,)))
-        return out
+    # Each target with its own w ~ p(w) = Laplace(0, 1), as the authors' test-time generation
+    # (self_and_cross_modal_generation_forward, generate_unconditional) draws it.
+    decode_drawing = private_drawing(experts, private, jax.random.laplace)
 
     def loss(params, batch, rng, epoch=0, beta=beta):
         parts = {n: split(params, batch, n) for n in names}

@@ -10,7 +10,6 @@ import jax.numpy as jnp
 import numpy as np
 
 from mvae_jax.evaluation.metrics.common import (
-    PRIVATE_STREAM,
     Classify,
     Progress,
     batches,
@@ -18,6 +17,7 @@ from mvae_jax.evaluation.metrics.common import (
     conditional_means,
     decoded_means,
     model_prior,
+    private_key,
     sampled_means,
     subset_key,
 )
@@ -124,7 +124,7 @@ def prior_coherence(
     for i, s in enumerate(batches(num_samples, batch_size)):
         key = jax.random.fold_in(rng, i)
         z = sampler.sample(key, s.stop - s.start)
-        private_rng = jax.random.fold_in(key, PRIVATE_STREAM) if private else None
+        private_rng = private_key(key, private)
         outputs = jax.device_get(decoded_means(model, params, z, model.names, private_rng))
         classes = list(classify_outputs(model, outputs, classify).values())
         if len(classes) < 2:

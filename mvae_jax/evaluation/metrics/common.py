@@ -86,12 +86,18 @@ def decoded_means(model: Model, params, z, targets, private_rng=None):
 PRIVATE_STREAM = 1 << 21  # folded into a generation's key for its private latents' draws
 
 
+def private_key(rng: jax.Array, private: bool) -> jax.Array | None:
+    """The key of a generation's private-latent draws (``decoded_means``), or None to leave them at the mean."""
+    return jax.random.fold_in(rng, PRIVATE_STREAM) if private else None
+
+
 @per_model_jit(static_argnums=(0, 3, 4), static_argnames=("private",))
 def sampled_means(model: Model, params, batch, present, targets, rng, private: bool = False):
     """{t: E[x_t | z]} at one z ~ q(z | present) per example (a mixture's component drawn as in training);
     ``private``: a model's private latents drawn from their prior too (``Model.generate``)."""
-    private_rng = jax.random.fold_in(rng, PRIVATE_STREAM) if private else None
-    return decoded_means(model, params, model.draw(params, batch, present, rng, 1)[0], targets, private_rng)
+    return decoded_means(
+        model, params, model.draw(params, batch, present, rng, 1)[0], targets, private_key(rng, private)
+    )
 
 
 def prior_images(model: Model, params, rng: jax.Array, num_samples: int = 16, sampler=None) -> dict[str, np.ndarray]:

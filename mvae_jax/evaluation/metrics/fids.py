@@ -10,11 +10,11 @@ import numpy as np
 
 from mvae_jax.evaluation.metrics.coherences import label_samples
 from mvae_jax.evaluation.metrics.common import (
-    PRIVATE_STREAM,
     Progress,
     batches,
     decoded_means,
     model_prior,
+    private_key,
     sampled_means,
     subset_key,
 )
@@ -103,7 +103,7 @@ def fid(
     for j, s in enumerate(batches(n, batch_size)):
         key = jax.random.fold_in(prior_rng, j)
         z = sampler.sample(key, s.stop - s.start)
-        private_rng = jax.random.fold_in(key, PRIVATE_STREAM) if private else None
+        private_rng = private_key(key, private)
         for t, images in decoded_means(model, params, z, targets, private_rng).items():
             generated[t][sampler.name].append(image_features(t, images, len(pairs), j))
     if progress is not None:
